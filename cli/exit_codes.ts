@@ -1,0 +1,21 @@
+/**
+ * The exit codes of the `pklock` command, as documented in the README.
+ *
+ * @module
+ */
+
+/** Every exit code `pklock` uses of its own. */
+export const ExitCode = {
+  /** Done as asked. */
+  Ok: 0,
+  /** An unexpected failure. */
+  Failure: 1,
+  /** Bad command-line usage. */
+  Usage: 2,
+  /** The lock was not granted within `--wait` (or was busy with `--wait 0`). */
+  NotAcquired: 3,
+  /** The server could not be reached, or the connection was lost. */
+  Connection: 4,
+  /** `serve` could not start: invalid settings, or the address is in use. */
+  Config: 5,
+} as const;

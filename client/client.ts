@@ -1,0 +1,253 @@
+/**
+ * The lock client: one persistent connection to a pklock server, on which any
+ * number of locks are requested, held and released.
+ *
+ * @module
+ */
+
+import { MessageClient } from "../message/client.ts";
+import { ConnectionError, ProtocolError } from "../message/errors.ts";
+import type {
+  HelloResult,
+  LockMode,
+  LockParameters,
+  LockResult,
+  ReleaseResult,
+} from "../protocol/lock_protocol.ts";
+import { PROTOCOL_VERSION } from "../protocol/version.ts";
+import { LockLostError, LockTimeoutError } from "./errors.ts";
+import { Lock } from "./lock.ts";
+
+/** The port a pklock server listens on unless told otherwise. */
+export const DEFAULT_PORT = 20934;
+
+/** Options of {@linkcode connect}. */
+export interface ConnectOptions {
+  /**
+   * The server's address.
+   *
+   * @default {"127.0.0.1"}
+   */
+  hostname?: string;
+  /**
+   * The server's port.
+   *
+   * @default {20934}
+   */
+  port?: number;
+  /** Abandons connecting. */
+  signal?: AbortSignal;
+}
+
+/** Options of {@linkcode LockClient.lock}. */
+export interface LockOptions {
+  /**
+   * `exclusive` (one holder) or `shared` (any number of shared holders).
+   *
+   * @default {"exclusive"}
+   */
+  mode?: LockMode;
+  /**
+   * How long to wait for the lock, in milliseconds; `0` takes it only if it is
+   * free now. The server ends the wait, so no grant can arrive after it.
+   * Absent: wait for as long as it takes.
+   */
+  wait?: number;
+  /**
+   * Stops waiting. The request is withdrawn on the server before the promise
+   * rejects with the signal's reason, so no stale grant is left behind.
+   */
+  signal?: AbortSignal;
+}
+
+/**
+ * Connects to a pklock server.
+ *
+ * @param options Where the server is.
+ * @returns A connected client.
+ * @throws {ConnectionError} When the server cannot be reached.
+ *
+ * @example Connecting
+ * ```ts ignore
+ * import { connect } from "./client.ts";
+ * await using client = await connect({ port: 20934 });
+ * ```
+ */
+export async function connect(
+  options: ConnectOptions = {},
+): Promise<LockClient> {
+  const { signal } = options;
+  const messages = await MessageClient.connect({
+    hostname: options.hostname ?? "127.0.0.1",
+    port: options.port ?? DEFAULT_PORT,
+    ...(signal ? { signal } : {}),
+  });
+  try {
+    const hello = await messages.rpc<HelloResult>(
+      "hello",
+      { protocol: PROTOCOL_VERSION },
+      signal ? { signal } : {},
+    );
+    return new LockClient(messages, hello);
+  } catch (error) {
+    await messages.close();
+    throw error;
+  }
+}
+
+/**
+ * A connection to a pklock server. Every lock it holds is released by the
+ * server when the connection closes, however that happens.
+ *
+ * @example Holding a lock
+ * ```ts ignore
+ * import { connect } from "./client.ts";
+ * await using client = await connect();
+ * await using lock = await client.lock("nightly-report", { wait: 10_000 });
+ * console.log(`holding with token ${lock.token}`);
+ * ```
+ */
+export class LockClient implements AsyncDisposable {
+  /** What the server said about itself when the connection opened. */
+  readonly server: HelloResult;
+  readonly #messages: MessageClient;
+  readonly #held = new Map<Lock, AbortController>();
+
+  /**
+   * Made by {@linkcode connect}; not meant to be built directly.
+   *
+   * @param messages The open connection.
+   * @param server The server's `hello` reply.
+   */
+  constructor(messages: MessageClient, server: HelloResult) {
+    this.#messages = messages;
+    this.server = server;
+    messages.signal.addEventListener("abort", () => {
+      for (const [lock, controller] of this.#held) {
+        controller.abort(
+          new LockLostError(
+            `Lost lock "${lock.name}": ${
+              (messages.signal.reason as Error).message
+            }`,
+            { cause: messages.signal.reason },
+          ),
+        );
+      }
+      this.#held.clear();
+    }, { once: true });
+  }
+
+  /** Aborted, with a {@linkcode ConnectionError}, when the connection closes. */
+  get signal(): AbortSignal {
+    return this.#messages.signal;
+  }
+
+  /**
+   * Asks for a lock and waits until it is granted.
+   *
+   * @param name The lock's name.
+   * @param options Mode, bounded wait and cancellation.
+   * @returns The held lock.
+   * @throws {LockTimeoutError} When `wait` passes first (or, with `wait: 0`,
+   *   the lock is taken).
+   * @throws {RemoteError} When the server refuses the request, with its
+   *   `code`: `already_held`, `already_waiting`, `invalid_parameters`.
+   * @throws {ConnectionError} When the connection closes first.
+   */
+  async lock(name: string, options: LockOptions = {}): Promise<Lock> {
+    const { mode = "exclusive", wait, signal } = options;
+    signal?.throwIfAborted();
+    const parameters: LockParameters = { lockName: name };
+    if (mode !== "exclusive") parameters.mode = mode;
+    if (wait !== undefined) parameters.wait = wait;
+    const reply = this.#messages.rpc<LockResult>(
+      "lock",
+      parameters as unknown as Record<string, unknown>,
+    );
+    let withdrawn: Promise<unknown> | undefined;
+    const withdraw = () => {
+      withdrawn = this.#messages.rpc("release", { lockName: name })
+        .catch(() => {});
+    };
+    signal?.addEventListener("abort", withdraw, { once: true });
+    let result: LockResult;
+    try {
+      result = await reply;
+    } finally {
+      signal?.removeEventListener("abort", withdraw);
+    }
+    if (withdrawn !== undefined) {
+      await withdrawn;
+      throw signal!.reason;
+    }
+    switch (result.status) {
+      case "ok":
+        return this.#hold(name, mode, result.token ?? 0);
+      case "busy":
+        throw new LockTimeoutError(
+          `Cannot acquire lock "${name}": it is held by another client`,
+        );
+      case "timeout":
+        throw new LockTimeoutError(
+          `Cannot acquire lock "${name}": timed out after ${wait} ms`,
+        );
+      default:
+        throw new ProtocolError(
+          `Unexpected reply to lock "${name}": status "${result.status}"`,
+        );
+    }
+  }
+
+  /**
+   * Takes a lock only if it is free now.
+   *
+   * @param name The lock's name.
+   * @param options The mode.
+   * @returns The held lock, or `null` when another client holds it.
+   * @throws {RemoteError} When the server refuses the request.
+   * @throws {ConnectionError} When the connection closes first.
+   */
+  async tryLock(
+    name: string,
+    options: Pick<LockOptions, "mode"> = {},
+  ): Promise<Lock | null> {
+    try {
+      return await this.lock(name, { ...options, wait: 0 });
+    } catch (error) {
+      if (error instanceof LockTimeoutError) return null;
+      throw error;
+    }
+  }
+
+  /**
+   * Closes the connection; the server releases every lock it held, and their
+   * `lost` signals fire.
+   */
+  close(): Promise<void> {
+    return this.#messages.close();
+  }
+
+  /** Same as {@linkcode LockClient.close}. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  #hold(name: string, mode: LockMode, token: number): Lock {
+    const controller = new AbortController();
+    const lock: Lock = new Lock(name, mode, token, controller.signal, () => {
+      this.#held.delete(lock);
+      return this.#releaseOnServer(name);
+    });
+    this.#held.set(lock, controller);
+    return lock;
+  }
+
+  async #releaseOnServer(name: string): Promise<void> {
+    try {
+      await this.#messages.rpc<ReleaseResult>("release", { lockName: name });
+    } catch (error) {
+      // A closed connection has released the lock already.
+      if (!(error instanceof ConnectionError)) throw error;
+    }
+  }
+}

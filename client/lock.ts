@@ -1,0 +1,87 @@
+/**
+ * The handle of a held lock.
+ *
+ * @module
+ */
+
+import type { LockMode } from "../protocol/lock_protocol.ts";
+
+/**
+ * A lock held through a {@linkcode LockClient}. Release it with
+ * {@linkcode Lock.release}, or let `await using` do it.
+ *
+ * @example Holding a lock for a block
+ * ```ts ignore
+ * await using lock = await client.lock("nightly-report");
+ * await writeReport({ fence: lock.token });
+ * ```
+ */
+export class Lock implements AsyncDisposable {
+  /** The lock's name. */
+  readonly name: string;
+  /** The mode it is held in. */
+  readonly mode: LockMode;
+  /**
+   * The fencing token of this grant: larger than that of every earlier grant
+   * by the same server. Pass it to the resources the lock protects so they can
+   * refuse writes from an older holder.
+   */
+  readonly token: number;
+  readonly #lost: AbortSignal;
+  readonly #release: () => Promise<void>;
+  #released: Promise<void> | null = null;
+
+  /**
+   * Made by {@linkcode LockClient.lock}; not meant to be built directly.
+   *
+   * @param name The lock's name.
+   * @param mode The mode it is held in.
+   * @param token The grant's fencing token.
+   * @param lost Aborted when the lock is lost.
+   * @param release Releases it on the server.
+   */
+  constructor(
+    name: string,
+    mode: LockMode,
+    token: number,
+    lost: AbortSignal,
+    release: () => Promise<void>,
+  ) {
+    this.name = name;
+    this.mode = mode;
+    this.token = token;
+    this.#lost = lost;
+    this.#release = release;
+  }
+
+  /**
+   * Aborted, with a {@linkcode LockLostError}, if the connection dies while
+   * the lock is held: from then on another client may hold it. Never aborted
+   * by {@linkcode Lock.release}.
+   */
+  get lost(): AbortSignal {
+    return this.#lost;
+  }
+
+  /** Whether the lock is still held: neither released nor lost. */
+  get held(): boolean {
+    return this.#released === null && !this.#lost.aborted;
+  }
+
+  /**
+   * Releases the lock; calling it again, or after the lock was lost, does
+   * nothing.
+   *
+   * @returns Once the server has released the lock.
+   */
+  release(): Promise<void> {
+    if (this.#released !== null) return this.#released;
+    this.#released = this.#lost.aborted ? Promise.resolve() : this.#release();
+    return this.#released;
+  }
+
+  /** Same as {@linkcode Lock.release}. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.release();
+  }
+}

@@ -1,0 +1,252 @@
+/**
+ * One framed, persistent connection: a reader task that cuts the stream into
+ * messages and one writer that sends every frame queued in the same tick in a
+ * single write. Both ends of the message layer use it.
+ *
+ * @module
+ */
+
+import { FrameError } from "../protocol/errors.ts";
+import {
+  decodeMessage,
+  DEFAULT_MAX_FRAME_BYTES,
+  FrameDecoder,
+  FrameEncoder,
+  type Message,
+} from "../protocol/frame.ts";
+
+/** The default cap on bytes queued for a peer that does not read (4 MiB). */
+export const DEFAULT_MAX_OUTPUT_BYTES = 4 * 1024 * 1024;
+
+/** Why a connection closed. */
+export type CloseReason =
+  /** The peer closed its end. */
+  | "peer_closed"
+  /** This side called `close()`. */
+  | "closed"
+  /** The peer broke the framing; an error reply was sent where possible. */
+  | "protocol_error"
+  /** The peer did not read its replies and the output cap was reached. */
+  | "output_overflow"
+  /** Reading or writing failed (reset by peer, broken pipe, ...). */
+  | "io_error";
+
+/** How a connection ended, as passed to close hooks and `closed` promises. */
+export interface CloseInfo {
+  /** Why it closed. */
+  reason: CloseReason;
+  /** The error behind `protocol_error` and `io_error`. */
+  error?: unknown;
+}
+
+/** Limits of one connection. */
+export interface ConnectionLimits {
+  /**
+   * The largest incoming payload, in bytes.
+   *
+   * @default {65536}
+   */
+  maxFrameBytes?: number;
+  /**
+   * The most bytes queued for the peer before the connection is dropped.
+   *
+   * @default {4194304}
+   */
+  maxOutputBytes?: number;
+}
+
+/** What a connection tells its owner. */
+export interface ConnectionEvents {
+  /** Called for every message read, in order. */
+  onMessage(message: Message, connection: Connection): void;
+  /** Called exactly once, when the connection has closed. */
+  onClose(connection: Connection, info: CloseInfo): void;
+}
+
+const READ_BUFFER_BYTES = 4096;
+/** How long a connection closed for a protocol error may take to flush. */
+const CLOSE_FLUSH_MS = 1000;
+
+let lastId = 0;
+
+/**
+ * A framed connection carrying JSON messages.
+ *
+ * @example Sending a message
+ * ```ts ignore
+ * connection.send({ event: "hello" });
+ * ```
+ */
+export class Connection {
+  /** A number unique among the connections of this process. */
+  readonly id: number = ++lastId;
+  /** The peer's address. */
+  readonly remoteAddr: Deno.NetAddr;
+  readonly #conn: Deno.Conn;
+  readonly #events: ConnectionEvents;
+  readonly #decoder: FrameDecoder;
+  readonly #output = new FrameEncoder();
+  readonly #maxOutputBytes: number;
+  #writing = false;
+  #flushQueued = false;
+  #state: "open" | "closing" | "closed" = "open";
+  #info: CloseInfo | null = null;
+  #closeTimer: ReturnType<typeof setTimeout> | undefined;
+  readonly #flush = () => {
+    this.#writer = this.#write();
+  };
+  #reading: Promise<void>;
+  #writer: Promise<void> = Promise.resolve();
+
+  /**
+   * Wraps a socket and starts reading from it.
+   *
+   * @param conn The socket; the connection owns and closes it.
+   * @param events Where messages and the close go.
+   * @param limits Frame and output limits.
+   */
+  constructor(
+    conn: Deno.Conn,
+    events: ConnectionEvents,
+    limits: ConnectionLimits = {},
+  ) {
+    this.#conn = conn;
+    this.remoteAddr = conn.remoteAddr as Deno.NetAddr;
+    this.#events = events;
+    this.#maxOutputBytes = limits.maxOutputBytes ?? DEFAULT_MAX_OUTPUT_BYTES;
+    this.#decoder = new FrameDecoder(
+      (payload) => {
+        if (this.#state === "open") {
+          this.#events.onMessage(decodeMessage(payload), this);
+        }
+      },
+      { maxFrameBytes: limits.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES },
+    );
+    this.#reading = this.#read();
+  }
+
+  /** Whether messages can still be sent. */
+  get open(): boolean {
+    return this.#state === "open";
+  }
+
+  /**
+   * Resolves once the connection has closed and its reader and writer tasks
+   * have ended.
+   */
+  get finished(): Promise<void> {
+    return Promise.all([this.#reading, this.#writer]).then(() => {});
+  }
+
+  /** Bytes queued for the peer and not yet written. */
+  get pendingBytes(): number {
+    return this.#output.length + (this.#writing ? this.#output.taken : 0);
+  }
+
+  /**
+   * Queues one message for the peer; frames queued in the same tick leave in
+   * one write.
+   *
+   * @param message A JSON-encodable object.
+   * @returns `false` when the connection is closing and nothing was queued.
+   */
+  send(message: object): boolean {
+    if (this.#state !== "open") return false;
+    this.#output.append(message);
+    if (this.pendingBytes > this.#maxOutputBytes) {
+      this.#finish({ reason: "output_overflow" });
+      return false;
+    }
+    if (!this.#writing && !this.#flushQueued) {
+      this.#flushQueued = true;
+      queueMicrotask(this.#flush);
+    }
+    return true;
+  }
+
+  /**
+   * Closes the connection at once; queued output is dropped.
+   */
+  close(): void {
+    this.#finish({ reason: "closed" });
+  }
+
+  /**
+   * Sends a last message, then closes once it is written (or after a short
+   * grace period if the peer does not read).
+   *
+   * @param message The farewell, typically an error reply.
+   * @param info Why the connection closes.
+   */
+  closeWith(message: object, info: CloseInfo): void {
+    if (this.#state !== "open") return;
+    this.send(message);
+    if (this.#state !== "open") return;
+    this.#state = "closing";
+    this.#info = info;
+    this.#closeTimer = setTimeout(() => this.#finish(info), CLOSE_FLUSH_MS);
+    if (!this.#writing && !this.#flushQueued) this.#finish(info);
+  }
+
+  async #read(): Promise<void> {
+    const buffer = new Uint8Array(READ_BUFFER_BYTES);
+    try {
+      while (this.#state === "open") {
+        const n = await this.#conn.read(buffer);
+        if (n === null) return this.#finish({ reason: "peer_closed" });
+        if (this.#state !== "open") return;
+        this.#decoder.push(buffer.subarray(0, n));
+      }
+    } catch (error) {
+      if (this.#state === "closed") return;
+      if (error instanceof FrameError) {
+        this.closeWith(
+          { error: { code: error.code, message: error.message } },
+          {
+            reason: "protocol_error",
+            error,
+          },
+        );
+      } else {
+        this.#finish({ reason: "io_error", error });
+      }
+    }
+  }
+
+  async #write(): Promise<void> {
+    this.#flushQueued = false;
+    if (this.#state === "closed") return;
+    this.#writing = true;
+    try {
+      while (this.#output.length > 0 && !this.#isClosed()) {
+        const bytes = this.#output.take();
+        let written = 0;
+        while (written < bytes.length) {
+          written += await this.#conn.write(bytes.subarray(written));
+        }
+      }
+    } catch (error) {
+      this.#finish({ reason: "io_error", error });
+    } finally {
+      this.#writing = false;
+    }
+    if (this.#state === "closing") this.#finish(this.#info!);
+  }
+
+  #isClosed(): boolean {
+    return this.#state === "closed";
+  }
+
+  #finish(info: CloseInfo): void {
+    if (this.#state === "closed") return;
+    this.#state = "closed";
+    clearTimeout(this.#closeTimer);
+    const final = this.#info ?? info;
+    try {
+      this.#conn.close();
+    } catch {
+      // Already closed by the runtime after a failed read or write.
+    }
+    this.#events.onClose(this, final);
+  }
+}

@@ -1,0 +1,75 @@
+/**
+ * Errors a message-layer client throws.
+ *
+ * @module
+ */
+
+import { PklockError } from "../protocol/errors.ts";
+
+/**
+ * The server could not be reached, or the connection closed while a request
+ * was under way.
+ *
+ * @example Telling a dead server apart
+ * ```ts ignore
+ * try {
+ *   await MessageClient.connect({ port: 1 });
+ * } catch (error) {
+ *   if (error instanceof ConnectionError) console.log(error.message);
+ * }
+ * ```
+ */
+export class ConnectionError extends PklockError {
+  override name = "ConnectionError";
+}
+
+/**
+ * The server answered a request with an error reply.
+ *
+ * @example Reading the code
+ * ```ts
+ * import { RemoteError } from "./errors.ts";
+ * const error = new RemoteError("unknown_command", 'Unknown command "x"');
+ * console.assert(error.code === "unknown_command");
+ * ```
+ */
+export class RemoteError extends PklockError {
+  override name = "RemoteError";
+  /** The stable code from the error reply. */
+  readonly code: string;
+
+  /**
+   * @param code The `code` of the error reply.
+   * @param message The `message` of the error reply.
+   */
+  constructor(code: string, message: string) {
+    super(message);
+    this.code = code;
+  }
+}
+
+/**
+ * A request did not get its reply in time. The server may still act on it.
+ *
+ * @example Bounding a request
+ * ```ts ignore
+ * await client.rpc("slow", {}, { timeout: 1000 }); // may throw RequestTimeoutError
+ * ```
+ */
+export class RequestTimeoutError extends PklockError {
+  override name = "RequestTimeoutError";
+}
+
+/**
+ * The server sent a reply this client cannot make sense of.
+ *
+ * @example Checking for a protocol mismatch
+ * ```ts
+ * import { ProtocolError } from "./errors.ts";
+ * const error = new ProtocolError('Unexpected lock status "maybe"');
+ * console.assert(error.name === "ProtocolError");
+ * ```
+ */
+export class ProtocolError extends PklockError {
+  override name = "ProtocolError";
+}

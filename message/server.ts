@@ -1,0 +1,273 @@
+/**
+ * A server for persistent-socket applications: it accepts TCP connections,
+ * applies an IP allow-list, frames JSON messages and dispatches each one by its
+ * `command` key to a registered handler. The pklock lock server is one
+ * application of it.
+ *
+ * @module
+ */
+
+import { PklockError } from "../protocol/errors.ts";
+import type { Message } from "../protocol/frame.ts";
+import { AllowList, LOOPBACK } from "./allow_list.ts";
+import {
+  type CloseInfo,
+  Connection,
+  type ConnectionEvents,
+  type ConnectionLimits,
+} from "./connection.ts";
+
+export type { CloseInfo, CloseReason } from "./connection.ts";
+export { Connection } from "./connection.ts";
+
+/**
+ * An error a handler throws to refuse a message; the peer receives
+ * `{"id": N, "error": {"code": code, "message": message}}` and the connection
+ * stays open.
+ *
+ * @example Refusing a request
+ * ```ts
+ * import { MessageError } from "./server.ts";
+ * function handler(): never {
+ *   throw new MessageError("invalid_parameters", 'Missing "name"');
+ * }
+ * ```
+ */
+export class MessageError extends PklockError {
+  override name = "MessageError";
+  /** The stable code sent to the peer. */
+  readonly code: string;
+
+  /**
+   * @param code A stable, machine-readable code in `snake_case`, such as the lock
+   *   server's `ErrorCode`s.
+   * @param message A sentence for people.
+   * @param options The underlying cause, if any.
+   */
+  constructor(
+    code: string,
+    message: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+    this.code = code;
+  }
+}
+
+/**
+ * Handles one message. The message has been checked to be an object whose
+ * `command` names this handler.
+ *
+ * Returning a value other than `undefined` answers an RPC (a message with an
+ * `id`) with `{"id": id, "result": value}`. Returning `undefined` sends nothing:
+ * the handler may answer later with {@linkcode Connection.send}. Throwing a
+ * {@linkcode MessageError} sends an error reply.
+ */
+export type Handler = (
+  message: Message,
+  connection: Connection,
+) => unknown;
+
+/** Options of {@linkcode MessageServer}. */
+export interface MessageServerOptions extends ConnectionLimits {
+  /**
+   * The address to listen on.
+   *
+   * @default {"127.0.0.1"}
+   */
+  hostname?: string;
+  /**
+   * The port to listen on; 0 picks a free one (read it from `addr`).
+   *
+   * @default {0}
+   */
+  port?: number;
+  /**
+   * Peers allowed to connect: addresses or CIDR ranges. Any other peer is
+   * disconnected at once and never reaches a handler.
+   *
+   * @default {["127.0.0.1", "::1"]}
+   */
+  allowed?: readonly string[];
+  /** The handler of each command. */
+  handlers: Readonly<Record<string, Handler>>;
+  /** Called when a connection is accepted, before its first message. */
+  onOpen?: (connection: Connection) => void;
+  /** Called exactly once per accepted connection, after it closed. */
+  onClose?: (connection: Connection, info: CloseInfo) => void;
+  /** Called when a peer outside the allow-list is turned away. */
+  onReject?: (remoteAddr: Deno.NetAddr) => void;
+  /** Called when a handler throws something other than a MessageError. */
+  onError?: (error: unknown, message: Message, connection: Connection) => void;
+}
+
+/**
+ * Listens for connections and dispatches their messages to handlers.
+ *
+ * @example A counter service
+ * ```ts ignore
+ * import { MessageServer } from "./server.ts";
+ * let count = 0;
+ * await using server = new MessageServer({
+ *   port: 0,
+ *   handlers: { increment: () => ({ count: ++count }) },
+ * });
+ * console.log(`listening on port ${server.addr.port}`);
+ * ```
+ */
+export class MessageServer implements AsyncDisposable {
+  /** The bound address; read `addr.port` after listening on port 0. */
+  readonly addr: Deno.NetAddr;
+  readonly #listener: Deno.TcpListener;
+  readonly #handlers: Map<string, Handler>;
+  readonly #allowList: AllowList;
+  readonly #options: MessageServerOptions;
+  readonly #limits: ConnectionLimits;
+  readonly #connections = new Set<Connection>();
+  readonly #events: ConnectionEvents;
+  readonly #accepting: Promise<void>;
+
+  /**
+   * Starts listening at once.
+   *
+   * @param options Address, allow-list, limits, handlers and hooks.
+   * @throws {Deno.errors.AddrInUse} When the port is taken.
+   * @throws {TypeError} When an allow-list entry is invalid.
+   */
+  constructor(options: MessageServerOptions) {
+    this.#options = options;
+    this.#handlers = new Map(Object.entries(options.handlers));
+    this.#allowList = new AllowList(options.allowed ?? LOOPBACK);
+    this.#limits = {};
+    if (options.maxFrameBytes !== undefined) {
+      this.#limits.maxFrameBytes = options.maxFrameBytes;
+    }
+    if (options.maxOutputBytes !== undefined) {
+      this.#limits.maxOutputBytes = options.maxOutputBytes;
+    }
+    this.#events = {
+      onMessage: (message, connection) => this.#dispatch(message, connection),
+      onClose: (connection, info) => this.#closed(connection, info),
+    };
+    this.#listener = Deno.listen({
+      hostname: options.hostname ?? "127.0.0.1",
+      port: options.port ?? 0,
+    });
+    this.addr = this.#listener.addr;
+    this.#accepting = this.#accept();
+  }
+
+  /** The connections currently open. */
+  get connections(): ReadonlySet<Connection> {
+    return this.#connections;
+  }
+
+  /**
+   * Stops accepting, closes every connection (running each close hook) and
+   * resolves once all are gone.
+   */
+  async close(): Promise<void> {
+    try {
+      this.#listener.close();
+    } catch {
+      // Closed already.
+    }
+    await this.#accepting;
+    const closing = [...this.#connections].map((connection) => {
+      connection.close();
+      return connection.finished;
+    });
+    await Promise.all(closing);
+  }
+
+  /** Same as {@linkcode MessageServer.close}. */
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  async #accept(): Promise<void> {
+    while (true) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await this.#listener.accept();
+      } catch (error) {
+        if (error instanceof Deno.errors.BadResource) return;
+        if (error instanceof Deno.errors.Interrupted) return;
+        // Transient accept failures (EMFILE, ECONNABORTED): keep serving.
+        continue;
+      }
+      const remote = conn.remoteAddr;
+      if (!this.#allowList.allows(remote.hostname)) {
+        conn.close();
+        this.#options.onReject?.(remote);
+        continue;
+      }
+      try {
+        conn.setNoDelay(true);
+        conn.setKeepAlive(true);
+      } catch {
+        // The peer may already be gone; the reader will notice.
+      }
+      const connection = new Connection(conn, this.#events, this.#limits);
+      this.#connections.add(connection);
+      this.#options.onOpen?.(connection);
+    }
+  }
+
+  #closed(connection: Connection, info: CloseInfo): void {
+    this.#connections.delete(connection);
+    this.#options.onClose?.(connection, info);
+  }
+
+  #dispatch(message: Message, connection: Connection): void {
+    const command = message.command;
+    const handler = typeof command === "string"
+      ? this.#handlers.get(command)
+      : undefined;
+    if (handler === undefined) {
+      const error = typeof command === "string"
+        ? new MessageError("unknown_command", `Unknown command "${command}"`)
+        : new MessageError(
+          "invalid_parameters",
+          'Message has no string "command" key',
+        );
+      return this.#fail(error, message, connection);
+    }
+    let result: unknown;
+    try {
+      result = handler(message, connection);
+    } catch (error) {
+      return this.#fail(error, message, connection);
+    }
+    if (result instanceof Promise) {
+      result.then(
+        (value) => this.#reply(value, message, connection),
+        (error) => this.#fail(error, message, connection),
+      );
+    } else {
+      this.#reply(result, message, connection);
+    }
+  }
+
+  #reply(result: unknown, message: Message, connection: Connection): void {
+    if (result === undefined || message.id === undefined) return;
+    connection.send({ id: message.id, result });
+  }
+
+  #fail(error: unknown, message: Message, connection: Connection): void {
+    let code: string;
+    let text: string;
+    if (error instanceof MessageError) {
+      code = error.code;
+      text = error.message;
+    } else {
+      code = "internal_error";
+      text = "Internal server error";
+      this.#options.onError?.(error, message, connection);
+    }
+    const reply = message.id === undefined
+      ? { command: message.command, error: { code, message: text } }
+      : { id: message.id, error: { code, message: text } };
+    connection.send(reply);
+  }
+}

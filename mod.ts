@@ -1,0 +1,66 @@
+/**
+ * pklock: a network replacement for `flock()`. A client opens one persistent
+ * TCP connection to a pklock server and holds named locks for as long as it
+ * likes: there are no lease timeouts. A lock is released when its holder
+ * releases it or when the holder's connection dies.
+ *
+ * This module is the client library. It also exports the message layer the
+ * lock server is built on ({@linkcode MessageServer}, {@linkcode MessageClient}),
+ * for persistent-socket applications of your own. It uses only Deno and Web
+ * APIs, so it can be imported by URL.
+ *
+ * @example Holding a lock for the length of a block
+ * ```ts ignore
+ * import { connect } from "./mod.ts";
+ *
+ * await using client = await connect({ hostname: "127.0.0.1", port: 20934 });
+ * await using lock = await client.lock("nightly-report", { wait: 30_000 });
+ * lock.lost.addEventListener("abort", () => console.error("lock lost!"));
+ * console.log(`holding "${lock.name}" with fencing token ${lock.token}`);
+ * ```
+ *
+ * @module
+ */
+
+export {
+  connect,
+  type ConnectOptions,
+  DEFAULT_PORT,
+  LockClient,
+  type LockOptions,
+} from "./client/client.ts";
+export { Lock } from "./client/lock.ts";
+export { LockLostError, LockTimeoutError } from "./client/errors.ts";
+export {
+  MessageClient,
+  type MessageClientOptions,
+  type RpcOptions,
+} from "./message/client.ts";
+export {
+  type Handler,
+  MessageError,
+  MessageServer,
+  type MessageServerOptions,
+} from "./message/server.ts";
+export {
+  type CloseInfo,
+  type CloseReason,
+  Connection,
+  type ConnectionLimits,
+} from "./message/connection.ts";
+export {
+  ConnectionError,
+  ProtocolError,
+  RemoteError,
+  RequestTimeoutError,
+} from "./message/errors.ts";
+export { FrameError, PklockError } from "./protocol/errors.ts";
+export type { ErrorCode } from "./protocol/errors.ts";
+export type { Message } from "./protocol/frame.ts";
+export type {
+  HelloResult,
+  LockMode,
+  LockParameters,
+  LockResult,
+  ReleaseResult,
+} from "./protocol/lock_protocol.ts";

@@ -1,0 +1,167 @@
+/**
+ * Server settings: embedded defaults, a JSONC file, and command-line overrides.
+ * Every key is documented in settings.example.jsonc.
+ *
+ * @module
+ */
+
+import {
+  findNodeAtLocation,
+  getNodeValue,
+  type ParseError,
+  parseTree,
+  printParseErrorCode,
+} from "jsonc-parser";
+import { z } from "zod";
+import { checkAllowEntry, LOOPBACK } from "../message/allow_list.ts";
+import { DEFAULT_MAX_OUTPUT_BYTES } from "../message/connection.ts";
+import { DEFAULT_MAX_FRAME_BYTES } from "../protocol/frame.ts";
+import { DEFAULT_MAX_LOCK_NAME_LENGTH } from "../protocol/lock_protocol.ts";
+import { PklockError } from "../protocol/errors.ts";
+import { DEFAULT_PORT } from "./lock_server.ts";
+
+/** Log levels, quietest last. */
+export const LOG_LEVELS = [
+  "trace",
+  "debug",
+  "info",
+  "warning",
+  "error",
+  "fatal",
+] as const;
+
+const allowEntry = z.string().check((ctx) => {
+  const problem = checkAllowEntry(ctx.value);
+  if (problem !== null) {
+    ctx.issues.push({ code: "custom", message: problem, input: ctx.value });
+  }
+});
+
+const settingsSchema = z.strictObject({
+  host: z.string().min(1).default("127.0.0.1"),
+  port: z.int().min(0).max(65535).default(DEFAULT_PORT),
+  allowed: z.array(allowEntry).default([...LOOPBACK]),
+  limits: z.strictObject({
+    maxFrameBytes: z.int().min(64).max(64 * 1024 * 1024).default(
+      DEFAULT_MAX_FRAME_BYTES,
+    ),
+    maxOutputBytes: z.int().min(1024).default(DEFAULT_MAX_OUTPUT_BYTES),
+    maxLockNameLength: z.int().min(1).max(65536).default(
+      DEFAULT_MAX_LOCK_NAME_LENGTH,
+    ),
+  }).prefault({}),
+  log: z.strictObject({
+    level: z.enum(LOG_LEVELS).default("info"),
+  }).prefault({}),
+});
+
+/** The complete server settings, defaults filled in. */
+export type Settings = z.infer<typeof settingsSchema>;
+
+/** Settings given on the command line; they override the file. */
+export interface SettingsOverrides {
+  /** Overrides `host`. */
+  host?: string;
+  /** Overrides `port`. */
+  port?: number;
+  /** Overrides `log.level`. */
+  logLevel?: Settings["log"]["level"];
+}
+
+/** Invalid settings: the message names the file and the problem. */
+export class SettingsError extends PklockError {
+  override name = "SettingsError";
+}
+
+/**
+ * The settings the server uses with no file.
+ *
+ * @returns A fresh copy of the embedded defaults.
+ */
+export function defaultSettings(): Settings {
+  return settingsSchema.parse({});
+}
+
+/**
+ * Reads, parses and validates a settings file, then applies overrides.
+ *
+ * @param path The JSONC file, or `undefined` for the embedded defaults.
+ * @param overrides Values from the command line.
+ * @returns The settings.
+ * @throws {SettingsError} When the file cannot be read or is invalid.
+ */
+export async function loadSettings(
+  path: string | undefined,
+  overrides: SettingsOverrides = {},
+): Promise<Settings> {
+  const settings = path === undefined
+    ? defaultSettings()
+    : parseSettings(await readSettingsFile(path), path);
+  if (overrides.host !== undefined) settings.host = overrides.host;
+  if (overrides.port !== undefined) settings.port = overrides.port;
+  if (overrides.logLevel !== undefined) settings.log.level = overrides.logLevel;
+  return settings;
+}
+
+async function readSettingsFile(path: string): Promise<string> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (cause) {
+    throw new SettingsError(
+      `Cannot read settings file "${path}": ${(cause as Error).message}`,
+      { cause },
+    );
+  }
+}
+
+/**
+ * Parses and validates settings text.
+ *
+ * @param text JSONC text.
+ * @param path The file's name, for messages.
+ * @returns The settings, defaults filled in.
+ * @throws {SettingsError} On a syntax error, an unknown key or a wrong value.
+ */
+export function parseSettings(text: string, path: string): Settings {
+  const errors: ParseError[] = [];
+  const tree = parseTree(text, errors, { allowTrailingComma: true });
+  const first = errors[0];
+  if (first !== undefined) {
+    throw new SettingsError(
+      `Invalid settings file "${path}": ${where(text, first.offset)}: ${
+        describeParseError(first)
+      }`,
+    );
+  }
+  const value = tree === undefined ? undefined : getNodeValue(tree);
+  const parsed = settingsSchema.safeParse(value);
+  if (parsed.success) return parsed.data;
+  const problems = parsed.error.issues.map((issue) => {
+    const path = [...issue.path] as (string | number)[];
+    if (issue.code === "unrecognized_keys") {
+      const key = issue.keys[0]!;
+      const node = tree && findNodeAtLocation(tree, [...path, key]);
+      const at = node?.parent ? where(text, node.parent.offset) : "";
+      return `${at ? at + ": " : ""}unknown key "${[...path, key].join(".")}"`;
+    }
+    const node = tree && findNodeAtLocation(tree, path);
+    const at = node ? where(text, node.offset) + ": " : "";
+    const key = path.length > 0 ? `"${path.join(".")}" ` : "";
+    return `${at}${key}${issue.message.replace(/^Invalid input: /, "")}`;
+  });
+  throw new SettingsError(
+    `Invalid settings file "${path}": ${problems.join("; ")}`,
+  );
+}
+
+function describeParseError(error: ParseError): string {
+  const name = printParseErrorCode(error.error);
+  return name.replace(/([a-z])([A-Z])/g, "$1 $2").toLowerCase();
+}
+
+function where(text: string, offset: number): string {
+  const before = text.slice(0, offset);
+  const line = before.split("\n").length;
+  const column = offset - before.lastIndexOf("\n");
+  return `line ${line}, column ${column}`;
+}

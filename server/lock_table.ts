@@ -1,0 +1,294 @@
+/**
+ * The lock table: pure and synchronous. Requests go in, grants come out; it
+ * knows nothing of sockets, timers or clocks. An owner is any object (the
+ * server uses its connections); a ticket is whatever the caller needs to answer
+ * a request later (the server keeps the RPC id there).
+ *
+ * @module
+ */
+
+import type { LockMode } from "../protocol/lock_protocol.ts";
+
+export type { LockMode };
+
+/** Why {@linkcode LockTable.acquire} turned a request away. */
+export type Refusal = "busy" | "already_held" | "already_waiting";
+
+/** A request in the table: held, or waiting in its lock's queue. */
+export interface LockRequest<O, T> {
+  /** Who asked. */
+  readonly owner: O;
+  /** The lock's name. */
+  readonly name: string;
+  /** The mode asked for. */
+  readonly mode: LockMode;
+  /** The caller's data for answering this request. */
+  readonly ticket: T;
+  /** Whether the lock is held; otherwise the request waits in the queue. */
+  readonly held: boolean;
+  /** The fencing token of the grant; 0 while waiting. */
+  readonly token: number;
+}
+
+/** One lock's state, as {@linkcode LockTable.inspect} reports it. */
+export interface LockState<O, T> {
+  /** The lock's name. */
+  name: string;
+  /** The mode of the current holders. */
+  mode: LockMode;
+  /** Current holders, in grant order. */
+  holders: LockRequest<O, T>[];
+  /** Waiting requests, first in line first. */
+  waiters: LockRequest<O, T>[];
+}
+
+/** Options of {@linkcode LockTable}. */
+export interface LockTableOptions<O, T> {
+  /**
+   * Called, during the call that caused it, for each waiting request that is
+   * granted. Immediate grants are reported by `acquire` itself instead.
+   */
+  onGrant: (request: LockRequest<O, T>) => void;
+  /**
+   * Issues the fencing token of each grant; must strictly increase.
+   *
+   * @default {A counter starting at 1}
+   */
+  nextToken?: () => number;
+}
+
+class Entry<O, T> implements LockRequest<O, T> {
+  held = false;
+  token = 0;
+  prev: Entry<O, T> | null = null;
+  next: Entry<O, T> | null = null;
+
+  constructor(
+    readonly owner: O,
+    readonly name: string,
+    readonly mode: LockMode,
+    readonly ticket: T,
+    readonly lock: Lock<O, T>,
+  ) {}
+}
+
+class Lock<O, T> {
+  readonly holders = new Set<Entry<O, T>>();
+  mode: LockMode = "exclusive";
+  head: Entry<O, T> | null = null;
+  tail: Entry<O, T> | null = null;
+
+  constructor(readonly name: string) {}
+}
+
+/**
+ * Named locks with FIFO queues. Shared requests are granted together while no
+ * exclusive request is ahead of them, so writers never starve.
+ *
+ * @example Two owners taking turns
+ * ```ts
+ * import { LockTable } from "./lock_table.ts";
+ * const granted: string[] = [];
+ * const table = new LockTable<object, string>({
+ *   onGrant: (request) => granted.push(request.ticket),
+ * });
+ * const a = {}, b = {};
+ * table.acquire(a, "jobs", "exclusive", "a1");
+ * table.acquire(b, "jobs", "exclusive", "b1");
+ * table.release(a, "jobs");
+ * console.assert(granted[0] === "b1");
+ * ```
+ */
+export class LockTable<O, T> {
+  readonly #locks = new Map<string, Lock<O, T>>();
+  readonly #owners = new Map<O, Map<string, Entry<O, T>>>();
+  readonly #onGrant: (request: LockRequest<O, T>) => void;
+  readonly #nextToken: () => number;
+
+  /** @param options The grant callback and the token source. */
+  constructor(options: LockTableOptions<O, T>) {
+    this.#onGrant = options.onGrant;
+    let token = 0;
+    this.#nextToken = options.nextToken ?? (() => ++token);
+  }
+
+  /** How many locks are held or waited for. */
+  get size(): number {
+    return this.#locks.size;
+  }
+
+  /**
+   * Asks for a lock.
+   *
+   * @param owner Who asks.
+   * @param name The lock's name.
+   * @param mode `exclusive` or `shared`.
+   * @param ticket Returned with the grant.
+   * @param wait `false` to refuse with `busy` instead of queueing.
+   * @returns The request, held (granted now) or waiting; or why it was
+   *   refused.
+   */
+  acquire(
+    owner: O,
+    name: string,
+    mode: LockMode,
+    ticket: T,
+    wait = true,
+  ): LockRequest<O, T> | Refusal {
+    let own = this.#owners.get(owner);
+    const existing = own?.get(name);
+    if (existing !== undefined) {
+      return existing.held ? "already_held" : "already_waiting";
+    }
+    let lock = this.#locks.get(name);
+    const grantable = lock === undefined ||
+      (lock.head === null &&
+        (lock.holders.size === 0 ||
+          (mode === "shared" && lock.mode === "shared")));
+    if (!grantable && !wait) return "busy";
+    if (lock === undefined) {
+      lock = new Lock(name);
+      this.#locks.set(name, lock);
+    }
+    if (own === undefined) {
+      own = new Map();
+      this.#owners.set(owner, own);
+    }
+    const entry = new Entry(owner, name, mode, ticket, lock);
+    own.set(name, entry);
+    if (grantable) {
+      this.#hold(lock, entry);
+    } else if (lock.tail === null) {
+      lock.head = lock.tail = entry;
+    } else {
+      entry.prev = lock.tail;
+      lock.tail.next = entry;
+      lock.tail = entry;
+    }
+    return entry;
+  }
+
+  /**
+   * Releases an owner's hold on a lock, or withdraws its waiting request.
+   * Waiters that can now hold are granted through `onGrant`.
+   *
+   * @param owner Who releases.
+   * @param name The lock's name.
+   * @returns The removed request, or `null` when the owner had none.
+   */
+  release(owner: O, name: string): LockRequest<O, T> | null {
+    const own = this.#owners.get(owner);
+    const entry = own?.get(name);
+    if (own === undefined || entry === undefined) return null;
+    own.delete(name);
+    if (own.size === 0) this.#owners.delete(owner);
+    this.#remove(entry);
+    return entry;
+  }
+
+  /**
+   * Withdraws one waiting request, as when its wait times out; does nothing
+   * once it is held or gone.
+   *
+   * @param request A request `acquire` returned.
+   * @returns `true` when the request was waiting and is now withdrawn.
+   */
+  withdraw(request: LockRequest<O, T>): boolean {
+    const own = this.#owners.get(request.owner);
+    if (request.held || own?.get(request.name) !== request) return false;
+    return this.release(request.owner, request.name) !== null;
+  }
+
+  /**
+   * Releases every hold and withdraws every waiting request of an owner, as
+   * when its connection dies. Costs O(requests of that owner).
+   *
+   * @param owner Who is gone.
+   * @returns The removed requests.
+   */
+  releaseAll(owner: O): LockRequest<O, T>[] {
+    const own = this.#owners.get(owner);
+    if (own === undefined) return [];
+    this.#owners.delete(owner);
+    const removed = [...own.values()];
+    for (const entry of removed) this.#remove(entry);
+    return removed;
+  }
+
+  /**
+   * The requests an owner has, held or waiting.
+   *
+   * @param owner Whose requests.
+   * @returns Its requests, in the order it made them.
+   */
+  requestsOf(owner: O): LockRequest<O, T>[] {
+    return [...(this.#owners.get(owner)?.values() ?? [])];
+  }
+
+  /**
+   * One lock's holders and queue.
+   *
+   * @param name The lock's name.
+   * @returns Its state, or `null` when nobody holds or waits for it.
+   */
+  inspect(name: string): LockState<O, T> | null {
+    const lock = this.#locks.get(name);
+    if (lock === undefined) return null;
+    const waiters: LockRequest<O, T>[] = [];
+    for (let entry = lock.head; entry !== null; entry = entry.next) {
+      waiters.push(entry);
+    }
+    return { name, mode: lock.mode, holders: [...lock.holders], waiters };
+  }
+
+  /**
+   * The names of all locks held or waited for.
+   *
+   * @returns The names, in no particular order.
+   */
+  names(): IterableIterator<string> {
+    return this.#locks.keys();
+  }
+
+  #hold(lock: Lock<O, T>, entry: Entry<O, T>): void {
+    entry.held = true;
+    entry.token = this.#nextToken();
+    lock.mode = entry.mode;
+    lock.holders.add(entry);
+  }
+
+  #remove(entry: Entry<O, T>): void {
+    const lock = entry.lock;
+    if (entry.held) {
+      lock.holders.delete(entry);
+    } else {
+      if (entry.prev === null) lock.head = entry.next;
+      else entry.prev.next = entry.next;
+      if (entry.next === null) lock.tail = entry.prev;
+      else entry.next.prev = entry.prev;
+      entry.prev = entry.next = null;
+    }
+    this.#promote(lock);
+    if (lock.holders.size === 0 && lock.head === null) {
+      this.#locks.delete(lock.name);
+    }
+  }
+
+  /** Grants the head of the queue, and the shared run behind a shared head. */
+  #promote(lock: Lock<O, T>): void {
+    let head = lock.head;
+    while (
+      head !== null &&
+      (lock.holders.size === 0 ||
+        (head.mode === "shared" && lock.mode === "shared"))
+    ) {
+      lock.head = head.next;
+      if (lock.head === null) lock.tail = null;
+      else lock.head.prev = null;
+      head.next = null;
+      this.#hold(lock, head);
+      this.#onGrant(head);
+      head = lock.head;
+    }
+  }
+}
