@@ -28,6 +28,10 @@ export class AllowList {
   readonly #ranges: Range[];
 
   /**
+
+   * Compiles the entries once, so that each check is a few byte compares.
+
+   *
    * @param entries Addresses (`10.0.0.1`, `::1`) or ranges (`10.0.0.0/8`).
    * @throws {TypeError} When an entry is not an address or range.
    */
@@ -70,16 +74,19 @@ function parseRange(entry: string): Range {
   if (bytes === null) {
     throw new TypeError(`"${entry}" is not an IP address or CIDR range`);
   }
-  const bits = bytes.length * 8;
-  if (slash === -1) return { bytes, prefix: bits };
+  // An IPv4-mapped entry (`::ffff:10.0.0.0/104`) counts its prefix over all
+  // 128 bits, the last 32 of which are the IPv4 address it is kept as.
+  const skip = bytes.length === 4 && address.includes(":") ? 96 : 0;
+  const bits = skip + bytes.length * 8;
+  if (slash === -1) return { bytes, prefix: bits - skip };
   const text = entry.slice(slash + 1);
   const prefix = Number(text);
-  if (!/^\d{1,3}$/.test(text) || prefix > bits) {
+  if (!/^\d{1,3}$/.test(text) || prefix < skip || prefix > bits) {
     throw new TypeError(
-      `"${entry}" has an invalid prefix length: expected 0 to ${bits}`,
+      `"${entry}" has an invalid prefix length: expected ${skip} to ${bits}`,
     );
   }
-  return { bytes, prefix };
+  return { bytes, prefix: prefix - skip };
 }
 
 function covers(range: Range, address: Uint8Array): boolean {
@@ -138,7 +145,9 @@ function parseIpv6(text: string): Uint8Array | null {
     ipv4 = parseIpv4(last);
     if (ipv4 === null) return null;
     if (tail.length > 0) tail.pop();
-    else head.pop();
+    else if (halves.length === 1) head.pop();
+    // Only the end of an address may be dotted: `1.2.3.4::` is not one.
+    else return null;
   }
   const explicit = head.length + tail.length + (ipv4 ? 2 : 0);
   if (halves.length === 1 ? explicit !== 8 : explicit > 7) return null;

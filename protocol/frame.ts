@@ -109,6 +109,10 @@ export class FrameDecoder {
   #bodyFill = 0;
 
   /**
+
+   * Creates a decoder that calls `onFrame` for each complete frame.
+
+   *
    * @param onFrame Called with each complete payload. The view is only valid
    *   during the call: copy it to keep it.
    * @param options Limits.
@@ -260,7 +264,8 @@ export class FrameEncoder {
 
   #reserve(size: number): void {
     if (size <= this.#filling.length) return;
-    let capacity = this.#filling.length * 2;
+    // From 0 (`new FrameEncoder(0)`) doubling alone would never get anywhere.
+    let capacity = Math.max(this.#filling.length * 2, 1);
     while (capacity < size) capacity *= 2;
     const grown = new Uint8Array(capacity);
     grown.set(this.#filling.subarray(0, this.#length));
