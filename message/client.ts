@@ -215,6 +215,9 @@ export class MessageClient extends EventTarget implements AsyncDisposable {
           new RemoteError(String(code ?? "unknown"), String(text ?? "")),
         );
       }
+      // A late reply to a request given up on (timeout or signal) answers
+      // nothing and is not an event either.
+      if (Number.isInteger(id) && id > 0 && id < this.#nextId) return;
     }
     this.dispatchEvent(new MessageEvent("message", { data: message }));
   }

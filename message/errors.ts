@@ -20,6 +20,7 @@ import { PklockError } from "../protocol/errors.ts";
  * ```
  */
 export class ConnectionError extends PklockError {
+  /** Always `"ConnectionError"`. */
   override name = "ConnectionError";
 }
 
@@ -34,11 +35,16 @@ export class ConnectionError extends PklockError {
  * ```
  */
 export class RemoteError extends PklockError {
+  /** Always `"RemoteError"`. */
   override name = "RemoteError";
   /** The stable code from the error reply. */
   readonly code: string;
 
   /**
+
+   * Creates the error from the fields of an error reply.
+
+   *
    * @param code The `code` of the error reply.
    * @param message The `message` of the error reply.
    */
@@ -57,6 +63,7 @@ export class RemoteError extends PklockError {
  * ```
  */
 export class RequestTimeoutError extends PklockError {
+  /** Always `"RequestTimeoutError"`. */
   override name = "RequestTimeoutError";
 }
 
@@ -71,5 +78,6 @@ export class RequestTimeoutError extends PklockError {
  * ```
  */
 export class ProtocolError extends PklockError {
+  /** Always `"ProtocolError"`. */
   override name = "ProtocolError";
 }

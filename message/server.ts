@@ -34,11 +34,16 @@ export { Connection } from "./connection.ts";
  * ```
  */
 export class MessageError extends PklockError {
+  /** Always `"MessageError"`. */
   override name = "MessageError";
   /** The stable code sent to the peer. */
   readonly code: string;
 
   /**
+
+   * Creates a refusal to throw from a handler.
+
+   *
    * @param code A stable, machine-readable code in `snake_case`, such as the lock
    *   server's `ErrorCode`s.
    * @param message A sentence for people.
@@ -251,7 +256,13 @@ export class MessageServer implements AsyncDisposable {
 
   #reply(result: unknown, message: Message, connection: Connection): void {
     if (result === undefined || message.id === undefined) return;
-    connection.send({ id: message.id, result });
+    try {
+      connection.send({ id: message.id, result });
+    } catch (error) {
+      // The result cannot be encoded (a BigInt, a cycle): a handler bug that
+      // must not drop the connection, or the process when the handler was async.
+      this.#fail(error, message, connection);
+    }
   }
 
   #fail(error: unknown, message: Message, connection: Connection): void {
