@@ -6,6 +6,7 @@
  */
 
 import { MessageClient } from "../message/client.ts";
+import type { CloseInfo } from "../message/connection.ts";
 import { ConnectionError, ProtocolError } from "../message/errors.ts";
 import type {
   HelloResult,
@@ -142,6 +143,11 @@ export class LockClient implements AsyncDisposable {
     return this.#messages.signal;
   }
 
+  /** Resolves with the reason once the connection has closed. */
+  get closed(): Promise<CloseInfo> {
+    return this.#messages.closed;
+  }
+
   /**
    * Asks for a lock and waits until it is granted.
    *
@@ -217,6 +223,19 @@ export class LockClient implements AsyncDisposable {
       if (error instanceof LockTimeoutError) return null;
       throw error;
     }
+  }
+
+  /**
+   * Makes a round trip to the server. Replies come in request order, so once
+   * it resolves every request made before it has been handled.
+   *
+   * @returns The round-trip time, in milliseconds.
+   * @throws {ConnectionError} When the connection closes first.
+   */
+  async ping(): Promise<number> {
+    const start = performance.now();
+    await this.#messages.rpc("ping");
+    return performance.now() - start;
   }
 
   /**

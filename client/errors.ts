@@ -21,6 +21,7 @@ import { PklockError } from "../protocol/errors.ts";
  * ```
  */
 export class LockTimeoutError extends PklockError {
+  /** Always `"LockTimeoutError"`. */
   override name = "LockTimeoutError";
 }
 
@@ -34,5 +35,6 @@ export class LockTimeoutError extends PklockError {
  * ```
  */
 export class LockLostError extends PklockError {
+  /** Always `"LockLostError"`. */
   override name = "LockLostError";
 }

@@ -22,6 +22,7 @@ export type ErrorCode =
 
 /** Base class of every error pklock throws on purpose. */
 export class PklockError extends Error {
+  /** Always `"PklockError"`. */
   override name = "PklockError";
 }
 
@@ -37,11 +38,16 @@ export class PklockError extends Error {
  * ```
  */
 export class FrameError extends PklockError {
+  /** Always `"FrameError"`. */
   override name = "FrameError";
   /** The stable code sent to the peer in the error reply. */
   readonly code: ErrorCode;
 
   /**
+
+   * Creates a frame error with the code sent to the peer.
+
+   *
    * @param code The stable code sent to the peer.
    * @param message A sentence for people.
    * @param options The underlying cause, if any.

@@ -70,6 +70,7 @@ export interface SettingsOverrides {
 
 /** Invalid settings: the message names the file and the problem. */
 export class SettingsError extends PklockError {
+  /** Always `"SettingsError"`. */
   override name = "SettingsError";
 }
 

@@ -74,6 +74,8 @@ interface Ticket {
 
 type Request = LockRequest<Connection, Ticket>;
 
+const PONG = { status: "ok" } as const;
+
 /** The default TCP port. */
 export const DEFAULT_PORT = 20934;
 
@@ -115,6 +117,7 @@ export class LockServer implements AsyncDisposable {
         : { maxOutputBytes: options.maxOutputBytes }),
       handlers: {
         hello: (_message, connection) => this.#hello(connection),
+        ping: () => PONG,
         lock: (message, connection) => this.#lock(message, connection),
         release: (message, connection) => this.#release(message, connection),
         unlock: (message, connection) => this.#unlock(message, connection),
@@ -209,6 +212,10 @@ export class LockServer implements AsyncDisposable {
       });
       return { status: "ok", token: request.token };
     }
+    log.debug("Connection {id} waits for {name}", {
+      id: connection.id,
+      name: lockName,
+    });
     if (wait !== undefined) {
       ticket.timer = setTimeout(() => this.#expire(request), wait);
     }
