@@ -148,7 +148,8 @@ export function parseSettings(text: string, path: string): Settings {
     const node = tree && findNodeAtLocation(tree, path);
     const at = node ? where(text, node.offset) + ": " : "";
     const key = path.length > 0 ? `"${path.join(".")}" ` : "";
-    return `${at}${key}${issue.message.replace(/^Invalid input: /, "")}`;
+    const problem = issue.message.replace(/^Invalid input: /, "");
+    return `${at}${key}${problem[0]!.toLowerCase()}${problem.slice(1)}`;
   });
   throw new SettingsError(
     `Invalid settings file "${path}": ${problems.join("; ")}`,

@@ -1,0 +1,56 @@
+import assert from "node:assert/strict";
+import {
+  defaultSettings,
+  loadSettings,
+  parseSettings,
+  SettingsError,
+} from "./config.ts";
+
+const EXAMPLE = new URL("../settings.example.jsonc", import.meta.url).pathname;
+
+Deno.test("settings.example.jsonc parses and states exactly the embedded defaults", async () => {
+  assert.deepEqual(await loadSettings(EXAMPLE), defaultSettings());
+});
+
+Deno.test("settings.example.jsonc names every settings key", async () => {
+  const text = await Deno.readTextFile(EXAMPLE);
+  const keys = (value: object, prefix = ""): string[] =>
+    Object.entries(value).flatMap(([key, inner]) =>
+      typeof inner === "object" && inner !== null && !Array.isArray(inner)
+        ? keys(inner, `${prefix}${key}.`)
+        : [`${prefix}${key}`]
+    );
+  for (const key of keys(defaultSettings())) {
+    const last = key.split(".").at(-1)!;
+    assert.ok(text.includes(`"${last}":`), `"${key}" is not documented`);
+  }
+});
+
+Deno.test("an empty settings object means the embedded defaults", () => {
+  assert.deepEqual(parseSettings("{}", "empty.jsonc"), defaultSettings());
+});
+
+Deno.test("command-line overrides win over the file", async () => {
+  const settings = await loadSettings(EXAMPLE, {
+    host: "::1",
+    port: 0,
+    logLevel: "debug",
+  });
+  assert.equal(settings.host, "::1");
+  assert.equal(settings.port, 0);
+  assert.equal(settings.log.level, "debug");
+});
+
+Deno.test("every problem in a settings file is reported with its place", () => {
+  assert.throws(
+    () =>
+      parseSettings(
+        '{\n  "port": -1,\n  "limits": { "maxFrameBytes": "big" }\n}',
+        "two.jsonc",
+      ),
+    (error: Error) =>
+      error instanceof SettingsError &&
+      /^Invalid settings file "two\.jsonc": line 2, column 11: "port" too small: expected number to be >=0; line 3, column 32: "limits\.maxFrameBytes" expected number, received string$/
+        .test(error.message),
+  );
+});
