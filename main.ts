@@ -54,6 +54,10 @@ export async function main(args: string[]): Promise<number> {
       `port to listen on, 0 for any (default ${DEFAULT_PORT})`,
       parsePort,
     )
+    .option(
+      "--state-file <file>",
+      "where fencing tokens are reserved (default pklock.state.json)",
+    )
     .addOption(
       new Option("--log-level <level>", "lowest level logged (default info)")
         .choices(LOG_LEVELS),

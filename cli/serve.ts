@@ -12,6 +12,7 @@ import {
 } from "../server/config.ts";
 import { LockServer } from "../server/lock_server.ts";
 import { configureLogging } from "../server/log.ts";
+import { StateFileError, TokenStore } from "../server/token_store.ts";
 import { VERSION } from "../protocol/version.ts";
 import { ExitCode } from "./exit_codes.ts";
 
@@ -42,6 +43,14 @@ export async function serve(options: ServeOptions): Promise<number> {
   }
   await configureLogging(settings.log.level);
   const log = getLogger(["pklock", "server"]);
+  let tokens: TokenStore;
+  try {
+    tokens = TokenStore.open(settings.stateFile);
+  } catch (error) {
+    if (!(error instanceof StateFileError)) throw error;
+    console.error(`pklock: ${error.message}`);
+    return ExitCode.Config;
+  }
   let server: LockServer;
   try {
     server = new LockServer({
@@ -51,6 +60,7 @@ export async function serve(options: ServeOptions): Promise<number> {
       maxFrameBytes: settings.limits.maxFrameBytes,
       maxOutputBytes: settings.limits.maxOutputBytes,
       maxLockNameLength: settings.limits.maxLockNameLength,
+      nextToken: () => tokens.next(),
     });
   } catch (error) {
     const where = config === undefined ? "" : ` (settings file "${config}")`;

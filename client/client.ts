@@ -13,6 +13,7 @@ import type {
   LockMode,
   LockParameters,
   LockResult,
+  PositionEvent,
   ReleaseResult,
 } from "../protocol/lock_protocol.ts";
 import { PROTOCOL_VERSION } from "../protocol/version.ts";
@@ -59,6 +60,11 @@ export interface LockOptions {
    * rejects with the signal's reason, so no stale grant is left behind.
    */
   signal?: AbortSignal;
+  /**
+   * Called while the request waits: when it joins the queue, and whenever its
+   * place changes (1 is next in line).
+   */
+  onPosition?: (position: number) => void;
 }
 
 /**
@@ -113,6 +119,9 @@ export class LockClient implements AsyncDisposable {
   readonly server: HelloResult;
   readonly #messages: MessageClient;
   readonly #held = new Map<Lock, AbortController>();
+  /** Names this client holds or has a request under way for. */
+  readonly #names = new Set<string>();
+  readonly #positions = new Map<string, (position: number) => void>();
 
   /**
    * Made by {@linkcode connect}; not meant to be built directly.
@@ -135,7 +144,14 @@ export class LockClient implements AsyncDisposable {
         );
       }
       this.#held.clear();
+      this.#names.clear();
     }, { once: true });
+    messages.addEventListener("message", (event) => {
+      const data = (event as MessageEvent<PositionEvent>).data;
+      if (data.event === "position") {
+        this.#positions.get(data.lockName)?.(data.position);
+      }
+    });
   }
 
   /** Aborted, with a {@linkcode ConnectionError}, when the connection closes. */
@@ -157,50 +173,47 @@ export class LockClient implements AsyncDisposable {
    * @throws {LockTimeoutError} When `wait` passes first (or, with `wait: 0`,
    *   the lock is taken).
    * @throws {RemoteError} When the server refuses the request, with its
-   *   `code`: `already_held`, `already_waiting`, `invalid_parameters`.
+   *   `code`: `already_held`, `already_waiting`, `deadlock`,
+   *   `invalid_parameters`.
    * @throws {ConnectionError} When the connection closes first.
    */
   async lock(name: string, options: LockOptions = {}): Promise<Lock> {
-    const { mode = "exclusive", wait, signal } = options;
+    const { mode = "exclusive", wait, signal, onPosition } = options;
     signal?.throwIfAborted();
     const parameters: LockParameters = { lockName: name };
     if (mode !== "exclusive") parameters.mode = mode;
     if (wait !== undefined) parameters.wait = wait;
+    if (onPosition !== undefined) parameters.notify = true;
     const reply = this.#messages.rpc<LockResult>(
       "lock",
       parameters as unknown as Record<string, unknown>,
     );
+    if (this.#names.has(name)) {
+      // The server refuses this request (already_held or already_waiting).
+      // Withdrawing it by name on abort would hit the other request instead.
+      return this.#settle(name, mode, wait, await reply);
+    }
+    this.#names.add(name);
+    if (onPosition !== undefined) this.#positions.set(name, onPosition);
     let withdrawn: Promise<unknown> | undefined;
     const withdraw = () => {
       withdrawn = this.#messages.rpc("release", { lockName: name })
         .catch(() => {});
     };
     signal?.addEventListener("abort", withdraw, { once: true });
-    let result: LockResult;
+    let lock: Lock | undefined;
     try {
-      result = await reply;
+      const result = await reply;
+      if (withdrawn !== undefined) {
+        await withdrawn;
+        throw signal!.reason;
+      }
+      lock = this.#settle(name, mode, wait, result);
+      return lock;
     } finally {
       signal?.removeEventListener("abort", withdraw);
-    }
-    if (withdrawn !== undefined) {
-      await withdrawn;
-      throw signal!.reason;
-    }
-    switch (result.status) {
-      case "ok":
-        return this.#hold(name, mode, result.token ?? 0);
-      case "busy":
-        throw new LockTimeoutError(
-          `Cannot acquire lock "${name}": it is held by another client`,
-        );
-      case "timeout":
-        throw new LockTimeoutError(
-          `Cannot acquire lock "${name}": timed out after ${wait} ms`,
-        );
-      default:
-        throw new ProtocolError(
-          `Unexpected reply to lock "${name}": status "${result.status}"`,
-        );
+      this.#positions.delete(name);
+      if (lock === undefined) this.#names.delete(name);
     }
   }
 
@@ -251,10 +264,35 @@ export class LockClient implements AsyncDisposable {
     return this.close();
   }
 
+  #settle(
+    name: string,
+    mode: LockMode,
+    wait: number | undefined,
+    result: LockResult,
+  ): Lock {
+    switch (result.status) {
+      case "ok":
+        return this.#hold(name, mode, result.token ?? 0);
+      case "busy":
+        throw new LockTimeoutError(
+          `Cannot acquire lock "${name}": it is held by another client`,
+        );
+      case "timeout":
+        throw new LockTimeoutError(
+          `Cannot acquire lock "${name}": timed out after ${wait} ms`,
+        );
+      default:
+        throw new ProtocolError(
+          `Unexpected reply to lock "${name}": status "${result.status}"`,
+        );
+    }
+  }
+
   #hold(name: string, mode: LockMode, token: number): Lock {
     const controller = new AbortController();
     const lock: Lock = new Lock(name, mode, token, controller.signal, () => {
       this.#held.delete(lock);
+      this.#names.delete(name);
       return this.#releaseOnServer(name);
     });
     this.#held.set(lock, controller);

@@ -18,6 +18,7 @@ export type ErrorCode =
   | "invalid_parameters"
   | "already_held"
   | "already_waiting"
+  | "deadlock"
   | "internal_error";
 
 /** Base class of every error pklock throws on purpose. */

@@ -29,6 +29,77 @@ export interface LockParameters {
    * "only if free now". Absent means wait for as long as it takes.
    */
   wait?: number;
+  /**
+   * Whether to send {@linkcode PositionEvent}s while the request waits.
+   *
+   * @default {false}
+   */
+  notify?: boolean;
+}
+
+/**
+ * Sent, unsolicited, to a waiter that asked with `notify: true`: when it
+ * starts waiting and whenever its place in the queue changes.
+ */
+export interface PositionEvent {
+  /** Always `position`. */
+  event: "position";
+  /** The lock waited for. */
+  lockName: string;
+  /** The place in the queue: 1 is next in line. */
+  position: number;
+}
+
+/** A holder or waiter, as `status` reports it. */
+export interface StatusRequest {
+  /** The server's id of the connection that asked. */
+  connectionId: number;
+  /** The peer's address and port. */
+  peer: string;
+  /** The mode asked for. */
+  mode: LockMode;
+  /** When the lock was granted (holders) or asked for (waiters), ISO 8601. */
+  since: string;
+  /** The fencing token of the grant (holders only). */
+  token?: number;
+}
+
+/** One lock, as `status` reports it. */
+export interface StatusLock {
+  /** The lock's name. */
+  name: string;
+  /** The holders' mode. */
+  mode: LockMode;
+  /** Current holders, in grant order. */
+  holders: StatusRequest[];
+  /** Waiters, first in line first. */
+  waiters: StatusRequest[];
+}
+
+/** The `result` of a `status` request. */
+export interface StatusResult {
+  /** Always `ok`. */
+  status: "ok";
+  /** The server itself. */
+  server: {
+    /** The server's version. */
+    version: string;
+    /** The protocol version it speaks. */
+    protocol: number;
+    /** When it started, ISO 8601. */
+    startedAt: string;
+    /** Seconds since it started. */
+    uptime: number;
+  };
+  /** Connection counts. */
+  connections: {
+    /** Open now. */
+    current: number;
+    /** Accepted since start-up. */
+    total: number;
+  };
+  /** Every lock held or waited for, by name. */
+  locks: StatusLock[];
 }
 
 /**
@@ -98,7 +169,7 @@ export function parseLockParameters(
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
     return '"parameters" must be an object with a "lockName"';
   }
-  const { lockName, mode, wait } = value as Record<string, unknown>;
+  const { lockName, mode, wait, notify } = value as Record<string, unknown>;
   const nameError = checkLockName(lockName, maxNameLength);
   if (nameError !== null) return nameError;
   if (mode !== undefined && mode !== "exclusive" && mode !== "shared") {
@@ -111,7 +182,11 @@ export function parseLockParameters(
   ) {
     return `"wait" must be an integer from 0 to ${MAX_WAIT_MS} (milliseconds)`;
   }
+  if (notify !== undefined && typeof notify !== "boolean") {
+    return '"notify" must be true or false';
+  }
   const parameters: LockParameters = { lockName: lockName as string };
+  if (notify === true) parameters.notify = true;
   if (mode !== undefined) parameters.mode = mode;
   if (wait !== undefined) parameters.wait = wait;
   return parameters;

@@ -41,6 +41,7 @@ const settingsSchema = z.strictObject({
   host: z.string().min(1).default("127.0.0.1"),
   port: z.int().min(0).max(65535).default(DEFAULT_PORT),
   allowed: z.array(allowEntry).default([...LOOPBACK]),
+  stateFile: z.string().min(1).default("pklock.state.json"),
   limits: z.strictObject({
     maxFrameBytes: z.int().min(64).max(64 * 1024 * 1024).default(
       DEFAULT_MAX_FRAME_BYTES,
@@ -64,6 +65,8 @@ export interface SettingsOverrides {
   host?: string;
   /** Overrides `port`. */
   port?: number;
+  /** Overrides `stateFile`. */
+  stateFile?: string;
   /** Overrides `log.level`. */
   logLevel?: Settings["log"]["level"];
 }
@@ -100,6 +103,9 @@ export async function loadSettings(
     : parseSettings(await readSettingsFile(path), path);
   if (overrides.host !== undefined) settings.host = overrides.host;
   if (overrides.port !== undefined) settings.port = overrides.port;
+  if (overrides.stateFile !== undefined) {
+    settings.stateFile = overrides.stateFile;
+  }
   if (overrides.logLevel !== undefined) settings.log.level = overrides.logLevel;
   return settings;
 }

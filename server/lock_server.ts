@@ -13,7 +13,10 @@ import {
   type HelloResult,
   type LockResult,
   parseLockParameters,
+  type PositionEvent,
   type ReleaseResult,
+  type StatusRequest,
+  type StatusResult,
 } from "../protocol/lock_protocol.ts";
 import { PROTOCOL_VERSION, VERSION } from "../protocol/version.ts";
 import {
@@ -64,12 +67,24 @@ export interface LockServerOptions {
    * @default {256}
    */
   maxLockNameLength?: number;
+  /**
+   * Issues fencing tokens; must strictly increase. The `serve` command passes
+   * a {@linkcode TokenStore}, which keeps them increasing across restarts.
+   *
+   * @default {A counter starting at 1}
+   */
+  nextToken?: () => number;
 }
 
 /** The server's own data for a request: how to answer it, and its timer. */
 interface Ticket {
   id: unknown;
   timer: ReturnType<typeof setTimeout> | undefined;
+  /** When asked for, then when granted (ms since the epoch). */
+  since: number;
+  /** Whether the waiter wants position events, and the last one sent. */
+  notify: boolean;
+  position: number;
 }
 
 type Request = LockRequest<Connection, Ticket>;
@@ -92,6 +107,10 @@ export class LockServer implements AsyncDisposable {
   readonly #table: LockTable<Connection, Ticket>;
   readonly #server: MessageServer;
   readonly #maxNameLength: number;
+  readonly #startedAt = Date.now();
+  /** How many waiters of each lock want position events. */
+  readonly #watched = new Map<string, number>();
+  #connectionsTotal = 0;
 
   /**
    * Starts listening at once.
@@ -118,15 +137,18 @@ export class LockServer implements AsyncDisposable {
       handlers: {
         hello: (_message, connection) => this.#hello(connection),
         ping: () => PONG,
+        status: () => this.status(),
         lock: (message, connection) => this.#lock(message, connection),
         release: (message, connection) => this.#release(message, connection),
         unlock: (message, connection) => this.#unlock(message, connection),
       },
-      onOpen: (connection) =>
+      onOpen: (connection) => {
+        this.#connectionsTotal++;
         log.debug("Connection {id} opened from {peer}", {
           id: connection.id,
           peer: peer(connection.remoteAddr),
-        }),
+        });
+      },
       onClose: (connection, info) => this.#disconnected(connection, info),
       onReject: (addr) =>
         log.warn("Refused connection from {peer}: not in the allow-list", {
@@ -161,6 +183,38 @@ export class LockServer implements AsyncDisposable {
     return this.close();
   }
 
+  /**
+   * Every lock with its holders and waiters, and the server's counters.
+   *
+   * @returns What the `status` request answers.
+   */
+  status(): StatusResult {
+    const locks = [...this.#table.names()].sort().map((name) => {
+      const state = this.#table.inspect(name)!;
+      return {
+        name,
+        mode: state.mode,
+        holders: state.holders.map(describe),
+        waiters: state.waiters.map(describe),
+      };
+    });
+    const now = Date.now();
+    return {
+      status: "ok",
+      server: {
+        version: VERSION,
+        protocol: PROTOCOL_VERSION,
+        startedAt: new Date(this.#startedAt).toISOString(),
+        uptime: (now - this.#startedAt) / 1000,
+      },
+      connections: {
+        current: this.#server.connections.size,
+        total: this.#connectionsTotal,
+      },
+      locks,
+    };
+  }
+
   #hello(connection: Connection): HelloResult {
     return {
       status: "ok",
@@ -181,15 +235,22 @@ export class LockServer implements AsyncDisposable {
       const text = id === undefined
         ? '"lock" is a request and needs an "id"'
         : parameters as string;
-      connection.send({
-        id,
-        result: { status: "invalid" },
-        error: { code: "invalid_parameters", message: text },
-      });
+      const error = { code: "invalid_parameters", message: text };
+      connection.send(
+        id === undefined
+          ? { command: "lock", result: { status: "invalid" }, error }
+          : { id, result: { status: "invalid" }, error },
+      );
       return undefined;
     }
-    const { lockName, mode = "exclusive", wait } = parameters;
-    const ticket: Ticket = { id, timer: undefined };
+    const { lockName, mode = "exclusive", wait, notify = false } = parameters;
+    const ticket: Ticket = {
+      id,
+      timer: undefined,
+      since: Date.now(),
+      notify,
+      position: 0,
+    };
     const request = this.#table.acquire(
       connection,
       lockName,
@@ -197,13 +258,9 @@ export class LockServer implements AsyncDisposable {
       ticket,
       wait !== 0,
     );
-    if (request === "busy") return { status: "busy" };
-    if (request === "already_held" || request === "already_waiting") {
-      const verb = request === "already_held" ? "holds" : "waits for";
-      throw new MessageError(
-        request,
-        `This connection already ${verb} lock "${lockName}"`,
-      );
+    if (typeof request === "string") {
+      if (request === "busy") return { status: "busy" };
+      throw new MessageError(request, refusal(request, lockName));
     }
     if (request.held) {
       log.debug("Granted {name} to connection {id}", {
@@ -218,6 +275,10 @@ export class LockServer implements AsyncDisposable {
     });
     if (wait !== undefined) {
       ticket.timer = setTimeout(() => this.#expire(request), wait);
+    }
+    if (notify) {
+      this.#watched.set(lockName, (this.#watched.get(lockName) ?? 0) + 1);
+      this.#announce(lockName);
     }
     return undefined;
   }
@@ -260,15 +321,18 @@ export class LockServer implements AsyncDisposable {
 
   #expire(request: Request): void {
     if (this.#table.withdraw(request)) {
+      this.#left(request);
       request.owner.send({
         id: request.ticket.id,
         result: { status: "timeout" },
       });
+      this.#announce(request.name);
     }
   }
 
   #granted(request: Request): void {
-    clearTimeout(request.ticket.timer);
+    this.#left(request);
+    request.ticket.since = Date.now();
     log.debug("Granted {name} to waiting connection {id}", {
       name: request.name,
       id: request.owner.id,
@@ -279,13 +343,43 @@ export class LockServer implements AsyncDisposable {
     });
   }
 
+  /** A request stopped waiting: granted, withdrawn, timed out or dropped. */
+  #left(request: Request): void {
+    const ticket = request.ticket;
+    clearTimeout(ticket.timer);
+    if (ticket.notify) {
+      ticket.notify = false;
+      const watchers = this.#watched.get(request.name)! - 1;
+      if (watchers === 0) this.#watched.delete(request.name);
+      else this.#watched.set(request.name, watchers);
+    }
+  }
+
+  /** Tells the waiters of a lock who asked for it where they now stand. */
+  #announce(name: string): void {
+    if (!this.#watched.has(name)) return;
+    const waiters = this.#table.inspect(name)?.waiters ?? [];
+    waiters.forEach((request, index) => {
+      const ticket = request.ticket;
+      if (!ticket.notify || ticket.position === index + 1) return;
+      ticket.position = index + 1;
+      const event: PositionEvent = {
+        event: "position",
+        lockName: name,
+        position: ticket.position,
+      };
+      request.owner.send(event);
+    });
+  }
+
   #disconnected(connection: Connection, info: CloseInfo): void {
     log.debug("Connection {id} closed: {reason}", {
       id: connection.id,
       reason: info.reason,
     });
     for (const request of this.#table.releaseAll(connection)) {
-      clearTimeout(request.ticket.timer);
+      this.#left(request);
+      this.#announce(request.name);
       if (request.held) {
         log.info(
           "Released {name} (token {token}) held by connection {id} from {peer}: connection {reason}",
@@ -300,6 +394,32 @@ export class LockServer implements AsyncDisposable {
       }
     }
   }
+}
+
+/** The message of a refusal, by its code. */
+function refusal(
+  code: "already_held" | "already_waiting" | "deadlock",
+  name: string,
+): string {
+  switch (code) {
+    case "already_held":
+      return `This connection already holds lock "${name}"`;
+    case "already_waiting":
+      return `This connection already waits for lock "${name}"`;
+    case "deadlock":
+      return `Waiting for lock "${name}" would deadlock: its holders wait, directly or not, for a lock this connection holds`;
+  }
+}
+
+function describe(request: Request): StatusRequest {
+  const described: StatusRequest = {
+    connectionId: request.owner.id,
+    peer: peer(request.owner.remoteAddr),
+    mode: request.mode,
+    since: new Date(request.ticket.since).toISOString(),
+  };
+  if (request.held) described.token = request.token;
+  return described;
 }
 
 function peer(addr: Deno.NetAddr): string {

@@ -11,8 +11,13 @@ import type { LockMode } from "../protocol/lock_protocol.ts";
 
 export type { LockMode };
 
-/** Why {@linkcode LockTable.acquire} turned a request away. */
-export type Refusal = "busy" | "already_held" | "already_waiting";
+/**
+ * Why {@linkcode LockTable.acquire} turned a request away: `busy` (taken, and
+ * the caller would not wait), `already_held` / `already_waiting` (the owner
+ * already has a request for that lock), `deadlock` (waiting would close a
+ * cycle of owners waiting for each other).
+ */
+export type Refusal = "busy" | "already_held" | "already_waiting" | "deadlock";
 
 /** A request in the table: held, or waiting in its lock's queue. */
 export interface LockRequest<O, T> {
@@ -146,6 +151,11 @@ export class LockTable<O, T> {
         (lock.holders.size === 0 ||
           (mode === "shared" && lock.mode === "shared")));
     if (!grantable && !wait) return "busy";
+    if (!grantable && this.#closesCycle(owner, lock!, mode, null)) {
+      return "deadlock";
+    }
+    // The token comes first: if issuing it fails, nothing has changed.
+    const token = grantable ? this.#nextToken() : 0;
     if (lock === undefined) {
       lock = new Lock(name);
       this.#locks.set(name, lock);
@@ -157,7 +167,7 @@ export class LockTable<O, T> {
     const entry = new Entry(owner, name, mode, ticket, lock);
     own.set(name, entry);
     if (grantable) {
-      this.#hold(lock, entry);
+      this.#hold(lock, entry, token);
     } else if (lock.tail === null) {
       lock.head = lock.tail = entry;
     } else {
@@ -250,9 +260,37 @@ export class LockTable<O, T> {
     return this.#locks.keys();
   }
 
-  #hold(lock: Lock<O, T>, entry: Entry<O, T>): void {
+  /**
+   * Whether a request by `requester` for `lock` in `mode`, waiting behind
+   * `before` (or at the tail when `null`), would wait for itself: the owners it
+   * would wait for are the holders whose mode conflicts with it and the
+   * conflicting requests ahead of it in the queue, and so on transitively
+   * through what those owners wait for. Costs O(requests reached).
+   */
+  #closesCycle(
+    requester: O,
+    lock: Lock<O, T>,
+    mode: LockMode,
+    before: Entry<O, T> | null,
+  ): boolean {
+    const seen = new Set<O>();
+    const pending: O[] = [];
+    blockers(lock, mode, before, pending);
+    while (pending.length > 0) {
+      const owner = pending.pop()!;
+      if (owner === requester) return true;
+      if (seen.has(owner)) continue;
+      seen.add(owner);
+      for (const entry of this.#owners.get(owner)?.values() ?? []) {
+        if (!entry.held) blockers(entry.lock, entry.mode, entry, pending);
+      }
+    }
+    return false;
+  }
+
+  #hold(lock: Lock<O, T>, entry: Entry<O, T>, token: number): void {
     entry.held = true;
-    entry.token = this.#nextToken();
+    entry.token = token;
     lock.mode = entry.mode;
     lock.holders.add(entry);
   }
@@ -282,13 +320,37 @@ export class LockTable<O, T> {
       (lock.holders.size === 0 ||
         (head.mode === "shared" && lock.mode === "shared"))
     ) {
+      const token = this.#nextToken();
       lock.head = head.next;
       if (lock.head === null) lock.tail = null;
       else lock.head.prev = null;
       head.next = null;
-      this.#hold(lock, head);
+      this.#hold(lock, head, token);
       this.#onGrant(head);
       head = lock.head;
+    }
+  }
+}
+
+/** Adds the owners a request in `mode`, queued before `stop`, waits for. */
+function blockers<O, T>(
+  lock: Lock<O, T>,
+  mode: LockMode,
+  stop: Entry<O, T> | null,
+  into: O[],
+): void {
+  for (const holder of lock.holders) {
+    if (mode === "exclusive" || holder.mode === "exclusive") {
+      into.push(holder.owner);
+    }
+  }
+  for (
+    let entry = lock.head;
+    entry !== stop && entry !== null;
+    entry = entry.next
+  ) {
+    if (mode === "exclusive" || entry.mode === "exclusive") {
+      into.push(entry.owner);
     }
   }
 }

@@ -623,6 +623,73 @@ Deno.test("onGrant may release the lock it was just granted, and the next waiter
   assert.equal(table.size, 0);
 });
 
+// Deadlocks
+
+Deno.test("acquire() refuses a request that closes a two-party cycle", () => {
+  const { table } = setup();
+  request(table, "a", "x");
+  request(table, "b", "y");
+  assert.equal(request(table, "a", "y").held, false);
+  assert.equal(table.acquire("b", "x", "exclusive", "b:x"), "deadlock");
+  // The refusal changes nothing: b still holds y, a still waits for it.
+  assert.deepEqual(queue(table, "y"), {
+    mode: "exclusive",
+    holders: ["b:y"],
+    waiters: ["a:y"],
+  });
+  assert.deepEqual(queue(table, "x")?.waiters, []);
+});
+
+Deno.test("acquire() refuses a request that closes a three-party cycle", () => {
+  const { table } = setup();
+  request(table, "a", "x");
+  request(table, "b", "y");
+  request(table, "c", "z");
+  request(table, "a", "y");
+  request(table, "b", "z");
+  assert.equal(table.acquire("c", "x", "exclusive", "c:x"), "deadlock");
+  assert.equal(table.acquire("c", "x", "shared", "c:x"), "deadlock");
+  // Without the cycle, the same wait is fine.
+  table.release("a", "y");
+  assert.equal(request(table, "c", "x").held, false);
+});
+
+Deno.test("shared holders wait for nobody among themselves, but an exclusive request does", () => {
+  const { table } = setup();
+  request(table, "a", "x", "shared");
+  request(table, "b", "x", "shared");
+  request(table, "c", "y");
+  assert.equal(request(table, "a", "y").held, false); // a waits for c
+  // c joining the shared holders of x waits for nothing: no cycle.
+  assert.equal(request(table, "c", "x", "shared").held, true);
+  table.release("c", "x");
+  // c asking for x exclusively would wait for a, who waits for c.
+  assert.equal(table.acquire("c", "x", "exclusive", "c:x"), "deadlock");
+});
+
+Deno.test("a request waits for the conflicting requests ahead of it in the queue", () => {
+  const { table } = setup();
+  request(table, "a", "x");
+  request(table, "b", "x"); // b waits for a
+  request(table, "c", "y");
+  // c queues behind b for x: c waits for a and for b, who waits for a.
+  assert.equal(request(table, "c", "x").held, false);
+  // Now a asking for y (held by c) would close a -> c -> a.
+  assert.equal(table.acquire("a", "y", "exclusive", "a:y"), "deadlock");
+  // d, who holds nothing, may queue for y.
+  assert.equal(request(table, "d", "y").held, false);
+});
+
+Deno.test("a shared request behind a queued exclusive one waits for it, and a cycle through it is refused", () => {
+  const { table } = setup();
+  request(table, "a", "x", "shared");
+  request(table, "b", "x"); // exclusive, waits for a
+  request(table, "c", "y");
+  request(table, "c", "x", "shared"); // waits behind b, so for b (and a)
+  assert.equal(table.acquire("b", "y", "exclusive", "b:y"), "deadlock");
+  assert.equal(table.acquire("a", "y", "exclusive", "a:y"), "deadlock");
+});
+
 // Model-based property
 
 type Step =
@@ -673,7 +740,13 @@ class Model {
   acquire(
     entry: ModelRequest,
     wait: boolean,
-  ): "held" | "waiting" | "busy" | "already_held" | "already_waiting" {
+  ):
+    | "held"
+    | "waiting"
+    | "busy"
+    | "already_held"
+    | "already_waiting"
+    | "deadlock" {
     const existing = this.find(entry.owner, entry.name);
     if (existing !== undefined) {
       return this.held(existing) ? "already_held" : "already_waiting";
@@ -682,6 +755,7 @@ class Model {
     const now = lock.waiters.length === 0 &&
       Model.grantable(lock.holders, entry.mode);
     if (!now && !wait) return "busy";
+    if (!now && this.waitsForItself(entry, lock)) return "deadlock";
     this.locks.set(entry.name, lock);
     this.owners.set(entry.owner, [
       ...(this.owners.get(entry.owner) ?? []),
@@ -689,6 +763,45 @@ class Model {
     ]);
     (now ? lock.holders : lock.waiters).push(entry);
     return now ? "held" : "waiting";
+  }
+
+  /**
+   * Builds the whole wait-for graph between owners, with the new request
+   * queued at the tail, and asks whether its owner can reach itself.
+   */
+  waitsForItself(
+    entry: ModelRequest,
+    lock: { holders: ModelRequest[]; waiters: ModelRequest[] },
+  ): boolean {
+    const conflict = (a: ModelRequest, b: ModelRequest) =>
+      a.mode === "exclusive" || b.mode === "exclusive";
+    const edges = new Map<number, Set<number>>();
+    const add = (from: number, to: number) =>
+      edges.set(from, (edges.get(from) ?? new Set()).add(to));
+    const queues = [...this.locks.entries()].map(([name, state]) => ({
+      holders: state.holders,
+      waiters: name === entry.name ? [...state.waiters, entry] : state.waiters,
+    }));
+    if (!this.locks.has(entry.name)) {
+      queues.push({ holders: lock.holders, waiters: [entry] });
+    }
+    for (const { holders, waiters } of queues) {
+      waiters.forEach((waiter, i) => {
+        for (const other of [...holders, ...waiters.slice(0, i)]) {
+          if (conflict(waiter, other)) add(waiter.owner, other.owner);
+        }
+      });
+    }
+    const reached = new Set<number>();
+    const frontier = [...(edges.get(entry.owner) ?? [])];
+    while (frontier.length > 0) {
+      const owner = frontier.shift()!;
+      if (owner === entry.owner) return true;
+      if (reached.has(owner)) continue;
+      reached.add(owner);
+      frontier.push(...(edges.get(owner) ?? []));
+    }
+    return false;
   }
 
   remove(entry: ModelRequest): number[] {

@@ -182,21 +182,23 @@ Deno.test("serve refuses a settings file it cannot read", async () => {
 
 Deno.test("serve refuses a port already in use", async () => {
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const dir = await Deno.makeTempDir({ prefix: "pklock-test-" });
   try {
-    const path = await settingsFile(`{ "port": ${listener.addr.port} }`);
-    try {
-      const result = await runCli(["serve", "--config", path]);
-      assert.equal(result.code, 5);
-      assert.match(
-        result.stderr,
-        new RegExp(`Cannot listen on 127\\.0\\.0\\.1:${listener.addr.port}`),
-      );
-      assert.ok(result.stderr.includes(path));
-    } finally {
-      await Deno.remove(path);
-    }
+    const path = `${dir}/settings.jsonc`;
+    await Deno.writeTextFile(
+      path,
+      `{ "port": ${listener.addr.port}, "stateFile": "${dir}/state.json" }`,
+    );
+    const result = await runCli(["serve", "--config", path]);
+    assert.equal(result.code, 5);
+    assert.match(
+      result.stderr,
+      new RegExp(`Cannot listen on 127\\.0\\.0\\.1:${listener.addr.port}`),
+    );
+    assert.ok(result.stderr.includes(path));
   } finally {
     listener.close();
+    await Deno.remove(dir, { recursive: true });
   }
 });
 

@@ -148,11 +148,13 @@ export class DenoProcess implements AsyncDisposable {
    * @param script The module to run.
    * @param args Its arguments.
    * @param env Extra environment variables.
+   * @param scratch A folder to remove once the process has exited.
    */
   constructor(
     script: string,
     args: string[],
     env: Record<string, string> = {},
+    scratch?: string,
   ) {
     this.#child = new Deno.Command(Deno.execPath(), {
       args: ["run", "--allow-all", script, ...args],
@@ -166,13 +168,16 @@ export class DenoProcess implements AsyncDisposable {
       this.#output.stdout.pump(this.#child.stdout),
       this.#output.stderr.pump(this.#child.stderr),
     ];
-    this.#done = Promise.all([this.#child.status, ...pumps]).then((
-      [status],
-    ) => ({
-      code: status.code,
-      stdout: this.#output.stdout.text,
-      stderr: this.#output.stderr.text,
-    }));
+    this.#done = Promise.all([this.#child.status, ...pumps]).then(
+      async ([status]) => {
+        if (scratch) await Deno.remove(scratch, { recursive: true });
+        return {
+          code: status.code,
+          stdout: this.#output.stdout.text,
+          stderr: this.#output.stderr.text,
+        };
+      },
+    );
   }
 
   /** The process id. */
@@ -268,7 +273,13 @@ class Output {
 export async function spawnServer(
   args: string[] = [],
 ): Promise<{ process: DenoProcess; port: number }> {
-  const process = cli(["serve", "--port", "0", ...args]);
+  const dir = await Deno.makeTempDir({ prefix: "pklock-test-" });
+  const process = new DenoProcess(
+    MAIN,
+    ["serve", "--port", "0", "--state-file", `${dir}/state.json`, ...args],
+    {},
+    dir,
+  );
   const match = await process.waitFor(/listening on .*:(\d+)\n/);
   return { process, port: Number(match[1]) };
 }
