@@ -14,7 +14,9 @@ import {
 } from "commander";
 import { DEFAULT_PORT } from "./client/client.ts";
 import { ExitCode } from "./cli/exit_codes.ts";
+import { run } from "./cli/run.ts";
 import { serve } from "./cli/serve.ts";
+import { status } from "./cli/status.ts";
 import { tryLock } from "./cli/try_lock.ts";
 import { VERSION } from "./protocol/version.ts";
 import { LOG_LEVELS } from "./server/config.ts";
@@ -87,6 +89,53 @@ export async function main(args: string[]): Promise<number> {
       code = await tryLock(name, options);
     });
 
+  program.command("run")
+    .description("run a command while holding a lock, like flock(1)")
+    .usage("[options] <name> -- <command> [args...]")
+    .argument("<name>", "the lock's name")
+    .argument("<command...>", "the command to run, after --")
+    .option("--shared", "take the lock in shared mode")
+    .option(
+      "--wait <seconds>",
+      "give up after this many seconds (0: only if free now)",
+      parseSeconds,
+    )
+    .option(
+      "-E, --conflict-exit-code <code>",
+      `exit code when the lock is not granted within --wait`,
+      parseExitCode,
+      ExitCode.NotAcquired,
+    )
+    .option(
+      "--kill-after <seconds>",
+      "grace between SIGTERM and SIGKILL when the lock is lost",
+      parseSeconds,
+      10,
+    )
+    .option("--host <address>", "server address", "127.0.0.1")
+    .option("-p, --port <port>", "server port", parsePort, DEFAULT_PORT)
+    .addHelpText(
+      "after",
+      `
+Exit codes: the command's own; ${ExitCode.NotAcquired} (or -E) when the lock is not granted in time;
+${ExitCode.Lost} when the lock is lost while the command runs (it is stopped with SIGTERM,
+then SIGKILL); ${ExitCode.Connection} when the server cannot be reached; 127 when the command
+cannot be started. SIGTERM, SIGHUP, SIGUSR1, SIGUSR2 (and SIGINT, SIGQUIT when not
+on a terminal) are passed on to the command.`,
+    )
+    .action(async (name: string, command: string[], options) => {
+      code = await run(name, command, options);
+    });
+
+  program.command("status")
+    .description("show every lock with its holders and waiters")
+    .option("--json", "print the server's reply as JSON")
+    .option("--host <address>", "server address", "127.0.0.1")
+    .option("-p, --port <port>", "server port", parsePort, DEFAULT_PORT)
+    .action(async (options) => {
+      code = await status(options);
+    });
+
   try {
     await program.parseAsync(args, { from: "user" });
   } catch (error) {
@@ -102,6 +151,14 @@ function parsePort(text: string): number {
     throw new InvalidArgumentError("expected a port number from 0 to 65535");
   }
   return port;
+}
+
+function parseExitCode(text: string): number {
+  const code = Number(text);
+  if (!/^\d+$/.test(text) || code > 255) {
+    throw new InvalidArgumentError("expected an exit code from 0 to 255");
+  }
+  return code;
 }
 
 function parseSeconds(text: string): number {

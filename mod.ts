@@ -62,5 +62,9 @@ export type {
   LockMode,
   LockParameters,
   LockResult,
+  PositionEvent,
   ReleaseResult,
+  StatusLock,
+  StatusRequest,
+  StatusResult,
 } from "./protocol/lock_protocol.ts";

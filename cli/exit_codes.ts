@@ -18,4 +18,9 @@ export const ExitCode = {
   Connection: 4,
   /** `serve` could not start: invalid settings, or the address is in use. */
   Config: 5,
+  /**
+   * The lock was lost while held (its connection died); `run` stopped its
+   * command.
+   */
+  Lost: 6,
 } as const;

@@ -9,6 +9,7 @@ import { connect, type LockClient } from "../client/client.ts";
 import { LockTimeoutError } from "../client/errors.ts";
 import { ConnectionError, RemoteError } from "../message/errors.ts";
 import { ExitCode } from "./exit_codes.ts";
+import { WaitProgress } from "./progress.ts";
 
 /** Options of {@linkcode tryLock}. */
 export interface TryLockOptions {
@@ -49,15 +50,18 @@ export async function tryLock(
     `Connected to ${options.host}:${options.port} as connection ${id}`,
   );
   console.log(`Asking for lock "${name}"`);
+  const progress = new WaitProgress(name);
   let lock;
   try {
-    lock = await client.lock(
-      name,
-      options.wait === undefined
+    const onPosition = progress.onPosition;
+    lock = await client.lock(name, {
+      ...(options.wait === undefined
         ? {}
-        : { wait: Math.round(options.wait * 1000) },
-    );
+        : { wait: Math.round(options.wait * 1000) }),
+      ...(onPosition ? { onPosition } : {}),
+    });
   } catch (error) {
+    progress.done();
     if (error instanceof LockTimeoutError) {
       console.log(`Did not get lock "${name}": ${error.message}`);
       return ExitCode.NotAcquired;
@@ -70,12 +74,13 @@ export async function tryLock(
     }
     throw error;
   }
+  progress.done();
   console.log(
     `Got lock "${name}" (token ${lock.token}); holding it for ${options.hold} s`,
   );
   if (await sleep(options.hold * 1000, lock.lost)) {
     console.error(`pklock: ${(lock.lost.reason as Error).message}`);
-    return ExitCode.Connection;
+    return ExitCode.Lost;
   }
   console.log(`Offering to unlock "${name}"`);
   await lock.release();

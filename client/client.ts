@@ -15,6 +15,7 @@ import type {
   LockResult,
   PositionEvent,
   ReleaseResult,
+  StatusResult,
 } from "../protocol/lock_protocol.ts";
 import { PROTOCOL_VERSION } from "../protocol/version.ts";
 import { LockLostError, LockTimeoutError } from "./errors.ts";
@@ -236,6 +237,16 @@ export class LockClient implements AsyncDisposable {
       if (error instanceof LockTimeoutError) return null;
       throw error;
     }
+  }
+
+  /**
+   * Asks the server for every lock with its holders and waiters.
+   *
+   * @returns The server's status report.
+   * @throws {ConnectionError} When the connection closes first.
+   */
+  status(): Promise<StatusResult> {
+    return this.#messages.rpc<StatusResult>("status");
   }
 
   /**

@@ -1,0 +1,162 @@
+/**
+ * `pklock run`: the flock(1) of the network. Takes a lock, runs a command while
+ * holding it, releases it, and exits with the command's exit code.
+ *
+ * @module
+ */
+
+import { connect, type LockClient } from "../client/client.ts";
+import { LockTimeoutError } from "../client/errors.ts";
+import type { Lock } from "../client/lock.ts";
+import { ConnectionError, RemoteError } from "../message/errors.ts";
+import { ExitCode } from "./exit_codes.ts";
+import { WaitProgress } from "./progress.ts";
+
+/** Options of {@linkcode run}. */
+export interface RunOptions {
+  /** The server's address. */
+  host: string;
+  /** The server's port. */
+  port: number;
+  /** Take the lock in shared mode. */
+  shared?: boolean;
+  /** Seconds to wait for the lock; absent waits as long as it takes. */
+  wait?: number;
+  /** The exit code when the lock is not granted within `wait`. */
+  conflictExitCode: number;
+  /** Seconds between SIGTERM and SIGKILL when the lock is lost. */
+  killAfter: number;
+}
+
+/**
+ * Signals passed on to the command. SIGINT and SIGQUIT are passed on only when
+ * standard input is not a terminal: on a terminal they come from the keyboard
+ * and reach the command, in the same process group, directly.
+ */
+const FORWARDED: readonly Deno.Signal[] = [
+  "SIGTERM",
+  "SIGHUP",
+  "SIGUSR1",
+  "SIGUSR2",
+  "SIGINT",
+  "SIGQUIT",
+];
+const KEYBOARD: readonly Deno.Signal[] = ["SIGINT", "SIGQUIT"];
+
+/** The exit code when the command cannot be started, as shells use it. */
+const NOT_FOUND = 127;
+
+/**
+ * Runs a command while holding a lock.
+ *
+ * @param name The lock's name.
+ * @param command The command and its arguments.
+ * @param options Server address, mode, wait and exit-code settings.
+ * @returns The command's exit code, or one of pklock's own.
+ */
+export async function run(
+  name: string,
+  command: string[],
+  options: RunOptions,
+): Promise<number> {
+  let client: LockClient;
+  try {
+    client = await connect({ hostname: options.host, port: options.port });
+  } catch (error) {
+    if (!(error instanceof ConnectionError)) throw error;
+    console.error(`pklock: ${error.message}`);
+    return ExitCode.Connection;
+  }
+  await using _client = client;
+  const progress = new WaitProgress(name);
+  let lock: Lock;
+  try {
+    const onPosition = progress.onPosition;
+    lock = await client.lock(name, {
+      mode: options.shared ? "shared" : "exclusive",
+      ...(options.wait === undefined
+        ? {}
+        : { wait: Math.round(options.wait * 1000) }),
+      ...(onPosition ? { onPosition } : {}),
+    });
+  } catch (error) {
+    progress.done();
+    if (error instanceof LockTimeoutError) {
+      console.error(`pklock: ${error.message}`);
+      return options.conflictExitCode;
+    }
+    if (error instanceof ConnectionError || error instanceof RemoteError) {
+      console.error(`pklock: ${error.message}`);
+      return error instanceof ConnectionError
+        ? ExitCode.Connection
+        : ExitCode.Failure;
+    }
+    throw error;
+  }
+  progress.done();
+
+  const [program, ...args] = command;
+  let child: Deno.ChildProcess;
+  try {
+    child = new Deno.Command(program!, {
+      args,
+      stdin: "inherit",
+      stdout: "inherit",
+      stderr: "inherit",
+    }).spawn();
+  } catch (error) {
+    console.error(
+      `pklock: Cannot run "${program}": ${(error as Error).message}`,
+    );
+    await lock.release();
+    return NOT_FOUND;
+  }
+  return await supervise(child, lock, program!, options.killAfter);
+}
+
+/** Waits for the command, passing signals on and stopping it if the lock is lost. */
+async function supervise(
+  child: Deno.ChildProcess,
+  lock: Lock,
+  program: string,
+  killAfter: number,
+): Promise<number> {
+  const fromKeyboard = Deno.stdin.isTerminal();
+  const forwarders = FORWARDED
+    .filter((signal) => !(fromKeyboard && KEYBOARD.includes(signal)))
+    .map((signal) => [signal, () => kill(child, signal)] as const);
+  for (const [signal, forward] of forwarders) {
+    Deno.addSignalListener(signal, forward);
+  }
+  let killer: ReturnType<typeof setTimeout> | undefined;
+  const onLost = () => {
+    console.error(
+      `pklock: ${
+        (lock.lost.reason as Error).message
+      }; stopping "${program}" (SIGTERM, SIGKILL after ${killAfter} s)`,
+    );
+    kill(child, "SIGTERM");
+    killer = setTimeout(() => kill(child, "SIGKILL"), killAfter * 1000);
+  };
+  lock.lost.addEventListener("abort", onLost, { once: true });
+  try {
+    const status = await child.status;
+    if (lock.lost.aborted) return ExitCode.Lost;
+    await lock.release();
+    return status.code;
+  } finally {
+    clearTimeout(killer);
+    lock.lost.removeEventListener("abort", onLost);
+    for (const [signal, forward] of forwarders) {
+      Deno.removeSignalListener(signal, forward);
+    }
+  }
+}
+
+function kill(child: Deno.ChildProcess, signal: Deno.Signal): void {
+  try {
+    child.kill(signal);
+  } catch {
+    // It has exited already.
+  }
+}

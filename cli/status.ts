@@ -1,0 +1,90 @@
+/**
+ * `pklock status`: every lock with its holders and waiters.
+ *
+ * @module
+ */
+
+import { connect } from "../client/client.ts";
+import { ConnectionError } from "../message/errors.ts";
+import type { StatusRequest, StatusResult } from "../protocol/lock_protocol.ts";
+import { ExitCode } from "./exit_codes.ts";
+
+/** Options of {@linkcode status}. */
+export interface StatusOptions {
+  /** The server's address. */
+  host: string;
+  /** The server's port. */
+  port: number;
+  /** Print the server's reply as JSON instead of text. */
+  json?: boolean;
+}
+
+/**
+ * Prints the server's status.
+ *
+ * @param options Server address and output format.
+ * @returns The exit code.
+ */
+export async function status(options: StatusOptions): Promise<number> {
+  let result: StatusResult;
+  try {
+    await using client = await connect({
+      hostname: options.host,
+      port: options.port,
+    });
+    result = await client.status();
+  } catch (error) {
+    if (!(error instanceof ConnectionError)) throw error;
+    console.error(`pklock: ${error.message}`);
+    return ExitCode.Connection;
+  }
+  console.log(options.json ? JSON.stringify(result, null, 2) : format(result));
+  return ExitCode.Ok;
+}
+
+/**
+ * Renders a status report for people.
+ *
+ * @param result The server's status report.
+ * @returns Lines of text.
+ */
+export function format(result: StatusResult): string {
+  const { server, connections, locks } = result;
+  const lines = [
+    `pklock ${server.version} (protocol ${server.protocol}), up ${
+      duration(server.uptime)
+    }; ${connections.current} connections open, ${connections.total} since start`,
+  ];
+  if (locks.length === 0) lines.push("No locks held or waited for.");
+  for (const lock of locks) {
+    lines.push(`lock "${lock.name}" (${lock.mode})`);
+    for (const holder of lock.holders) {
+      lines.push(
+        `  held by ${who(holder)} since ${holder.since}, token ${holder.token}`,
+      );
+    }
+    lock.waiters.forEach((waiter, i) => {
+      lines.push(
+        `  ${i + 1}. waiting: ${
+          who(waiter)
+        } (${waiter.mode}) since ${waiter.since}`,
+      );
+    });
+  }
+  return lines.join("\n");
+}
+
+function who(request: StatusRequest): string {
+  return `connection ${request.connectionId} from ${request.peer}`;
+}
+
+function duration(seconds: number): string {
+  const s = Math.floor(seconds);
+  const parts = [
+    [Math.floor(s / 86400), "d"],
+    [Math.floor(s / 3600) % 24, "h"],
+    [Math.floor(s / 60) % 60, "m"],
+  ] as const;
+  const shown = parts.filter(([n]) => n > 0).map(([n, unit]) => `${n}${unit}`);
+  return [...shown, `${s % 60}s`].join(" ");
+}
