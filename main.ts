@@ -17,6 +17,7 @@ import { ExitCode } from "./cli/exit_codes.ts";
 import { run } from "./cli/run.ts";
 import { serve } from "./cli/serve.ts";
 import { status } from "./cli/status.ts";
+import { parsePort, withServerFlags } from "./cli/server_flags.ts";
 import { tryLock } from "./cli/try_lock.ts";
 import { VERSION } from "./protocol/version.ts";
 import { LOG_LEVELS } from "./server/config.ts";
@@ -68,7 +69,7 @@ export async function main(args: string[]): Promise<number> {
       code = await serve(options);
     });
 
-  program.command("try-lock")
+  withServerFlags(program.command("try-lock"))
     .description("take a lock, hold it, release it, linger, exit")
     .argument("<name>", "the lock's name")
     .option("--hold <seconds>", "seconds to hold the lock", parseSeconds, 10)
@@ -83,13 +84,11 @@ export async function main(args: string[]): Promise<number> {
       "give up after this many seconds (0: only if free now)",
       parseSeconds,
     )
-    .option("--host <address>", "server address", "127.0.0.1")
-    .option("-p, --port <port>", "server port", parsePort, DEFAULT_PORT)
     .action(async (name: string, options) => {
       code = await tryLock(name, options);
     });
 
-  program.command("run")
+  withServerFlags(program.command("run"))
     .description("run a command while holding a lock, like flock(1)")
     .usage("[options] <name> -- <command> [args...]")
     .argument("<name>", "the lock's name")
@@ -112,8 +111,6 @@ export async function main(args: string[]): Promise<number> {
       parseSeconds,
       10,
     )
-    .option("--host <address>", "server address", "127.0.0.1")
-    .option("-p, --port <port>", "server port", parsePort, DEFAULT_PORT)
     .addHelpText(
       "after",
       `
@@ -127,11 +124,9 @@ on a terminal) are passed on to the command.`,
       code = await run(name, command, options);
     });
 
-  program.command("status")
+  withServerFlags(program.command("status"))
     .description("show every lock with its holders and waiters")
     .option("--json", "print the server's reply as JSON")
-    .option("--host <address>", "server address", "127.0.0.1")
-    .option("-p, --port <port>", "server port", parsePort, DEFAULT_PORT)
     .action(async (options) => {
       code = await status(options);
     });
@@ -143,14 +138,6 @@ on a terminal) are passed on to the command.`,
     return error.exitCode === 0 ? ExitCode.Ok : ExitCode.Usage;
   }
   return code;
-}
-
-function parsePort(text: string): number {
-  const port = Number(text);
-  if (!/^\d+$/.test(text) || port > 65535) {
-    throw new InvalidArgumentError("expected a port number from 0 to 65535");
-  }
-  return port;
 }
 
 function parseExitCode(text: string): number {

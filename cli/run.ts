@@ -5,19 +5,15 @@
  * @module
  */
 
-import { connect, type LockClient } from "../client/client.ts";
 import { LockTimeoutError } from "../client/errors.ts";
 import type { Lock } from "../client/lock.ts";
 import { ConnectionError, RemoteError } from "../message/errors.ts";
 import { ExitCode } from "./exit_codes.ts";
+import { connectWith, type ServerFlags } from "./server_flags.ts";
 import { WaitProgress } from "./progress.ts";
 
 /** Options of {@linkcode run}. */
-export interface RunOptions {
-  /** The server's address. */
-  host: string;
-  /** The server's port. */
-  port: number;
+export interface RunOptions extends ServerFlags {
   /** Take the lock in shared mode. */
   shared?: boolean;
   /** Seconds to wait for the lock; absent waits as long as it takes. */
@@ -59,14 +55,8 @@ export async function run(
   command: string[],
   options: RunOptions,
 ): Promise<number> {
-  let client: LockClient;
-  try {
-    client = await connect({ hostname: options.host, port: options.port });
-  } catch (error) {
-    if (!(error instanceof ConnectionError)) throw error;
-    console.error(`pklock: ${error.message}`);
-    return ExitCode.Connection;
-  }
+  const client = await connectWith(options);
+  if (typeof client === "number") return client;
   await using _client = client;
   const progress = new WaitProgress(name);
   let lock: Lock;

@@ -7,14 +7,41 @@
 import { getLogger } from "@logtape/logtape";
 import {
   loadSettings,
+  readSettingFile,
+  type Settings,
   SettingsError,
   type SettingsOverrides,
 } from "../server/config.ts";
-import { LockServer } from "../server/lock_server.ts";
+import { LockServer, type LockServerOptions } from "../server/lock_server.ts";
 import { configureLogging } from "../server/log.ts";
 import { StateFileError, TokenStore } from "../server/token_store.ts";
 import { VERSION } from "../protocol/version.ts";
 import { ExitCode } from "./exit_codes.ts";
+
+/** Reads the auth secret and TLS files the settings name. */
+async function readSecrets(
+  settings: Settings,
+): Promise<Pick<LockServerOptions, "secret" | "tls">> {
+  const read: Pick<LockServerOptions, "secret" | "tls"> = {};
+  const { auth, tls } = settings;
+  if (auth?.secret !== undefined) read.secret = auth.secret;
+  if (auth?.secretFile !== undefined) {
+    read.secret = (await readSettingFile(auth.secretFile, "auth.secretFile"))
+      .trim();
+    if (read.secret.length < 16) {
+      throw new SettingsError(
+        `The secret in "${auth.secretFile}" is shorter than 16 characters`,
+      );
+    }
+  }
+  if (tls !== undefined) {
+    read.tls = {
+      cert: await readSettingFile(tls.certFile, "tls.certFile"),
+      key: await readSettingFile(tls.keyFile, "tls.keyFile"),
+    };
+  }
+  return read;
+}
 
 /** Options of {@linkcode serve}. */
 export interface ServeOptions extends SettingsOverrides {
@@ -51,15 +78,23 @@ export async function serve(options: ServeOptions): Promise<number> {
     console.error(`pklock: ${error.message}`);
     return ExitCode.Config;
   }
+  let secrets: Pick<LockServerOptions, "secret" | "tls">;
+  try {
+    secrets = await readSecrets(settings);
+  } catch (error) {
+    if (!(error instanceof SettingsError)) throw error;
+    console.error(`pklock: ${error.message}`);
+    return ExitCode.Config;
+  }
   let server: LockServer;
   try {
     server = new LockServer({
       hostname: settings.host,
       port: settings.port,
       allowed: settings.allowed,
-      maxFrameBytes: settings.limits.maxFrameBytes,
-      maxOutputBytes: settings.limits.maxOutputBytes,
-      maxLockNameLength: settings.limits.maxLockNameLength,
+      ...settings.limits,
+      ...(settings.heartbeat ? { heartbeat: settings.heartbeat } : {}),
+      ...secrets,
       nextToken: () => tokens.next(),
     });
   } catch (error) {

@@ -4,17 +4,13 @@
  * @module
  */
 
-import { connect } from "../client/client.ts";
 import { ConnectionError } from "../message/errors.ts";
 import type { StatusRequest, StatusResult } from "../protocol/lock_protocol.ts";
 import { ExitCode } from "./exit_codes.ts";
+import { connectWith, type ServerFlags } from "./server_flags.ts";
 
 /** Options of {@linkcode status}. */
-export interface StatusOptions {
-  /** The server's address. */
-  host: string;
-  /** The server's port. */
-  port: number;
+export interface StatusOptions extends ServerFlags {
   /** Print the server's reply as JSON instead of text. */
   json?: boolean;
 }
@@ -26,12 +22,11 @@ export interface StatusOptions {
  * @returns The exit code.
  */
 export async function status(options: StatusOptions): Promise<number> {
+  const client = await connectWith(options);
+  if (typeof client === "number") return client;
+  await using _client = client;
   let result: StatusResult;
   try {
-    await using client = await connect({
-      hostname: options.host,
-      port: options.port,
-    });
     result = await client.status();
   } catch (error) {
     if (!(error instanceof ConnectionError)) throw error;

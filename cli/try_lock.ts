@@ -5,18 +5,14 @@
  * @module
  */
 
-import { connect, type LockClient } from "../client/client.ts";
 import { LockTimeoutError } from "../client/errors.ts";
 import { ConnectionError, RemoteError } from "../message/errors.ts";
 import { ExitCode } from "./exit_codes.ts";
+import { connectWith, type ServerFlags } from "./server_flags.ts";
 import { WaitProgress } from "./progress.ts";
 
 /** Options of {@linkcode tryLock}. */
-export interface TryLockOptions {
-  /** The server's address. */
-  host: string;
-  /** The server's port. */
-  port: number;
+export interface TryLockOptions extends ServerFlags {
   /** Seconds to hold the lock. */
   hold: number;
   /** Seconds to stay connected after releasing. */
@@ -36,14 +32,8 @@ export async function tryLock(
   name: string,
   options: TryLockOptions,
 ): Promise<number> {
-  let client: LockClient;
-  try {
-    client = await connect({ hostname: options.host, port: options.port });
-  } catch (error) {
-    if (!(error instanceof ConnectionError)) throw error;
-    console.error(`pklock: ${error.message}`);
-    return ExitCode.Connection;
-  }
+  const client = await connectWith(options);
+  if (typeof client === "number") return client;
   await using _client = client;
   const id = client.server.connectionId;
   console.log(

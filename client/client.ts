@@ -38,6 +38,13 @@ export interface ConnectOptions {
    * @default {20934}
    */
   port?: number;
+  /**
+   * Connect over TLS: `true` trusts the system's root certificates; `caCerts`
+   * adds PEM certificates to trust.
+   */
+  tls?: boolean | { caCerts?: string[] };
+  /** The shared secret, for a server that requires authentication. */
+  secret?: string;
   /** Abandons connecting. */
   signal?: AbortSignal;
 }
@@ -84,16 +91,19 @@ export interface LockOptions {
 export async function connect(
   options: ConnectOptions = {},
 ): Promise<LockClient> {
-  const { signal } = options;
+  const { signal, tls, secret } = options;
   const messages = await MessageClient.connect({
     hostname: options.hostname ?? "127.0.0.1",
     port: options.port ?? DEFAULT_PORT,
     ...(signal ? { signal } : {}),
+    ...(tls ? { tls } : {}),
   });
   try {
     const hello = await messages.rpc<HelloResult>(
       "hello",
-      { protocol: PROTOCOL_VERSION },
+      secret === undefined
+        ? { protocol: PROTOCOL_VERSION }
+        : { protocol: PROTOCOL_VERSION, secret },
       signal ? { signal } : {},
     );
     return new LockClient(messages, hello);

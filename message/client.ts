@@ -23,6 +23,11 @@ export interface MessageClientOptions extends ConnectionLimits {
   hostname?: string;
   /** The server's port. */
   port: number;
+  /**
+   * Connect over TLS: `true` trusts the system's root certificates; `caCerts`
+   * adds PEM certificates to trust (a private CA, a self-signed server).
+   */
+  tls?: boolean | { caCerts?: string[] };
   /** Abandons connecting. */
   signal?: AbortSignal;
 }
@@ -34,6 +39,9 @@ export interface RpcOptions {
   /** Stops waiting after this many milliseconds. */
   timeout?: number;
 }
+
+/** The answer to a server's heartbeat: any message would do; this one is cheap. */
+const HEARTBEAT_REPLY = { command: "heartbeat" } as const;
 
 interface Pending {
   resolve(result: unknown): void;
@@ -62,7 +70,7 @@ export class MessageClient extends EventTarget implements AsyncDisposable {
   readonly #controller = new AbortController();
   #nextId = 1;
 
-  private constructor(conn: Deno.TcpConn, limits: ConnectionLimits) {
+  private constructor(conn: Deno.Conn, limits: ConnectionLimits) {
     super();
     this.#connection = new Connection(conn, {
       onMessage: (message) => this.#receive(message),
@@ -79,13 +87,32 @@ export class MessageClient extends EventTarget implements AsyncDisposable {
    */
   static async connect(options: MessageClientOptions): Promise<MessageClient> {
     const hostname = options.hostname ?? "127.0.0.1";
-    let conn: Deno.TcpConn;
+    const { tls } = options;
+    let conn: Deno.Conn;
     try {
-      conn = await Deno.connect({
-        hostname,
-        port: options.port,
-        ...(options.signal ? { signal: options.signal } : {}),
-      });
+      if (tls) {
+        const tlsConn = await Deno.connectTls({
+          hostname,
+          port: options.port,
+          ...(typeof tls === "object" && tls.caCerts
+            ? { caCerts: tls.caCerts }
+            : {}),
+        });
+        try {
+          await tlsConn.handshake();
+        } catch (error) {
+          tlsConn.close();
+          throw error;
+        }
+        conn = tlsConn;
+      } else {
+        conn = await Deno.connect({
+          hostname,
+          port: options.port,
+          ...(options.signal ? { signal: options.signal } : {}),
+        });
+        (conn as Deno.TcpConn).setNoDelay(true);
+      }
     } catch (cause) {
       if (options.signal?.aborted) throw options.signal.reason;
       throw new ConnectionError(
@@ -95,7 +122,6 @@ export class MessageClient extends EventTarget implements AsyncDisposable {
         { cause },
       );
     }
-    conn.setNoDelay(true);
     const limits: ConnectionLimits = {};
     if (options.maxFrameBytes !== undefined) {
       limits.maxFrameBytes = options.maxFrameBytes;
@@ -200,6 +226,10 @@ export class MessageClient extends EventTarget implements AsyncDisposable {
   }
 
   #receive(message: Message): void {
+    if (message.event === "heartbeat") {
+      this.#connection.send(HEARTBEAT_REPLY);
+      return;
+    }
     const id = message.id;
     if (typeof id === "number" && ("result" in message || "error" in message)) {
       const pending = this.#pending.get(id);

@@ -29,7 +29,13 @@ export type CloseReason =
   /** The peer did not read its replies and the output cap was reached. */
   | "output_overflow"
   /** Reading or writing failed (reset by peer, broken pipe, ...). */
-  | "io_error";
+  | "io_error"
+  /** The server refused the peer: failed authentication, or a limit. */
+  | "refused"
+  /** The peer stayed silent past the heartbeat limit. */
+  | "heartbeat_timeout"
+  /** The server is shutting down. */
+  | "shutdown";
 
 /** How a connection ended, as passed to close hooks and `closed` promises. */
 export interface CloseInfo {
@@ -125,6 +131,12 @@ export class Connection {
     this.#reading = this.#read();
   }
 
+  /**
+   * When bytes last arrived from the peer, as `performance.now()`: heartbeats
+   * use it to tell a silent peer from a talking one.
+   */
+  lastRead: number = performance.now();
+
   /** Whether messages can still be sent. */
   get open(): boolean {
     return this.#state === "open";
@@ -166,9 +178,11 @@ export class Connection {
 
   /**
    * Closes the connection at once; queued output is dropped.
+   *
+   * @param reason Why, as the close hooks will see it.
    */
-  close(): void {
-    this.#finish({ reason: "closed" });
+  close(reason: CloseReason = "closed"): void {
+    this.#finish({ reason });
   }
 
   /**
@@ -193,6 +207,7 @@ export class Connection {
     try {
       while (this.#state === "open") {
         const n = await this.#conn.read(buffer);
+        this.lastRead = performance.now();
         if (n === null) return this.#finish({ reason: "peer_closed" });
         if (this.#state !== "open") return;
         this.#decoder.push(buffer.subarray(0, n));

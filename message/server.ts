@@ -8,7 +8,7 @@
  */
 
 import { PklockError } from "../protocol/errors.ts";
-import type { Message } from "../protocol/frame.ts";
+import { encodeFrame, type Message } from "../protocol/frame.ts";
 import { AllowList, LOOPBACK } from "./allow_list.ts";
 import {
   type CloseInfo,
@@ -73,6 +73,27 @@ export type Handler = (
   connection: Connection,
 ) => unknown;
 
+/**
+ * Why a peer was turned away at once: outside the allow-list, or beyond a
+ * connection limit.
+ */
+export type RejectReason =
+  | "not_allowed"
+  | "too_many_connections"
+  | "too_many_connections_per_ip";
+
+/** The event a {@linkcode MessageServer} sends to a silent peer. */
+export const HEARTBEAT = { event: "heartbeat" } as const;
+
+/** Options of {@linkcode MessageServer.close}. */
+export interface CloseOptions {
+  /**
+   * A last message for every connection, written before it is closed (each
+   * connection gets at most a second to take it).
+   */
+  farewell?: object;
+}
+
 /** Options of {@linkcode MessageServer}. */
 export interface MessageServerOptions extends ConnectionLimits {
   /**
@@ -100,8 +121,33 @@ export interface MessageServerOptions extends ConnectionLimits {
   onOpen?: (connection: Connection) => void;
   /** Called exactly once per accepted connection, after it closed. */
   onClose?: (connection: Connection, info: CloseInfo) => void;
-  /** Called when a peer outside the allow-list is turned away. */
-  onReject?: (remoteAddr: Deno.NetAddr) => void;
+  /**
+   * Serve TLS instead of plain TCP, with this PEM certificate chain and key.
+   */
+  tls?: { cert: string; key: string };
+  /**
+   * The most connections open at once; a peer beyond it gets a
+   * `too_many_connections` error and is disconnected.
+   *
+   * @default {Infinity}
+   */
+  maxConnections?: number;
+  /**
+   * The most connections open at once from one IP address; a peer beyond it
+   * gets a `too_many_connections` error and is disconnected.
+   *
+   * @default {Infinity}
+   */
+  maxConnectionsPerIp?: number;
+  /**
+   * Application heartbeats, off by default. Every `interval` ms, a peer silent
+   * for that long is sent `{"event":"heartbeat"}` (a {@linkcode MessageClient}
+   * answers `{"command":"heartbeat"}` by itself); a peer silent for `timeout`
+   * ms is disconnected with reason `heartbeat_timeout`.
+   */
+  heartbeat?: { interval: number; timeout: number };
+  /** Called when a peer is turned away before it could send anything. */
+  onReject?: (remoteAddr: Deno.NetAddr, reason: RejectReason) => void;
   /** Called when a handler throws something other than a MessageError. */
   onError?: (error: unknown, message: Message, connection: Connection) => void;
 }
@@ -123,7 +169,7 @@ export interface MessageServerOptions extends ConnectionLimits {
 export class MessageServer implements AsyncDisposable {
   /** The bound address; read `addr.port` after listening on port 0. */
   readonly addr: Deno.NetAddr;
-  readonly #listener: Deno.TcpListener;
+  readonly #listener: Deno.Listener;
   readonly #handlers: Map<string, Handler>;
   readonly #allowList: AllowList;
   readonly #options: MessageServerOptions;
@@ -131,6 +177,9 @@ export class MessageServer implements AsyncDisposable {
   readonly #connections = new Set<Connection>();
   readonly #events: ConnectionEvents;
   readonly #accepting: Promise<void>;
+  readonly #perIp = new Map<string, number>();
+  readonly #refusing = new Set<Promise<void>>();
+  readonly #heartbeat: ReturnType<typeof setInterval> | undefined;
 
   /**
    * Starts listening at once.
@@ -142,6 +191,9 @@ export class MessageServer implements AsyncDisposable {
   constructor(options: MessageServerOptions) {
     this.#options = options;
     this.#handlers = new Map(Object.entries(options.handlers));
+    if (!this.#handlers.has("heartbeat")) {
+      this.#handlers.set("heartbeat", () => undefined);
+    }
     this.#allowList = new AllowList(options.allowed ?? LOOPBACK);
     this.#limits = {};
     if (options.maxFrameBytes !== undefined) {
@@ -154,12 +206,22 @@ export class MessageServer implements AsyncDisposable {
       onMessage: (message, connection) => this.#dispatch(message, connection),
       onClose: (connection, info) => this.#closed(connection, info),
     };
-    this.#listener = Deno.listen({
+    const address = {
       hostname: options.hostname ?? "127.0.0.1",
       port: options.port ?? 0,
-    });
-    this.addr = this.#listener.addr;
+    };
+    this.#listener = options.tls
+      ? Deno.listenTls({ ...address, ...options.tls })
+      : Deno.listen(address);
+    this.addr = this.#listener.addr as Deno.NetAddr;
     this.#accepting = this.#accept();
+    const heartbeat = options.heartbeat;
+    if (heartbeat !== undefined) {
+      this.#heartbeat = setInterval(
+        () => this.#beat(heartbeat.interval, heartbeat.timeout),
+        heartbeat.interval,
+      );
+    }
   }
 
   /** The connections currently open. */
@@ -170,8 +232,11 @@ export class MessageServer implements AsyncDisposable {
   /**
    * Stops accepting, closes every connection (running each close hook) and
    * resolves once all are gone.
+   *
+   * @param options A farewell message for every connection.
    */
-  async close(): Promise<void> {
+  async close(options: CloseOptions = {}): Promise<void> {
+    clearInterval(this.#heartbeat);
     try {
       this.#listener.close();
     } catch {
@@ -179,10 +244,14 @@ export class MessageServer implements AsyncDisposable {
     }
     await this.#accepting;
     const closing = [...this.#connections].map((connection) => {
-      connection.close();
+      if (options.farewell) {
+        connection.closeWith(options.farewell, { reason: "shutdown" });
+      } else {
+        connection.close("shutdown");
+      }
       return connection.finished;
     });
-    await Promise.all(closing);
+    await Promise.all([...closing, ...this.#refusing]);
   }
 
   /** Same as {@linkcode MessageServer.close}. */
@@ -192,35 +261,95 @@ export class MessageServer implements AsyncDisposable {
 
   async #accept(): Promise<void> {
     while (true) {
-      let conn: Deno.TcpConn;
+      let conn: Deno.Conn;
       try {
         conn = await this.#listener.accept();
       } catch (error) {
         if (error instanceof Deno.errors.BadResource) return;
         if (error instanceof Deno.errors.Interrupted) return;
-        // Transient accept failures (EMFILE, ECONNABORTED): keep serving.
+        // Transient failures (EMFILE, ECONNABORTED): keep serving, without
+        // spinning while the process is out of file descriptors.
+        await new Promise((resolve) => setTimeout(resolve, 10));
         continue;
       }
-      const remote = conn.remoteAddr;
-      if (!this.#allowList.allows(remote.hostname)) {
+      const remote = conn.remoteAddr as Deno.NetAddr;
+      const ip = remote.hostname;
+      if (!this.#allowList.allows(ip)) {
         conn.close();
-        this.#options.onReject?.(remote);
+        this.#options.onReject?.(remote, "not_allowed");
         continue;
       }
-      try {
-        conn.setNoDelay(true);
-        conn.setKeepAlive(true);
-      } catch {
-        // The peer may already be gone; the reader will notice.
+      const fromIp = this.#perIp.get(ip) ?? 0;
+      const { maxConnections = Infinity, maxConnectionsPerIp = Infinity } =
+        this.#options;
+      if (this.#connections.size >= maxConnections) {
+        this.#refuse(conn, "too_many_connections", maxConnections, "");
+        continue;
       }
+      if (fromIp >= maxConnectionsPerIp) {
+        this.#refuse(
+          conn,
+          "too_many_connections_per_ip",
+          maxConnectionsPerIp,
+          ` from ${ip}`,
+        );
+        continue;
+      }
+      if (!this.#options.tls) {
+        try {
+          (conn as Deno.TcpConn).setNoDelay(true);
+          (conn as Deno.TcpConn).setKeepAlive(true);
+        } catch {
+          // The peer may already be gone; the reader will notice.
+        }
+      }
+      this.#perIp.set(ip, fromIp + 1);
       const connection = new Connection(conn, this.#events, this.#limits);
       this.#connections.add(connection);
       this.#options.onOpen?.(connection);
     }
   }
 
+  /** Tells a peer beyond a connection limit why, then disconnects it. */
+  #refuse(
+    conn: Deno.Conn,
+    reason: "too_many_connections" | "too_many_connections_per_ip",
+    limit: number,
+    where: string,
+  ): void {
+    const frame = encodeFrame({
+      error: {
+        code: "too_many_connections",
+        message: `Too many connections${where}: the limit is ${limit}`,
+      },
+    });
+    const refusing: Promise<void> = conn.write(frame).then(
+      () => {},
+      () => {},
+    ).finally(() => {
+      conn.close();
+      this.#refusing.delete(refusing);
+    });
+    this.#refusing.add(refusing);
+    this.#options.onReject?.(conn.remoteAddr as Deno.NetAddr, reason);
+  }
+
+  /** Pings silent peers and drops those silent past the timeout. */
+  #beat(interval: number, timeout: number): void {
+    const now = performance.now();
+    for (const connection of this.#connections) {
+      const silent = now - connection.lastRead;
+      if (silent >= timeout) connection.close("heartbeat_timeout");
+      else if (silent >= interval) connection.send(HEARTBEAT);
+    }
+  }
+
   #closed(connection: Connection, info: CloseInfo): void {
     this.#connections.delete(connection);
+    const ip = connection.remoteAddr.hostname;
+    const fromIp = this.#perIp.get(ip)! - 1;
+    if (fromIp === 0) this.#perIp.delete(ip);
+    else this.#perIp.set(ip, fromIp);
     this.#options.onClose?.(connection, info);
   }
 

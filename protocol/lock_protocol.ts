@@ -135,6 +135,14 @@ export interface HelloResult {
   connectionId: number;
 }
 
+/** Why the parameters of a request were refused, with its stable code. */
+export interface ParameterError {
+  /** `name_too_long` for a lock name over the limit, else `invalid_parameters`. */
+  code: "invalid_parameters" | "name_too_long";
+  /** A sentence for people. */
+  message: string;
+}
+
 /**
  * Checks a lock name.
  *
@@ -145,12 +153,15 @@ export interface HelloResult {
 export function checkLockName(
   value: unknown,
   maxLength: number,
-): string | null {
+): ParameterError | null {
   if (typeof value !== "string" || value.length === 0) {
-    return '"lockName" must be a non-empty string';
+    return invalid('"lockName" must be a non-empty string');
   }
   if (value.length > maxLength) {
-    return `"lockName" is longer than ${maxLength} characters`;
+    return {
+      code: "name_too_long",
+      message: `"lockName" is longer than the limit of ${maxLength} characters`,
+    };
   }
   return null;
 }
@@ -165,29 +176,35 @@ export function checkLockName(
 export function parseLockParameters(
   value: unknown,
   maxNameLength: number,
-): LockParameters | string {
+): LockParameters | ParameterError {
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
-    return '"parameters" must be an object with a "lockName"';
+    return invalid('"parameters" must be an object with a "lockName"');
   }
   const { lockName, mode, wait, notify } = value as Record<string, unknown>;
   const nameError = checkLockName(lockName, maxNameLength);
   if (nameError !== null) return nameError;
   if (mode !== undefined && mode !== "exclusive" && mode !== "shared") {
-    return '"mode" must be "exclusive" or "shared"';
+    return invalid('"mode" must be "exclusive" or "shared"');
   }
   if (
     wait !== undefined &&
     (typeof wait !== "number" || !Number.isInteger(wait) || wait < 0 ||
       wait > MAX_WAIT_MS)
   ) {
-    return `"wait" must be an integer from 0 to ${MAX_WAIT_MS} (milliseconds)`;
+    return invalid(
+      `"wait" must be an integer from 0 to ${MAX_WAIT_MS} (milliseconds)`,
+    );
   }
   if (notify !== undefined && typeof notify !== "boolean") {
-    return '"notify" must be true or false';
+    return invalid('"notify" must be true or false');
   }
   const parameters: LockParameters = { lockName: lockName as string };
   if (notify === true) parameters.notify = true;
   if (mode !== undefined) parameters.mode = mode;
   if (wait !== undefined) parameters.wait = wait;
   return parameters;
+}
+
+function invalid(message: string): ParameterError {
+  return { code: "invalid_parameters", message };
 }

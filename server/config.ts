@@ -50,7 +50,29 @@ const settingsSchema = z.strictObject({
     maxLockNameLength: z.int().min(1).max(65536).default(
       DEFAULT_MAX_LOCK_NAME_LENGTH,
     ),
+    maxConnections: z.int().min(1).default(100_000),
+    maxConnectionsPerIp: z.int().min(1).default(100_000),
+    maxLocksPerConnection: z.int().min(1).default(10_000),
   }).prefault({}),
+  auth: z.strictObject({
+    secret: z.string().min(16).optional(),
+    secretFile: z.string().min(1).optional(),
+  }).refine(
+    (auth) => (auth.secret === undefined) !== (auth.secretFile === undefined),
+    {
+      message: 'give exactly one of "secret" and "secretFile"',
+    },
+  ).optional(),
+  tls: z.strictObject({
+    certFile: z.string().min(1),
+    keyFile: z.string().min(1),
+  }).optional(),
+  heartbeat: z.strictObject({
+    interval: z.int().min(10),
+    timeout: z.int().min(20),
+  }).refine((beat) => beat.timeout > beat.interval, {
+    message: '"timeout" must be longer than "interval"',
+  }).optional(),
   log: z.strictObject({
     level: z.enum(LOG_LEVELS).default("info"),
   }).prefault({}),
@@ -69,6 +91,28 @@ export interface SettingsOverrides {
   stateFile?: string;
   /** Overrides `log.level`. */
   logLevel?: Settings["log"]["level"];
+}
+
+/**
+ * Reads a file a setting names, such as a certificate or a secret.
+ *
+ * @param path The file.
+ * @param setting The setting that names it, for the message.
+ * @returns The file's text.
+ * @throws {SettingsError} When it cannot be read.
+ */
+export async function readSettingFile(
+  path: string,
+  setting: string,
+): Promise<string> {
+  try {
+    return await Deno.readTextFile(path);
+  } catch (cause) {
+    throw new SettingsError(
+      `Cannot read "${setting}" file "${path}": ${(cause as Error).message}`,
+      { cause },
+    );
+  }
 }
 
 /** Invalid settings: the message names the file and the problem. */

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { createHash, timingSafeEqual } from "node:crypto";
 import { getLogger } from "@logtape/logtape";
 import type { Message } from "../protocol/frame.ts";
 import {
@@ -12,6 +13,7 @@ import {
   DEFAULT_MAX_LOCK_NAME_LENGTH,
   type HelloResult,
   type LockResult,
+  type ParameterError,
   parseLockParameters,
   type PositionEvent,
   type ReleaseResult,
@@ -22,9 +24,11 @@ import { PROTOCOL_VERSION, VERSION } from "../protocol/version.ts";
 import {
   type CloseInfo,
   type Connection,
+  type Handler,
   MessageError,
   MessageServer,
 } from "../message/server.ts";
+import { LOOPBACK } from "../message/allow_list.ts";
 import { type LockRequest, LockTable } from "./lock_table.ts";
 
 const log = getLogger(["pklock", "server"]);
@@ -68,6 +72,33 @@ export interface LockServerOptions {
    */
   maxLockNameLength?: number;
   /**
+   * The most locks one connection may hold or wait for at once.
+   *
+   * @default {Infinity}
+   */
+  maxLocksPerConnection?: number;
+  /**
+   * The most connections open at once.
+   *
+   * @default {Infinity}
+   */
+  maxConnections?: number;
+  /**
+   * The most connections open at once from one IP address.
+   *
+   * @default {Infinity}
+   */
+  maxConnectionsPerIp?: number;
+  /** Serve TLS with this PEM certificate chain and key. */
+  tls?: { cert: string; key: string };
+  /** Application heartbeats (off by default); see {@linkcode MessageServerOptions}. */
+  heartbeat?: { interval: number; timeout: number };
+  /**
+   * A shared secret every connection must give in `hello` before anything
+   * else; compared in constant time, never logged.
+   */
+  secret?: string;
+  /**
    * Issues fencing tokens; must strictly increase. The `serve` command passes
    * a {@linkcode TokenStore}, which keeps them increasing across restarts.
    *
@@ -90,6 +121,10 @@ interface Ticket {
 type Request = LockRequest<Connection, Ticket>;
 
 const PONG = { status: "ok" } as const;
+const SHUTDOWN = {
+  event: "shutdown",
+  message: "The server is shutting down",
+} as const;
 
 /** The default TCP port. */
 export const DEFAULT_PORT = 20934;
@@ -107,6 +142,9 @@ export class LockServer implements AsyncDisposable {
   readonly #table: LockTable<Connection, Ticket>;
   readonly #server: MessageServer;
   readonly #maxNameLength: number;
+  readonly #maxLocks: number;
+  readonly #secret: string | undefined;
+  readonly #authenticated = new WeakSet<Connection>();
   readonly #startedAt = Date.now();
   /** How many waiters of each lock want position events. */
   readonly #watched = new Map<string, number>();
@@ -121,26 +159,44 @@ export class LockServer implements AsyncDisposable {
   constructor(options: LockServerOptions = {}) {
     this.#maxNameLength = options.maxLockNameLength ??
       DEFAULT_MAX_LOCK_NAME_LENGTH;
+    this.#maxLocks = options.maxLocksPerConnection ?? Infinity;
+    this.#secret = options.secret;
     this.#table = new LockTable({
       onGrant: (request) => this.#granted(request),
+      ...(options.nextToken ? { nextToken: options.nextToken } : {}),
     });
+    const guard = (handler: Handler): Handler =>
+      this.#secret === undefined ? handler : (message, connection) => {
+        if (this.#authenticated.has(connection)) {
+          return handler(message, connection);
+        }
+        this.#refuse(message, connection, "auth_required");
+      };
+    const { hostname = "127.0.0.1", port = DEFAULT_PORT, allowed = LOOPBACK } =
+      options;
     this.#server = new MessageServer({
-      hostname: options.hostname ?? "127.0.0.1",
-      port: options.port ?? DEFAULT_PORT,
-      allowed: options.allowed ?? ["127.0.0.1", "::1"],
-      ...(options.maxFrameBytes === undefined
-        ? {}
-        : { maxFrameBytes: options.maxFrameBytes }),
-      ...(options.maxOutputBytes === undefined
-        ? {}
-        : { maxOutputBytes: options.maxOutputBytes }),
+      hostname,
+      port,
+      allowed,
+      ...pick(options, [
+        "maxFrameBytes",
+        "maxOutputBytes",
+        "maxConnections",
+        "maxConnectionsPerIp",
+        "tls",
+        "heartbeat",
+      ]),
       handlers: {
-        hello: (_message, connection) => this.#hello(connection),
-        ping: () => PONG,
-        status: () => this.status(),
-        lock: (message, connection) => this.#lock(message, connection),
-        release: (message, connection) => this.#release(message, connection),
-        unlock: (message, connection) => this.#unlock(message, connection),
+        hello: (message, connection) => this.#hello(message, connection),
+        ping: guard(() => PONG),
+        status: guard(() => this.status()),
+        lock: guard((message, connection) => this.#lock(message, connection)),
+        release: guard((message, connection) =>
+          this.#release(message, connection)
+        ),
+        unlock: guard((message, connection) =>
+          this.#unlock(message, connection)
+        ),
       },
       onOpen: (connection) => {
         this.#connectionsTotal++;
@@ -150,10 +206,18 @@ export class LockServer implements AsyncDisposable {
         });
       },
       onClose: (connection, info) => this.#disconnected(connection, info),
-      onReject: (addr) =>
-        log.warn("Refused connection from {peer}: not in the allow-list", {
-          peer: peer(addr),
-        }),
+      onReject: (addr, reason) => {
+        if (reason === "not_allowed") {
+          log.warn("Refused connection from {peer}: not in the allow-list", {
+            peer: peer(addr),
+          });
+        } else {
+          log.warn("Refused connection from {peer}: {reason}", {
+            peer: peer(addr),
+            reason,
+          });
+        }
+      },
       onError: (error, message, connection) =>
         log.error(
           "Handler failed for {command} from connection {id}: {error}",
@@ -175,7 +239,7 @@ export class LockServer implements AsyncDisposable {
    * Stops accepting and closes every connection; their locks are released.
    */
   close(): Promise<void> {
-    return this.#server.close();
+    return this.#server.close({ farewell: SHUTDOWN });
   }
 
   /** Same as {@linkcode LockServer.close}. */
@@ -215,7 +279,22 @@ export class LockServer implements AsyncDisposable {
     };
   }
 
-  #hello(connection: Connection): HelloResult {
+  #hello(message: Message, connection: Connection): HelloResult | undefined {
+    if (this.#secret !== undefined && !this.#authenticated.has(connection)) {
+      const parameters = message.parameters as Record<string, unknown> | null;
+      const given = typeof parameters === "object" && parameters !== null
+        ? parameters.secret
+        : undefined;
+      if (given === undefined) {
+        this.#refuse(message, connection, "auth_required");
+        return undefined;
+      }
+      if (typeof given !== "string" || !sameSecret(given, this.#secret)) {
+        this.#refuse(message, connection, "auth_failed");
+        return undefined;
+      }
+      this.#authenticated.add(connection);
+    }
     return {
       status: "ok",
       server: "pklock",
@@ -231,11 +310,13 @@ export class LockServer implements AsyncDisposable {
       message.parameters,
       this.#maxNameLength,
     );
-    if (typeof parameters === "string" || id === undefined) {
-      const text = id === undefined
-        ? '"lock" is a request and needs an "id"'
-        : parameters as string;
-      const error = { code: "invalid_parameters", message: text };
+    if ("code" in parameters || id === undefined) {
+      const error = id === undefined
+        ? {
+          code: "invalid_parameters",
+          message: '"lock" is a request and needs an "id"',
+        }
+        : parameters as ParameterError;
       connection.send(
         id === undefined
           ? { command: "lock", result: { status: "invalid" }, error }
@@ -244,6 +325,12 @@ export class LockServer implements AsyncDisposable {
       return undefined;
     }
     const { lockName, mode = "exclusive", wait, notify = false } = parameters;
+    if (this.#table.countOf(connection) >= this.#maxLocks) {
+      throw new MessageError(
+        "limit_exceeded",
+        `This connection already holds or waits for ${this.#maxLocks} locks, the limit`,
+      );
+    }
     const ticket: Ticket = {
       id,
       timer: undefined,
@@ -289,7 +376,7 @@ export class LockServer implements AsyncDisposable {
       ? parameters.lockName
       : undefined;
     const error = checkLockName(name, this.#maxNameLength);
-    if (error !== null) throw new MessageError("invalid_parameters", error);
+    if (error !== null) throw new MessageError(error.code, error.message);
     return { status: this.#remove(connection, name as string) };
   }
 
@@ -372,6 +459,29 @@ export class LockServer implements AsyncDisposable {
     });
   }
 
+  /** Answers with an authentication error and closes the connection. */
+  #refuse(
+    message: Message,
+    connection: Connection,
+    code: "auth_required" | "auth_failed",
+  ): void {
+    const text = code === "auth_required"
+      ? 'This server requires authentication: send "hello" with the secret first'
+      : "Authentication failed";
+    const error = { code, message: text };
+    connection.closeWith(
+      message.id === undefined
+        ? { command: message.command, error }
+        : { id: message.id, error },
+      { reason: "refused" },
+    );
+    log.warn("Connection {id} from {peer} refused: {code}", {
+      id: connection.id,
+      peer: peer(connection.remoteAddr),
+      code,
+    });
+  }
+
   #disconnected(connection: Connection, info: CloseInfo): void {
     log.debug("Connection {id} closed: {reason}", {
       id: connection.id,
@@ -394,6 +504,24 @@ export class LockServer implements AsyncDisposable {
       }
     }
   }
+}
+
+/** Compares two secrets in time that depends only on their digests' length. */
+function sameSecret(given: string, secret: string): boolean {
+  const digest = (text: string) => createHash("sha256").update(text).digest();
+  return timingSafeEqual(digest(given), digest(secret));
+}
+
+/** Copies the options that are set, leaving absent ones absent. */
+function pick<T extends object, K extends keyof T>(
+  options: T,
+  keys: readonly K[],
+): Partial<Pick<T, K>> {
+  const picked: Partial<Pick<T, K>> = {};
+  for (const key of keys) {
+    if (options[key] !== undefined) picked[key] = options[key];
+  }
+  return picked;
 }
 
 /** The message of a refusal, by its code. */

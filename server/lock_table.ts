@@ -226,6 +226,16 @@ export class LockTable<O, T> {
   }
 
   /**
+   * How many requests an owner has, held or waiting. Costs O(1).
+   *
+   * @param owner Whose requests.
+   * @returns The count.
+   */
+  countOf(owner: O): number {
+    return this.#owners.get(owner)?.size ?? 0;
+  }
+
+  /**
    * The requests an owner has, held or waiting.
    *
    * @param owner Whose requests.

@@ -209,16 +209,22 @@ Deno.test("asking again for a lock already held or waited for is refused", async
   await (await waiting).release();
 });
 
-Deno.test("invalid lock names are refused with invalid_parameters", async () => {
+Deno.test("invalid and over-long lock names are refused with their codes", async () => {
   await using server = startServer({ maxLockNameLength: 8 });
   await using client = await connect({ port: server.addr.port });
-  for (const name of ["", "123456789"]) {
+  for (
+    const [name, code] of [
+      ["", "invalid_parameters"],
+      ["123456789", "name_too_long"],
+    ]
+  ) {
     await assert.rejects(
-      client.lock(name),
-      (error: Error) =>
-        error instanceof RemoteError && error.code === "invalid_parameters",
+      client.lock(name!),
+      (error: Error) => error instanceof RemoteError && error.code === code,
     );
   }
+  const lock = await client.lock("12345678");
+  await lock.release();
 });
 
 Deno.test("connect() to a port nobody listens on fails with ConnectionError", async () => {

@@ -502,8 +502,8 @@ Deno.test("server.close() closes every connection, runs each close hook once and
   await parked.next();
   await server.server.close();
   assert.deepEqual(server.closes.all.map((closed) => closed.info.reason), [
-    "closed",
-    "closed",
+    "shutdown",
+    "shutdown",
   ]);
   await assert.rejects(pendingA, ConnectionError);
   await assert.rejects(pendingB, ConnectionError);

@@ -1,0 +1,101 @@
+/**
+ * The flags every client subcommand shares to reach a server, and the one
+ * place that turns them into a connection.
+ *
+ * @module
+ */
+
+import { type Command, InvalidArgumentError } from "commander";
+import {
+  connect,
+  type ConnectOptions,
+  DEFAULT_PORT,
+  type LockClient,
+} from "../client/client.ts";
+import { ConnectionError, RemoteError } from "../message/errors.ts";
+import { ExitCode } from "./exit_codes.ts";
+
+/** Where the server is and how to reach it. */
+export interface ServerFlags {
+  /** The server's address. */
+  host: string;
+  /** The server's port. */
+  port: number;
+  /** Connect over TLS. */
+  tls?: boolean;
+  /** A PEM file of CA certificates to trust (implies `tls`). */
+  caFile?: string;
+  /** A file holding the shared secret. */
+  secretFile?: string;
+}
+
+/** The environment variable that may hold the shared secret. */
+export const SECRET_VARIABLE = "PKLOCK_SECRET";
+
+/**
+ * Adds `--host`, `--port`, `--tls`, `--ca-file` and `--secret-file`.
+ *
+ * @param command A client subcommand.
+ * @returns The same command.
+ */
+export function withServerFlags(command: Command): Command {
+  return command
+    .option("--host <address>", "server address", "127.0.0.1")
+    .option("-p, --port <port>", "server port", parsePort, DEFAULT_PORT)
+    .option("--tls", "connect over TLS")
+    .option("--ca-file <file>", "PEM CA certificates to trust (implies --tls)")
+    .option(
+      "--secret-file <file>",
+      `file holding the server's shared secret (or set ${SECRET_VARIABLE})`,
+    );
+}
+
+/**
+ * Parses a port number for commander.
+ *
+ * @param text The flag's value.
+ * @returns The port.
+ * @throws {InvalidArgumentError} When it is not a port.
+ */
+export function parsePort(text: string): number {
+  const port = Number(text);
+  if (!/^\d+$/.test(text) || port > 65535) {
+    throw new InvalidArgumentError("expected a port number from 0 to 65535");
+  }
+  return port;
+}
+
+/**
+ * Connects as the flags say; on failure, prints why.
+ *
+ * @param flags The parsed flags.
+ * @returns The client, or the exit code to return.
+ */
+export async function connectWith(
+  flags: ServerFlags,
+): Promise<LockClient | number> {
+  const options: ConnectOptions = { hostname: flags.host, port: flags.port };
+  try {
+    if (flags.caFile !== undefined) {
+      options.tls = { caCerts: [await Deno.readTextFile(flags.caFile)] };
+    } else if (flags.tls) {
+      options.tls = true;
+    }
+    const secret = flags.secretFile === undefined
+      ? Deno.env.get(SECRET_VARIABLE)
+      : (await Deno.readTextFile(flags.secretFile)).trim();
+    if (secret !== undefined) options.secret = secret;
+  } catch (error) {
+    console.error(`pklock: ${(error as Error).message}`);
+    return ExitCode.Failure;
+  }
+  try {
+    return await connect(options);
+  } catch (error) {
+    if (error instanceof ConnectionError || error instanceof RemoteError) {
+      console.error(`pklock: ${error.message}`);
+      return ExitCode.Connection;
+    }
+    throw error;
+  }
+}
