@@ -14,6 +14,7 @@ import {
 } from "commander";
 import { DEFAULT_PORT } from "./client/client.ts";
 import { ExitCode } from "./cli/exit_codes.ts";
+import { ADMIN_SECRET_VARIABLE, release } from "./cli/release.ts";
 import { run } from "./cli/run.ts";
 import { serve } from "./cli/serve.ts";
 import { status } from "./cli/status.ts";
@@ -111,6 +112,11 @@ export async function main(args: string[]): Promise<number> {
       parseSeconds,
       10,
     )
+    .option(
+      "--on-contention <signal>",
+      "send this signal to the command whenever more requests wait for the lock",
+      parseSignal,
+    )
     .addHelpText(
       "after",
       `
@@ -122,6 +128,23 @@ on a terminal) are passed on to the command.`,
     )
     .action(async (name: string, command: string[], options) => {
       code = await run(name, command, options);
+    });
+
+  withServerFlags(program.command("release"))
+    .description(
+      "force a lock free by disconnecting its holder (operators' last resort)",
+    )
+    .argument("<name>", "the lock's name")
+    .option(
+      "--force",
+      "required: the holder is disconnected, its job may still run",
+    )
+    .option(
+      "--admin-secret-file <file>",
+      `file holding the server's admin secret (or set ${ADMIN_SECRET_VARIABLE})`,
+    )
+    .action(async (name: string, options) => {
+      code = await release(name, options);
     });
 
   withServerFlags(program.command("status"))
@@ -146,6 +169,27 @@ function parseExitCode(text: string): number {
     throw new InvalidArgumentError("expected an exit code from 0 to 255");
   }
   return code;
+}
+
+const SIGNAL_NAMES: readonly Deno.Signal[] = [
+  "SIGHUP",
+  "SIGINT",
+  "SIGQUIT",
+  "SIGTERM",
+  "SIGUSR1",
+  "SIGUSR2",
+  "SIGWINCH",
+  "SIGCONT",
+];
+
+function parseSignal(text: string): Deno.Signal {
+  const name = (text.startsWith("SIG") ? text : `SIG${text}`).toUpperCase();
+  if (!SIGNAL_NAMES.includes(name as Deno.Signal)) {
+    throw new InvalidArgumentError(
+      `expected one of ${SIGNAL_NAMES.join(", ")}`,
+    );
+  }
+  return name as Deno.Signal;
 }
 
 function parseSeconds(text: string): number {

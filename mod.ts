@@ -58,7 +58,11 @@ export { FrameError, PklockError } from "./protocol/errors.ts";
 export type { ErrorCode } from "./protocol/errors.ts";
 export type { Message } from "./protocol/frame.ts";
 export type {
+  ContentionEvent,
+  ForcedReleaseEvent,
+  ForceReleaseResult,
   HelloResult,
+  HoldAlarmEvent,
   LockMode,
   LockParameters,
   LockResult,

@@ -22,6 +22,8 @@ export interface RunOptions extends ServerFlags {
   conflictExitCode: number;
   /** Seconds between SIGTERM and SIGKILL when the lock is lost. */
   killAfter: number;
+  /** A signal sent to the command whenever more requests wait for the lock. */
+  onContention?: Deno.Signal;
 }
 
 /**
@@ -55,10 +57,11 @@ export async function run(
   command: string[],
   options: RunOptions,
 ): Promise<number> {
-  const client = await connectWith(options);
+  const client = await connectWith(options, "run");
   if (typeof client === "number") return client;
   await using _client = client;
   const progress = new WaitProgress(name);
+  const contention = new ContentionSignal(options.onContention);
   let lock: Lock;
   try {
     const onPosition = progress.onPosition;
@@ -68,6 +71,9 @@ export async function run(
         ? {}
         : { wait: Math.round(options.wait * 1000) }),
       ...(onPosition ? { onPosition } : {}),
+      ...(contention.onContention
+        ? { onContention: contention.onContention }
+        : {}),
     });
   } catch (error) {
     progress.done();
@@ -101,7 +107,38 @@ export async function run(
     await lock.release();
     return NOT_FOUND;
   }
+  contention.started(child);
   return await supervise(child, lock, program!, options.killAfter);
+}
+
+/**
+ * Passes contention on to the command as a signal whenever more requests wait
+ * than before; notices that come before the command starts are kept for it.
+ */
+class ContentionSignal {
+  readonly #signal: Deno.Signal | undefined;
+  #child: Deno.ChildProcess | undefined;
+  #waiters = 0;
+
+  constructor(signal: Deno.Signal | undefined) {
+    this.#signal = signal;
+  }
+
+  get onContention(): ((waiters: number) => void) | undefined {
+    if (this.#signal === undefined) return undefined;
+    return (waiters) => {
+      const more = waiters > this.#waiters;
+      this.#waiters = waiters;
+      if (more && this.#child) kill(this.#child, this.#signal!);
+    };
+  }
+
+  started(child: Deno.ChildProcess): void {
+    this.#child = child;
+    if (this.#signal !== undefined && this.#waiters > 0) {
+      kill(child, this.#signal);
+    }
+  }
 }
 
 /** Waits for the command, passing signals on and stopping it if the lock is lost. */

@@ -12,28 +12,22 @@ import {
   SettingsError,
   type SettingsOverrides,
 } from "../server/config.ts";
+import { AuditLog } from "../server/audit.ts";
 import { LockServer, type LockServerOptions } from "../server/lock_server.ts";
+import { serveMetrics } from "../server/metrics.ts";
 import { configureLogging } from "../server/log.ts";
 import { StateFileError, TokenStore } from "../server/token_store.ts";
 import { VERSION } from "../protocol/version.ts";
 import { ExitCode } from "./exit_codes.ts";
 
-/** Reads the auth secret and TLS files the settings name. */
-async function readSecrets(
-  settings: Settings,
-): Promise<Pick<LockServerOptions, "secret" | "tls">> {
-  const read: Pick<LockServerOptions, "secret" | "tls"> = {};
-  const { auth, tls } = settings;
-  if (auth?.secret !== undefined) read.secret = auth.secret;
-  if (auth?.secretFile !== undefined) {
-    read.secret = (await readSettingFile(auth.secretFile, "auth.secretFile"))
-      .trim();
-    if (read.secret.length < 16) {
-      throw new SettingsError(
-        `The secret in "${auth.secretFile}" is shorter than 16 characters`,
-      );
-    }
-  }
+/** The secrets and certificates the settings name, read from their files. */
+type Secrets = Pick<LockServerOptions, "secret" | "adminSecret" | "tls">;
+
+async function readSecrets(settings: Settings): Promise<Secrets> {
+  const read: Secrets = {};
+  const { auth, admin, tls } = settings;
+  if (auth !== undefined) read.secret = await secretOf(auth, "auth");
+  if (admin !== undefined) read.adminSecret = await secretOf(admin, "admin");
   if (tls !== undefined) {
     read.tls = {
       cert: await readSettingFile(tls.certFile, "tls.certFile"),
@@ -41,6 +35,21 @@ async function readSecrets(
     };
   }
   return read;
+}
+
+async function secretOf(
+  given: { secret?: string | undefined; secretFile?: string | undefined },
+  setting: string,
+): Promise<string> {
+  if (given.secret !== undefined) return given.secret;
+  const file = given.secretFile!;
+  const secret = (await readSettingFile(file, `${setting}.secretFile`)).trim();
+  if (secret.length < 16) {
+    throw new SettingsError(
+      `The secret in "${file}" (${setting}.secretFile) is shorter than 16 characters`,
+    );
+  }
+  return secret;
 }
 
 /** Options of {@linkcode serve}. */
@@ -51,6 +60,13 @@ export interface ServeOptions extends SettingsOverrides {
 
 const SIGNALS = ["SIGINT", "SIGTERM"] as const;
 
+/** What runs while serving, to be stopped in reverse order. */
+interface Running {
+  server: LockServer;
+  metrics: Deno.HttpServer | undefined;
+  audit: AuditLog | undefined;
+}
+
 /**
  * Loads the settings, starts the server and serves until a signal arrives; a
  * second signal exits at once.
@@ -59,56 +75,16 @@ const SIGNALS = ["SIGINT", "SIGTERM"] as const;
  * @returns The exit code.
  */
 export async function serve(options: ServeOptions): Promise<number> {
-  const { config, ...overrides } = options;
-  let settings;
+  let running: Running;
   try {
-    settings = await loadSettings(config, overrides);
+    running = await start(options);
   } catch (error) {
-    if (!(error instanceof SettingsError)) throw error;
+    if (!(error instanceof SettingsError || error instanceof StateFileError)) {
+      throw error;
+    }
     console.error(`pklock: ${error.message}`);
     return ExitCode.Config;
   }
-  await configureLogging(settings.log.level);
-  const log = getLogger(["pklock", "server"]);
-  let tokens: TokenStore;
-  try {
-    tokens = TokenStore.open(settings.stateFile);
-  } catch (error) {
-    if (!(error instanceof StateFileError)) throw error;
-    console.error(`pklock: ${error.message}`);
-    return ExitCode.Config;
-  }
-  let secrets: Pick<LockServerOptions, "secret" | "tls">;
-  try {
-    secrets = await readSecrets(settings);
-  } catch (error) {
-    if (!(error instanceof SettingsError)) throw error;
-    console.error(`pklock: ${error.message}`);
-    return ExitCode.Config;
-  }
-  let server: LockServer;
-  try {
-    server = new LockServer({
-      hostname: settings.host,
-      port: settings.port,
-      allowed: settings.allowed,
-      ...settings.limits,
-      ...(settings.heartbeat ? { heartbeat: settings.heartbeat } : {}),
-      ...secrets,
-      nextToken: () => tokens.next(),
-    });
-  } catch (error) {
-    const where = config === undefined ? "" : ` (settings file "${config}")`;
-    console.error(
-      `pklock: Cannot listen on ${settings.host}:${settings.port}${where}: ${
-        (error as Error).message
-      }`,
-    );
-    return ExitCode.Config;
-  }
-  const { hostname, port } = server.addr;
-  console.log(`pklock ${VERSION} listening on ${hostname}:${port}`);
-
   const stop = Promise.withResolvers<string>();
   const first = (signal: string) => () => stop.resolve(signal);
   const handlers = SIGNALS.map((signal) => [signal, first(signal)] as const);
@@ -120,9 +96,88 @@ export async function serve(options: ServeOptions): Promise<number> {
     Deno.removeSignalListener(signal, handler);
     Deno.addSignalListener(signal, () => Deno.exit(ExitCode.Failure));
   }
-  log.info("Received {signal}: closing connections and exiting", {
-    signal: received,
-  });
-  await server.close();
+  getLogger(["pklock", "server"]).info(
+    "Received {signal}: closing connections and exiting",
+    { signal: received },
+  );
+  await running.server.close();
+  await running.metrics?.shutdown();
+  await running.audit?.close();
   return ExitCode.Ok;
+}
+
+/**
+ * Starts everything the settings ask for.
+ *
+ * @throws {SettingsError} When a setting cannot be honoured.
+ * @throws {StateFileError} When the token state file is unusable.
+ */
+async function start(options: ServeOptions): Promise<Running> {
+  const { config, ...overrides } = options;
+  const settings = await loadSettings(config, overrides);
+  await configureLogging(settings.log.level, settings.log.format);
+  const tokens = TokenStore.open(settings.stateFile);
+  const secrets = await readSecrets(settings);
+  const where = config === undefined ? "" : ` (settings file "${config}")`;
+  let audit: AuditLog | undefined;
+  if (settings.audit !== undefined) {
+    try {
+      audit = await AuditLog.open(settings.audit.file);
+    } catch (cause) {
+      throw new SettingsError(
+        `Cannot open audit file "${settings.audit.file}"${where}: ${
+          (cause as Error).message
+        }`,
+        { cause },
+      );
+    }
+  }
+  let server: LockServer;
+  try {
+    server = new LockServer({
+      hostname: settings.host,
+      port: settings.port,
+      allowed: settings.allowed,
+      ...settings.limits,
+      ...(settings.heartbeat ? { heartbeat: settings.heartbeat } : {}),
+      ...(settings.metrics
+        ? { metrics: { lockPatterns: settings.metrics.lockPatterns } }
+        : {}),
+      ...(settings.alarms ? { alarms: settings.alarms } : {}),
+      ...(audit ? { audit } : {}),
+      ...secrets,
+      nextToken: () => tokens.next(),
+    });
+  } catch (cause) {
+    await audit?.close();
+    throw new SettingsError(
+      `Cannot listen on ${settings.host}:${settings.port}${where}: ${
+        (cause as Error).message
+      }`,
+      { cause },
+    );
+  }
+  const { hostname, port } = server.addr;
+  console.log(`pklock ${VERSION} listening on ${hostname}:${port}`);
+  let metrics: Deno.HttpServer | undefined;
+  if (settings.metrics !== undefined && server.metrics !== undefined) {
+    const { host, port } = settings.metrics;
+    try {
+      metrics = serveMetrics(server.metrics, { hostname: host, port });
+    } catch (cause) {
+      await server.close();
+      await audit?.close();
+      throw new SettingsError(
+        `Cannot serve metrics on ${host}:${port}${where}: ${
+          (cause as Error).message
+        }`,
+        { cause },
+      );
+    }
+    const addr = metrics.addr as Deno.NetAddr;
+    console.log(
+      `pklock metrics on http://${addr.hostname}:${addr.port}/metrics`,
+    );
+  }
+  return { server, metrics, audit };
 }

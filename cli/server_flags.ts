@@ -29,6 +29,14 @@ export interface ServerFlags {
   secretFile?: string;
 }
 
+function hostname(): string {
+  try {
+    return Deno.hostname();
+  } catch {
+    return "unknown host";
+  }
+}
+
 /** The environment variable that may hold the shared secret. */
 export const SECRET_VARIABLE = "PKLOCK_SECRET";
 
@@ -66,15 +74,22 @@ export function parsePort(text: string): number {
 }
 
 /**
- * Connects as the flags say; on failure, prints why.
+ * Connects as the flags say, labelled with the subcommand, process and host;
+ * on failure, prints why.
  *
  * @param flags The parsed flags.
+ * @param command The subcommand, for the label.
  * @returns The client, or the exit code to return.
  */
 export async function connectWith(
   flags: ServerFlags,
+  command: string,
 ): Promise<LockClient | number> {
-  const options: ConnectOptions = { hostname: flags.host, port: flags.port };
+  const options: ConnectOptions = {
+    hostname: flags.host,
+    port: flags.port,
+    label: `pklock ${command} (pid ${Deno.pid} on ${hostname()})`,
+  };
   try {
     if (flags.caFile !== undefined) {
       options.tls = { caCerts: [await Deno.readTextFile(flags.caFile)] };

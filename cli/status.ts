@@ -22,7 +22,7 @@ export interface StatusOptions extends ServerFlags {
  * @returns The exit code.
  */
 export async function status(options: StatusOptions): Promise<number> {
-  const client = await connectWith(options);
+  const client = await connectWith(options, "status");
   if (typeof client === "number") return client;
   await using _client = client;
   let result: StatusResult;

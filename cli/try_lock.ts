@@ -32,7 +32,7 @@ export async function tryLock(
   name: string,
   options: TryLockOptions,
 ): Promise<number> {
-  const client = await connectWith(options);
+  const client = await connectWith(options, "try-lock");
   if (typeof client === "number") return client;
   await using _client = client;
   const id = client.server.connectionId;

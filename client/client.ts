@@ -9,7 +9,10 @@ import { MessageClient } from "../message/client.ts";
 import type { CloseInfo } from "../message/connection.ts";
 import { ConnectionError, ProtocolError } from "../message/errors.ts";
 import type {
+  ContentionEvent,
+  ForceReleaseResult,
   HelloResult,
+  HoldAlarmEvent,
   LockMode,
   LockParameters,
   LockResult,
@@ -45,6 +48,11 @@ export interface ConnectOptions {
   tls?: boolean | { caCerts?: string[] };
   /** The shared secret, for a server that requires authentication. */
   secret?: string;
+  /**
+   * A label for this client (host, process, job), shown in the server's
+   * status, logs and audit log. At most 256 characters.
+   */
+  label?: string;
   /** Abandons connecting. */
   signal?: AbortSignal;
 }
@@ -73,7 +81,24 @@ export interface LockOptions {
    * place changes (1 is next in line).
    */
   onPosition?: (position: number) => void;
+  /**
+   * Called while the lock is held, whenever the number of requests waiting
+   * for it changes (including right after the grant, if some already wait):
+   * a cue for a cooperative long holder to finish early. The lock handle
+   * also dispatches these as `contention` events.
+   */
+  onContention?: (waiters: number) => void;
 }
+
+/** A request this client has under way or holds. */
+interface Outstanding {
+  options: LockOptions;
+  lock?: Lock;
+  controller?: AbortController;
+}
+
+/** The unsolicited events the server sends about one lock. */
+type LockEvent = PositionEvent | ContentionEvent | HoldAlarmEvent;
 
 /**
  * Connects to a pklock server.
@@ -91,7 +116,7 @@ export interface LockOptions {
 export async function connect(
   options: ConnectOptions = {},
 ): Promise<LockClient> {
-  const { signal, tls, secret } = options;
+  const { signal, tls, secret, label } = options;
   const messages = await MessageClient.connect({
     hostname: options.hostname ?? "127.0.0.1",
     port: options.port ?? DEFAULT_PORT,
@@ -101,9 +126,11 @@ export async function connect(
   try {
     const hello = await messages.rpc<HelloResult>(
       "hello",
-      secret === undefined
-        ? { protocol: PROTOCOL_VERSION }
-        : { protocol: PROTOCOL_VERSION, secret },
+      {
+        protocol: PROTOCOL_VERSION,
+        ...(secret === undefined ? {} : { secret }),
+        ...(label === undefined ? {} : { client: label }),
+      },
       signal ? { signal } : {},
     );
     return new LockClient(messages, hello);
@@ -129,10 +156,8 @@ export class LockClient implements AsyncDisposable {
   /** What the server said about itself when the connection opened. */
   readonly server: HelloResult;
   readonly #messages: MessageClient;
-  readonly #held = new Map<Lock, AbortController>();
-  /** Names this client holds or has a request under way for. */
-  readonly #names = new Set<string>();
-  readonly #positions = new Map<string, (position: number) => void>();
+  /** What this client holds or has a request under way for, by name. */
+  readonly #requests = new Map<string, Outstanding>();
 
   /**
    * Made by {@linkcode connect}; not meant to be built directly.
@@ -144,23 +169,32 @@ export class LockClient implements AsyncDisposable {
     this.#messages = messages;
     this.server = server;
     messages.signal.addEventListener("abort", () => {
-      for (const [lock, controller] of this.#held) {
-        controller.abort(
+      for (const [name, { controller }] of this.#requests) {
+        controller?.abort(
           new LockLostError(
-            `Lost lock "${lock.name}": ${
-              (messages.signal.reason as Error).message
-            }`,
+            `Lost lock "${name}": ${(messages.signal.reason as Error).message}`,
             { cause: messages.signal.reason },
           ),
         );
       }
-      this.#held.clear();
-      this.#names.clear();
+      this.#requests.clear();
     }, { once: true });
     messages.addEventListener("message", (event) => {
-      const data = (event as MessageEvent<PositionEvent>).data;
-      if (data.event === "position") {
-        this.#positions.get(data.lockName)?.(data.position);
+      const data = (event as MessageEvent<LockEvent>).data;
+      const outstanding = this.#requests.get(data.lockName);
+      if (outstanding === undefined) return;
+      const { options, lock } = outstanding;
+      switch (data.event) {
+        case "position":
+          options.onPosition?.(data.position);
+          break;
+        case "contention":
+          options.onContention?.(data.waiters);
+          lock?.dispatchEvent(new CustomEvent("contention", { detail: data }));
+          break;
+        case "hold_alarm":
+          lock?.dispatchEvent(new CustomEvent("alarm", { detail: data }));
+          break;
       }
     });
   }
@@ -189,23 +223,24 @@ export class LockClient implements AsyncDisposable {
    * @throws {ConnectionError} When the connection closes first.
    */
   async lock(name: string, options: LockOptions = {}): Promise<Lock> {
-    const { mode = "exclusive", wait, signal, onPosition } = options;
+    const { mode = "exclusive", wait, signal } = options;
     signal?.throwIfAborted();
     const parameters: LockParameters = { lockName: name };
     if (mode !== "exclusive") parameters.mode = mode;
     if (wait !== undefined) parameters.wait = wait;
-    if (onPosition !== undefined) parameters.notify = true;
+    if (options.onPosition !== undefined) parameters.notify = true;
+    if (options.onContention !== undefined) parameters.contention = true;
     const reply = this.#messages.rpc<LockResult>(
       "lock",
       parameters as unknown as Record<string, unknown>,
     );
-    if (this.#names.has(name)) {
+    if (this.#requests.has(name)) {
       // The server refuses this request (already_held or already_waiting).
       // Withdrawing it by name on abort would hit the other request instead.
-      return this.#settle(name, mode, wait, await reply);
+      return this.#settle(name, mode, wait, await reply, { options });
     }
-    this.#names.add(name);
-    if (onPosition !== undefined) this.#positions.set(name, onPosition);
+    const outstanding: Outstanding = { options };
+    this.#requests.set(name, outstanding);
     let withdrawn: Promise<unknown> | undefined;
     const withdraw = () => {
       withdrawn = this.#messages.rpc("release", { lockName: name })
@@ -219,12 +254,11 @@ export class LockClient implements AsyncDisposable {
         await withdrawn;
         throw signal!.reason;
       }
-      lock = this.#settle(name, mode, wait, result);
+      lock = this.#settle(name, mode, wait, result, outstanding);
       return lock;
     } finally {
       signal?.removeEventListener("abort", withdraw);
-      this.#positions.delete(name);
-      if (lock === undefined) this.#names.delete(name);
+      if (lock === undefined) this.#requests.delete(name);
     }
   }
 
@@ -247,6 +281,24 @@ export class LockClient implements AsyncDisposable {
       if (error instanceof LockTimeoutError) return null;
       throw error;
     }
+  }
+
+  /**
+   * Forces a lock free: the server closes the connection of every holder (so
+   * their `lost` signals fire) and grants the next waiter. For operators, when
+   * a holder's host has vanished; needs the server's admin secret.
+   *
+   * @param name The lock's name.
+   * @param adminSecret The server's admin secret.
+   * @returns Whom the server disconnected, or `notFound`.
+   * @throws {RemoteError} `admin_disabled` when the server has no admin
+   *   secret, `auth_failed` (and the connection closes) when it is wrong.
+   */
+  forceRelease(name: string, adminSecret: string): Promise<ForceReleaseResult> {
+    return this.#messages.rpc<ForceReleaseResult>("forceRelease", {
+      lockName: name,
+      adminSecret,
+    });
   }
 
   /**
@@ -290,10 +342,11 @@ export class LockClient implements AsyncDisposable {
     mode: LockMode,
     wait: number | undefined,
     result: LockResult,
+    outstanding: Outstanding,
   ): Lock {
     switch (result.status) {
       case "ok":
-        return this.#hold(name, mode, result.token ?? 0);
+        return this.#hold(name, mode, result.token ?? 0, outstanding);
       case "busy":
         throw new LockTimeoutError(
           `Cannot acquire lock "${name}": it is held by another client`,
@@ -309,14 +362,19 @@ export class LockClient implements AsyncDisposable {
     }
   }
 
-  #hold(name: string, mode: LockMode, token: number): Lock {
+  #hold(
+    name: string,
+    mode: LockMode,
+    token: number,
+    outstanding: Outstanding,
+  ): Lock {
     const controller = new AbortController();
-    const lock: Lock = new Lock(name, mode, token, controller.signal, () => {
-      this.#held.delete(lock);
-      this.#names.delete(name);
+    const lock = new Lock(name, mode, token, controller.signal, () => {
+      this.#requests.delete(name);
       return this.#releaseOnServer(name);
     });
-    this.#held.set(lock, controller);
+    outstanding.lock = lock;
+    outstanding.controller = controller;
     return lock;
   }
 

@@ -10,13 +10,18 @@ import type { LockMode } from "../protocol/lock_protocol.ts";
  * A lock held through a {@linkcode LockClient}. Release it with
  * {@linkcode Lock.release}, or let `await using` do it.
  *
+ * It dispatches `CustomEvent`s: `alarm` (detail: a `HoldAlarmEvent`) when the
+ * hold passes the server's hold-time alarm threshold, which is advice only,
+ * and `contention` (detail: a `ContentionEvent`) when the lock was taken with
+ * `onContention` and the number of waiters changes.
+ *
  * @example Holding a lock for a block
  * ```ts ignore
  * await using lock = await client.lock("nightly-report");
  * await writeReport({ fence: lock.token });
  * ```
  */
-export class Lock implements AsyncDisposable {
+export class Lock extends EventTarget implements AsyncDisposable {
   /** The lock's name. */
   readonly name: string;
   /** The mode it is held in. */
@@ -47,6 +52,7 @@ export class Lock implements AsyncDisposable {
     lost: AbortSignal,
     release: () => Promise<void>,
   ) {
+    super();
     this.name = name;
     this.mode = mode;
     this.token = token;

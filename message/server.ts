@@ -148,6 +148,8 @@ export interface MessageServerOptions extends ConnectionLimits {
   heartbeat?: { interval: number; timeout: number };
   /** Called when a peer is turned away before it could send anything. */
   onReject?: (remoteAddr: Deno.NetAddr, reason: RejectReason) => void;
+  /** Called with the code of every error reply sent, for metrics. */
+  onErrorReply?: (code: string, connection: Connection) => void;
   /** Called when a handler throws something other than a MessageError. */
   onError?: (error: unknown, message: Message, connection: Connection) => void;
 }
@@ -408,6 +410,7 @@ export class MessageServer implements AsyncDisposable {
     const reply = message.id === undefined
       ? { command: message.command, error: { code, message: text } }
       : { id: message.id, error: { code, message: text } };
+    this.#options.onErrorReply?.(code, connection);
     connection.send(reply);
   }
 }

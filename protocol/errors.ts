@@ -21,6 +21,7 @@ export type ErrorCode =
   | "too_many_connections"
   | "auth_required"
   | "auth_failed"
+  | "admin_disabled"
   | "already_held"
   | "already_waiting"
   | "deadlock"

@@ -35,6 +35,42 @@ export interface LockParameters {
    * @default {false}
    */
   notify?: boolean;
+  /**
+   * Whether to send {@linkcode ContentionEvent}s while the lock is held.
+   *
+   * @default {false}
+   */
+  contention?: boolean;
+}
+
+/**
+ * Sent, unsolicited, to a holder that asked with `contention: true`: when the
+ * number of requests waiting for its lock changes.
+ */
+export interface ContentionEvent {
+  /** Always `contention`. */
+  event: "contention";
+  /** The lock held. */
+  lockName: string;
+  /** How many requests wait for it now. */
+  waiters: number;
+}
+
+/**
+ * Sent, unsolicited, to a holder whose hold passed the server's hold-time
+ * alarm threshold. Advice only: the lock stays held.
+ */
+export interface HoldAlarmEvent {
+  /** Always `hold_alarm`. */
+  event: "hold_alarm";
+  /** The lock held. */
+  lockName: string;
+  /** The fencing token of the hold. */
+  token: number;
+  /** How long it has been held, in milliseconds. */
+  heldFor: number;
+  /** The threshold it passed, in milliseconds. */
+  threshold: number;
 }
 
 /**
@@ -62,6 +98,29 @@ export interface StatusRequest {
   since: string;
   /** The fencing token of the grant (holders only). */
   token?: number;
+  /** The label the client gave in `hello`, if any. */
+  label?: string;
+}
+
+/**
+ * Sent to a holder just before a forced release closes its connection, so it
+ * knows why it lost the lock.
+ */
+export interface ForcedReleaseEvent {
+  /** Always `forced_release`. */
+  event: "forced_release";
+  /** The lock taken from it. */
+  lockName: string;
+  /** The fencing token of the hold that ended. */
+  token: number;
+}
+
+/** The `result` of a `forceRelease` request. */
+export interface ForceReleaseResult {
+  /** `ok` when holders were disconnected, `notFound` when nobody held it. */
+  status: "ok" | "notFound";
+  /** The holders whose connections were closed. */
+  released?: StatusRequest[];
 }
 
 /** One lock, as `status` reports it. */
@@ -180,7 +239,10 @@ export function parseLockParameters(
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
     return invalid('"parameters" must be an object with a "lockName"');
   }
-  const { lockName, mode, wait, notify } = value as Record<string, unknown>;
+  const { lockName, mode, wait, notify, contention } = value as Record<
+    string,
+    unknown
+  >;
   const nameError = checkLockName(lockName, maxNameLength);
   if (nameError !== null) return nameError;
   if (mode !== undefined && mode !== "exclusive" && mode !== "shared") {
@@ -198,8 +260,12 @@ export function parseLockParameters(
   if (notify !== undefined && typeof notify !== "boolean") {
     return invalid('"notify" must be true or false');
   }
+  if (contention !== undefined && typeof contention !== "boolean") {
+    return invalid('"contention" must be true or false');
+  }
   const parameters: LockParameters = { lockName: lockName as string };
   if (notify === true) parameters.notify = true;
+  if (contention === true) parameters.contention = true;
   if (mode !== undefined) parameters.mode = mode;
   if (wait !== undefined) parameters.wait = wait;
   return parameters;

@@ -37,6 +37,15 @@ const allowEntry = z.string().check((ctx) => {
   }
 });
 
+/** A secret given inline or in a file, exactly one of the two. */
+const secretSchema = z.strictObject({
+  secret: z.string().min(16).optional(),
+  secretFile: z.string().min(1).optional(),
+}).refine(
+  (given) => (given.secret === undefined) !== (given.secretFile === undefined),
+  { message: 'give exactly one of "secret" and "secretFile"' },
+);
+
 const settingsSchema = z.strictObject({
   host: z.string().min(1).default("127.0.0.1"),
   port: z.int().min(0).max(65535).default(DEFAULT_PORT),
@@ -54,15 +63,7 @@ const settingsSchema = z.strictObject({
     maxConnectionsPerIp: z.int().min(1).default(100_000),
     maxLocksPerConnection: z.int().min(1).default(10_000),
   }).prefault({}),
-  auth: z.strictObject({
-    secret: z.string().min(16).optional(),
-    secretFile: z.string().min(1).optional(),
-  }).refine(
-    (auth) => (auth.secret === undefined) !== (auth.secretFile === undefined),
-    {
-      message: 'give exactly one of "secret" and "secretFile"',
-    },
-  ).optional(),
+  auth: secretSchema.optional(),
   tls: z.strictObject({
     certFile: z.string().min(1),
     keyFile: z.string().min(1),
@@ -73,8 +74,23 @@ const settingsSchema = z.strictObject({
   }).refine((beat) => beat.timeout > beat.interval, {
     message: '"timeout" must be longer than "interval"',
   }).optional(),
+  admin: secretSchema.optional(),
+  metrics: z.strictObject({
+    host: z.string().min(1).default("127.0.0.1"),
+    port: z.int().min(0).max(65535).default(9464),
+    lockPatterns: z.array(z.string().min(1)).default([]),
+  }).optional(),
+  alarms: z.strictObject({
+    holdTime: z.int().min(1).optional(),
+    rules: z.array(z.strictObject({
+      pattern: z.string().min(1),
+      holdTime: z.int().min(1),
+    })).optional(),
+  }).optional(),
+  audit: z.strictObject({ file: z.string().min(1) }).optional(),
   log: z.strictObject({
     level: z.enum(LOG_LEVELS).default("info"),
+    format: z.enum(["text", "json"]).default("text"),
   }).prefault({}),
 });
 

@@ -54,3 +54,16 @@ Deno.test("every problem in a settings file is reported with its place", () => {
         .test(error.message),
   );
 });
+
+Deno.test("the commented-out examples in settings.example.jsonc are valid settings", async () => {
+  const text = await Deno.readTextFile(EXAMPLE);
+  const examples = [...text.matchAll(/^ {2}\/\/ ("\w+": .*?),?$/gm)]
+    .map((match) => match[1]!);
+  assert.deepEqual(
+    examples.map((example) => example.slice(1, example.indexOf('"', 1))),
+    ["auth", "tls", "heartbeat", "admin", "metrics", "alarms", "audit"],
+  );
+  for (const example of examples) {
+    parseSettings(`{ ${example} }`, "example");
+  }
+});

@@ -55,6 +55,11 @@ export interface LockTableOptions<O, T> {
    */
   onGrant: (request: LockRequest<O, T>) => void;
   /**
+   * Called, during the call that caused it, for each hold released, before
+   * the grants that follow from it.
+   */
+  onRelease?: (request: LockRequest<O, T>) => void;
+  /**
    * Issues the fencing token of each grant; must strictly increase.
    *
    * @default {A counter starting at 1}
@@ -82,6 +87,7 @@ class Lock<O, T> {
   mode: LockMode = "exclusive";
   head: Entry<O, T> | null = null;
   tail: Entry<O, T> | null = null;
+  waiting = 0;
 
   constructor(readonly name: string) {}
 }
@@ -108,11 +114,13 @@ export class LockTable<O, T> {
   readonly #locks = new Map<string, Lock<O, T>>();
   readonly #owners = new Map<O, Map<string, Entry<O, T>>>();
   readonly #onGrant: (request: LockRequest<O, T>) => void;
+  readonly #onRelease: ((request: LockRequest<O, T>) => void) | undefined;
   readonly #nextToken: () => number;
 
   /** @param options The grant callback and the token source. */
   constructor(options: LockTableOptions<O, T>) {
     this.#onGrant = options.onGrant;
+    this.#onRelease = options.onRelease;
     let token = 0;
     this.#nextToken = options.nextToken ?? (() => ++token);
   }
@@ -170,10 +178,12 @@ export class LockTable<O, T> {
       this.#hold(lock, entry, token);
     } else if (lock.tail === null) {
       lock.head = lock.tail = entry;
+      lock.waiting++;
     } else {
       entry.prev = lock.tail;
       lock.tail.next = entry;
       lock.tail = entry;
+      lock.waiting++;
     }
     return entry;
   }
@@ -262,6 +272,18 @@ export class LockTable<O, T> {
   }
 
   /**
+   * How many hold and wait for a lock. Costs O(1).
+   *
+   * @param name The lock's name.
+   * @returns The counts, or `null` when nobody holds or waits for it.
+   */
+  count(name: string): { holders: number; waiters: number } | null {
+    const lock = this.#locks.get(name);
+    if (lock === undefined) return null;
+    return { holders: lock.holders.size, waiters: lock.waiting };
+  }
+
+  /**
    * The names of all locks held or waited for.
    *
    * @returns The names, in no particular order.
@@ -309,12 +331,14 @@ export class LockTable<O, T> {
     const lock = entry.lock;
     if (entry.held) {
       lock.holders.delete(entry);
+      this.#onRelease?.(entry);
     } else {
       if (entry.prev === null) lock.head = entry.next;
       else entry.prev.next = entry.next;
       if (entry.next === null) lock.tail = entry.prev;
       else entry.next.prev = entry.prev;
       entry.prev = entry.next = null;
+      lock.waiting--;
     }
     this.#promote(lock);
     if (lock.holders.size === 0 && lock.head === null) {
@@ -335,6 +359,7 @@ export class LockTable<O, T> {
       if (lock.head === null) lock.tail = null;
       else lock.head.prev = null;
       head.next = null;
+      lock.waiting--;
       this.#hold(lock, head, token);
       this.#onGrant(head);
       head = lock.head;

@@ -9,6 +9,7 @@ import {
   ansiColorFormatter,
   configure,
   defaultTextFormatter,
+  jsonLinesFormatter,
   type LogLevel,
   type LogRecord,
 } from "@logtape/logtape";
@@ -16,13 +17,19 @@ import {
 const encoder = new TextEncoder();
 
 /**
- * Sends pklock's logs at `level` and above to standard error; colored on a
- * terminal.
+ * Sends pklock's logs at `level` and above to standard error: JSON lines, or
+ * text (colored on a terminal).
  *
  * @param level The lowest level written.
+ * @param format `text` or `json`.
  */
-export async function configureLogging(level: LogLevel): Promise<void> {
-  const formatter = Deno.stderr.isTerminal()
+export async function configureLogging(
+  level: LogLevel,
+  format: "text" | "json" = "text",
+): Promise<void> {
+  const formatter = format === "json"
+    ? jsonLinesFormatter
+    : Deno.stderr.isTerminal()
     ? ansiColorFormatter
     : defaultTextFormatter;
   await configure({

@@ -1,0 +1,105 @@
+/**
+ * The audit log: one JSON line per grant, release, disconnect release,
+ * timeout, refusal and forced release. Lines are buffered and appended in
+ * order, once per tick, so the lock server's hot path never waits for a disk.
+ *
+ * @module
+ */
+
+import { getLogger } from "@logtape/logtape";
+import type { LockMode } from "../protocol/lock_protocol.ts";
+
+const log = getLogger(["pklock", "audit"]);
+
+/** What happened. */
+export type AuditEvent =
+  | "grant"
+  | "release"
+  | "disconnect_release"
+  | "forced_release"
+  | "timeout"
+  | "withdraw"
+  | "refusal";
+
+/** One line of the audit log. */
+export interface AuditEntry {
+  /** When, ISO 8601. */
+  time: string;
+  /** What happened. */
+  event: AuditEvent;
+  /** The lock's name. */
+  lock: string;
+  /** The mode asked for or held. */
+  mode: LockMode;
+  /** The fencing token of the hold, for grants and releases. */
+  token?: number;
+  /** The server's id of the connection. */
+  connectionId: number;
+  /** The peer's address and port. */
+  peer: string;
+  /** The label the client gave in `hello`. */
+  label?: string;
+  /** The code of a refusal. */
+  code?: string;
+}
+
+const encoder = new TextEncoder();
+
+/** An append-only JSON-lines file. */
+export class AuditLog {
+  readonly #file: Deno.FsFile;
+  #lines: string[] = [];
+  #writing: Promise<void> = Promise.resolve();
+  #scheduled = false;
+
+  private constructor(file: Deno.FsFile) {
+    this.#file = file;
+  }
+
+  /**
+   * Opens (or creates) the file for appending.
+   *
+   * @param path The file.
+   * @returns The log.
+   */
+  static async open(path: string): Promise<AuditLog> {
+    return new AuditLog(
+      await Deno.open(path, { append: true, create: true, write: true }),
+    );
+  }
+
+  /**
+   * Records one entry; it is written within the current tick's batch.
+   *
+   * @param entry What happened.
+   */
+  record(entry: AuditEntry): void {
+    this.#lines.push(JSON.stringify(entry));
+    if (!this.#scheduled) {
+      this.#scheduled = true;
+      queueMicrotask(() => this.#flush());
+    }
+  }
+
+  /** Writes what is buffered and closes the file. */
+  async close(): Promise<void> {
+    this.#flush();
+    await this.#writing;
+    this.#file.close();
+  }
+
+  #flush(): void {
+    this.#scheduled = false;
+    if (this.#lines.length === 0) return;
+    const bytes = encoder.encode(this.#lines.join("\n") + "\n");
+    this.#lines = [];
+    this.#writing = this.#writing.then(async () => {
+      let written = 0;
+      while (written < bytes.length) {
+        written += await this.#file.write(bytes.subarray(written));
+      }
+    }).catch((error) =>
+      log.error("Cannot write the audit log: {error}", { error })
+    );
+  }
+}
