@@ -85,17 +85,17 @@ export async function serve(options: ServeOptions): Promise<number> {
     console.error(`pklock: ${error.message}`);
     return ExitCode.Config;
   }
+  // One listener per signal, for the whole run: a second signal arriving in
+  // the same tick as the first must still exit at once.
   const stop = Promise.withResolvers<string>();
-  const first = (signal: string) => () => stop.resolve(signal);
-  const handlers = SIGNALS.map((signal) => [signal, first(signal)] as const);
-  for (const [signal, handler] of handlers) {
-    Deno.addSignalListener(signal, handler);
+  let signals = 0;
+  for (const signal of SIGNALS) {
+    Deno.addSignalListener(signal, () => {
+      if (++signals > 1) Deno.exit(ExitCode.Failure);
+      stop.resolve(signal);
+    });
   }
   const received = await stop.promise;
-  for (const [signal, handler] of handlers) {
-    Deno.removeSignalListener(signal, handler);
-    Deno.addSignalListener(signal, () => Deno.exit(ExitCode.Failure));
-  }
   getLogger(["pklock", "server"]).info(
     "Received {signal}: closing connections and exiting",
     { signal: received },

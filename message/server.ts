@@ -148,6 +148,12 @@ export interface MessageServerOptions extends ConnectionLimits {
   heartbeat?: { interval: number; timeout: number };
   /** Called when a peer is turned away before it could send anything. */
   onReject?: (remoteAddr: Deno.NetAddr, reason: RejectReason) => void;
+  /**
+   * Runs before every message is dispatched, unknown commands included;
+   * returning `false` drops the message (the hook has answered or closed the
+   * connection). The lock server refuses unauthenticated connections here.
+   */
+  authorize?: (message: Message, connection: Connection) => boolean;
   /** Called with the code of every error reply sent, for metrics. */
   onErrorReply?: (code: string, connection: Connection) => void;
   /** Called when a handler throws something other than a MessageError. */
@@ -356,6 +362,7 @@ export class MessageServer implements AsyncDisposable {
   }
 
   #dispatch(message: Message, connection: Connection): void {
+    if (this.#options.authorize?.(message, connection) === false) return;
     const command = message.command;
     const handler = typeof command === "string"
       ? this.#handlers.get(command)

@@ -29,7 +29,6 @@ import { PROTOCOL_VERSION, VERSION } from "../protocol/version.ts";
 import {
   type CloseInfo,
   type Connection,
-  type Handler,
   MessageError,
   MessageServer,
 } from "../message/server.ts";
@@ -116,6 +115,13 @@ export interface LockServerOptions {
    */
   secret?: string;
   /**
+   * With `secret`, how long a connection may take to authenticate before it
+   * is closed, in milliseconds.
+   *
+   * @default {10000}
+   */
+  authDeadline?: number;
+  /**
    * A second secret that allows `forceRelease`; without it, forced release
    * is refused.
    */
@@ -182,10 +188,16 @@ export class LockServer implements AsyncDisposable {
   readonly #maxNameLength: number;
   readonly #maxLocks: number;
   readonly #secret: string | undefined;
+  readonly #authDeadline: number;
   readonly #adminSecret: string | undefined;
   readonly #audit: AuditLog | undefined;
   readonly #alarms: HoldAlarms | undefined;
   readonly #authenticated = new WeakSet<Connection>();
+  /** Connections that must authenticate soon, and their deadlines. */
+  readonly #helloTimers = new Map<
+    Connection,
+    ReturnType<typeof setTimeout>
+  >();
   readonly #labels = new WeakMap<Connection, string>();
   /** Connections closed by a forced release, whose holds end by force. */
   readonly #forced = new WeakSet<Connection>();
@@ -209,6 +221,7 @@ export class LockServer implements AsyncDisposable {
       DEFAULT_MAX_LOCK_NAME_LENGTH;
     this.#maxLocks = options.maxLocksPerConnection ?? Infinity;
     this.#secret = options.secret;
+    this.#authDeadline = options.authDeadline ?? 10_000;
     this.#adminSecret = options.adminSecret;
     this.#audit = options.audit;
     this.#alarms = options.alarms && new HoldAlarms(options.alarms);
@@ -223,13 +236,6 @@ export class LockServer implements AsyncDisposable {
         names: () => this.#table.names(),
         lock: (name) => this.#table.count(name),
       });
-    const guard = (handler: Handler): Handler =>
-      this.#secret === undefined ? handler : (message, connection) => {
-        if (this.#authenticated.has(connection)) {
-          return handler(message, connection);
-        }
-        this.#refuse(message, connection, "auth_required");
-      };
     const { hostname = "127.0.0.1", port = DEFAULT_PORT, allowed = LOOPBACK } =
       options;
     this.#server = new MessageServer({
@@ -244,23 +250,23 @@ export class LockServer implements AsyncDisposable {
         "tls",
         "heartbeat",
       ]),
+      ...(this.#secret === undefined ? {} : {
+        authorize: (message: Message, connection: Connection) =>
+          this.#authorize(message, connection),
+      }),
       handlers: {
         hello: (message, connection) => this.#hello(message, connection),
-        ping: guard(() => PONG),
-        status: guard(() => this.status()),
-        lock: guard((message, connection) => this.#lock(message, connection)),
-        release: guard((message, connection) =>
-          this.#release(message, connection)
-        ),
-        unlock: guard((message, connection) =>
-          this.#unlock(message, connection)
-        ),
-        forceRelease: guard((message, connection) =>
-          this.#forceRelease(message, connection)
-        ),
+        ping: () => PONG,
+        status: () => this.status(),
+        lock: (message, connection) => this.#lock(message, connection),
+        release: (message, connection) => this.#release(message, connection),
+        unlock: (message, connection) => this.#unlock(message, connection),
+        forceRelease: (message, connection) =>
+          this.#forceRelease(message, connection),
       },
       onOpen: (connection) => {
         this.#connectionsTotal++;
+        if (this.#secret !== undefined) this.#expectHello(connection);
         this.metrics?.opened();
         log.debug("Connection {id} opened from {peer}", {
           id: connection.id,
@@ -359,6 +365,8 @@ export class LockServer implements AsyncDisposable {
         return undefined;
       }
       this.#authenticated.add(connection);
+      clearTimeout(this.#helloTimers.get(connection));
+      this.#helloTimers.delete(connection);
     }
     const label = parameters.client;
     if (label !== undefined) {
@@ -710,6 +718,29 @@ export class LockServer implements AsyncDisposable {
     }
   }
 
+  /**
+   * With auth on, lets `hello` through and refuses anything else, including
+   * unknown commands, from a connection that has not authenticated.
+   */
+  #authorize(message: Message, connection: Connection): boolean {
+    if (this.#authenticated.has(connection) || message.command === "hello") {
+      return true;
+    }
+    this.#refuse(message, connection, "auth_required");
+    return false;
+  }
+
+  /** Closes a connection that does not authenticate within the deadline. */
+  #expectHello(connection: Connection): void {
+    this.#helloTimers.set(
+      connection,
+      setTimeout(() => {
+        this.#helloTimers.delete(connection);
+        this.#refuse({ command: "hello" }, connection, "auth_required");
+      }, this.#authDeadline),
+    );
+  }
+
   /** Answers with an authentication error and closes the connection. */
   #refuse(
     message: Message,
@@ -795,6 +826,8 @@ export class LockServer implements AsyncDisposable {
     });
     if (info.error instanceof FrameError) this.metrics?.error(info.error.code);
     this.#closeReasons.set(connection, info.reason);
+    clearTimeout(this.#helloTimers.get(connection));
+    this.#helloTimers.delete(connection);
     const changed = new Set<string>();
     for (const request of this.#table.releaseAll(connection)) {
       changed.add(request.name);

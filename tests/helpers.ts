@@ -93,6 +93,14 @@ export class RawClient implements AsyncDisposable {
     await this.#reading;
   }
 
+  /**
+   * Half-closes the socket: the server reads everything sent so far, then end
+   * of stream, while replies can still be read.
+   */
+  async closeWrite(): Promise<void> {
+    await this.#conn.closeWrite();
+  }
+
   /** Closes the socket. */
   async close(): Promise<void> {
     if (!this.#ended) {
@@ -288,22 +296,28 @@ export async function spawnServer(
  * Runs `pklock ...args` to completion.
  *
  * @param args The arguments of `pklock`.
+ * @param env Extra environment variables.
  * @returns Its exit code and output.
  */
 export function runCli(
   args: string[],
+  env: Record<string, string> = {},
 ): Promise<{ code: number; stdout: string; stderr: string }> {
-  return cli(args).result();
+  return cli(args, env).result();
 }
 
 /**
  * Starts `pklock ...args` (main.ts) as a child process.
  *
  * @param args The arguments of `pklock`.
+ * @param env Extra environment variables.
  * @returns The running process.
  */
-export function cli(args: string[]): DenoProcess {
-  return new DenoProcess(MAIN, args);
+export function cli(
+  args: string[],
+  env: Record<string, string> = {},
+): DenoProcess {
+  return new DenoProcess(MAIN, args, env);
 }
 
 /**
