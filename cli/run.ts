@@ -27,18 +27,20 @@ export interface RunOptions extends ServerFlags {
 }
 
 /**
- * Signals passed on to the command. SIGINT and SIGQUIT are passed on only when
- * standard input is not a terminal: on a terminal they come from the keyboard
- * and reach the command, in the same process group, directly.
+ * The signals `run` catches, with their numbers (for the 128 + n exit code
+ * when one stops `run` before its command starts). SIGINT and SIGQUIT are
+ * passed on to the command only when standard input is not a terminal: on a
+ * terminal they come from the keyboard and reach the command, in the same
+ * process group, directly.
  */
-const FORWARDED: readonly Deno.Signal[] = [
-  "SIGTERM",
-  "SIGHUP",
-  "SIGUSR1",
-  "SIGUSR2",
-  "SIGINT",
-  "SIGQUIT",
-];
+const CAUGHT: Readonly<Partial<Record<Deno.Signal, number>>> = {
+  SIGHUP: 1,
+  SIGINT: 2,
+  SIGQUIT: 3,
+  SIGUSR1: 10,
+  SIGUSR2: 12,
+  SIGTERM: 15,
+};
 const KEYBOARD: readonly Deno.Signal[] = ["SIGINT", "SIGQUIT"];
 
 /** The exit code when the command cannot be started, as shells use it. */
@@ -57,6 +59,9 @@ export async function run(
   command: string[],
   options: RunOptions,
 ): Promise<number> {
+  // Caught from the start: a signal must never kill run while it holds the
+  // lock, or between starting the command and watching it.
+  using signals = new Signals();
   const client = await connectWith(options, "run");
   if (typeof client === "number") return client;
   await using _client = client;
@@ -67,6 +72,7 @@ export async function run(
     const onPosition = progress.onPosition;
     lock = await client.lock(name, {
       mode: options.shared ? "shared" : "exclusive",
+      signal: signals.beforeStart,
       ...(options.wait === undefined
         ? {}
         : { wait: Math.round(options.wait * 1000) }),
@@ -77,6 +83,7 @@ export async function run(
     });
   } catch (error) {
     progress.done();
+    if (signals.stopped !== undefined) return signals.stopped;
     if (error instanceof LockTimeoutError) {
       console.error(`pklock: ${error.message}`);
       return options.conflictExitCode;
@@ -90,6 +97,10 @@ export async function run(
     throw error;
   }
   progress.done();
+  if (signals.stopped !== undefined) {
+    await lock.release();
+    return signals.stopped;
+  }
 
   const [program, ...args] = command;
   let child: Deno.ChildProcess;
@@ -107,8 +118,59 @@ export async function run(
     await lock.release();
     return NOT_FOUND;
   }
+  signals.started(child);
   contention.started(child);
   return await supervise(child, lock, program!, options.killAfter);
+}
+
+/**
+ * Catches the signals `run` handles, for its whole life. Before the command
+ * starts, the first one stops `run` (withdrawing its request, or releasing
+ * the lock); once it runs, they are passed on to it.
+ */
+class Signals implements Disposable {
+  readonly #controller = new AbortController();
+  readonly #listeners: [Deno.Signal, () => void][];
+  readonly #fromKeyboard = Deno.stdin.isTerminal();
+  #child: Deno.ChildProcess | undefined;
+  #stopped: number | undefined;
+
+  constructor() {
+    this.#listeners = (Object.keys(CAUGHT) as Deno.Signal[]).map((signal) => {
+      const listener = () => this.#caught(signal);
+      Deno.addSignalListener(signal, listener);
+      return [signal, listener];
+    });
+  }
+
+  /** Aborted by a signal that arrives before the command starts. */
+  get beforeStart(): AbortSignal {
+    return this.#controller.signal;
+  }
+
+  /** The exit code (128 + signal number) when a signal stopped `run`. */
+  get stopped(): number | undefined {
+    return this.#stopped;
+  }
+
+  started(child: Deno.ChildProcess): void {
+    this.#child = child;
+  }
+
+  [Symbol.dispose](): void {
+    for (const [signal, listener] of this.#listeners) {
+      Deno.removeSignalListener(signal, listener);
+    }
+  }
+
+  #caught(signal: Deno.Signal): void {
+    if (this.#child === undefined) {
+      this.#stopped ??= 128 + CAUGHT[signal]!;
+      this.#controller.abort(new Error(`Stopped by ${signal}`));
+    } else if (!(this.#fromKeyboard && KEYBOARD.includes(signal))) {
+      kill(this.#child, signal);
+    }
+  }
 }
 
 /**
@@ -141,20 +203,13 @@ class ContentionSignal {
   }
 }
 
-/** Waits for the command, passing signals on and stopping it if the lock is lost. */
+/** Waits for the command, stopping it if the lock is lost. */
 async function supervise(
   child: Deno.ChildProcess,
   lock: Lock,
   program: string,
   killAfter: number,
 ): Promise<number> {
-  const fromKeyboard = Deno.stdin.isTerminal();
-  const forwarders = FORWARDED
-    .filter((signal) => !(fromKeyboard && KEYBOARD.includes(signal)))
-    .map((signal) => [signal, () => kill(child, signal)] as const);
-  for (const [signal, forward] of forwarders) {
-    Deno.addSignalListener(signal, forward);
-  }
   let killer: ReturnType<typeof setTimeout> | undefined;
   const onLost = () => {
     console.error(
@@ -174,9 +229,6 @@ async function supervise(
   } finally {
     clearTimeout(killer);
     lock.lost.removeEventListener("abort", onLost);
-    for (const [signal, forward] of forwarders) {
-      Deno.removeSignalListener(signal, forward);
-    }
   }
 }
 
