@@ -95,6 +95,13 @@ export async function serve(options: ServeOptions): Promise<number> {
       stop.resolve(signal);
     });
   }
+  // A lock server that dies releases every lock: a hang-up (a closed
+  // terminal) must not end it, and there is nothing to reload.
+  Deno.addSignalListener("SIGHUP", () => {
+    getLogger(["pklock", "server"]).warn(
+      "Received SIGHUP: ignored (settings are not reloaded; restart to apply them)",
+    );
+  });
   const received = await stop.promise;
   getLogger(["pklock", "server"]).info(
     "Received {signal}: closing connections and exiting",
@@ -157,8 +164,6 @@ async function start(options: ServeOptions): Promise<Running> {
       { cause },
     );
   }
-  const { hostname, port } = server.addr;
-  console.log(`pklock ${VERSION} listening on ${hostname}:${port}`);
   let metrics: Deno.HttpServer | undefined;
   if (settings.metrics !== undefined && server.metrics !== undefined) {
     const { host, port } = settings.metrics;
@@ -174,6 +179,11 @@ async function start(options: ServeOptions): Promise<Running> {
         { cause },
       );
     }
+  }
+  // Printed once everything is bound: whoever waits for this line can use it.
+  const { hostname, port } = server.addr;
+  console.log(`pklock ${VERSION} listening on ${hostname}:${port}`);
+  if (metrics !== undefined) {
     const addr = metrics.addr as Deno.NetAddr;
     console.log(
       `pklock metrics on http://${addr.hostname}:${addr.port}/metrics`,

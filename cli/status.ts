@@ -70,7 +70,8 @@ export function format(result: StatusResult): string {
 }
 
 function who(request: StatusRequest): string {
-  return `connection ${request.connectionId} from ${request.peer}`;
+  const label = request.label === undefined ? "" : ` (${request.label})`;
+  return `connection ${request.connectionId} from ${request.peer}${label}`;
 }
 
 function duration(seconds: number): string {

@@ -10,6 +10,7 @@ import type { CloseInfo } from "../message/connection.ts";
 import { ConnectionError, ProtocolError } from "../message/errors.ts";
 import type {
   ContentionEvent,
+  ForcedReleaseEvent,
   ForceReleaseResult,
   HelloResult,
   HoldAlarmEvent,
@@ -95,10 +96,16 @@ interface Outstanding {
   options: LockOptions;
   lock?: Lock;
   controller?: AbortController;
+  /** Whether the server said it is closing the connection by force. */
+  forced?: boolean;
 }
 
 /** The unsolicited events the server sends about one lock. */
-type LockEvent = PositionEvent | ContentionEvent | HoldAlarmEvent;
+type LockEvent =
+  | PositionEvent
+  | ContentionEvent
+  | HoldAlarmEvent
+  | ForcedReleaseEvent;
 
 /**
  * Connects to a pklock server.
@@ -169,12 +176,14 @@ export class LockClient implements AsyncDisposable {
     this.#messages = messages;
     this.server = server;
     messages.signal.addEventListener("abort", () => {
-      for (const [name, { controller }] of this.#requests) {
+      for (const [name, { controller, forced }] of this.#requests) {
+        const why = forced
+          ? "an operator forced its release"
+          : (messages.signal.reason as Error).message;
         controller?.abort(
-          new LockLostError(
-            `Lost lock "${name}": ${(messages.signal.reason as Error).message}`,
-            { cause: messages.signal.reason },
-          ),
+          new LockLostError(`Lost lock "${name}": ${why}`, {
+            cause: messages.signal.reason,
+          }),
         );
       }
       this.#requests.clear();
@@ -194,6 +203,9 @@ export class LockClient implements AsyncDisposable {
           break;
         case "hold_alarm":
           lock?.dispatchEvent(new CustomEvent("alarm", { detail: data }));
+          break;
+        case "forced_release":
+          outstanding.forced = true;
           break;
       }
     });

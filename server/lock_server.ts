@@ -505,6 +505,12 @@ export class LockServer implements AsyncDisposable {
     if (error !== null) throw new MessageError(error.code, error.message);
     const holders = this.#table.inspect(name as string)?.holders ?? [];
     if (holders.length === 0) return { status: "notFound" };
+    if (holders.some((request) => request.owner === connection)) {
+      throw new MessageError(
+        "invalid_parameters",
+        `This connection holds lock "${name}": release it with "release"`,
+      );
+    }
     const released = holders.map((request) => {
       const holder = request.owner;
       log.warn(
