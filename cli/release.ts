@@ -5,9 +5,12 @@
  * @module
  */
 
-import { RemoteError } from "../message/errors.ts";
 import { ExitCode } from "./exit_codes.ts";
-import { connectWith, type ServerFlags } from "./server_flags.ts";
+import {
+  connectWith,
+  reportFailure,
+  type ServerFlags,
+} from "./server_flags.ts";
 
 /** The environment variable that may hold the admin secret. */
 export const ADMIN_SECRET_VARIABLE = "PKLOCK_ADMIN_SECRET";
@@ -69,8 +72,6 @@ export async function release(
     }
     return ExitCode.Ok;
   } catch (error) {
-    if (!(error instanceof RemoteError)) throw error;
-    console.error(`pklock: ${error.message}`);
-    return ExitCode.Failure;
+    return reportFailure(error);
   }
 }

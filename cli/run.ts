@@ -7,9 +7,12 @@
 
 import { LockTimeoutError } from "../client/errors.ts";
 import type { Lock } from "../client/lock.ts";
-import { ConnectionError, RemoteError } from "../message/errors.ts";
 import { ExitCode } from "./exit_codes.ts";
-import { connectWith, type ServerFlags } from "./server_flags.ts";
+import {
+  connectWith,
+  reportFailure,
+  type ServerFlags,
+} from "./server_flags.ts";
 import { WaitProgress } from "./progress.ts";
 
 /** Options of {@linkcode run}. */
@@ -88,13 +91,7 @@ export async function run(
       console.error(`pklock: ${error.message}`);
       return options.conflictExitCode;
     }
-    if (error instanceof ConnectionError || error instanceof RemoteError) {
-      console.error(`pklock: ${error.message}`);
-      return error instanceof ConnectionError
-        ? ExitCode.Connection
-        : ExitCode.Failure;
-    }
-    throw error;
+    return reportFailure(error);
   }
   progress.done();
   if (signals.stopped !== undefined) {

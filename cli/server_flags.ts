@@ -114,3 +114,21 @@ export async function connectWith(
     throw error;
   }
 }
+
+/**
+ * Prints why a request to the server failed and picks the exit code; other
+ * errors are bugs and propagate.
+ *
+ * @param error What the request threw.
+ * @returns 4 when the connection failed, 1 when the server refused.
+ * @throws {unknown} `error` itself, when it is neither.
+ */
+export function reportFailure(error: unknown): number {
+  if (error instanceof ConnectionError || error instanceof RemoteError) {
+    console.error(`pklock: ${error.message}`);
+    return error instanceof ConnectionError
+      ? ExitCode.Connection
+      : ExitCode.Failure;
+  }
+  throw error;
+}

@@ -4,10 +4,13 @@
  * @module
  */
 
-import { ConnectionError } from "../message/errors.ts";
 import type { StatusRequest, StatusResult } from "../protocol/lock_protocol.ts";
 import { ExitCode } from "./exit_codes.ts";
-import { connectWith, type ServerFlags } from "./server_flags.ts";
+import {
+  connectWith,
+  reportFailure,
+  type ServerFlags,
+} from "./server_flags.ts";
 
 /** Options of {@linkcode status}. */
 export interface StatusOptions extends ServerFlags {
@@ -29,9 +32,7 @@ export async function status(options: StatusOptions): Promise<number> {
   try {
     result = await client.status();
   } catch (error) {
-    if (!(error instanceof ConnectionError)) throw error;
-    console.error(`pklock: ${error.message}`);
-    return ExitCode.Connection;
+    return reportFailure(error);
   }
   console.log(options.json ? JSON.stringify(result, null, 2) : format(result));
   return ExitCode.Ok;

@@ -6,9 +6,12 @@
  */
 
 import { LockTimeoutError } from "../client/errors.ts";
-import { ConnectionError, RemoteError } from "../message/errors.ts";
 import { ExitCode } from "./exit_codes.ts";
-import { connectWith, type ServerFlags } from "./server_flags.ts";
+import {
+  connectWith,
+  reportFailure,
+  type ServerFlags,
+} from "./server_flags.ts";
 import { WaitProgress } from "./progress.ts";
 
 /** Options of {@linkcode tryLock}. */
@@ -56,13 +59,7 @@ export async function tryLock(
       console.log(`Did not get lock "${name}": ${error.message}`);
       return ExitCode.NotAcquired;
     }
-    if (error instanceof ConnectionError || error instanceof RemoteError) {
-      console.error(`pklock: ${error.message}`);
-      return error instanceof ConnectionError
-        ? ExitCode.Connection
-        : ExitCode.Failure;
-    }
-    throw error;
+    return reportFailure(error);
   }
   progress.done();
   console.log(
