@@ -1,0 +1,808 @@
+/**
+ * `deno task bench`: runs the lock workloads against pklock and, when they are
+ * installed, against Redis and PostgreSQL, then prints the tables and records
+ * them in docs/benchmarks.md.
+ *
+ * Every server is its own process and every run's clients live in one driver
+ * process (bench/driver.ts), so the CPU and memory of each are read apart
+ * from /proc. See `deno task bench --help` for the flags.
+ *
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import type {
+  DriverResult,
+  DriverSpec,
+  W1Result,
+  W2Result,
+  W3Result,
+} from "./driver.ts";
+import { flushAll } from "./peers/redis.ts";
+import {
+  availableKiB,
+  childrenOf,
+  cpuShare,
+  type CpuSnapshot,
+  hardFileLimit,
+  initClock,
+  machineShare,
+  type MachineSnapshot,
+  rssKiB,
+  snapshotCpu,
+  snapshotMachine,
+  treePssKiB,
+} from "./proc.ts";
+import { render, type RunRecord, type Target } from "./report.ts";
+import {
+  findPostgres,
+  initPostgres,
+  killAll,
+  type PostgresCluster,
+  type Server,
+  startPklock,
+  startPostgres,
+  startRedis,
+  track,
+  versionOf,
+  which,
+} from "./servers.ts";
+
+const BENCH_DIR = new URL(".", import.meta.url).pathname.replace(/\/$/, "");
+const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+const HELP = `deno task bench [flags]
+
+Starts each server as its own process on 127.0.0.1 (pklock from main.ts;
+redis-server and PostgreSQL when installed), drives it from a separate driver
+process, prints the tables and writes them into docs/benchmarks.md.
+
+  --targets LIST       pklock,redis,postgres (default: all three)
+  --workloads LIST     w1,w2,w3 (default: all three)
+  --clients LIST       W1/W2 client counts (default: 1,8,64)
+  --hold LIST          W3 connection counts (default: 1000,10000)
+  --pg-hold LIST       W3 counts for PostgreSQL (default: those of --hold up
+                       to 1000; 10000 backends take minutes and ~12 GiB)
+  --duration SECONDS   measured window of each W1/W2 run (default: 4)
+  --warmup SECONDS     unmeasured run-in before each window (default: 1)
+  --repeat N           W1/W2 runs per cell; the median is reported (default: 3)
+  --client KIND        pklock driver client: raw, lib (mod.ts) or both
+                       (default: raw)
+  --pg-client KIND     PostgreSQL driver client: raw, npm (npm:postgres) or
+                       both (default: raw)
+  --verify-every N     W2: every N-th grant is held across a round trip so
+                       that overlapping grants can be seen (default: 16)
+  --quick              --duration 1.5 --warmup 0.5 --repeat 1 --hold 1000
+  --server-dir DIR     the pklock checkout to run (default: this one)
+  --out FILE           the report to update (default: docs/benchmarks.md)
+  --no-write           print the tables only
+  --keep               keep the temporary folders (server logs)
+  --wait-idle SECONDS  before each run, wait up to this long for the machine
+                       to be idle (under 0.25 busy cores) (default: 0)
+  -h, --help           this text
+
+Redis and PostgreSQL are optional: install them with
+  apt-get install redis-server postgresql
+The bench starts and stops them itself, in temporary folders.`;
+
+interface Options {
+  targets: Target[];
+  workloads: ("w1" | "w2" | "w3")[];
+  clients: number[];
+  holds: number[];
+  pgHolds: number[];
+  duration: number;
+  warmup: number;
+  repeat: number;
+  client: "raw" | "lib" | "both";
+  pgClient: "raw" | "npm" | "both";
+  verifyEvery: number;
+  serverDir: string;
+  out: string;
+  write: boolean;
+  keep: boolean;
+  waitIdle: number;
+}
+
+function list(text: string): string[] {
+  return text.split(",").map((s) => s.trim()).filter((s) => s !== "");
+}
+
+function numbers(text: string, flag: string): number[] {
+  return list(text).map((s) => {
+    const n = Number(s.replace(/_/g, ""));
+    if (!Number.isInteger(n) || n < 1) {
+      throw new Error(`--${flag}: "${s}" is not a positive integer`);
+    }
+    return n;
+  });
+}
+
+function parseOptions(args: string[]): Options | null {
+  const { values } = parseArgs({
+    args,
+    options: {
+      targets: { type: "string", default: "pklock,redis,postgres" },
+      workloads: { type: "string", default: "w1,w2,w3" },
+      clients: { type: "string", default: "1,8,64" },
+      hold: { type: "string" },
+      "pg-hold": { type: "string" },
+      duration: { type: "string" },
+      warmup: { type: "string" },
+      repeat: { type: "string" },
+      client: { type: "string", default: "raw" },
+      "pg-client": { type: "string", default: "raw" },
+      "verify-every": { type: "string", default: "16" },
+      quick: { type: "boolean", default: false },
+      "server-dir": { type: "string", default: REPO },
+      out: { type: "string", default: `${REPO}/docs/benchmarks.md` },
+      "no-write": { type: "boolean", default: false },
+      "wait-idle": { type: "string", default: "0" },
+      keep: { type: "boolean", default: false },
+      help: { type: "boolean", short: "h", default: false },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    console.log(HELP);
+    return null;
+  }
+  const quick = values.quick;
+  const targets = list(values.targets!) as Target[];
+  for (const t of targets) {
+    if (!["pklock", "redis", "postgres"].includes(t)) {
+      throw new Error(`--targets: unknown target "${t}"`);
+    }
+  }
+  const workloads = list(values.workloads!) as Options["workloads"];
+  for (const w of workloads) {
+    if (!["w1", "w2", "w3"].includes(w)) {
+      throw new Error(`--workloads: unknown workload "${w}"`);
+    }
+  }
+  const client = values.client as Options["client"];
+  if (!["raw", "lib", "both"].includes(client)) {
+    throw new Error(`--client: expected raw, lib or both, not "${client}"`);
+  }
+  const pgClient = values["pg-client"] as Options["pgClient"];
+  if (!["raw", "npm", "both"].includes(pgClient)) {
+    throw new Error(
+      `--pg-client: expected raw, npm or both, not "${pgClient}"`,
+    );
+  }
+  const seconds = (
+    text: string | undefined,
+    fallback: number,
+    flag: string,
+  ) => {
+    if (text === undefined) return fallback;
+    const n = Number(text);
+    if (!(n > 0)) {
+      throw new Error(`--${flag}: "${text}" is not a positive number`);
+    }
+    return n;
+  };
+  const holds = numbers(values.hold ?? (quick ? "1000" : "1000,10000"), "hold");
+  return {
+    targets,
+    workloads,
+    clients: numbers(values.clients!, "clients"),
+    holds,
+    // PostgreSQL forks a backend per connection: 10,000 of them take minutes
+    // to start and about 12 GiB, so only on request.
+    pgHolds: values["pg-hold"]
+      ? numbers(values["pg-hold"], "pg-hold")
+      : holds.filter((n) => n <= 1000),
+    duration: seconds(values.duration, quick ? 1.5 : 4, "duration"),
+    warmup: seconds(values.warmup, quick ? 0.5 : 1, "warmup"),
+    repeat: values.repeat
+      ? numbers(values.repeat, "repeat")[0]!
+      : quick
+      ? 1
+      : 3,
+    client,
+    pgClient,
+    verifyEvery: Number(values["verify-every"]),
+    serverDir: values["server-dir"]!.replace(/\/$/, ""),
+    out: values.out!,
+    write: !values["no-write"],
+    keep: values.keep!,
+    waitIdle: Number(values["wait-idle"]) || 0,
+  };
+}
+
+/** What the report says about the machine and the software. */
+interface Environment {
+  date: string;
+  command: string;
+  cpus: number;
+  cpuModel: string;
+  memoryGiB: number;
+  kernel: string;
+  deno: string;
+  pklock: string;
+  redis: string | null;
+  postgres: string | null;
+  fileLimit: number | null;
+  /** Busy cores measured over one second before the first run. */
+  busyBefore: number;
+}
+
+async function git(args: string[], cwd: string): Promise<string | null> {
+  try {
+    const { success, stdout } = await new Deno.Command("git", {
+      args,
+      cwd,
+      stdout: "piped",
+      stderr: "null",
+    }).output();
+    return success ? decoder.decode(stdout).trim() : null;
+  } catch {
+    return null;
+  }
+}
+
+async function describe(
+  options: Options,
+  redis: string | null,
+  postgresBin: string | null,
+  args: string[],
+): Promise<Environment> {
+  const cpuinfo = await Deno.readTextFile("/proc/cpuinfo").catch(() => "");
+  const meminfo = await Deno.readTextFile("/proc/meminfo").catch(() => "");
+  const version = (await Deno.readTextFile(
+    `${options.serverDir}/protocol/version.ts`,
+  ).catch(() => "")).match(/VERSION = "([^"]+)"/)?.[1] ?? "unknown";
+  const head = await git(["rev-parse", "--short", "HEAD"], options.serverDir);
+  const dirty = await git(
+    // Only the server's own files: the bench and the docs do not change it.
+    [
+      "status",
+      "--porcelain",
+      "--untracked-files=no",
+      "--",
+      "main.ts",
+      "mod.ts",
+      "deno.json",
+      "cli",
+      "client",
+      "message",
+      "protocol",
+      "server",
+    ],
+    options.serverDir,
+  );
+  return {
+    date: new Date().toISOString().replace(/\.\d+Z$/, "Z"),
+    command: ["deno task bench", ...args].join(" "),
+    cpus: navigator.hardwareConcurrency,
+    cpuModel: cpuinfo.match(/^model name\s*:\s*(.+)$/m)?.[1] ?? "unknown",
+    memoryGiB: Number(meminfo.match(/^MemTotal:\s+(\d+)/m)?.[1] ?? 0) /
+      1024 / 1024,
+    kernel: Deno.osRelease(),
+    deno: `Deno ${Deno.version.deno} (V8 ${Deno.version.v8})`,
+    pklock: `pklock ${version}` +
+      (head ? ` at ${head}${dirty ? " with uncommitted changes" : ""}` : ""),
+    redis: redis ? await versionOf(redis) : null,
+    postgres: postgresBin ? await versionOf(`${postgresBin}/postgres`) : null,
+    fileLimit: hardFileLimit(),
+    busyBefore: await busyNow(),
+  };
+}
+
+/** How busy the machine is now, in cores, over one second. */
+async function busyNow(): Promise<number> {
+  const before = snapshotMachine();
+  await new Promise((resolve) => setTimeout(resolve, 1000));
+  return machineShare(before, snapshotMachine());
+}
+
+/** Reads a child's standard output line by line. */
+async function* lines(
+  stream: ReadableStream<Uint8Array>,
+): AsyncGenerator<string> {
+  let buffered = "";
+  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
+    buffered += chunk;
+    let newline: number;
+    while ((newline = buffered.indexOf("\n")) !== -1) {
+      yield buffered.slice(0, newline);
+      buffered = buffered.slice(newline + 1);
+    }
+  }
+  if (buffered !== "") yield buffered;
+}
+
+function memoryOf(server: Server): number {
+  return server.tree ? treePssKiB(server.pid) : rssKiB(server.pid);
+}
+
+/** Everything a run needs besides its spec. */
+interface Context {
+  files: number;
+  waitIdle: number;
+}
+
+/** Busy cores above which the machine does not count as idle. */
+const IDLE_CORES = 0.25;
+
+/**
+ * Waits, up to `seconds`, until the machine has been idle for half a second:
+ * other load on a two-core machine skews every figure.
+ */
+async function waitIdle(seconds: number): Promise<void> {
+  const deadline = performance.now() + seconds * 1000;
+  let warned = false;
+  while (performance.now() < deadline) {
+    const before = snapshotMachine();
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    const busy = machineShare(before, snapshotMachine());
+    if (busy < IDLE_CORES) return;
+    if (!warned) {
+      console.error(
+        `bench: waiting for the machine to go idle (${
+          busy.toFixed(2)
+        } cores busy)`,
+      );
+      warned = true;
+    }
+  }
+}
+
+/**
+ * Runs one driver process against a server and samples both around the
+ * driver's marks.
+ */
+async function runDriver(
+  spec: DriverSpec,
+  server: Server,
+  record: RunRecord,
+  context: Context,
+): Promise<RunRecord> {
+  if (context.waitIdle > 0) await waitIdle(context.waitIdle);
+  const child = track(
+    new Deno.Command("bash", {
+      args: [
+        "-c",
+        'ulimit -n "$1" || exit 97; shift; exec "$@"',
+        "bash",
+        String(context.files),
+        Deno.execPath(),
+        "run",
+        "-A",
+        "--config",
+        `${REPO}/deno.json`,
+        `${BENCH_DIR}/driver.ts`,
+        JSON.stringify(spec),
+      ],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn(),
+  );
+  const stderr = new Response(child.stderr).text();
+  const stdin = child.stdin.getWriter();
+  const limit = spec.workload === "w3"
+    ? 900_000
+    : ((spec.warmup ?? 1) + (spec.duration ?? 4)) * 1000 + 120_000;
+  const timer = setTimeout(() => {
+    record.error = `Driver timed out after ${limit / 1000} s`;
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // Exited.
+    }
+  }, limit);
+  let serverStart: CpuSnapshot | null = null;
+  let driverStart: CpuSnapshot | null = null;
+  let machineStart: MachineSnapshot | null = null;
+  const memory = { idle: 0, held: 0, released: 0, processes: 1 };
+  let result: DriverResult | null = null;
+  try {
+    for await (const line of lines(child.stdout)) {
+      let message: Record<string, unknown>;
+      try {
+        message = JSON.parse(line);
+      } catch {
+        continue; // Not ours (a library's stray output).
+      }
+      if (message.type === "mark") {
+        switch (message.name) {
+          case "start":
+            serverStart = snapshotCpu(server.pid, server.tree);
+            driverStart = snapshotCpu(child.pid);
+            machineStart = snapshotMachine();
+            break;
+          case "end":
+            record.serverCpu = cpuShare(
+              serverStart!,
+              snapshotCpu(server.pid, server.tree),
+            );
+            record.driverCpu = cpuShare(driverStart!, snapshotCpu(child.pid));
+            record.restCpu = machineShare(machineStart!, snapshotMachine()) -
+              record.serverCpu - record.driverCpu;
+            break;
+          case "idle":
+            memory.idle = memoryOf(server);
+            break;
+          case "held":
+            memory.held = memoryOf(server);
+            if (server.tree) {
+              memory.processes = 1 + childrenOf(server.pid).length;
+            }
+            break;
+          case "released":
+            memory.released = memoryOf(server);
+            break;
+        }
+        await stdin.write(encoder.encode("\n"));
+      } else if (message.type === "result") {
+        result = message.result as DriverResult;
+      } else if (message.type === "error") {
+        record.error ??= String(message.message);
+      }
+    }
+    const status = await child.status;
+    if (result === null && record.error === null) {
+      record.error = `Driver exited with code ${status.code}: ${
+        (await stderr).slice(-1500)
+      }`;
+    }
+  } finally {
+    clearTimeout(timer);
+    await stdin.close().catch(() => {});
+    await stderr.catch(() => "");
+  }
+  record.result = result;
+  if (spec.workload === "w3" && result !== null) {
+    record.memory = { unit: server.tree ? "PSS" : "RSS", ...memory };
+  }
+  return record;
+}
+
+function describeRun(record: RunRecord, runs: number): string {
+  const head = `${record.target} ${record.workload.toUpperCase()} ${
+    record.workload === "w3" ? "N" : "C"
+  }=${record.param}${runs > 1 ? ` run ${record.rep}/${runs}` : ""}`;
+  if (record.error !== null) {
+    return `${head}: FAILED: ${record.error.split("\n")[0]}`;
+  }
+  const cpu = record.serverCpu === null
+    ? ""
+    : `, CPU server ${Math.round(record.serverCpu * 100)}% driver ${
+      Math.round((record.driverCpu ?? 0) * 100)
+    }% rest ${Math.round((record.restCpu ?? 0) * 100)}%`;
+  const r = record.result!;
+  switch (r.workload) {
+    case "w1": {
+      const w1 = r as W1Result;
+      return `${head}: ${
+        Math.round(w1.rate)
+      } pairs/s, p50 ${w1.latency.p50} ms, p99 ${w1.latency.p99} ms${cpu}`;
+    }
+    case "w2": {
+      const w2 = r as W2Result;
+      return `${head}: ${
+        Math.round(w2.rate)
+      } grants/s, wait p99 ${w2.wait.p99} ms, max ${w2.wait.max} ms, Jain ${w2.jain}, overlaps ${w2.overlaps}${cpu}`;
+    }
+    case "w3": {
+      const w3 = r as W3Result;
+      const m = record.memory;
+      const kb = m ? ((m.held - m.idle) * 1.024 / w3.hold).toFixed(2) : "?";
+      return `${head}: ${w3.granted} granted in ${
+        Math.round(w3.connectGrantMs)
+      } ms, ${kb} KB per lock+conn, drop ${
+        Math.round(w3.closeLoopMs)
+      } ms, re-granted first ${w3.firstMs} ms, last ${w3.lastMs} ms, all ${w3.allMs} ms`;
+    }
+  }
+}
+
+/** Where the bench writes inside docs/benchmarks.md. */
+const BEGIN = "<!-- bench:results:begin -->";
+const END = "<!-- bench:results:end -->";
+
+function environmentText(env: Environment): string {
+  return [
+    `- Date: ${env.date}`,
+    `- Command: \`${env.command}\``,
+    `- Machine: ${env.cpus} CPUs (${env.cpuModel}), ${
+      env.memoryGiB.toFixed(1)
+    } GiB memory, Linux ${env.kernel}, open-file hard limit ${
+      env.fileLimit ?? "unknown"
+    }`,
+    `- Machine busy before the first run: ${env.busyBefore.toFixed(2)} cores${
+      env.busyBefore > 0.25
+        ? " (**not idle**: other load skews the figures)"
+        : ""
+    }`,
+    `- ${env.deno}; ${env.pklock}`,
+    `- ${env.redis ?? "Redis: not installed"}`,
+    `- ${env.postgres ?? "PostgreSQL: not installed"}`,
+  ].join("\n");
+}
+
+async function writeReport(path: string, body: string): Promise<void> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch {
+    text =
+      `# Benchmarks\n\nRun with \`deno task bench\`; see bench/main.ts.\n\n${BEGIN}\n${END}\n`;
+  }
+  const begin = text.indexOf(BEGIN);
+  const end = text.indexOf(END);
+  const block = `${BEGIN}\n${body}\n${END}`;
+  text = begin === -1 || end === -1
+    ? `${text.trimEnd()}\n\n${block}\n`
+    : text.slice(0, begin) + block + text.slice(end + END.length);
+  await Deno.writeTextFile(path, text);
+  // Keep the file as `deno fmt` wants it, so `deno task check` stays clean.
+  await new Deno.Command(Deno.execPath(), {
+    args: ["fmt", "--config", `${REPO}/deno.json`, path],
+    stdout: "null",
+    stderr: "null",
+  }).output().catch(() => {});
+}
+
+async function main(args: string[]): Promise<number> {
+  let options: Options | null;
+  try {
+    options = parseOptions(args);
+  } catch (error) {
+    console.error(`bench: ${(error as Error).message}\n\n${HELP}`);
+    return 2;
+  }
+  if (options === null) return 0;
+  await initClock();
+  const files = hardFileLimit() ?? 20_000;
+  const redisProgram = options.targets.includes("redis")
+    ? await which("redis-server")
+    : null;
+  const postgresBin = options.targets.includes("postgres")
+    ? findPostgres()
+    : null;
+  const env = await describe(options, redisProgram, postgresBin, args);
+  const targets: Target[] = [];
+  const notes: string[] = [];
+  for (const target of options.targets) {
+    if (target === "redis" && redisProgram === null) {
+      notes.push(
+        "Redis skipped: `redis-server` is not installed (`apt-get install redis-server`).",
+      );
+      continue;
+    }
+    if (target === "postgres" && postgresBin === null) {
+      notes.push(
+        "PostgreSQL skipped: it is not installed (`apt-get install postgresql`).",
+      );
+      continue;
+    }
+    if (target === "pklock" && options.client !== "raw") {
+      if (options.client === "both") targets.push("pklock");
+      targets.push("pklock-lib");
+      continue;
+    }
+    if (target === "postgres" && options.pgClient !== "raw") {
+      if (options.pgClient === "both") targets.push("postgres");
+      targets.push("postgres-npm");
+      continue;
+    }
+    targets.push(target);
+  }
+  for (const note of notes) console.error(`bench: ${note}`);
+  const biggest = Math.max(...options.holds, ...options.pgHolds);
+  if (options.workloads.includes("w3") && biggest + 100 > files) {
+    notes.push(
+      `W3 at N=${biggest} needs more open files than the hard limit (${files}) ` +
+        "allows; raise it (ulimit -Hn, as root) to run it.",
+    );
+  }
+  if (files < 50_100) {
+    notes.push(
+      `Stretch (50,000 held connections): not run. The open-file hard limit ` +
+        `is ${files}, so neither the server nor the driver can hold more ` +
+        "than about that many sockets; raising it needs root with " +
+        "CAP_SYS_RESOURCE (`ulimit -Hn`), and one driver address also has " +
+        "only the ephemeral ports of net.ipv4.ip_local_port_range.",
+    );
+  }
+  console.log(environmentText(env) + "\n");
+
+  const tmp = await Deno.makeTempDir({ prefix: "pklock-bench-" });
+  let cluster = null as PostgresCluster | null;
+  const records: RunRecord[] = [];
+  const context: Context = { files, waitIdle: options.waitIdle };
+  const interrupted = () => {
+    killAll();
+    if (!options.keep) {
+      try {
+        Deno.removeSync(tmp, { recursive: true });
+        if (cluster) Deno.removeSync(cluster.dir, { recursive: true });
+      } catch {
+        // Best effort.
+      }
+    }
+    Deno.exit(130);
+  };
+  Deno.addSignalListener("SIGINT", interrupted);
+  Deno.addSignalListener("SIGTERM", interrupted);
+
+  async function start(
+    target: Target,
+    maxConnections: number,
+  ): Promise<Server> {
+    switch (target) {
+      case "pklock":
+      case "pklock-lib": {
+        const dir = await Deno.makeTempDir({ dir: tmp, prefix: "pklock-" });
+        return startPklock({ root: options!.serverDir, dir, files });
+      }
+      case "redis": {
+        const dir = await Deno.makeTempDir({ dir: tmp, prefix: "redis-" });
+        return startRedis({ program: redisProgram!, dir, files });
+      }
+      case "postgres":
+      case "postgres-npm":
+        cluster ??= await initPostgres(postgresBin!);
+        return startPostgres({ cluster, maxConnections, files });
+    }
+  }
+
+  function newRecord(
+    target: Target,
+    workload: RunRecord["workload"],
+    param: number,
+    rep: number,
+  ): RunRecord {
+    return {
+      target,
+      workload,
+      param,
+      rep,
+      result: null,
+      error: null,
+      serverCpu: null,
+      driverCpu: null,
+      restCpu: null,
+      memory: null,
+    };
+  }
+
+  function specOf(target: Target, server: Server): DriverSpec {
+    const kind = target === "pklock-lib"
+      ? "pklock"
+      : target === "postgres-npm"
+      ? "postgres"
+      : target;
+    const spec: DriverSpec = {
+      target: kind,
+      port: server.port,
+      workload: "w1",
+    };
+    if (target === "pklock-lib") spec.client = "lib";
+    if (target === "postgres-npm") spec.pgClient = "npm";
+    if (kind === "postgres") spec.pgUser = "postgres";
+    return spec;
+  }
+
+  // W3 runs with the raw clients only: it measures the servers, and the
+  // probes use the raw clients' queueing.
+  const holdsOf = (target: Target) =>
+    target === "postgres"
+      ? options.pgHolds
+      : target === "pklock-lib" || target === "postgres-npm"
+      ? []
+      : options.holds;
+
+  try {
+    for (const target of targets) {
+      const loops = options.workloads.filter((w) => w !== "w3") as (
+        | "w1"
+        | "w2"
+      )[];
+      if (loops.length > 0) {
+        const server = await start(target, Math.max(...options.clients) + 64);
+        try {
+          for (const workload of loops) {
+            for (let rep = 1; rep <= options.repeat; rep++) {
+              for (const clients of options.clients) {
+                if (target === "redis") await flushAll(server.port);
+                const record = newRecord(target, workload, clients, rep);
+                const spec: DriverSpec = {
+                  ...specOf(target, server),
+                  workload,
+                  clients,
+                  duration: options.duration,
+                  warmup: options.warmup,
+                  verifyEvery: options.verifyEvery,
+                };
+                records.push(await runDriver(spec, server, record, context));
+                console.log(describeRun(record, options.repeat));
+              }
+            }
+          }
+        } finally {
+          await server.stop();
+        }
+      }
+      if (!options.workloads.includes("w3")) continue;
+      for (const hold of holdsOf(target)) {
+        const record = newRecord(target, "w3", hold, 1);
+        if (hold + 100 > files) {
+          record.error = `Needs ${
+            hold + 100
+          } open files; the hard limit is ${files}`;
+          records.push(record);
+          console.log(describeRun(record, 1));
+          continue;
+        }
+        if (target === "postgres") {
+          // A backend costs about 1.2 MB PSS plus kernel memory; leave room.
+          const needKiB = hold * 2 * 1024;
+          if (availableKiB() < needKiB + 2 * 1024 * 1024) {
+            record.error = `Skipped: ${hold} backends need about ${
+              Math.round(needKiB / 1024 / 1024)
+            } GiB and only ${
+              Math.round(availableKiB() / 1024 / 1024)
+            } GiB is available`;
+            records.push(record);
+            console.log(describeRun(record, 1));
+            continue;
+          }
+        }
+        const server = await start(target, hold + 64);
+        try {
+          const spec: DriverSpec = {
+            ...specOf(target, server),
+            workload: "w3",
+            hold,
+            connectConcurrency: 200,
+            probeTimeout: target === "redis" ? 2000 : 60_000,
+          };
+          records.push(await runDriver(spec, server, record, context));
+          console.log(describeRun(record, 1));
+        } finally {
+          await server.stop();
+        }
+      }
+    }
+  } finally {
+    Deno.removeSignalListener("SIGINT", interrupted);
+    Deno.removeSignalListener("SIGTERM", interrupted);
+    killAll();
+    if (options.keep) {
+      console.error(
+        `bench: kept ${tmp}${cluster ? ` and ${cluster.dir}` : ""}`,
+      );
+    } else {
+      await Deno.remove(tmp, { recursive: true }).catch(() => {});
+      if (cluster) {
+        await Deno.remove(cluster.dir, { recursive: true }).catch(() => {});
+      }
+    }
+  }
+
+  const holds: Record<string, number[]> = {};
+  for (const target of targets) holds[target] = holdsOf(target);
+  const tables = render(records, { targets, clients: options.clients, holds });
+  const body = [
+    environmentText(env),
+    "",
+    tables,
+    ...(notes.length > 0
+      ? ["", "### Notes", "", ...notes.map((n) => `- ${n}`)]
+      : []),
+  ].join("\n");
+  console.log("\n" + tables);
+  if (options.write) {
+    await writeReport(options.out, body);
+    console.log(`\nbench: results written to ${options.out}`);
+  }
+  return records.some((r) => r.error !== null) ? 1 : 0;
+}
+
+if (import.meta.main) Deno.exit(await main(Deno.args));
