@@ -15,7 +15,7 @@ import {
 import { AuditLog } from "../server/audit.ts";
 import { LockServer, type LockServerOptions } from "../server/lock_server.ts";
 import { serveMetrics } from "../server/metrics.ts";
-import { configureLogging } from "../server/log.ts";
+import { configureLogging, flushLogs } from "../server/log.ts";
 import { StateFileError, TokenStore } from "../server/token_store.ts";
 import { VERSION } from "../protocol/version.ts";
 import { ExitCode } from "./exit_codes.ts";
@@ -91,7 +91,10 @@ export async function serve(options: ServeOptions): Promise<number> {
   let signals = 0;
   for (const signal of SIGNALS) {
     Deno.addSignalListener(signal, () => {
-      if (++signals > 1) Deno.exit(ExitCode.Failure);
+      if (++signals > 1) {
+        flushLogs();
+        Deno.exit(ExitCode.Failure);
+      }
       stop.resolve(signal);
     });
   }
@@ -110,6 +113,7 @@ export async function serve(options: ServeOptions): Promise<number> {
   await running.server.close();
   await running.metrics?.shutdown();
   await running.audit?.close();
+  flushLogs();
   return ExitCode.Ok;
 }
 

@@ -69,12 +69,15 @@ export interface ConnectionEvents {
   onClose(connection: Connection, info: CloseInfo): void;
 }
 
-const READ_BUFFER_BYTES = 4096;
+/**
+ * Each connection's pending read pins its buffer: small keeps idle connections
+ * cheap (lock messages are tens of bytes; longer frames are reassembled).
+ */
+const READ_BUFFER_BYTES = 512;
 /** How long a connection closed for a protocol error may take to flush. */
 const CLOSE_FLUSH_MS = 1000;
 
 let lastId = 0;
-
 /**
  * A framed connection carrying JSON messages.
  *
@@ -91,7 +94,7 @@ export class Connection {
   readonly #conn: Deno.Conn;
   readonly #events: ConnectionEvents;
   readonly #decoder: FrameDecoder;
-  readonly #output = new FrameEncoder();
+  readonly #output = new FrameEncoder(0);
   readonly #maxOutputBytes: number;
   #writing = false;
   #flushQueued = false;
@@ -257,11 +260,13 @@ export class Connection {
     this.#state = "closed";
     clearTimeout(this.#closeTimer);
     const final = this.#info ?? info;
+    // Release and grant first, then close: after a burst of disconnects the
+    // grants do not wait behind every close syscall.
+    this.#events.onClose(this, final);
     try {
       this.#conn.close();
     } catch {
       // Already closed by the runtime after a failed read or write.
     }
-    this.#events.onClose(this, final);
   }
 }

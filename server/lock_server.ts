@@ -41,6 +41,12 @@ import { Metrics, type ReleaseCause } from "./metrics.ts";
 
 const log = getLogger(["pklock", "server"]);
 
+/** Whether debug lines are wanted: checked first so that, when they are not,
+ * the hot path does not even build their properties. */
+function debugging(): boolean {
+  return log.isEnabledFor("debug");
+}
+
 /** Hold-time alarm thresholds, in milliseconds. */
 export interface HoldAlarmSettings {
   /** The threshold of locks that match no rule; absent: no alarm. */
@@ -268,10 +274,12 @@ export class LockServer implements AsyncDisposable {
         this.#connectionsTotal++;
         if (this.#secret !== undefined) this.#expectHello(connection);
         this.metrics?.opened();
-        log.debug("Connection {id} opened from {peer}", {
-          id: connection.id,
-          peer: peer(connection.remoteAddr),
-        });
+        if (debugging()) {
+          log.debug("Connection {id} opened from {peer}", {
+            id: connection.id,
+            peer: peer(connection.remoteAddr),
+          });
+        }
       },
       onClose: (connection, info) => this.#disconnected(connection, info),
       onReject: (addr, reason) => {
@@ -449,10 +457,12 @@ export class LockServer implements AsyncDisposable {
       this.#changed(lockName);
       return { status: "ok", token: request.token };
     }
-    log.debug("Connection {id} waits for {name}", {
-      id: connection.id,
-      name: lockName,
-    });
+    if (debugging()) {
+      log.debug("Connection {id} waits for {name}", {
+        id: connection.id,
+        name: lockName,
+      });
+    }
     if (wait !== undefined) {
       ticket.timer = setTimeout(() => this.#expire(request), wait);
     }
@@ -580,11 +590,13 @@ export class LockServer implements AsyncDisposable {
   #held(request: Request): void {
     const ticket = request.ticket;
     ticket.granted = Date.now();
-    log.debug("Granted {name} to connection {id} (token {token})", {
-      name: request.name,
-      id: request.owner.id,
-      token: request.token,
-    });
+    if (debugging()) {
+      log.debug("Granted {name} to connection {id} (token {token})", {
+        name: request.name,
+        id: request.owner.id,
+        token: request.token,
+      });
+    }
     this.metrics?.granted(request.name, (ticket.granted - ticket.asked) / 1000);
     this.#record("grant", request);
     if (ticket.contention) increment(this.#contended, request.name);
@@ -617,10 +629,12 @@ export class LockServer implements AsyncDisposable {
     this.metrics?.released(cause, (Date.now() - ticket.granted) / 1000);
     if (cause === "client") {
       this.#record("release", request);
-      log.debug("Connection {id} released {name}", {
-        id: holder.id,
-        name: request.name,
-      });
+      if (debugging()) {
+        log.debug("Connection {id} released {name}", {
+          id: holder.id,
+          name: request.name,
+        });
+      }
       return;
     }
     this.#record(
@@ -826,10 +840,12 @@ export class LockServer implements AsyncDisposable {
   }
 
   #disconnected(connection: Connection, info: CloseInfo): void {
-    log.debug("Connection {id} closed: {reason}", {
-      id: connection.id,
-      reason: info.reason,
-    });
+    if (debugging()) {
+      log.debug("Connection {id} closed: {reason}", {
+        id: connection.id,
+        reason: info.reason,
+      });
+    }
     if (info.error instanceof FrameError) this.metrics?.error(info.error.code);
     this.#closeReasons.set(connection, info.reason);
     clearTimeout(this.#helloTimers.get(connection));

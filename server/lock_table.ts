@@ -159,7 +159,12 @@ export class LockTable<O, T> {
         (lock.holders.size === 0 ||
           (mode === "shared" && lock.mode === "shared")));
     if (!grantable && !wait) return "busy";
-    if (!grantable && this.#closesCycle(owner, lock!, mode, null)) {
+    // Only an owner that holds or waits for something can be waited for, so
+    // only such an owner can close a cycle: most requests skip the search.
+    if (
+      !grantable && own !== undefined && own.size > 0 &&
+      this.#closesCycle(owner, lock!, mode, null)
+    ) {
       return "deadlock";
     }
     // The token comes first: if issuing it fails, nothing has changed.

@@ -15,6 +15,22 @@ import {
 } from "@logtape/logtape";
 
 const encoder = new TextEncoder();
+const pending: string[] = [];
+
+/**
+ * Writes the log lines buffered so far. Lines are written once per tick (a
+ * burst of releases after a mass disconnect costs one write, not thousands);
+ * call this before exiting so none is lost.
+ */
+export function flushLogs(): void {
+  if (pending.length === 0) return;
+  const bytes = encoder.encode(pending.join(""));
+  pending.length = 0;
+  let written = 0;
+  while (written < bytes.length) {
+    written += Deno.stderr.writeSync(bytes.subarray(written));
+  }
+}
 
 /**
  * Sends pklock's logs at `level` and above to standard error: JSON lines, or
@@ -36,7 +52,9 @@ export async function configureLogging(
     reset: true,
     sinks: {
       stderr: (record: LogRecord) => {
-        Deno.stderr.writeSync(encoder.encode(formatter(record)));
+        pending.push(formatter(record));
+        if (record.level === "error" || record.level === "fatal") flushLogs();
+        else if (pending.length === 1) setTimeout(flushLogs, 0);
       },
     },
     loggers: [
