@@ -1,6 +1,6 @@
 // The pklock command as users run it: real child processes over real TCP.
 import assert from "node:assert/strict";
-import { cli, runCli, spawnServer } from "./helpers.ts";
+import { cli, deadline, MAIN, runCli, spawnServer } from "./helpers.ts";
 import { connect } from "../mod.ts";
 
 async function settingsFile(text: string): Promise<string> {
@@ -231,4 +231,51 @@ Deno.test("serve exits 0 on SIGTERM after closing its connections", async () => 
   assert.equal(result.code, 0, result.stderr);
   await client.closed;
   assert.equal(lock.lost.aborted, true);
+});
+
+Deno.test("on a terminal, a waiting try-lock shows its place in the queue as it moves", async () => {
+  const { process: server, port } = await spawnServer(["--log-level", "debug"]);
+  await using _server = server;
+  await using holder = await connect({ port });
+  const lock = await holder.lock("tty");
+  await using first = await connect({ port });
+  const ahead = first.lock("tty");
+  await first.ping();
+  // script(1) gives the command a pseudo-terminal, as a person's shell would.
+  const command =
+    `${Deno.execPath()} run -A ${MAIN} try-lock tty --port ${port} --hold 0`;
+  const child = new Deno.Command("script", {
+    args: ["-qefc", command, "/dev/null"],
+    env: { NO_COLOR: "1" },
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let screen = "";
+  const waitFor = async (pattern: RegExp) => {
+    while (!pattern.test(screen)) {
+      const { value, done } = await deadline(
+        reader.read(),
+        30_000,
+        `${pattern}`,
+      );
+      if (done) throw new Error(`try-lock ended before ${pattern}: ${screen}`);
+      screen += value;
+    }
+  };
+  try {
+    await waitFor(/Waiting for lock "tty": 1 ahead/);
+    await lock.release();
+    const second = await ahead;
+    await waitFor(/Waiting for lock "tty": next in line/);
+    await second.release();
+    await waitFor(/Got lock "tty" \(token \d+\)/);
+    await waitFor(/Released lock "tty"/);
+  } finally {
+    child.kill("SIGKILL");
+    await child.status;
+    await reader.cancel();
+    await child.stdin.close().catch(() => {});
+  }
 });
