@@ -37,10 +37,13 @@ export {
   type RpcOptions,
 } from "./message/client.ts";
 export {
+  type CloseOptions,
   type Handler,
+  HEARTBEAT,
   MessageError,
   MessageServer,
   type MessageServerOptions,
+  type RejectReason,
 } from "./message/server.ts";
 export {
   type CloseInfo,
