@@ -52,6 +52,26 @@ async function secretOf(
   return secret;
 }
 
+/**
+ * Issues a token; when no new block of tokens can be reserved (a full or
+ * failing disk), stops the server at once. Going on could issue a token again
+ * after a restart, and a half-finished grant could leave the lock table
+ * inconsistent: stopping releases every lock cleanly, and clients see their
+ * locks lost.
+ */
+function nextTokenOrStop(tokens: TokenStore): number {
+  try {
+    return tokens.next();
+  } catch (error) {
+    getLogger(["pklock", "server"]).fatal(
+      "Cannot reserve fencing tokens, stopping: {error}",
+      { error },
+    );
+    flushLogs();
+    Deno.exit(ExitCode.Failure);
+  }
+}
+
 /** Options of {@linkcode serve}. */
 export interface ServeOptions extends SettingsOverrides {
   /** The settings file, if any. */
@@ -157,7 +177,7 @@ async function start(options: ServeOptions): Promise<Running> {
       ...(settings.alarms ? { alarms: settings.alarms } : {}),
       ...(audit ? { audit } : {}),
       ...secrets,
-      nextToken: () => tokens.next(),
+      nextToken: () => nextTokenOrStop(tokens),
     });
   } catch (cause) {
     await audit?.close();

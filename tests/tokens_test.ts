@@ -88,3 +88,37 @@ Deno.test("a server refuses to start on a corrupt state file and leaves it as it
     assert.equal(await Deno.readTextFile(path), '{"version":1,"reserved":-5}');
   });
 });
+
+Deno.test("a server that cannot reserve more tokens stops, and its clients see their locks lost", async () => {
+  await inTempDir(async (dir) => {
+    const state = `${dir}/state.json`;
+    const { process: server, port } = await spawnServer([
+      "--state-file",
+      state,
+    ]);
+    await using _server = server;
+    // The next reservation writes `${state}.tmp` first: a folder there makes
+    // it fail, whoever runs the test (root ignores file permissions).
+    await Deno.mkdir(`${state}.tmp`);
+    await using client = await connect({ port });
+    let granted = 0;
+    try {
+      while (true) {
+        const lock = await client.lock("many");
+        granted++;
+        await lock.release();
+      }
+    } catch {
+      // The server stopped while issuing token 10,001.
+    }
+    assert.equal(granted, 10_000);
+    const result = await deadline(
+      server.result(),
+      10_000,
+      "the server to stop",
+    );
+    assert.equal(result.code, 1);
+    assert.match(result.stderr, /Cannot reserve fencing tokens, stopping/);
+    assert.equal(JSON.parse(await Deno.readTextFile(state)).reserved, 10_000);
+  });
+});
