@@ -21,6 +21,7 @@ import { status } from "./cli/status.ts";
 import { parsePort, withServerFlags } from "./cli/server_flags.ts";
 import { tryLock } from "./cli/try_lock.ts";
 import { VERSION } from "./protocol/version.ts";
+import { MAX_WAIT_MS } from "./protocol/lock_protocol.ts";
 import { LOG_LEVELS } from "./server/config.ts";
 
 const encoder = new TextEncoder();
@@ -183,7 +184,8 @@ const SIGNAL_NAMES: readonly Deno.Signal[] = [
 ];
 
 function parseSignal(text: string): Deno.Signal {
-  const name = (text.startsWith("SIG") ? text : `SIG${text}`).toUpperCase();
+  const upper = text.toUpperCase();
+  const name = upper.startsWith("SIG") ? upper : `SIG${upper}`;
   if (!SIGNAL_NAMES.includes(name as Deno.Signal)) {
     throw new InvalidArgumentError(
       `expected one of ${SIGNAL_NAMES.join(", ")}`,
@@ -196,6 +198,12 @@ function parseSeconds(text: string): number {
   const seconds = Number(text);
   if (text.trim() === "" || !Number.isFinite(seconds) || seconds < 0) {
     throw new InvalidArgumentError("expected a number of seconds, 0 or more");
+  }
+  // Timers cannot wait longer: a longer delay would fire at once.
+  if (seconds * 1000 > MAX_WAIT_MS) {
+    throw new InvalidArgumentError(
+      `expected at most ${MAX_WAIT_MS / 1000} seconds (about 24.8 days)`,
+    );
   }
   return seconds;
 }

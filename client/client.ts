@@ -247,9 +247,15 @@ export class LockClient implements AsyncDisposable {
       parameters as unknown as Record<string, unknown>,
     );
     if (this.#requests.has(name)) {
-      // The server refuses this request (already_held or already_waiting).
-      // Withdrawing it by name on abort would hit the other request instead.
-      return this.#settle(name, mode, wait, await reply, { options });
+      // The server refuses this request (already_held or already_waiting),
+      // unless the other one ended first (an aborted wait, withdrawn just
+      // before): then this one is granted and must be tracked like any other.
+      // Either way it is not withdrawn on abort: by name, that would hit the
+      // other request.
+      const outstanding: Outstanding = { options };
+      const lock = this.#settle(name, mode, wait, await reply, outstanding);
+      this.#requests.set(name, outstanding);
+      return lock;
     }
     const outstanding: Outstanding = { options };
     this.#requests.set(name, outstanding);
@@ -270,7 +276,7 @@ export class LockClient implements AsyncDisposable {
       return lock;
     } finally {
       signal?.removeEventListener("abort", withdraw);
-      if (lock === undefined) this.#requests.delete(name);
+      if (lock === undefined) this.#forget(name, outstanding);
     }
   }
 
@@ -382,12 +388,17 @@ export class LockClient implements AsyncDisposable {
   ): Lock {
     const controller = new AbortController();
     const lock = new Lock(name, mode, token, controller.signal, () => {
-      this.#requests.delete(name);
+      this.#forget(name, outstanding);
       return this.#releaseOnServer(name);
     });
     outstanding.lock = lock;
     outstanding.controller = controller;
     return lock;
+  }
+
+  /** Stops tracking a name, unless a newer request for it took its place. */
+  #forget(name: string, outstanding: Outstanding): void {
+    if (this.#requests.get(name) === outstanding) this.#requests.delete(name);
   }
 
   async #releaseOnServer(name: string): Promise<void> {

@@ -111,7 +111,11 @@ export class MessageClient extends EventTarget implements AsyncDisposable {
           port: options.port,
           ...(options.signal ? { signal: options.signal } : {}),
         });
-        (conn as Deno.TcpConn).setNoDelay(true);
+        try {
+          (conn as Deno.TcpConn).setNoDelay(true);
+        } catch {
+          // The server is already gone; the reader will notice.
+        }
       }
     } catch (cause) {
       if (options.signal?.aborted) throw options.signal.reason;

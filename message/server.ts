@@ -331,6 +331,13 @@ export class MessageServer implements AsyncDisposable {
         message: `Too many connections${where}: the limit is ${limit}`,
       },
     });
+    // Under TLS the write would wait for a handshake a silent peer never
+    // does, and the socket would stay open until it did: close at once.
+    if (this.#options.tls) {
+      conn.close();
+      this.#options.onReject?.(conn.remoteAddr as Deno.NetAddr, reason);
+      return;
+    }
     const refusing: Promise<void> = conn.write(frame).then(
       () => {},
       () => {},

@@ -16,7 +16,10 @@ import { z } from "zod";
 import { checkAllowEntry, LOOPBACK } from "../message/allow_list.ts";
 import { DEFAULT_MAX_OUTPUT_BYTES } from "../message/connection.ts";
 import { DEFAULT_MAX_FRAME_BYTES } from "../protocol/frame.ts";
-import { DEFAULT_MAX_LOCK_NAME_LENGTH } from "../protocol/lock_protocol.ts";
+import {
+  DEFAULT_MAX_LOCK_NAME_LENGTH,
+  MAX_WAIT_MS,
+} from "../protocol/lock_protocol.ts";
 import { PklockError } from "../protocol/errors.ts";
 import { DEFAULT_PORT } from "./lock_server.ts";
 
@@ -69,8 +72,8 @@ const settingsSchema = z.strictObject({
     keyFile: z.string().min(1),
   }).optional(),
   heartbeat: z.strictObject({
-    interval: z.int().min(10),
-    timeout: z.int().min(20),
+    interval: z.int().min(10).max(MAX_WAIT_MS),
+    timeout: z.int().min(20).max(MAX_WAIT_MS),
   }).refine((beat) => beat.timeout > beat.interval, {
     message: '"timeout" must be longer than "interval"',
   }).optional(),
@@ -81,10 +84,10 @@ const settingsSchema = z.strictObject({
     lockPatterns: z.array(z.string().min(1)).default([]),
   }).optional(),
   alarms: z.strictObject({
-    holdTime: z.int().min(1).optional(),
+    holdTime: z.int().min(1).max(MAX_WAIT_MS).optional(),
     rules: z.array(z.strictObject({
       pattern: z.string().min(1),
-      holdTime: z.int().min(1),
+      holdTime: z.int().min(1).max(MAX_WAIT_MS),
     })).optional(),
   }).optional(),
   audit: z.strictObject({ file: z.string().min(1) }).optional(),

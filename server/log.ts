@@ -26,9 +26,14 @@ export function flushLogs(): void {
   if (pending.length === 0) return;
   const bytes = encoder.encode(pending.join(""));
   pending.length = 0;
-  let written = 0;
-  while (written < bytes.length) {
-    written += Deno.stderr.writeSync(bytes.subarray(written));
+  try {
+    let written = 0;
+    while (written < bytes.length) {
+      written += Deno.stderr.writeSync(bytes.subarray(written));
+    }
+  } catch {
+    // Standard error is gone (a closed pipe): losing log lines is better than
+    // a server that dies and takes every lock with it.
   }
 }
 

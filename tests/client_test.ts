@@ -237,3 +237,23 @@ Deno.test("connect() to a port nobody listens on fails with ConnectionError", as
       error instanceof ConnectionError && error.message.includes(`:${port}`),
   );
 });
+
+Deno.test("a lock granted to a retry right after an aborted wait is tracked: lost fires", async () => {
+  await using server = startServer();
+  const port = server.addr.port;
+  await using holder = await connect({ port });
+  const first = await holder.lock("retry");
+  const client = await connect({ port });
+  const controller = new AbortController();
+  const waiting = client.lock("retry", { signal: controller.signal });
+  await client.ping();
+  controller.abort(new Error("gave up"));
+  const retry = client.lock("retry"); // in the same tick, as a retry loop would
+  await assert.rejects(waiting, { message: "gave up" });
+  await first.release();
+  const lock = await retry;
+  assert.equal(lock.held, true);
+  await client.close();
+  assert.equal(lock.lost.aborted, true);
+  assert.ok(lock.lost.reason instanceof LockLostError);
+});

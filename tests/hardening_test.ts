@@ -16,6 +16,7 @@ import {
   RemoteError,
   type StatusResult,
 } from "../mod.ts";
+import { parseSettings, SettingsError } from "../server/config.ts";
 import { encodeFrame, type Message } from "../protocol/frame.ts";
 import {
   deadline,
@@ -1274,4 +1275,64 @@ Deno.test("with auth on, a connection that never says hello is closed after the 
   await deadline(silent.ended(), 5000, "the close after the refusal");
   const status = server.status();
   assert.equal(status.connections.current, 0);
+});
+
+Deno.test({
+  name:
+    "under TLS, a silent peer refused for a connection limit does not hold up shutdown",
+  ignore: OPENSSL === null,
+  fn: async () => {
+    await using certs = await makeCertificates();
+    const server = startServer({
+      tls: { cert: certs.cert, key: certs.key },
+      maxConnections: 1,
+      metrics: {},
+    });
+    const port = server.addr.port;
+    await using holder = await connect({ port, tls: { caCerts: [certs.ca] } });
+    const lock = await holder.lock("tls-limit");
+    // A peer that never does the TLS handshake, beyond the limit.
+    await using _silent = await RawClient.connect(port);
+    const refused = async () => {
+      while (
+        !(await server.metrics!.render()).includes(
+          'pklock_connections_rejected_total{cause="limit"} 1',
+        )
+      ) await holder.ping();
+    };
+    await deadline(refused(), 5000, "the refusal");
+    assert.equal(server.status().connections.current, 1);
+    assert.equal(lock.held, true);
+    // Deno closes a TLS socket that never handshook only lazily, so the
+    // peer may not see the close yet; what matters is that shutdown does not
+    // wait for it.
+    await deadline(server.close(), 5000, "the server to close");
+  },
+});
+
+Deno.test("settings and flags refuse durations no timer can wait", async () => {
+  const over = 2 ** 31;
+  for (
+    const text of [
+      `{ "alarms": { "holdTime": ${over} } }`,
+      `{ "heartbeat": { "interval": 1000, "timeout": ${over} } }`,
+    ]
+  ) {
+    assert.throws(() => parseSettings(text, "long.jsonc"), SettingsError, text);
+  }
+  const result = await runCli(["try-lock", "x", "--hold", "3000000"]);
+  assert.equal(result.code, 2);
+  assert.match(result.stderr, /at most 2147483\.647 seconds/);
+});
+
+Deno.test("a server whose standard error is gone keeps serving", async () => {
+  const fixture = new URL("./fixtures/log_without_stderr.ts", import.meta.url)
+    .pathname;
+  const { code, stdout } = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", fixture],
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  assert.equal(code, 0);
+  assert.equal(new TextDecoder().decode(stdout), "still here\n");
 });
