@@ -28,7 +28,6 @@ export class AllowList {
   readonly #ranges: Range[];
 
   /**
-
    * Compiles the entries once, so that each check is a few byte compares.
 
    *

@@ -41,7 +41,6 @@ export class RemoteError extends PklockError {
   readonly code: string;
 
   /**
-
    * Creates the error from the fields of an error reply.
 
    *

@@ -40,7 +40,6 @@ export class MessageError extends PklockError {
   readonly code: string;
 
   /**
-
    * Creates a refusal to throw from a handler.
 
    *

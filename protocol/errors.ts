@@ -51,7 +51,6 @@ export class FrameError extends PklockError {
   readonly code: ErrorCode;
 
   /**
-
    * Creates a frame error with the code sent to the peer.
 
    *

@@ -113,7 +113,6 @@ export class FrameDecoder {
   #bodyFill = 0;
 
   /**
-
    * Creates a decoder that calls `onFrame` for each complete frame.
 
    *

@@ -139,8 +139,10 @@ export interface LockServerOptions {
   /** Where grants, releases, timeouts and refusals are recorded. */
   audit?: AuditLog;
   /**
-   * Issues fencing tokens; must strictly increase. The `serve` command passes
-   * a {@linkcode TokenStore}, which keeps them increasing across restarts.
+   * Issues fencing tokens; must strictly increase, and must not throw (it is
+   * called in the middle of a release). The `serve` command passes a
+   * {@linkcode TokenStore}, which keeps them increasing across restarts, and
+   * stops the process when it cannot reserve more.
    *
    * @default {A counter starting at 1}
    */
