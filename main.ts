@@ -12,7 +12,6 @@ import {
   InvalidArgumentError,
   Option,
 } from "commander";
-import { DEFAULT_PORT } from "./client/client.ts";
 import { ExitCode } from "./cli/exit_codes.ts";
 import { ADMIN_SECRET_VARIABLE, release } from "./cli/release.ts";
 import { run } from "./cli/run.ts";
@@ -21,7 +20,7 @@ import { status } from "./cli/status.ts";
 import { parsePort, withServerFlags } from "./cli/server_flags.ts";
 import { tryLock } from "./cli/try_lock.ts";
 import { VERSION } from "./protocol/version.ts";
-import { MAX_WAIT_MS } from "./protocol/lock_protocol.ts";
+import { DEFAULT_PORT, MAX_WAIT_MS } from "./protocol/lock_protocol.ts";
 import { LOG_LEVELS } from "./server/config.ts";
 
 const encoder = new TextEncoder();

@@ -25,7 +25,6 @@
 export {
   connect,
   type ConnectOptions,
-  DEFAULT_PORT,
   LockClient,
   type LockOptions,
 } from "./client/client.ts";
@@ -60,6 +59,7 @@ export {
 export { FrameError, PklockError } from "./protocol/errors.ts";
 export type { ErrorCode } from "./protocol/errors.ts";
 export type { Message } from "./protocol/frame.ts";
+export { DEFAULT_PORT } from "./protocol/lock_protocol.ts";
 export type {
   ContentionEvent,
   ForcedReleaseEvent,

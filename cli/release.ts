@@ -8,6 +8,7 @@
 import { ExitCode } from "./exit_codes.ts";
 import {
   connectWith,
+  readSecret,
   reportFailure,
   type ServerFlags,
 } from "./server_flags.ts";
@@ -42,9 +43,7 @@ export async function release(
   }
   let secret: string | undefined;
   try {
-    secret = options.adminSecretFile === undefined
-      ? Deno.env.get(ADMIN_SECRET_VARIABLE)
-      : (await Deno.readTextFile(options.adminSecretFile)).trim();
+    secret = await readSecret(options.adminSecretFile, ADMIN_SECRET_VARIABLE);
   } catch (error) {
     console.error(`pklock: ${(error as Error).message}`);
     return ExitCode.Failure;

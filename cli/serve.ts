@@ -30,8 +30,8 @@ async function readSecrets(settings: Settings): Promise<Secrets> {
   if (admin !== undefined) read.adminSecret = await secretOf(admin, "admin");
   if (tls !== undefined) {
     read.tls = {
-      cert: await readSettingFile(tls.certFile, "tls.certFile"),
-      key: await readSettingFile(tls.keyFile, "tls.keyFile"),
+      cert: await readSettingFile(tls.certFile, `"tls.certFile" file`),
+      key: await readSettingFile(tls.keyFile, `"tls.keyFile" file`),
     };
   }
   return read;
@@ -43,7 +43,8 @@ async function secretOf(
 ): Promise<string> {
   if (given.secret !== undefined) return given.secret;
   const file = given.secretFile!;
-  const secret = (await readSettingFile(file, `${setting}.secretFile`)).trim();
+  const secret = (await readSettingFile(file, `"${setting}.secretFile" file`))
+    .trim();
   if (secret.length < 16) {
     throw new SettingsError(
       `The secret in "${file}" (${setting}.secretFile) is shorter than 16 characters`,

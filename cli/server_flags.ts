@@ -9,9 +9,9 @@ import { type Command, InvalidArgumentError } from "commander";
 import {
   connect,
   type ConnectOptions,
-  DEFAULT_PORT,
   type LockClient,
 } from "../client/client.ts";
+import { DEFAULT_PORT } from "../protocol/lock_protocol.ts";
 import { ConnectionError, RemoteError } from "../message/errors.ts";
 import { ExitCode } from "./exit_codes.ts";
 
@@ -96,9 +96,7 @@ export async function connectWith(
     } else if (flags.tls) {
       options.tls = true;
     }
-    const secret = flags.secretFile === undefined
-      ? Deno.env.get(SECRET_VARIABLE)
-      : (await Deno.readTextFile(flags.secretFile)).trim();
+    const secret = await readSecret(flags.secretFile, SECRET_VARIABLE);
     if (secret !== undefined) options.secret = secret;
   } catch (error) {
     console.error(`pklock: ${(error as Error).message}`);
@@ -113,6 +111,24 @@ export async function connectWith(
     }
     throw error;
   }
+}
+
+/**
+ * Reads a secret from a file (surrounding white space dropped) or, without a
+ * file, from an environment variable.
+ *
+ * @param file The file named on the command line, if any.
+ * @param variable The environment variable to fall back on.
+ * @returns The secret, or `undefined` when neither gives one.
+ * @throws {Deno.errors.NotFound} And other errors reading the file.
+ */
+export async function readSecret(
+  file: string | undefined,
+  variable: string,
+): Promise<string | undefined> {
+  return file === undefined
+    ? Deno.env.get(variable)
+    : (await Deno.readTextFile(file)).trim();
 }
 
 /**

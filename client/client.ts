@@ -21,12 +21,10 @@ import type {
   ReleaseResult,
   StatusResult,
 } from "../protocol/lock_protocol.ts";
+import { DEFAULT_PORT } from "../protocol/lock_protocol.ts";
 import { PROTOCOL_VERSION } from "../protocol/version.ts";
 import { LockLostError, LockTimeoutError } from "./errors.ts";
 import { Lock } from "./lock.ts";
-
-/** The port a pklock server listens on unless told otherwise. */
-export const DEFAULT_PORT = 20934;
 
 /** Options of {@linkcode connect}. */
 export interface ConnectOptions {

@@ -8,6 +8,9 @@
 /** How a lock is held: alone (`exclusive`) or alongside others (`shared`). */
 export type LockMode = "exclusive" | "shared";
 
+/** The TCP port a pklock server listens on unless told otherwise. */
+export const DEFAULT_PORT = 20934;
+
 /** The default longest lock name, in UTF-16 code units. */
 export const DEFAULT_MAX_LOCK_NAME_LENGTH = 256;
 

@@ -18,10 +18,10 @@ import { DEFAULT_MAX_OUTPUT_BYTES } from "../message/connection.ts";
 import { DEFAULT_MAX_FRAME_BYTES } from "../protocol/frame.ts";
 import {
   DEFAULT_MAX_LOCK_NAME_LENGTH,
+  DEFAULT_PORT,
   MAX_WAIT_MS,
 } from "../protocol/lock_protocol.ts";
 import { PklockError } from "../protocol/errors.ts";
-import { DEFAULT_PORT } from "./lock_server.ts";
 
 /** Log levels, quietest last. */
 export const LOG_LEVELS = [
@@ -113,22 +113,24 @@ export interface SettingsOverrides {
 }
 
 /**
- * Reads a file a setting names, such as a certificate or a secret.
+ * Reads the settings file, or a file a setting names (a certificate, a
+ * secret).
  *
  * @param path The file.
- * @param setting The setting that names it, for the message.
+ * @param what What the file is, for the message: `settings file`, or the
+ *   setting that names it.
  * @returns The file's text.
  * @throws {SettingsError} When it cannot be read.
  */
 export async function readSettingFile(
   path: string,
-  setting: string,
+  what: string,
 ): Promise<string> {
   try {
     return await Deno.readTextFile(path);
   } catch (cause) {
     throw new SettingsError(
-      `Cannot read "${setting}" file "${path}": ${(cause as Error).message}`,
+      `Cannot read ${what} "${path}": ${(cause as Error).message}`,
       { cause },
     );
   }
@@ -163,7 +165,7 @@ export async function loadSettings(
 ): Promise<Settings> {
   const settings = path === undefined
     ? defaultSettings()
-    : parseSettings(await readSettingsFile(path), path);
+    : parseSettings(await readSettingFile(path, "settings file"), path);
   if (overrides.host !== undefined) settings.host = overrides.host;
   if (overrides.port !== undefined) settings.port = overrides.port;
   if (overrides.stateFile !== undefined) {
@@ -171,17 +173,6 @@ export async function loadSettings(
   }
   if (overrides.logLevel !== undefined) settings.log.level = overrides.logLevel;
   return settings;
-}
-
-async function readSettingsFile(path: string): Promise<string> {
-  try {
-    return await Deno.readTextFile(path);
-  } catch (cause) {
-    throw new SettingsError(
-      `Cannot read settings file "${path}": ${(cause as Error).message}`,
-      { cause },
-    );
-  }
 }
 
 /**

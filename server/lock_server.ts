@@ -12,6 +12,7 @@ import {
   checkLockName,
   type ContentionEvent,
   DEFAULT_MAX_LOCK_NAME_LENGTH,
+  DEFAULT_PORT,
   type ForcedReleaseEvent,
   type ForceReleaseResult,
   type HelloResult,
@@ -175,9 +176,6 @@ const SHUTDOWN = {
   message: "The server is shutting down",
 } as const;
 const MAX_LABEL_LENGTH = 256;
-
-/** The default TCP port. */
-export const DEFAULT_PORT = 20934;
 
 /**
  * A running lock server.
