@@ -44,7 +44,7 @@ export async function status(options: StatusOptions): Promise<number> {
  * @param result The server's status report.
  * @returns Lines of text.
  */
-export function format(result: StatusResult): string {
+function format(result: StatusResult): string {
   const { server, connections, locks } = result;
   const lines = [
     `pklock ${server.version} (protocol ${server.protocol}), up ${

@@ -202,7 +202,6 @@ export class Connection {
     this.#state = "closing";
     this.#info = info;
     this.#closeTimer = setTimeout(() => this.#finish(info), CLOSE_FLUSH_MS);
-    if (!this.#writing && !this.#flushQueued) this.#finish(info);
   }
 
   async #read(): Promise<void> {
