@@ -142,7 +142,21 @@ export interface PklockOptions {
 }
 
 /**
- * Starts `deno run -A main.ts serve --port 0` and reads the port it prints.
+ * The V8 flags of the checkout's `deno task serve`, so that the bench runs
+ * the server as users do.
+ *
+ * @param root The checkout.
+ * @returns Its `--v8-flags=...` arguments.
+ */
+async function serveV8Flags(root: string): Promise<string[]> {
+  const config = JSON.parse(await Deno.readTextFile(`${root}/deno.json`));
+  const task: string = config.tasks?.serve ?? "";
+  return task.split(/\s+/).filter((arg) => arg.startsWith("--v8-flags="));
+}
+
+/**
+ * Starts `deno run -A main.ts serve --port 0`, with the V8 flags of
+ * `deno task serve`, and reads the port it prints.
  *
  * @param options Where.
  * @returns The running server.
@@ -155,6 +169,7 @@ export async function startPklock(options: PklockOptions): Promise<Server> {
         Deno.execPath(),
         "run",
         "-A",
+        ...await serveV8Flags(options.root),
         "--config",
         `${options.root}/deno.json`,
         `${options.root}/main.ts`,

@@ -2,12 +2,28 @@
 // runtime (denort), downloaded on first use or taken from DENORT_BIN; where
 // neither works, the test is skipped with the reason printed.
 import assert from "node:assert/strict";
-import { MAIN, ROOT } from "./helpers.ts";
+import { MAIN, ROOT, taskV8Flags } from "./helpers.ts";
+
+Deno.test("the compiled executable gets the V8 flags deno task serve uses", async () => {
+  const serve = await taskV8Flags("serve");
+  assert.ok(
+    serve.includes("--v8-flags=--max-semi-space-size=2"),
+    `serve task flags: ${serve}`,
+  );
+  assert.deepEqual(await taskV8Flags("compile"), serve);
+});
 
 const dir = await Deno.makeTempDir({ prefix: "pklock-compile-" });
 const binary = `${dir}/pklock`;
 const build = await new Deno.Command(Deno.execPath(), {
-  args: ["compile", "--allow-all", "--output", binary, MAIN],
+  args: [
+    "compile",
+    ...await taskV8Flags("compile"),
+    "--allow-all",
+    "--output",
+    binary,
+    MAIN,
+  ],
   cwd: ROOT,
   env: { NO_COLOR: "1" },
   stdout: "piped",

@@ -15,6 +15,18 @@ export const ROOT: string = new URL("../", import.meta.url).pathname;
 export const MAIN: string = new URL("../main.ts", import.meta.url).pathname;
 
 /**
+ * The `--v8-flags=...` arguments of one of deno.json's tasks.
+ *
+ * @param task The task's name.
+ * @returns Its V8 flag arguments, in order.
+ */
+export async function taskV8Flags(task: string): Promise<string[]> {
+  const config = JSON.parse(await Deno.readTextFile(`${ROOT}deno.json`));
+  const command: string = config.tasks[task];
+  return command.split(/\s+/).filter((arg) => arg.startsWith("--v8-flags="));
+}
+
+/**
  * Starts a lock server in this process on a free port.
  *
  * @param options Server options; the port defaults to 0.
