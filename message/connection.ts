@@ -71,9 +71,13 @@ export interface ConnectionEvents {
 
 /**
  * Each connection's pending read pins its buffer: small keeps idle connections
- * cheap (lock messages are tens of bytes; longer frames are reassembled).
+ * cheap, and lock messages are tens of bytes. A read that fills it means more
+ * is waiting: the connection reads into a large buffer until reads are small
+ * again.
  */
-const READ_BUFFER_BYTES = 512;
+const SMALL_READ_BYTES = 128;
+const LARGE_READ_BYTES = 16_384;
+const WRITTEN: Promise<void> = Promise.resolve();
 /** How long a connection closed for a protocol error may take to flush. */
 const CLOSE_FLUSH_MS = 1000;
 
@@ -94,18 +98,31 @@ export class Connection {
   readonly #conn: Deno.Conn;
   readonly #events: ConnectionEvents;
   readonly #decoder: FrameDecoder;
-  readonly #output = new FrameEncoder(0);
+  readonly #output = new FrameEncoder();
   readonly #maxOutputBytes: number;
   #writing = false;
-  #flushQueued = false;
+  /** Whether this connection is in the list the next flush writes. */
+  #queued = false;
   #state: "open" | "closing" | "closed" = "open";
   #info: CloseInfo | null = null;
   #closeTimer: ReturnType<typeof setTimeout> | undefined;
-  readonly #flush = () => {
-    this.#writer = this.#write();
-  };
   #reading: Promise<void>;
-  #writer: Promise<void> = Promise.resolve();
+  #writer: Promise<void> = WRITTEN;
+
+  /** Connections with frames queued in this tick, in the order they queued. */
+  static readonly #unflushed: Connection[] = [];
+  static #flushQueued = false;
+
+  /** Starts the writes of every connection that queued frames this tick. */
+  static #flushAll(): void {
+    Connection.#flushQueued = false;
+    const batch = Connection.#unflushed;
+    for (let i = 0; i < batch.length; i++) {
+      const connection = batch[i]!;
+      connection.#writer = connection.#write();
+    }
+    batch.length = 0;
+  }
 
   /**
    * Wraps a socket and starts reading from it.
@@ -155,7 +172,7 @@ export class Connection {
 
   /** Bytes queued for the peer and not yet written. */
   get pendingBytes(): number {
-    return this.#output.length + (this.#writing ? this.#output.taken : 0);
+    return this.#output.length + this.#output.taken;
   }
 
   /**
@@ -172,9 +189,13 @@ export class Connection {
       this.#finish({ reason: "output_overflow" });
       return false;
     }
-    if (!this.#writing && !this.#flushQueued) {
-      this.#flushQueued = true;
-      queueMicrotask(this.#flush);
+    if (!this.#writing && !this.#queued) {
+      this.#queued = true;
+      Connection.#unflushed.push(this);
+      if (!Connection.#flushQueued) {
+        Connection.#flushQueued = true;
+        queueMicrotask(Connection.#flushAll);
+      }
     }
     return true;
   }
@@ -205,7 +226,8 @@ export class Connection {
   }
 
   async #read(): Promise<void> {
-    const buffer = new Uint8Array(READ_BUFFER_BYTES);
+    const small = new Uint8Array(SMALL_READ_BYTES);
+    let buffer = small;
     try {
       while (this.#state === "open") {
         const n = await this.#conn.read(buffer);
@@ -213,6 +235,11 @@ export class Connection {
         if (n === null) return this.#finish({ reason: "peer_closed" });
         if (this.#state !== "open") return;
         this.#decoder.push(buffer.subarray(0, n));
+        if (n === small.length && buffer === small) {
+          buffer = new Uint8Array(LARGE_READ_BYTES);
+        } else if (n < small.length) {
+          buffer = small;
+        }
       }
     } catch (error) {
       if (this.#state === "closed") return;
@@ -231,7 +258,7 @@ export class Connection {
   }
 
   async #write(): Promise<void> {
-    this.#flushQueued = false;
+    this.#queued = false;
     if (this.#state === "closed") return;
     this.#writing = true;
     try {
@@ -246,6 +273,8 @@ export class Connection {
       this.#finish({ reason: "io_error", error });
     } finally {
       this.#writing = false;
+      // The write settled: the runtime no longer reads the buffer.
+      this.#output.release();
     }
     if (this.#state === "closing") this.#finish(this.#info!);
   }

@@ -107,7 +107,8 @@ export interface FrameDecoderOptions {
 export class FrameDecoder {
   readonly #onFrame: (payload: Uint8Array) => void;
   readonly #maxFrameBytes: number;
-  readonly #header = new Uint8Array(HEADER_BYTES);
+  /** The length prefix read so far, when a chunk ended inside it. */
+  #header = 0;
   #headerFill = 0;
   #body: Uint8Array | null = null;
   #bodyFill = 0;
@@ -152,11 +153,13 @@ export class FrameDecoder {
           at += HEADER_BYTES;
         } else {
           while (this.#headerFill < HEADER_BYTES && at < end) {
-            this.#header[this.#headerFill++] = chunk[at++]!;
+            this.#header = this.#header * 256 + chunk[at++]!;
+            this.#headerFill++;
           }
           if (this.#headerFill < HEADER_BYTES) return;
+          length = this.#header;
+          this.#header = 0;
           this.#headerFill = 0;
-          length = readLength(this.#header, 0);
         }
         if (length > this.#maxFrameBytes) {
           throw new FrameError(
@@ -190,9 +193,69 @@ function readLength(bytes: Uint8Array, at: number): number {
 }
 
 /**
+ * Byte buffers of one size kept for reuse, so that a busy connection does not
+ * allocate a buffer per write and an idle one holds none.
+ *
+ * @example Reusing a buffer
+ * ```ts
+ * import { BufferPool } from "./frame.ts";
+ * const pool = new BufferPool(64);
+ * const buffer = pool.get(10);
+ * pool.put(buffer);
+ * console.assert(pool.get(64) === buffer);
+ * ```
+ */
+export class BufferPool {
+  readonly #free: Uint8Array[] = [];
+
+  /**
+   * @param bufferBytes The size of pooled buffers.
+   * @param maxFree The most buffers kept while unused.
+   */
+  constructor(readonly bufferBytes = 1024, readonly maxFree = 128) {}
+
+  /**
+   * A buffer of at least `size` bytes: a pooled one when `size` fits in one,
+   * else a new one of the next power-of-two multiple of the pooled size.
+   *
+   * @param size The bytes needed.
+   * @returns The buffer; its contents are left over from earlier use.
+   */
+  get(size: number): Uint8Array {
+    const unit = Math.max(this.bufferBytes, 1);
+    if (size <= this.bufferBytes) {
+      return this.#free.pop() ?? new Uint8Array(this.bufferBytes);
+    }
+    let capacity = unit * 2;
+    while (capacity < size) capacity *= 2;
+    return new Uint8Array(capacity);
+  }
+
+  /**
+   * Gives a buffer back once nothing reads it any more; one of another size is
+   * left to the garbage collector.
+   *
+   * @param buffer A buffer from {@linkcode BufferPool.get}.
+   */
+  put(buffer: Uint8Array): void {
+    if (
+      buffer.length === this.bufferBytes && this.#free.length < this.maxFree
+    ) {
+      this.#free.push(buffer);
+    }
+  }
+}
+
+/** The pool of every {@linkcode FrameEncoder} built without one. */
+const sharedPool = new BufferPool();
+const NOTHING = new Uint8Array(0);
+
+/**
  * Collects outgoing frames into one buffer so that all frames sent in the same
- * tick leave in a single write. Two buffers alternate: the one handed out by
- * {@linkcode FrameEncoder.take} stays untouched until the next `take`.
+ * tick leave in a single write. The buffer comes from a {@linkcode BufferPool}
+ * when the first frame is appended; the view {@linkcode FrameEncoder.take}
+ * hands out stays untouched until the next `take` or
+ * {@linkcode FrameEncoder.release}, which gives its buffer back.
  *
  * @example Coalescing two frames
  * ```ts
@@ -202,18 +265,19 @@ function readLength(bytes: Uint8Array, at: number): number {
  * out.append({ id: 2, result: { status: "ok" } });
  * const bytes = out.take();
  * console.assert(bytes.length === out.taken && out.length === 0);
+ * out.release();
  * ```
  */
 export class FrameEncoder {
-  #filling: Uint8Array;
-  #spare: Uint8Array;
+  readonly #pool: BufferPool;
+  #filling: Uint8Array | null = null;
   #length = 0;
+  #lent: Uint8Array | null = null;
   #taken = 0;
 
-  /** @param initialBytes The starting size of each of the two buffers. */
-  constructor(initialBytes = 256) {
-    this.#filling = new Uint8Array(initialBytes);
-    this.#spare = new Uint8Array(initialBytes);
+  /** @param pool Where buffers come from and go back to. */
+  constructor(pool: BufferPool = sharedPool) {
+    this.#pool = pool;
   }
 
   /** Bytes appended since the last {@linkcode FrameEncoder.take}. */
@@ -221,7 +285,10 @@ export class FrameEncoder {
     return this.#length;
   }
 
-  /** Size of the view the last {@linkcode FrameEncoder.take} returned. */
+  /**
+   * Size of the view the last {@linkcode FrameEncoder.take} returned, until
+   * {@linkcode FrameEncoder.release}.
+   */
   get taken(): number {
     return this.#taken;
   }
@@ -236,12 +303,11 @@ export class FrameEncoder {
     const json = JSON.stringify(message);
     const start = this.#length;
     // UTF-8 needs at most three bytes per UTF-16 code unit.
-    this.#reserve(start + HEADER_BYTES + json.length * 3);
+    const buffer = this.#reserve(start + HEADER_BYTES + json.length * 3);
     const { written } = encoder.encodeInto(
       json,
-      this.#filling.subarray(start + HEADER_BYTES),
+      buffer.subarray(start + HEADER_BYTES),
     );
-    const buffer = this.#filling;
     buffer[start] = written >>> 24;
     buffer[start + 1] = (written >>> 16) & 0xff;
     buffer[start + 2] = (written >>> 8) & 0xff;
@@ -251,27 +317,39 @@ export class FrameEncoder {
   }
 
   /**
-   * Hands out every byte appended so far and starts a new batch.
+   * Hands out every byte appended so far and starts a new batch; the view of
+   * the previous `take` is released.
    *
-   * @returns A view that stays valid until the next call.
+   * @returns A view that stays valid until the next `take` or `release`.
    */
   take(): Uint8Array {
+    this.release();
     const full = this.#filling;
+    if (full === null) return NOTHING;
     const bytes = full.subarray(0, this.#length);
-    this.#filling = this.#spare;
-    this.#spare = full;
+    this.#lent = full;
+    this.#filling = null;
     this.#taken = this.#length;
     this.#length = 0;
     return bytes;
   }
 
-  #reserve(size: number): void {
-    if (size <= this.#filling.length) return;
-    // From 0 (`new FrameEncoder(0)`) doubling alone would never get anywhere.
-    let capacity = Math.max(this.#filling.length * 2, 1);
-    while (capacity < size) capacity *= 2;
-    const grown = new Uint8Array(capacity);
-    grown.set(this.#filling.subarray(0, this.#length));
+  /** Gives the buffer behind the last {@linkcode FrameEncoder.take} back. */
+  release(): void {
+    if (this.#lent !== null) this.#pool.put(this.#lent);
+    this.#lent = null;
+    this.#taken = 0;
+  }
+
+  #reserve(size: number): Uint8Array {
+    const filling = this.#filling;
+    if (filling !== null && size <= filling.length) return filling;
+    const grown = this.#pool.get(size);
+    if (filling !== null) {
+      grown.set(filling.subarray(0, this.#length));
+      this.#pool.put(filling);
+    }
     this.#filling = grown;
+    return grown;
   }
 }

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { FrameError, PklockError } from "./errors.ts";
 import {
+  BufferPool,
   decodeMessage,
   DEFAULT_MAX_FRAME_BYTES,
   encodeFrame,
@@ -624,7 +625,7 @@ Deno.test("FrameEncoder hands out an empty view when nothing was appended", () =
 });
 
 Deno.test("FrameEncoder grows its buffer and keeps the frames already appended", () => {
-  const out = new FrameEncoder(8);
+  const out = new FrameEncoder(new BufferPool(8));
   const messages = [
     { a: 1 },
     { s: "x".repeat(100) },
@@ -640,7 +641,7 @@ Deno.test("FrameEncoder grows its buffer and keeps the frames already appended",
 });
 
 Deno.test("FrameEncoder works from an initial size of 0", () => {
-  const out = new FrameEncoder(0);
+  const out = new FrameEncoder(new BufferPool(0));
   out.append({ a: 1 });
   out.append({ s: "é" });
   assert.deepEqual(
@@ -655,7 +656,7 @@ Deno.test("FrameEncoder handles messages whose UTF-8 is up to three times their 
   // "€" is one UTF-16 unit and three UTF-8 bytes: the worst case per unit.
   for (const initial of [1, 8, 64, 256]) {
     for (const count of [0, 1, 2, 20, 85, 86, 200]) {
-      const out = new FrameEncoder(initial);
+      const out = new FrameEncoder(new BufferPool(initial));
       const message = { s: "€".repeat(count) };
       out.append({ pad: "x".repeat(count % 13) });
       out.append(message);
@@ -672,7 +673,7 @@ Deno.test("FrameEncoder handles messages whose UTF-8 is up to three times their 
 });
 
 Deno.test("FrameEncoder leaves the taken view intact while new frames are appended, until the next take()", () => {
-  const out = new FrameEncoder(32);
+  const out = new FrameEncoder(new BufferPool(32));
   out.append({ id: 1 });
   out.append({ id: 2 });
   const first = out.take();
@@ -702,21 +703,55 @@ Deno.test("FrameEncoder leaves the taken view intact while new frames are append
   );
 });
 
-Deno.test("FrameEncoder alternates between two buffers instead of allocating a new one per batch", () => {
-  const out = new FrameEncoder(64);
+Deno.test("FrameEncoder borrows a pooled buffer only while it has bytes to send", () => {
+  const pool = new BufferPool(64);
+  const a = new FrameEncoder(pool);
+  const b = new FrameEncoder(pool);
+  a.append({ id: 1 });
+  const first = a.take();
+  assert.equal(a.taken, first.length);
+  a.release();
+  assert.equal(a.taken, 0);
+  b.append({ id: 2 });
+  const second = b.take();
+  assert.equal(second.buffer, first.buffer);
+  assert.deepEqual(second, encodeFrame({ id: 2 }));
+  // take() releases the previous view's buffer too.
+  b.append({ id: 3 });
+  const third = b.take();
+  assert.notEqual(third.buffer, second.buffer);
+  b.append({ id: 4 });
+  assert.equal(b.take().buffer, second.buffer);
+});
+
+Deno.test("FrameEncoder does not pool a buffer grown past the pool's size", () => {
+  const pool = new BufferPool(64);
+  const out = new FrameEncoder(pool);
+  out.append({ s: "x".repeat(100) });
+  const big = out.take();
+  assert.ok(big.buffer.byteLength > 64);
+  out.release();
   out.append({ id: 1 });
-  const a = out.take();
-  out.append({ id: 2 });
-  const b = out.take();
-  out.append({ id: 3 });
-  const c = out.take();
-  assert.notEqual(a.buffer, b.buffer);
-  assert.equal(c.buffer, a.buffer);
-  assert.deepEqual(c, encodeFrame({ id: 3 }));
+  const small = out.take();
+  assert.equal(small.buffer.byteLength, 64);
+  assert.deepEqual(small, encodeFrame({ id: 1 }));
+});
+
+Deno.test("BufferPool keeps at most maxFree buffers of its size", () => {
+  const pool = new BufferPool(16, 2);
+  const buffers = [pool.get(1), pool.get(16), pool.get(8)];
+  assert.ok(buffers.every((buffer) => buffer.length === 16));
+  assert.equal(new Set(buffers).size, 3);
+  for (const buffer of buffers) pool.put(buffer);
+  pool.put(new Uint8Array(32));
+  const again = [pool.get(1), pool.get(1), pool.get(1)];
+  assert.equal(again.filter((buffer) => buffers.includes(buffer)).length, 2);
+  assert.equal(pool.get(17).length, 32);
+  assert.equal(pool.get(33).length, 64);
 });
 
 Deno.test("FrameEncoder keeps its batch when a message cannot be serialized", () => {
-  const out = new FrameEncoder(16);
+  const out = new FrameEncoder(new BufferPool(16));
   out.append({ id: 1 });
   const cyclic: Record<string, unknown> = {};
   cyclic.self = cyclic;
@@ -730,20 +765,21 @@ Deno.test("FrameEncoder keeps its batch when a message cannot be serialized", ()
   );
 });
 
-Deno.test("FrameEncoder output equals concatenated encodeFrame output, and taken views stay intact until the next take() (property)", () => {
+Deno.test("FrameEncoder output equals concatenated encodeFrame output, and taken views stay intact until the next take() or release() (property)", () => {
   const step = fc.oneof(
     {
       weight: 4,
       arbitrary: jsonObject.map((message) => ({ append: message })),
     },
     { weight: 1, arbitrary: fc.constant({ take: true as const }) },
+    { weight: 1, arbitrary: fc.constant({ release: true as const }) },
   );
   fc.assert(
     fc.property(
       fc.nat({ max: 64 }),
       fc.array(step, { maxLength: 30 }),
       (initial, steps) => {
-        const out = new FrameEncoder(initial);
+        const out = new FrameEncoder(new BufferPool(initial));
         let pending: Uint8Array[] = [];
         let taken: { view: Uint8Array; copy: Uint8Array } | null = null;
         for (const action of [...steps, { take: true as const }]) {
@@ -752,6 +788,10 @@ Deno.test("FrameEncoder output equals concatenated encodeFrame output, and taken
             assert.equal(out.append(action.append), frame.length);
             pending.push(frame);
             if (taken !== null) assert.deepEqual(taken.view, taken.copy);
+          } else if ("release" in action) {
+            out.release();
+            assert.equal(out.taken, 0);
+            taken = null;
           } else {
             const view = out.take();
             assert.deepEqual(view, concat(...pending));
@@ -777,7 +817,7 @@ Deno.test("FrameEncoder output cut into arbitrary chunks decodes back to the sam
       fc.array(jsonObject, { maxLength: 8 }),
       fc.array(fc.nat(), { maxLength: 12 }),
       (messages, picks) => {
-        const out = new FrameEncoder(16);
+        const out = new FrameEncoder(new BufferPool(16));
         for (const message of messages) out.append(message);
         const bytes = out.take();
         assert.deepEqual(
