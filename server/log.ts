@@ -60,6 +60,7 @@ const LEVELS: Record<LogLevel, string> = {
   fatal: "FTL",
 };
 /** Text LogTape would escape or parse specially: control characters, braces. */
+// deno-lint-ignore no-control-regex -- finding control characters is the point
 const SPECIAL = /[\x00-\x1f\x7f-\x9f{}]/;
 /**
  * Templates cut into literal text and property names, alternately; `null`
