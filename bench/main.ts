@@ -40,6 +40,7 @@ import {
   killAll,
   type PostgresCluster,
   type Server,
+  startFloor,
   startPklock,
   startPostgres,
   startRedis,
@@ -56,10 +57,11 @@ const decoder = new TextDecoder();
 const HELP = `deno task bench [flags]
 
 Starts each server as its own process on 127.0.0.1 (pklock from main.ts;
-redis-server and PostgreSQL when installed), drives it from a separate driver
-process, prints the tables and writes them into docs/benchmarks.md.
+redis-server and PostgreSQL when installed; the Deno socket floor, a canned-
+reply server with no locks, in W1), drives it from a separate driver process,
+prints the tables and writes them into docs/benchmarks.md.
 
-  --targets LIST       pklock,redis,postgres (default: all three)
+  --targets LIST       pklock,redis,postgres,floor (default: all four)
   --workloads LIST     w1,w2,w3 (default: all three)
   --clients LIST       W1/W2 client counts (default: 1,8,64)
   --hold LIST          W3 connection counts (default: 1000,10000)
@@ -124,7 +126,7 @@ function parseOptions(args: string[]): Options | null {
   const { values } = parseArgs({
     args,
     options: {
-      targets: { type: "string", default: "pklock,redis,postgres" },
+      targets: { type: "string", default: "pklock,redis,postgres,floor" },
       workloads: { type: "string", default: "w1,w2,w3" },
       clients: { type: "string", default: "1,8,64" },
       hold: { type: "string" },
@@ -152,7 +154,7 @@ function parseOptions(args: string[]): Options | null {
   const quick = values.quick;
   const targets = list(values.targets!) as Target[];
   for (const t of targets) {
-    if (!["pklock", "redis", "postgres"].includes(t)) {
+    if (!["pklock", "redis", "postgres", "floor"].includes(t)) {
       throw new Error(`--targets: unknown target "${t}"`);
     }
   }
@@ -641,6 +643,10 @@ async function main(args: string[]): Promise<number> {
         const dir = await Deno.makeTempDir({ dir: tmp, prefix: "pklock-" });
         return startPklock({ root: options!.serverDir, dir, files });
       }
+      case "floor": {
+        const dir = await Deno.makeTempDir({ dir: tmp, prefix: "floor-" });
+        return startFloor({ root: options!.serverDir, dir, files });
+      }
       case "redis": {
         const dir = await Deno.makeTempDir({ dir: tmp, prefix: "redis-" });
         return startRedis({ program: redisProgram!, dir, files });
@@ -673,7 +679,7 @@ async function main(args: string[]): Promise<number> {
   }
 
   function specOf(target: Target, server: Server): DriverSpec {
-    const kind = target === "pklock-lib"
+    const kind = target === "pklock-lib" || target === "floor"
       ? "pklock"
       : target === "postgres-npm"
       ? "postgres"
@@ -694,13 +700,17 @@ async function main(args: string[]): Promise<number> {
   const holdsOf = (target: Target) =>
     target === "postgres"
       ? options.pgHolds
-      : target === "pklock-lib" || target === "postgres-npm"
+      : target === "pklock-lib" || target === "postgres-npm" ||
+          target === "floor"
       ? []
       : options.holds;
 
   try {
     for (const target of targets) {
-      const loops = options.workloads.filter((w) => w !== "w3") as (
+      // The floor grants every request: it is measured in W1 only.
+      const loops = options.workloads.filter((w) =>
+        w === "w1" || (w === "w2" && target !== "floor")
+      ) as (
         | "w1"
         | "w2"
       )[];

@@ -13,6 +13,7 @@ import { median } from "./stats.ts";
 export type Target =
   | "pklock"
   | "pklock-lib"
+  | "floor"
   | "redis"
   | "postgres"
   | "postgres-npm";
@@ -82,6 +83,7 @@ export const TARGETS = {
 const LABEL: Record<Target, string> = {
   pklock: "pklock",
   "pklock-lib": "pklock (mod.ts client)",
+  floor: "Deno socket floor (canned replies, no locks)",
   redis: "Redis",
   postgres: "PostgreSQL",
   "postgres-npm": "PostgreSQL (npm:postgres client)",
@@ -318,7 +320,30 @@ function summary(records: readonly RunRecord[], options: RenderOptions) {
     "pklock ÷ PHP",
   ], rows) + "\n\nRatios above 1× favour pklock (for latency and memory rows " +
     "they are the peer's figure over pklock's). PHP figures are the issue's " +
-    "reference measurements, not re-measured here.";
+    "reference measurements, not re-measured here." +
+    floorLine(records, options);
+}
+
+/**
+ * W1 of the Deno socket floor, next to pklock's and Redis's: how much of the
+ * gap is the runtime's, how much pklock's.
+ */
+function floorLine(records: readonly RunRecord[], options: RenderOptions) {
+  const parts: string[] = [];
+  for (const c of options.clients) {
+    const f = cell<W1Result>(records, "floor", "w1", c)?.pick.result;
+    if (f === undefined) continue;
+    const p = cell<W1Result>(records, "pklock", "w1", c)?.pick.result;
+    const r = cell<W1Result>(records, "redis", "w1", c)?.pick.result;
+    parts.push(
+      `C=${c}: ${num(f.rate)} pairs/s (${ratio(f.rate, r?.rate)} Redis; ` +
+        `pklock reaches ${ratio(p?.rate, f.rate)} of it)`,
+    );
+  }
+  if (parts.length === 0) return "";
+  return "\n\nThe Deno socket floor, a server that answers each W1 request " +
+    "with a canned reply after one read and before the next (no JSON, no " +
+    `lock table), in W1: ${parts.join("; ")}.`;
 }
 
 function check(ok: boolean | null): string {
@@ -329,11 +354,15 @@ function targets(records: readonly RunRecord[]): string {
   const rows: string[][] = [];
   const p1 = cell<W1Result>(records, "pklock", "w1", 64)?.pick.result;
   const r1 = cell<W1Result>(records, "redis", "w1", 64)?.pick.result;
+  const f1 = cell<W1Result>(records, "floor", "w1", 64)?.pick.result;
   rows.push([
     "W1 C=64 ≥ 1.0× Redis",
     `${num(p1?.rate)} vs ${num(r1?.rate)} pairs/s (${
       ratio(p1?.rate, r1?.rate)
-    })`,
+    })` +
+    (f1 === undefined
+      ? ""
+      : `; Deno socket floor ${num(f1.rate)} (${ratio(f1.rate, r1?.rate)})`),
     check(p1 && r1 ? p1.rate >= TARGETS.w1VsRedis * r1.rate : null),
   ]);
   rows.push([

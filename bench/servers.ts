@@ -1,6 +1,7 @@
 /**
  * Starting and stopping the servers under test, each as its own process on
  * 127.0.0.1 with its files in a temporary folder: pklock (`main.ts serve`),
+ * the Deno socket floor (`floor_server.ts`),
  * `redis-server`, and a PostgreSQL cluster made with `initdb`. Every child is
  * registered so that an interrupted bench can kill what it started.
  *
@@ -12,7 +13,7 @@ import { ByteReader } from "./peers/common.ts";
 const decoder = new TextDecoder();
 
 /** The servers the bench compares. */
-export type ServerKind = "pklock" | "redis" | "postgres";
+export type ServerKind = "pklock" | "floor" | "redis" | "postgres";
 
 /** A running server. */
 export interface Server {
@@ -162,24 +163,49 @@ async function serveV8Flags(root: string): Promise<string[]> {
  * @returns The running server.
  */
 export async function startPklock(options: PklockOptions): Promise<Server> {
-  const log = `${options.dir}/pklock.log`;
+  return startDeno("pklock", options, [
+    ...await serveV8Flags(options.root),
+    "--config",
+    `${options.root}/deno.json`,
+    `${options.root}/main.ts`,
+    "serve",
+    "--host",
+    "127.0.0.1",
+    "--port",
+    "0",
+  ]);
+}
+
+/**
+ * Starts bench/floor_server.ts (the Deno socket floor) with the V8 flags of
+ * pklock's `deno task serve`, and reads the port it prints.
+ *
+ * @param options Where; `root` is the pklock checkout whose flags it copies.
+ * @returns The running server.
+ */
+export async function startFloor(options: PklockOptions): Promise<Server> {
+  return startDeno("floor", options, [
+    ...await serveV8Flags(options.root),
+    new URL("./floor_server.ts", import.meta.url).pathname,
+  ]);
+}
+
+/** Runs `deno run -A ARGS` in `options.dir` until it prints its port. */
+async function startDeno(
+  kind: "pklock" | "floor",
+  options: PklockOptions,
+  args: string[],
+): Promise<Server> {
+  const log = `${options.dir}/${kind}.log`;
   const child = track(
     new Deno.Command("bash", {
-      args: limited(options.files, log, [
-        Deno.execPath(),
-        "run",
-        "-A",
-        ...await serveV8Flags(options.root),
-        "--config",
-        `${options.root}/deno.json`,
-        `${options.root}/main.ts`,
-        "serve",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        "0",
-      ], true),
-      // The state file (fencing tokens) lands here, not in the checkout.
+      args: limited(
+        options.files,
+        log,
+        [Deno.execPath(), "run", "-A", ...args],
+        true,
+      ),
+      // pklock's state file (fencing tokens) lands here, not in the checkout.
       cwd: options.dir,
       stdin: "null",
       stdout: "piped",
@@ -191,7 +217,7 @@ export async function startPklock(options: PklockOptions): Promise<Server> {
   let timer: ReturnType<typeof setTimeout> | undefined;
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(
-      () => reject(new Error("pklock did not start within 120 s")),
+      () => reject(new Error(`${kind} did not start within 120 s`)),
       120_000,
     );
   });
@@ -202,7 +228,7 @@ export async function startPklock(options: PklockOptions): Promise<Server> {
         drain(reader);
         const port = Number(match[1]);
         return {
-          kind: "pklock",
+          kind,
           port,
           pid: child.pid,
           tree: false,
@@ -212,7 +238,7 @@ export async function startPklock(options: PklockOptions): Promise<Server> {
       const { value, done } = await Promise.race([reader.read(), timeout]);
       if (done) {
         const tail = await readTail(log);
-        throw new Error(`pklock exited before listening:\n${text}${tail}`);
+        throw new Error(`${kind} exited before listening:\n${text}${tail}`);
       }
       text += decoder.decode(value);
     }

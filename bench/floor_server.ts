@@ -1,0 +1,74 @@
+/**
+ * The Deno socket floor: a server that answers the bench's raw pklock frames
+ * with canned replies, with no JSON, no lock table and no message layer. Each
+ * connection does what any Deno TCP server must do per request, one `read` and
+ * one `write`, so its W1 rate is the ceiling of a lock server written on
+ * Deno's socket API on this machine. W1 only: it grants every request, so it
+ * is no lock server (W2 would see overlaps).
+ *
+ * Run by bench/main.ts as `deno run -A bench/floor_server.ts`; prints
+ * `listening on 127.0.0.1:PORT` and serves until SIGTERM.
+ *
+ * @module
+ */
+
+const encoder = new TextEncoder();
+
+function frame(json: string): Uint8Array {
+  const payload = encoder.encode(json);
+  const bytes = new Uint8Array(4 + payload.length);
+  new DataView(bytes.buffer).setUint32(0, payload.length);
+  bytes.set(payload, 4);
+  return bytes;
+}
+
+/** The raw client's requests: `lock` (id 1), `release` (id 2), `ping` (id 3). */
+const GRANT = frame('{"id":1,"result":{"status":"ok","token":1}}');
+const RELEASED = frame('{"id":2,"result":{"status":"ok"}}');
+const PONG = frame('{"id":3,"result":{"status":"ok"}}');
+/** Where a payload `{"command":"...` has the command's first letter. */
+const COMMAND_AT = 4 + '{"command":"'.length;
+const LOCK = "l".charCodeAt(0);
+const RELEASE = "r".charCodeAt(0);
+
+function replyTo(request: Uint8Array, at: number): Uint8Array {
+  const letter = request[at + COMMAND_AT];
+  return letter === LOCK ? GRANT : letter === RELEASE ? RELEASED : PONG;
+}
+
+async function serve(conn: Deno.TcpConn): Promise<void> {
+  conn.setNoDelay(true);
+  const buffer = new Uint8Array(4096);
+  let filled = 0;
+  try {
+    while (true) {
+      const n = await conn.read(buffer.subarray(filled));
+      if (n === null) return;
+      filled += n;
+      let at = 0;
+      while (filled - at >= 4) {
+        const length = new DataView(buffer.buffer, at).getUint32(0);
+        if (filled - at < 4 + length) break;
+        const reply = replyTo(buffer, at);
+        let written = 0;
+        while (written < reply.length) {
+          written += await conn.write(reply.subarray(written));
+        }
+        at += 4 + length;
+      }
+      buffer.copyWithin(0, at, filled);
+      filled -= at;
+    }
+  } catch {
+    // Reset by the driver: nothing to clean up but the socket.
+  } finally {
+    conn.close();
+  }
+}
+
+if (import.meta.main) {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  console.log(`floor listening on 127.0.0.1:${listener.addr.port}`);
+  Deno.addSignalListener("SIGTERM", () => Deno.exit(0));
+  for await (const conn of listener) serve(conn);
+}
