@@ -78,6 +78,8 @@ prints the tables and writes them into docs/benchmarks.md.
                        that overlapping grants can be seen (default: 16)
   --quick              --duration 1.5 --warmup 0.5 --repeat 1 --hold 1000
   --server-dir DIR     the pklock checkout to run (default: this one)
+  --log-level LEVEL    pklock's --log-level: what logging costs (default:
+                       the server's own, info)
   --out FILE           the report to update (default: docs/benchmarks.md)
   --no-write           print the tables only
   --keep               keep the temporary folders (server logs)
@@ -102,6 +104,7 @@ interface Options {
   pgClient: "raw" | "npm" | "both";
   verifyEvery: number;
   serverDir: string;
+  logLevel: string | null;
   out: string;
   write: boolean;
   keep: boolean;
@@ -139,6 +142,7 @@ function parseOptions(args: string[]): Options | null {
       "verify-every": { type: "string", default: "16" },
       quick: { type: "boolean", default: false },
       "server-dir": { type: "string", default: REPO },
+      "log-level": { type: "string" },
       out: { type: "string", default: `${REPO}/docs/benchmarks.md` },
       "no-write": { type: "boolean", default: false },
       "wait-idle": { type: "string", default: "0" },
@@ -152,6 +156,14 @@ function parseOptions(args: string[]): Options | null {
     return null;
   }
   const quick = values.quick;
+  const levels = ["trace", "debug", "info", "warning", "error", "fatal"];
+  if (values["log-level"] && !levels.includes(values["log-level"])) {
+    throw new Error(
+      `--log-level: expected one of ${levels.join(", ")}, not "${
+        values["log-level"]
+      }"`,
+    );
+  }
   const targets = list(values.targets!) as Target[];
   for (const t of targets) {
     if (!["pklock", "redis", "postgres", "floor"].includes(t)) {
@@ -208,6 +220,7 @@ function parseOptions(args: string[]): Options | null {
     pgClient,
     verifyEvery: Number(values["verify-every"]),
     serverDir: values["server-dir"]!.replace(/\/$/, ""),
+    logLevel: values["log-level"] ?? null,
     out: values.out!,
     write: !values["no-write"],
     keep: values.keep!,
@@ -641,7 +654,12 @@ async function main(args: string[]): Promise<number> {
       case "pklock":
       case "pklock-lib": {
         const dir = await Deno.makeTempDir({ dir: tmp, prefix: "pklock-" });
-        return startPklock({ root: options!.serverDir, dir, files });
+        return startPklock({
+          root: options!.serverDir,
+          dir,
+          files,
+          logLevel: options!.logLevel,
+        });
       }
       case "floor": {
         const dir = await Deno.makeTempDir({ dir: tmp, prefix: "floor-" });

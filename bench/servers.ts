@@ -140,6 +140,8 @@ export interface PklockOptions {
   dir: string;
   /** The open-file limit. */
   files: number;
+  /** pklock's `--log-level`, when not its default. */
+  logLevel?: string | null;
 }
 
 /**
@@ -173,6 +175,7 @@ export async function startPklock(options: PklockOptions): Promise<Server> {
     "127.0.0.1",
     "--port",
     "0",
+    ...(options.logLevel ? ["--log-level", options.logLevel] : []),
   ]);
 }
 
