@@ -49,7 +49,9 @@ function format(result: StatusResult): string {
   const lines = [
     `pklock ${server.version} (protocol ${server.protocol}), up ${
       duration(server.uptime)
-    }; ${connections.current} connections open, ${connections.total} since start`,
+    }; ${
+      count(connections.current, "connection")
+    } open, ${connections.total} since start`,
   ];
   if (locks.length === 0) lines.push("No locks held or waited for.");
   for (const lock of locks) {
@@ -68,6 +70,10 @@ function format(result: StatusResult): string {
     });
   }
   return lines.join("\n");
+}
+
+function count(n: number, noun: string): string {
+  return `${n} ${noun}${n === 1 ? "" : "s"}`;
 }
 
 function who(request: StatusRequest): string {

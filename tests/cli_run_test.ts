@@ -324,7 +324,7 @@ Deno.test("status says so when no lock is held or waited for", async () => {
   assert.equal(result.code, 0, result.stderr);
   assert.match(
     result.stdout,
-    /^pklock \d+\.\d+\.\d+ \(protocol 1\), up \d+s; 1 connections open, 1 since start\nNo locks held or waited for\.\n$/,
+    /^pklock \d+\.\d+\.\d+ \(protocol 1\), up \d+s; 1 connection open, 1 since start\nNo locks held or waited for\.\n$/,
   );
 });
 
