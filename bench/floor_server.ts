@@ -12,20 +12,12 @@
  * @module
  */
 
-const encoder = new TextEncoder();
+import { encodeFrame } from "../protocol/frame.ts";
 
-function frame(json: string): Uint8Array {
-  const payload = encoder.encode(json);
-  const bytes = new Uint8Array(4 + payload.length);
-  new DataView(bytes.buffer).setUint32(0, payload.length);
-  bytes.set(payload, 4);
-  return bytes;
-}
-
-/** The raw client's requests: `lock` (id 1), `release` (id 2), `ping` (id 3). */
-const GRANT = frame('{"id":1,"result":{"status":"ok","token":1}}');
-const RELEASED = frame('{"id":2,"result":{"status":"ok"}}');
-const PONG = frame('{"id":3,"result":{"status":"ok"}}');
+/** Replies to the raw client's `lock` (id 1), `release` (id 2), `ping` (id 3). */
+const GRANT = encodeFrame({ id: 1, result: { status: "ok", token: 1 } });
+const RELEASED = encodeFrame({ id: 2, result: { status: "ok" } });
+const PONG = encodeFrame({ id: 3, result: { status: "ok" } });
 /** Where a payload `{"command":"...` has the command's first letter. */
 const COMMAND_AT = 4 + '{"command":"'.length;
 const LOCK = "l".charCodeAt(0);
@@ -39,15 +31,18 @@ function replyTo(request: Uint8Array, at: number): Uint8Array {
 async function serve(conn: Deno.TcpConn): Promise<void> {
   conn.setNoDelay(true);
   const buffer = new Uint8Array(4096);
+  const view = new DataView(buffer.buffer);
   let filled = 0;
   try {
     while (true) {
-      const n = await conn.read(buffer.subarray(filled));
+      const n = await conn.read(
+        filled === 0 ? buffer : buffer.subarray(filled),
+      );
       if (n === null) return;
       filled += n;
       let at = 0;
       while (filled - at >= 4) {
-        const length = new DataView(buffer.buffer, at).getUint32(0);
+        const length = view.getUint32(at);
         if (filled - at < 4 + length) break;
         const reply = replyTo(buffer, at);
         let written = 0;
