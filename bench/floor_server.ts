@@ -2,12 +2,12 @@
  * The Deno socket floor: a server that answers the bench's raw pklock frames
  * with canned replies, with no JSON, no lock table and no message layer. Each
  * connection does what any Deno TCP server must do per request, one `read` and
- * one `write`, so its W1 rate is the ceiling of a lock server written on
- * Deno's socket API on this machine. W1 only: it grants every request, so it
- * is no lock server (W2 would see overlaps).
+ * one `write`, so its W1 rate is the best a lock server written on Deno's
+ * socket API can reach with the same driver. W1 only: it grants every request,
+ * so it is no lock server (W2 would see overlaps).
  *
  * Run by bench/main.ts as `deno run -A bench/floor_server.ts`; prints
- * `listening on 127.0.0.1:PORT` and serves until SIGTERM.
+ * `floor listening on 127.0.0.1:PORT` and serves until SIGTERM.
  *
  * @module
  */
@@ -18,7 +18,10 @@ import { encodeFrame } from "../protocol/frame.ts";
 const GRANT = encodeFrame({ id: 1, result: { status: "ok", token: 1 } });
 const RELEASED = encodeFrame({ id: 2, result: { status: "ok" } });
 const PONG = encodeFrame({ id: 3, result: { status: "ok" } });
-/** Where a payload `{"command":"...` has the command's first letter. */
+/**
+ * The raw client writes `command` first, so the command's first letter, all
+ * the floor needs to choose a reply, sits at a fixed offset in every frame.
+ */
 const COMMAND_AT = 4 + '{"command":"'.length;
 const LOCK = "l".charCodeAt(0);
 const RELEASE = "r".charCodeAt(0);
@@ -28,12 +31,15 @@ function replyTo(request: Uint8Array, at: number): Uint8Array {
   return letter === LOCK ? GRANT : letter === RELEASE ? RELEASED : PONG;
 }
 
+/** The largest frame the floor takes; the raw client's are about 60 bytes. */
+const BUFFER_BYTES = 4096;
+
 async function serve(conn: Deno.TcpConn): Promise<void> {
-  conn.setNoDelay(true);
-  const buffer = new Uint8Array(4096);
+  const buffer = new Uint8Array(BUFFER_BYTES);
   const view = new DataView(buffer.buffer);
   let filled = 0;
   try {
+    conn.setNoDelay(true);
     while (true) {
       const n = await conn.read(
         filled === 0 ? buffer : buffer.subarray(filled),
@@ -43,6 +49,9 @@ async function serve(conn: Deno.TcpConn): Promise<void> {
       let at = 0;
       while (filled - at >= 4) {
         const length = view.getUint32(at);
+        if (4 + length > BUFFER_BYTES) {
+          throw new RangeError(`Frame of ${length} bytes: not a bench request`);
+        }
         if (filled - at < 4 + length) break;
         const reply = replyTo(buffer, at);
         let written = 0;
@@ -54,8 +63,9 @@ async function serve(conn: Deno.TcpConn): Promise<void> {
       buffer.copyWithin(0, at, filled);
       filled -= at;
     }
-  } catch {
-    // Reset by the driver: nothing to clean up but the socket.
+  } catch (error) {
+    // A reset is how the driver hangs up; anything else is worth a line.
+    if (!(error instanceof Deno.errors.ConnectionReset)) console.error(error);
   } finally {
     conn.close();
   }

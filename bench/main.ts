@@ -33,6 +33,7 @@ import {
   snapshotMachine,
   treePssKiB,
 } from "./proc.ts";
+import { LOG_LEVELS } from "../server/config.ts";
 import { render, type RunRecord, type Target } from "./report.ts";
 import {
   findPostgres,
@@ -156,12 +157,15 @@ function parseOptions(args: string[]): Options | null {
     return null;
   }
   const quick = values.quick;
-  const levels = ["trace", "debug", "info", "warning", "error", "fatal"];
-  if (values["log-level"] && !levels.includes(values["log-level"])) {
+  const logLevel = values["log-level"];
+  if (
+    logLevel !== undefined &&
+    !(LOG_LEVELS as readonly string[]).includes(logLevel)
+  ) {
     throw new Error(
-      `--log-level: expected one of ${levels.join(", ")}, not "${
-        values["log-level"]
-      }"`,
+      `--log-level: expected one of ${
+        LOG_LEVELS.join(", ")
+      }, not "${logLevel}"`,
     );
   }
   const targets = list(values.targets!) as Target[];
@@ -220,7 +224,7 @@ function parseOptions(args: string[]): Options | null {
     pgClient,
     verifyEvery: Number(values["verify-every"]),
     serverDir: values["server-dir"]!.replace(/\/$/, ""),
-    logLevel: values["log-level"] ?? null,
+    logLevel: logLevel ?? null,
     out: values.out!,
     write: !values["no-write"],
     keep: values.keep!,

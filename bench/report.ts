@@ -362,7 +362,9 @@ function targets(records: readonly RunRecord[]): string {
     })` +
     (f1 === undefined
       ? ""
-      : `; Deno socket floor ${num(f1.rate)} (${ratio(f1.rate, r1?.rate)})`),
+      : `; Deno socket floor ${num(f1.rate)} (${
+        ratio(f1.rate, r1?.rate)
+      } Redis)`),
     check(p1 && r1 ? p1.rate >= TARGETS.w1VsRedis * r1.rate : null),
   ]);
   rows.push([

@@ -186,17 +186,19 @@ export async function startPklock(options: PklockOptions): Promise<Server> {
  * @param options Where; `root` is the pklock checkout whose flags it copies.
  * @returns The running server.
  */
-export async function startFloor(options: PklockOptions): Promise<Server> {
+export async function startFloor(
+  options: Omit<PklockOptions, "logLevel">,
+): Promise<Server> {
   return startDeno("floor", options, [
     ...await serveV8Flags(options.root),
-    new URL("./floor_server.ts", import.meta.url).pathname,
+    decodeURIComponent(new URL("./floor_server.ts", import.meta.url).pathname),
   ]);
 }
 
 /** Runs `deno run -A ARGS` in `options.dir` until it prints its port. */
 async function startDeno(
   kind: "pklock" | "floor",
-  options: PklockOptions,
+  options: Omit<PklockOptions, "logLevel">,
   args: string[],
 ): Promise<Server> {
   const log = `${options.dir}/${kind}.log`;
