@@ -67,7 +67,11 @@ async function serve(conn: Deno.TcpConn): Promise<void> {
     // A reset is how the driver hangs up; anything else is worth a line.
     if (!(error instanceof Deno.errors.ConnectionReset)) console.error(error);
   } finally {
-    conn.close();
+    try {
+      conn.close();
+    } catch {
+      // Closed by the runtime after a failed read or write.
+    }
   }
 }
 
