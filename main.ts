@@ -17,7 +17,7 @@ import { ADMIN_SECRET_VARIABLE, release } from "./cli/release.ts";
 import { run } from "./cli/run.ts";
 import { serve } from "./cli/serve.ts";
 import { status } from "./cli/status.ts";
-import { parsePort, withServerFlags } from "./cli/server_flags.ts";
+import { parsePort, withConnectionFlags } from "./cli/connection_flags.ts";
 import { tryLock } from "./cli/try_lock.ts";
 import { VERSION } from "./protocol/version.ts";
 import { DEFAULT_PORT, MAX_WAIT_MS } from "./protocol/lock_protocol.ts";
@@ -70,7 +70,7 @@ export async function main(args: string[]): Promise<number> {
       code = await serve(options);
     });
 
-  withServerFlags(program.command("try-lock"))
+  withConnectionFlags(program.command("try-lock"))
     .description("take a lock, hold it, release it, linger, exit")
     .argument("<name>", "the lock's name")
     .option("--hold <seconds>", "seconds to hold the lock", parseSeconds, 10)
@@ -89,7 +89,7 @@ export async function main(args: string[]): Promise<number> {
       code = await tryLock(name, options);
     });
 
-  withServerFlags(program.command("run"))
+  withConnectionFlags(program.command("run"))
     .description("run a command while holding a lock, like flock(1)")
     .usage("[options] <name> -- <command> [args...]")
     .argument("<name>", "the lock's name")
@@ -130,7 +130,7 @@ on a terminal) are passed on to the command.`,
       code = await run(name, command, options);
     });
 
-  withServerFlags(program.command("release"))
+  withConnectionFlags(program.command("release"))
     .description(
       "force a lock free by disconnecting its holder (operators' last resort)",
     )
@@ -147,7 +147,7 @@ on a terminal) are passed on to the command.`,
       code = await release(name, options);
     });
 
-  withServerFlags(program.command("status"))
+  withConnectionFlags(program.command("status"))
     .description("show every lock with its holders and waiters")
     .option("--json", "print the server's reply as JSON")
     .action(async (options) => {

@@ -10,14 +10,14 @@ import {
   connectWith,
   readSecret,
   reportFailure,
-  type ServerFlags,
-} from "./server_flags.ts";
+  type ConnectionFlags,
+} from "./connection_flags.ts";
 
 /** The environment variable that may hold the admin secret. */
 export const ADMIN_SECRET_VARIABLE = "PKLOCK_ADMIN_SECRET";
 
 /** Options of {@linkcode release}. */
-export interface ReleaseOptions extends ServerFlags {
+export interface ReleaseOptions extends ConnectionFlags {
   /** Must be set: a forced release is never implied. */
   force?: boolean;
   /** A file holding the server's admin secret. */

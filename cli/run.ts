@@ -11,12 +11,12 @@ import { ExitCode } from "./exit_codes.ts";
 import {
   connectWith,
   reportFailure,
-  type ServerFlags,
-} from "./server_flags.ts";
+  type ConnectionFlags,
+} from "./connection_flags.ts";
 import { WaitProgress } from "./progress.ts";
 
 /** Options of {@linkcode run}. */
-export interface RunOptions extends ServerFlags {
+export interface RunOptions extends ConnectionFlags {
   /** Take the lock in shared mode. */
   shared?: boolean;
   /** Seconds to wait for the lock; absent waits as long as it takes. */

@@ -9,11 +9,11 @@ import { ExitCode } from "./exit_codes.ts";
 import {
   connectWith,
   reportFailure,
-  type ServerFlags,
-} from "./server_flags.ts";
+  type ConnectionFlags,
+} from "./connection_flags.ts";
 
 /** Options of {@linkcode status}. */
-export interface StatusOptions extends ServerFlags {
+export interface StatusOptions extends ConnectionFlags {
   /** Print the server's reply as JSON instead of text. */
   json?: boolean;
 }

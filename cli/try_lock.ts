@@ -10,12 +10,12 @@ import { ExitCode } from "./exit_codes.ts";
 import {
   connectWith,
   reportFailure,
-  type ServerFlags,
-} from "./server_flags.ts";
+  type ConnectionFlags,
+} from "./connection_flags.ts";
 import { WaitProgress } from "./progress.ts";
 
 /** Options of {@linkcode tryLock}. */
-export interface TryLockOptions extends ServerFlags {
+export interface TryLockOptions extends ConnectionFlags {
   /** Seconds to hold the lock. */
   hold: number;
   /** Seconds to stay connected after releasing. */

@@ -1,5 +1,6 @@
 /**
- * The flags every client subcommand shares to reach a server, and the one
+ * The flags every client subcommand shares to reach a server (address, TLS,
+ * secret), and the one
  * place that turns them into a connection.
  *
  * @module
@@ -16,7 +17,7 @@ import { ConnectionError, RemoteError } from "../message/errors.ts";
 import { ExitCode } from "./exit_codes.ts";
 
 /** Where the server is and how to reach it. */
-export interface ServerFlags {
+export interface ConnectionFlags {
   /** The server's address. */
   host: string;
   /** The server's port. */
@@ -46,7 +47,7 @@ export const SECRET_VARIABLE = "PKLOCK_SECRET";
  * @param command A client subcommand.
  * @returns The same command.
  */
-export function withServerFlags(command: Command): Command {
+export function withConnectionFlags(command: Command): Command {
   return command
     .option("--host <address>", "server address", "127.0.0.1")
     .option("-p, --port <port>", "server port", parsePort, DEFAULT_PORT)
@@ -82,7 +83,7 @@ export function parsePort(text: string): number {
  * @returns The client, or the exit code to return.
  */
 export async function connectWith(
-  flags: ServerFlags,
+  flags: ConnectionFlags,
   command: string,
 ): Promise<LockClient | number> {
   const options: ConnectOptions = {
