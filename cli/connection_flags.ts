@@ -1,12 +1,12 @@
 /**
  * The flags every client subcommand shares to reach a server (address, TLS,
- * secret), and the one
- * place that turns them into a connection.
+ * secret, label, connect timeout), each with an environment variable for a
+ * fleet's defaults, and the one place that turns them into a connection.
  *
  * @module
  */
 
-import { type Command, InvalidArgumentError } from "commander";
+import { type Command, InvalidArgumentError, Option } from "commander";
 import {
   connect,
   type ConnectOptions,
@@ -14,7 +14,10 @@ import {
 } from "../client/client.ts";
 import { DEFAULT_PORT } from "../protocol/lock_protocol.ts";
 import { ConnectionError, RemoteError } from "../message/errors.ts";
+import { parseDuration } from "./duration.ts";
 import { ExitCode } from "./exit_codes.ts";
+import { explain } from "./hints.ts";
+import type { StopSignals } from "./stop_signals.ts";
 
 /** Where the server is and how to reach it. */
 export interface ConnectionFlags {
@@ -28,34 +31,63 @@ export interface ConnectionFlags {
   caFile?: string;
   /** A file holding the shared secret. */
   secretFile?: string;
-}
-
-function hostname(): string {
-  try {
-    return Deno.hostname();
-  } catch {
-    return "unknown host";
-  }
+  /** The name shown for this client in `status` and the audit log. */
+  label?: string;
+  /** Seconds allowed for connecting, TLS and `hello` together. */
+  connectTimeout: number;
 }
 
 /** The environment variable that may hold the shared secret. */
 export const SECRET_VARIABLE = "PKLOCK_SECRET";
 
+/** The default of `--connect-timeout`, in seconds. */
+const CONNECT_TIMEOUT = 5;
+
 /**
- * Adds `--host`, `--port`, `--tls`, `--ca-file` and `--secret-file`.
+ * Adds `--host`, `--port`, `--tls`, `--ca-file`, `--secret-file`, `--label`
+ * and `--connect-timeout`, each also read from a `PKLOCK_*` variable.
  *
  * @param command A client subcommand.
  * @returns The same command.
  */
 export function withConnectionFlags(command: Command): Command {
   return command
-    .option("--host <address>", "server address", "127.0.0.1")
-    .option("-p, --port <port>", "server port", parsePort, DEFAULT_PORT)
-    .option("--tls", "connect over TLS")
-    .option("--ca-file <file>", "PEM CA certificates to trust (implies --tls)")
-    .option(
-      "--secret-file <file>",
-      `file holding the server's shared secret (or set ${SECRET_VARIABLE})`,
+    .addOption(
+      new Option("--host <address>", "server address")
+        .env("PKLOCK_HOST").default("127.0.0.1"),
+    )
+    .addOption(
+      new Option("-p, --port <port>", "server port")
+        .env("PKLOCK_PORT").argParser(parsePort).default(DEFAULT_PORT),
+    )
+    .addOption(
+      new Option("--tls", "connect over TLS").env("PKLOCK_TLS"),
+    )
+    .addOption(
+      new Option(
+        "--ca-file <file>",
+        "PEM CA certificates to trust (implies --tls)",
+      )
+        .env("PKLOCK_CA_FILE"),
+    )
+    .addOption(
+      new Option(
+        "--secret-file <file>",
+        `file holding the server's shared secret (or set ${SECRET_VARIABLE})`,
+      ).env("PKLOCK_SECRET_FILE"),
+    )
+    .addOption(
+      new Option(
+        "--label <text>",
+        "name shown for this client in status and the audit log",
+      ).env("PKLOCK_LABEL"),
+    )
+    .addOption(
+      new Option(
+        "--connect-timeout <duration>",
+        "give up connecting (TCP, TLS, hello) after this long",
+      ).env("PKLOCK_CONNECT_TIMEOUT").argParser(parseDuration)
+        .default(CONNECT_TIMEOUT, `${CONNECT_TIMEOUT}s`),
     );
 }
 
@@ -74,22 +106,35 @@ export function parsePort(text: string): number {
   return port;
 }
 
+function hostname(): string {
+  try {
+    return Deno.hostname();
+  } catch {
+    return "unknown host";
+  }
+}
+
 /**
- * Connects as the flags say, labelled with the subcommand, process and host;
- * on failure, prints why.
+ * Connects as the flags say, labelled with `--label` or with the subcommand,
+ * process and host. Connecting, TLS and `hello` together get
+ * `--connect-timeout` on this process's clock, whatever the server does; a
+ * stop signal ends them too. On failure, prints why.
  *
  * @param flags The parsed flags.
- * @param command The subcommand, for the label.
+ * @param command The subcommand, for the default label.
+ * @param stop Ends the attempt when a signal arrives.
  * @returns The client, or the exit code to return.
  */
 export async function connectWith(
   flags: ConnectionFlags,
   command: string,
+  stop: StopSignals,
 ): Promise<LockClient | number> {
   const options: ConnectOptions = {
     hostname: flags.host,
     port: flags.port,
-    label: `pklock ${command} (pid ${Deno.pid} on ${hostname()})`,
+    label: flags.label ??
+      `pklock ${command} (pid ${Deno.pid} on ${hostname()})`,
   };
   try {
     if (flags.caFile !== undefined) {
@@ -103,14 +148,22 @@ export async function connectWith(
     console.error(`pklock: ${(error as Error).message}`);
     return ExitCode.Failure;
   }
+  const timeout = AbortSignal.timeout(flags.connectTimeout * 1000);
+  options.signal = AbortSignal.any([timeout, stop.signal]);
+  const attempt = connect(options);
   try {
-    return await connect(options);
+    return await stop.race(attempt, options.signal);
   } catch (error) {
-    if (error instanceof ConnectionError || error instanceof RemoteError) {
-      console.error(`pklock: ${error.message}`);
+    // Given up on: a connection that still opens later is closed at once.
+    attempt.then((client) => client.close(), () => {});
+    if (stop.code !== undefined) return stop.code;
+    if (timeout.aborted) {
+      console.error(
+        `pklock: Cannot connect to ${flags.host}:${flags.port}: no answer within ${flags.connectTimeout} s (is the server stopped or overloaded? --connect-timeout sets the limit)`,
+      );
       return ExitCode.Connection;
     }
-    throw error;
+    return reportFailure(error, flags);
   }
 }
 
@@ -133,16 +186,20 @@ export async function readSecret(
 }
 
 /**
- * Prints why a request to the server failed and picks the exit code; other
- * errors are bugs and propagate.
+ * Prints why a request to the server failed, with a hint at the flag that
+ * fixes it, and picks the exit code; other errors are bugs and propagate.
  *
  * @param error What the request threw.
+ * @param flags How the server was reached, for the hint.
  * @returns 4 when the connection failed, 1 when the server refused.
  * @throws {unknown} `error` itself, when it is neither.
  */
-export function reportFailure(error: unknown): number {
+export function reportFailure(
+  error: unknown,
+  flags: ConnectionFlags,
+): number {
   if (error instanceof ConnectionError || error instanceof RemoteError) {
-    console.error(`pklock: ${error.message}`);
+    console.error(`pklock: ${explain(error, flags)}`);
     return error instanceof ConnectionError
       ? ExitCode.Connection
       : ExitCode.Failure;

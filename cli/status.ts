@@ -7,10 +7,11 @@
 import type { StatusRequest, StatusResult } from "../protocol/lock_protocol.ts";
 import { ExitCode } from "./exit_codes.ts";
 import {
+  type ConnectionFlags,
   connectWith,
   reportFailure,
-  type ConnectionFlags,
 } from "./connection_flags.ts";
+import { StopSignals } from "./stop_signals.ts";
 
 /** Options of {@linkcode status}. */
 export interface StatusOptions extends ConnectionFlags {
@@ -25,14 +26,35 @@ export interface StatusOptions extends ConnectionFlags {
  * @returns The exit code.
  */
 export async function status(options: StatusOptions): Promise<number> {
-  const client = await connectWith(options, "status");
+  using stop = new StopSignals();
+  const code = await report(options, stop);
+  return stop.received === undefined ? code : await stop.dieOf(stop.received);
+}
+
+/** Asks for the report, within `--connect-timeout`, and prints it. */
+async function report(
+  options: StatusOptions,
+  stop: StopSignals,
+): Promise<number> {
+  const client = await connectWith(options, "status", stop);
   if (typeof client === "number") return client;
   await using _client = client;
+  const bound = AbortSignal.timeout(options.connectTimeout * 1000);
   let result: StatusResult;
   try {
-    result = await client.status();
+    result = await stop.race(
+      client.status(),
+      AbortSignal.any([stop.signal, bound]),
+    );
   } catch (error) {
-    return reportFailure(error);
+    if (stop.code !== undefined) return stop.code;
+    if (bound.aborted) {
+      console.error(
+        `pklock: The server at ${options.host}:${options.port} did not answer "status" within ${options.connectTimeout} s`,
+      );
+      return ExitCode.Connection;
+    }
+    return reportFailure(error, options);
   }
   console.log(options.json ? JSON.stringify(result, null, 2) : format(result));
   return ExitCode.Ok;

@@ -1,0 +1,103 @@
+/**
+ * Taking a lock for `run` and `hold`: the wait shown on a terminal, `--wait`
+ * kept on this process's clock, a signal ending the wait, and each failure
+ * said once with its exit code.
+ *
+ * @module
+ */
+
+import type { LockClient } from "../client/client.ts";
+import { LockTimeoutError } from "../client/errors.ts";
+import type { Lock } from "../client/lock.ts";
+import { type ConnectionFlags, reportFailure } from "./connection_flags.ts";
+import type { LockRequest } from "./lock_flags.ts";
+import { WaitProgress } from "./progress.ts";
+import type { StopSignals } from "./stop_signals.ts";
+
+/** What {@linkcode acquire} needs besides the lock's name. */
+export interface AcquireOptions {
+  /** How the server was reached, for error hints and the reply deadline. */
+  flags: ConnectionFlags;
+  /** Mode, wait and whether to report a conflict. */
+  request: LockRequest;
+  /** The exit code when the lock is not granted in time. */
+  conflictExitCode: number;
+  /** Ends the wait. */
+  stop: StopSignals;
+  /** Called while the lock is held whenever the number of waiters changes. */
+  onContention?: ((waiters: number) => void) | undefined;
+}
+
+/**
+ * Asks for a lock and waits for it. The server ends a bounded wait; should it
+ * not answer (stopped, overloaded), this process gives up on its own clock
+ * `--connect-timeout` after the wait's end.
+ *
+ * @param client The connection.
+ * @param name The lock's name.
+ * @param options Mode, wait, signals and error reporting.
+ * @returns The held lock, or the exit code to return.
+ */
+export async function acquire(
+  client: LockClient,
+  name: string,
+  options: AcquireOptions,
+): Promise<Lock | number> {
+  const { flags, request, stop } = options;
+  const progress = new WaitProgress(name);
+  const { onPosition } = progress;
+  const { onContention } = options;
+  const late = request.wait === undefined
+    ? undefined
+    : AbortSignal.timeout(request.wait + flags.connectTimeout * 1000);
+  const until = late === undefined
+    ? stop.signal
+    : AbortSignal.any([stop.signal, late]);
+  try {
+    return await stop.race(
+      client.lock(name, {
+        mode: request.mode,
+        signal: stop.signal,
+        ...(request.wait === undefined ? {} : { wait: request.wait }),
+        ...(onPosition === undefined ? {} : { onPosition }),
+        ...(onContention === undefined ? {} : { onContention }),
+      }),
+      until,
+    );
+  } catch (error) {
+    if (stop.code !== undefined) return stop.code;
+    if (late?.aborted) {
+      if (request.reportConflict) {
+        console.error(
+          `pklock: Cannot acquire lock "${name}": timed out after ${request.wait} ms (the server at ${flags.host}:${flags.port} did not answer in time)`,
+        );
+      }
+      return options.conflictExitCode;
+    }
+    if (error instanceof LockTimeoutError) {
+      if (request.reportConflict) console.error(`pklock: ${error.message}`);
+      return options.conflictExitCode;
+    }
+    return reportFailure(error, flags);
+  } finally {
+    progress.done();
+  }
+}
+
+/**
+ * Releases a lock, waiting at most `--connect-timeout` for the server to
+ * confirm: past that, closing the connection releases it as surely.
+ *
+ * @param lock The held lock.
+ * @param flags The connection flags, for the bound.
+ */
+export async function release(
+  lock: Lock,
+  flags: ConnectionFlags,
+): Promise<void> {
+  const bound = AbortSignal.timeout(flags.connectTimeout * 1000);
+  await new Promise<void>((resolve) => {
+    lock.release().then(() => resolve(), () => resolve());
+    bound.addEventListener("abort", () => resolve(), { once: true });
+  });
+}
