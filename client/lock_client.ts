@@ -5,149 +5,64 @@
  * @module
  */
 
-import { MessageClient } from "../message/client.ts";
+import type { MessageClient } from "../message/client.ts";
 import type { CloseInfo } from "../message/connection.ts";
-import { ConnectionError, ProtocolError } from "../message/errors.ts";
+import {
+  ConnectionError,
+  RemoteError,
+  RequestTimeoutError,
+} from "../message/errors.ts";
 import type {
   ContentionEvent,
-  ForcedReleaseEvent,
   ForceReleaseResult,
   HelloResult,
   HoldAlarmEvent,
   LockMode,
-  LockParameters,
   LockResult,
   PositionEvent,
   ReleaseResult,
   StatusResult,
 } from "../protocol/lock_protocol.ts";
-import { DEFAULT_PORT } from "../protocol/lock_protocol.ts";
-import { PROTOCOL_VERSION } from "../protocol/version.ts";
-import { LockLostError, LockTimeoutError } from "./errors.ts";
+import { MAX_WAIT_MS } from "../protocol/lock_protocol.ts";
+import { LockTimeoutError, RequestRefusedError } from "./errors.ts";
+import { Farewell, type FarewellMessage } from "./farewell.ts";
 import { Lock } from "./lock.ts";
+import {
+  checkLockArguments,
+  LOCK_REPLY_GRACE_MS,
+  type LockOptions,
+  type ServerAddress,
+} from "./options.ts";
+import { grantedToken, lockParameters } from "./request.ts";
+import { Turns } from "./turns.ts";
 
-/** Options of {@linkcode connect}. */
-export interface ConnectOptions {
-  /**
-   * The server's address.
-   *
-   * @default {"127.0.0.1"}
-   */
-  hostname?: string;
-  /**
-   * The server's port.
-   *
-   * @default {20934}
-   */
-  port?: number;
-  /**
-   * Connect over TLS: `true` trusts the system's root certificates; `caCerts`
-   * adds PEM certificates to trust.
-   */
-  tls?: boolean | { caCerts?: string[] };
-  /** The shared secret, for a server that requires authentication. */
-  secret?: string;
-  /**
-   * A label for this client (host, process, job), shown in the server's
-   * status, logs and audit log. At most 256 characters.
-   */
-  label?: string;
-  /** Abandons connecting. */
-  signal?: AbortSignal;
-}
-
-/** Options of {@linkcode LockClient.lock}. */
-export interface LockOptions {
-  /**
-   * `exclusive` (one holder) or `shared` (any number of shared holders).
-   *
-   * @default {"exclusive"}
-   */
-  mode?: LockMode;
-  /**
-   * How long to wait for the lock, in milliseconds; `0` takes it only if it is
-   * free now. The server ends the wait, so no grant can arrive after it.
-   * Absent: wait for as long as it takes.
-   */
-  wait?: number;
-  /**
-   * Stops waiting. The request is withdrawn on the server before the promise
-   * rejects with the signal's reason, so no stale grant is left behind.
-   */
-  signal?: AbortSignal;
-  /**
-   * Called while the request waits: when it joins the queue, and whenever its
-   * place changes (1 is next in line).
-   */
-  onPosition?: (position: number) => void;
-  /**
-   * Called while the lock is held, whenever the number of requests waiting
-   * for it changes (including right after the grant, if some already wait):
-   * a cue for a cooperative long holder to finish early. The lock handle
-   * also dispatches these as `contention` events.
-   */
-  onContention?: (waiters: number) => void;
-}
-
-/** A request this client has under way or holds. */
-interface Outstanding {
+/**
+ * The one request for a name this client has on the server: waiting, or
+ * holding once `lock` is set. Requests for the same name take turns.
+ */
+interface Active {
   options: LockOptions;
   lock?: Lock;
-  controller?: AbortController;
-  /** Whether the server said it is closing the connection by force. */
-  forced?: boolean;
+  lost?: AbortController;
+  /** Lets the next request for the name go; called once nothing is left. */
+  endTurn(): void;
 }
 
-/** The unsolicited events the server sends about one lock. */
-type LockEvent =
-  | PositionEvent
-  | ContentionEvent
-  | HoldAlarmEvent
-  | ForcedReleaseEvent;
+/** The unsolicited messages the server sends about one lock. */
+type LockEvent = PositionEvent | ContentionEvent | HoldAlarmEvent;
 
 /**
- * Connects to a pklock server.
+ * A connection to a pklock server, made by `connect()`. Every lock it
+ * holds is released by the server when the connection closes, however that
+ * happens.
  *
- * @param options Where the server is.
- * @returns A connected client.
- * @throws {ConnectionError} When the server cannot be reached.
- *
- * @example Connecting
- * ```ts ignore
- * import { connect } from "./client.ts";
- * await using client = await connect({ port: 20934 });
- * ```
- */
-export async function connect(
-  options: ConnectOptions = {},
-): Promise<LockClient> {
-  const { signal, tls, secret, label } = options;
-  const messages = await MessageClient.connect({
-    hostname: options.hostname ?? "127.0.0.1",
-    port: options.port ?? DEFAULT_PORT,
-    ...(signal ? { signal } : {}),
-    ...(tls ? { tls } : {}),
-  });
-  try {
-    const hello = await messages.rpc<HelloResult>(
-      "hello",
-      {
-        protocol: PROTOCOL_VERSION,
-        ...(secret === undefined ? {} : { secret }),
-        ...(label === undefined ? {} : { client: label }),
-      },
-      signal ? { signal } : {},
-    );
-    return new LockClient(messages, hello);
-  } catch (error) {
-    await messages.close();
-    throw error;
-  }
-}
-
-/**
- * A connection to a pklock server. Every lock it holds is released by the
- * server when the connection closes, however that happens.
+ * One connection holds a name at most once. Requests for the same name from
+ * two places in the program take turns in this client, first come first
+ * served, like two threads on one Curator `InterProcessMutex` (which is
+ * re-entrant only within a thread, and a client has no threads): the second
+ * is sent once the first is released or given up, and queues on the server
+ * behind the other clients' requests. A program that waits for a name it
+ * holds itself waits until its `wait` or `signal` ends it.
  *
  * @example Holding a lock
  * ```ts ignore
@@ -160,51 +75,37 @@ export async function connect(
 export class LockClient implements AsyncDisposable {
   /** What the server said about itself when the connection opened. */
   readonly server: HelloResult;
+  /** The server this client connected to (the first of `servers` to answer). */
+  readonly address: ServerAddress;
   readonly #messages: MessageClient;
-  /** What this client holds or has a request under way for, by name. */
-  readonly #requests = new Map<string, Outstanding>();
+  readonly #timeout: number;
+  readonly #turns = new Turns();
+  readonly #active = new Map<string, Active>();
+  readonly #farewell = new Farewell();
 
   /**
-   * Made by {@linkcode connect}; not meant to be built directly.
+   * Made by `connect()`; not meant to be built directly.
    *
    * @param messages The open connection.
    * @param server The server's `hello` reply.
+   * @param address Where the server is.
+   * @param timeout How long to wait for a reply, in milliseconds.
    */
-  constructor(messages: MessageClient, server: HelloResult) {
+  constructor(
+    messages: MessageClient,
+    server: HelloResult,
+    address: ServerAddress,
+    timeout: number,
+  ) {
     this.#messages = messages;
     this.server = server;
-    messages.signal.addEventListener("abort", () => {
-      for (const [name, { controller, forced }] of this.#requests) {
-        const why = forced
-          ? "an operator forced its release"
-          : (messages.signal.reason as Error).message;
-        controller?.abort(
-          new LockLostError(`Lost lock "${name}": ${why}`, {
-            cause: messages.signal.reason,
-          }),
-        );
-      }
-      this.#requests.clear();
-    }, { once: true });
+    this.address = address;
+    this.#timeout = timeout;
+    messages.closed.then((info) => this.#onClose(info));
     messages.addEventListener("message", (event) => {
-      const data = (event as MessageEvent<LockEvent>).data;
-      const outstanding = this.#requests.get(data.lockName);
-      if (outstanding === undefined) return;
-      const { options, lock } = outstanding;
-      switch (data.event) {
-        case "position":
-          options.onPosition?.(data.position);
-          break;
-        case "contention":
-          options.onContention?.(data.waiters);
-          lock?.dispatchEvent(new CustomEvent("contention", { detail: data }));
-          break;
-        case "hold_alarm":
-          lock?.dispatchEvent(new CustomEvent("alarm", { detail: data }));
-          break;
-        case "forced_release":
-          outstanding.forced = true;
-          break;
+      const data = (event as MessageEvent<LockEvent | FarewellMessage>).data;
+      if (!this.#farewell.heard(data as FarewellMessage)) {
+        this.#onEvent(data as LockEvent);
       }
     });
   }
@@ -220,61 +121,53 @@ export class LockClient implements AsyncDisposable {
   }
 
   /**
-   * Asks for a lock and waits until it is granted.
+   * Asks for a lock and waits until it is granted. `wait` and `signal` end
+   * the wait on the client's own clock, even if the server has stopped
+   * answering; the request is then withdrawn in the background.
    *
    * @param name The lock's name.
    * @param options Mode, bounded wait and cancellation.
    * @returns The held lock.
+   * @throws {TypeError} When an argument has the wrong type.
+   * @throws {RangeError} When `name` is empty or `mode` or `wait` is out of
+   *   range (`wait` must be an integer number of milliseconds).
    * @throws {LockTimeoutError} When `wait` passes first (or, with `wait: 0`,
    *   the lock is taken).
-   * @throws {RemoteError} When the server refuses the request, with its
-   *   `code`: `already_held`, `already_waiting`, `deadlock`,
-   *   `invalid_parameters`.
+   * @throws {RequestRefusedError} When the server refuses the request, with
+   *   its `code`: `deadlock`, `limit_exceeded`, `name_too_long`, ...
    * @throws {ConnectionError} When the connection closes first.
+   *
+   * @example Waiting at most ten seconds, or until Ctrl-C
+   * ```ts ignore
+   * const controller = new AbortController();
+   * Deno.addSignalListener("SIGINT", () => controller.abort());
+   * const lock = await client.lock("jobs", {
+   *   wait: 10_000,
+   *   signal: controller.signal,
+   * });
+   * ```
    */
   async lock(name: string, options: LockOptions = {}): Promise<Lock> {
-    const { mode = "exclusive", wait, signal } = options;
+    checkLockArguments(name, options);
+    const { wait, signal } = options;
     signal?.throwIfAborted();
-    const parameters: LockParameters = { lockName: name };
-    if (mode !== "exclusive") parameters.mode = mode;
-    if (wait !== undefined) parameters.wait = wait;
-    if (options.onPosition !== undefined) parameters.notify = true;
-    if (options.onContention !== undefined) parameters.contention = true;
-    const reply = this.#messages.rpc<LockResult>(
-      "lock",
-      parameters as unknown as Record<string, unknown>,
-    );
-    if (this.#requests.has(name)) {
-      // The server refuses this request (already_held or already_waiting),
-      // unless the other one ended first (an aborted wait, withdrawn just
-      // before): then this one is granted and must be tracked like any other.
-      // Either way it is not withdrawn on abort: by name, that would hit the
-      // other request.
-      const outstanding: Outstanding = { options };
-      const lock = this.#settle(name, mode, wait, await reply, outstanding);
-      this.#requests.set(name, outstanding);
-      return lock;
-    }
-    const outstanding: Outstanding = { options };
-    this.#requests.set(name, outstanding);
-    let withdrawn: Promise<unknown> | undefined;
-    const withdraw = () => {
-      withdrawn = this.#messages.rpc("release", { lockName: name })
-        .catch(() => {});
+    const started = performance.now();
+    const endTurn = await this.#turns.take(name, wait, signal);
+    const active: Active = {
+      options,
+      endTurn: () => {
+        if (this.#active.get(name) === active) this.#active.delete(name);
+        endTurn();
+      },
     };
-    signal?.addEventListener("abort", withdraw, { once: true });
-    let lock: Lock | undefined;
     try {
-      const result = await reply;
-      if (withdrawn !== undefined) {
-        await withdrawn;
-        throw signal!.reason;
-      }
-      lock = this.#settle(name, mode, wait, result, outstanding);
-      return lock;
-    } finally {
-      signal?.removeEventListener("abort", withdraw);
-      if (lock === undefined) this.#forget(name, outstanding);
+      const left = wait === undefined
+        ? undefined
+        : Math.max(0, Math.floor(wait - (performance.now() - started)));
+      return await this.#request(name, left, active);
+    } catch (error) {
+      active.endTurn();
+      throw error;
     }
   }
 
@@ -283,8 +176,9 @@ export class LockClient implements AsyncDisposable {
    *
    * @param name The lock's name.
    * @param options The mode.
-   * @returns The held lock, or `null` when another client holds it.
-   * @throws {RemoteError} When the server refuses the request.
+   * @returns The held lock, or `null` when it is held (by another client, or
+   *   by this one elsewhere in the program).
+   * @throws {RequestRefusedError} When the server refuses the request.
    * @throws {ConnectionError} When the connection closes first.
    */
   async tryLock(
@@ -300,18 +194,65 @@ export class LockClient implements AsyncDisposable {
   }
 
   /**
+   * Takes a lock, runs `fn` while holding it, and releases it after, however
+   * `fn` ends. `fn` gets the lock's `lost` signal: pass it on to what it
+   * starts (`fetch`, child processes) so that work stops if the lock is lost.
+   *
+   * @param name The lock's name.
+   * @param fn The work to do while holding the lock.
+   * @param options As for {@linkcode LockClient.lock}; `signal` ends only
+   *   the wait, not `fn`.
+   * @returns What `fn` returned.
+   * @throws {LockLostError} When the lock was lost while `fn` ran, even if
+   *   `fn` itself succeeded: another client may have held it meanwhile.
+   * @throws Whatever `fn` or {@linkcode LockClient.lock} throws.
+   *
+   * @example Running a job under a lock
+   * ```ts ignore
+   * const report = await client.withLock("nightly-report", async (lost) => {
+   *   const response = await fetch("https://example.com/data", { signal: lost });
+   *   return await response.text();
+   * }, { wait: 30_000 });
+   * ```
+   */
+  async withLock<T>(
+    name: string,
+    fn: (lost: AbortSignal, lock: Lock) => T | Promise<T>,
+    options: LockOptions = {},
+  ): Promise<T> {
+    if (typeof fn !== "function") {
+      throw new TypeError('"fn" must be a function');
+    }
+    const lock = await this.lock(name, options);
+    let result: T;
+    try {
+      result = await fn(lock.lost, lock);
+    } catch (error) {
+      await lock.release().catch(() => {});
+      throw error;
+    }
+    await lock.release();
+    lock.lost.throwIfAborted();
+    return result;
+  }
+
+  /**
    * Forces a lock free: the server closes the connection of every holder (so
-   * their `lost` signals fire) and grants the next waiter. For operators, when
-   * a holder's host has vanished; needs the server's admin secret.
+   * their `lost` signals fire, with reason `forced_release`) and grants the
+   * next waiter. For operators, when a holder's host has vanished; needs the
+   * server's admin secret.
    *
    * @param name The lock's name.
    * @param adminSecret The server's admin secret.
    * @returns Whom the server disconnected, or `notFound`.
-   * @throws {RemoteError} `admin_disabled` when the server has no admin
-   *   secret, `auth_failed` (and the connection closes) when it is wrong.
+   * @throws {RequestRefusedError} `admin_disabled` when the server has no
+   *   admin secret, `auth_failed` (and the connection closes) when it is
+   *   wrong.
+   * @throws {RequestTimeoutError} When the server does not answer in time.
    */
   forceRelease(name: string, adminSecret: string): Promise<ForceReleaseResult> {
-    return this.#messages.rpc<ForceReleaseResult>("forceRelease", {
+    checkLockArguments(name, {});
+    return this.#rpc<ForceReleaseResult>("forceRelease", {
       lockName: name,
       adminSecret,
     });
@@ -322,27 +263,31 @@ export class LockClient implements AsyncDisposable {
    *
    * @returns The server's status report.
    * @throws {ConnectionError} When the connection closes first.
+   * @throws {RequestTimeoutError} When the server does not answer in time;
+   *   the connection and its locks stay as they are.
    */
   status(): Promise<StatusResult> {
-    return this.#messages.rpc<StatusResult>("status");
+    return this.#rpc<StatusResult>("status");
   }
 
   /**
    * Makes a round trip to the server. Replies come in request order, so once
-   * it resolves every request made before it has been handled.
+   * it resolves every request made before it has been handled, withdrawals
+   * of abandoned waits included.
    *
    * @returns The round-trip time, in milliseconds.
    * @throws {ConnectionError} When the connection closes first.
+   * @throws {RequestTimeoutError} When the server does not answer in time.
    */
   async ping(): Promise<number> {
     const start = performance.now();
-    await this.#messages.rpc("ping");
+    await this.#rpc("ping");
     return performance.now() - start;
   }
 
   /**
    * Closes the connection; the server releases every lock it held, and their
-   * `lost` signals fire.
+   * `lost` signals fire (reason `closed`).
    */
   close(): Promise<void> {
     return this.#messages.close();
@@ -353,58 +298,124 @@ export class LockClient implements AsyncDisposable {
     return this.close();
   }
 
-  #settle(
+  /** Sends the request and waits for its outcome, on the client's clock. */
+  async #request(
     name: string,
-    mode: LockMode,
-    wait: number | undefined,
-    result: LockResult,
-    outstanding: Outstanding,
-  ): Lock {
-    switch (result.status) {
-      case "ok":
-        return this.#hold(name, mode, result.token ?? 0, outstanding);
-      case "busy":
-        throw new LockTimeoutError(
-          `Cannot acquire lock "${name}": it is held by another client`,
-        );
-      case "timeout":
-        throw new LockTimeoutError(
-          `Cannot acquire lock "${name}": timed out after ${wait} ms`,
-        );
-      default:
-        throw new ProtocolError(
-          `Unexpected reply to lock "${name}": status "${result.status}"`,
-        );
+    left: number | undefined,
+    active: Active,
+  ): Promise<Lock> {
+    const { options } = active;
+    const { mode = "exclusive", wait, signal } = options;
+    this.#active.set(name, active);
+    let result: LockResult;
+    try {
+      result = await this.#messages.rpc<LockResult>(
+        "lock",
+        lockParameters(name, left, options) as unknown as Record<
+          string,
+          unknown
+        >,
+        {
+          ...(signal ? { signal } : {}),
+          ...(left === undefined ? {} : {
+            timeout: Math.min(
+              MAX_WAIT_MS,
+              left + Math.min(this.#timeout, LOCK_REPLY_GRACE_MS),
+            ),
+          }),
+        },
+      );
+    } catch (error) {
+      const timedOut = error instanceof RequestTimeoutError;
+      if (!timedOut && !(signal?.aborted && error === signal.reason)) {
+        throw this.#refused(error);
+      }
+      // Given up on the client's clock. The release goes out behind the
+      // lock, so it withdraws the request or releases a grant that comes
+      // late; the next request for the name goes out behind both.
+      this.#messages.rpc("release", { lockName: name }, {
+        timeout: this.#timeout,
+      }).catch(() => {});
+      if (!timedOut) throw error;
+      throw new LockTimeoutError(
+        `Cannot acquire lock "${name}": timed out after ${wait} ms (the server did not answer)`,
+      );
     }
+    return this.#hold(name, mode, grantedToken(name, wait, result), active);
   }
 
-  #hold(
-    name: string,
-    mode: LockMode,
-    token: number,
-    outstanding: Outstanding,
-  ): Lock {
-    const controller = new AbortController();
-    const lock = new Lock(name, mode, token, controller.signal, () => {
-      this.#forget(name, outstanding);
-      return this.#releaseOnServer(name);
-    });
-    outstanding.lock = lock;
-    outstanding.controller = controller;
+  #hold(name: string, mode: LockMode, token: number, active: Active): Lock {
+    const lost = new AbortController();
+    const lock = new Lock(
+      name,
+      mode,
+      token,
+      lost.signal,
+      () => this.#release(name, active),
+    );
+    active.lock = lock;
+    active.lost = lost;
     return lock;
   }
 
-  /** Stops tracking a name, unless a newer request for it took its place. */
-  #forget(name: string, outstanding: Outstanding): void {
-    if (this.#requests.get(name) === outstanding) this.#requests.delete(name);
-  }
-
-  async #releaseOnServer(name: string): Promise<void> {
+  async #release(name: string, active: Active): Promise<void> {
+    const reply = this.#rpc<ReleaseResult>("release", { lockName: name });
+    // The release is on its way: the next request for the name goes out
+    // behind it, and the lock's lost signal no longer applies.
+    active.endTurn();
     try {
-      await this.#messages.rpc<ReleaseResult>("release", { lockName: name });
+      await reply;
     } catch (error) {
       // A closed connection has released the lock already.
       if (!(error instanceof ConnectionError)) throw error;
+    }
+  }
+
+  /** A request answered within `timeout`, with the server's codes typed. */
+  async #rpc<T>(
+    command: string,
+    parameters?: Record<string, unknown>,
+  ): Promise<T> {
+    try {
+      return await this.#messages.rpc<T>(command, parameters, {
+        timeout: this.#timeout,
+      });
+    } catch (error) {
+      throw this.#refused(error);
+    }
+  }
+
+  /** Gives a server's error reply its typed class; other errors pass. */
+  #refused(error: unknown): unknown {
+    if (!(error instanceof RemoteError)) return error;
+    this.#farewell.refused(error.code);
+    return new RequestRefusedError(error.code, error.message);
+  }
+
+  #onEvent(data: LockEvent): void {
+    const active = this.#active.get(data.lockName);
+    if (active === undefined) return;
+    switch (data.event) {
+      case "position":
+        active.options.onPosition?.(data.position);
+        break;
+      case "contention":
+        active.options.onContention?.(data.waiters);
+        active.lock?.dispatchEvent(
+          new CustomEvent("contention", { detail: data }),
+        );
+        break;
+      case "hold_alarm":
+        active.lock?.dispatchEvent(new CustomEvent("alarm", { detail: data }));
+        break;
+    }
+  }
+
+  #onClose(info: CloseInfo): void {
+    const cause = this.#messages.signal.reason;
+    for (const [name, active] of [...this.#active]) {
+      active.lost?.abort(this.#farewell.lost(name, info, cause));
+      active.endTurn();
     }
   }
 }
