@@ -9,6 +9,7 @@
 import type { LockClient } from "../client/client.ts";
 import { LockTimeoutError } from "../client/errors.ts";
 import type { Lock } from "../client/lock.ts";
+import { RequestTimeoutError } from "../message/errors.ts";
 import { type ConnectionFlags, reportFailure } from "./connection_flags.ts";
 import type { LockRequest } from "./lock_flags.ts";
 import { WaitProgress } from "./progress.ts";
@@ -16,7 +17,7 @@ import type { StopSignals } from "./stop_signals.ts";
 
 /** What {@linkcode acquire} needs besides the lock's name. */
 export interface AcquireOptions {
-  /** How the server was reached, for error hints and the reply deadline. */
+  /** How the server was reached, for error hints. */
   flags: ConnectionFlags;
   /** Mode, wait and whether to report a conflict. */
   request: LockRequest;
@@ -30,8 +31,8 @@ export interface AcquireOptions {
 
 /**
  * Asks for a lock and waits for it. The server ends a bounded wait; should it
- * not answer (stopped, overloaded), this process gives up on its own clock
- * `--connect-timeout` after the wait's end.
+ * not answer (stopped, overloaded), the client gives up on its own clock at
+ * most 1 s after the wait's end; a stop signal ends the wait at once.
  *
  * @param client The connection.
  * @param name The lock's name.
@@ -47,33 +48,16 @@ export async function acquire(
   const progress = new WaitProgress(name);
   const { onPosition } = progress;
   const { onContention } = options;
-  const late = request.wait === undefined
-    ? undefined
-    : AbortSignal.timeout(request.wait + flags.connectTimeout * 1000);
-  const until = late === undefined
-    ? stop.signal
-    : AbortSignal.any([stop.signal, late]);
   try {
-    return await stop.race(
-      client.lock(name, {
-        mode: request.mode,
-        signal: stop.signal,
-        ...(request.wait === undefined ? {} : { wait: request.wait }),
-        ...(onPosition === undefined ? {} : { onPosition }),
-        ...(onContention === undefined ? {} : { onContention }),
-      }),
-      until,
-    );
+    return await client.lock(name, {
+      mode: request.mode,
+      signal: stop.signal,
+      ...(request.wait === undefined ? {} : { wait: request.wait }),
+      ...(onPosition === undefined ? {} : { onPosition }),
+      ...(onContention === undefined ? {} : { onContention }),
+    });
   } catch (error) {
     if (stop.code !== undefined) return stop.code;
-    if (late?.aborted) {
-      if (request.reportConflict) {
-        console.error(
-          `pklock: Cannot acquire lock "${name}": timed out after ${request.wait} ms (the server at ${flags.host}:${flags.port} did not answer in time)`,
-        );
-      }
-      return options.conflictExitCode;
-    }
     if (error instanceof LockTimeoutError) {
       if (request.reportConflict) console.error(`pklock: ${error.message}`);
       return options.conflictExitCode;
@@ -85,19 +69,15 @@ export async function acquire(
 }
 
 /**
- * Releases a lock, waiting at most `--connect-timeout` for the server to
- * confirm: past that, closing the connection releases it as surely.
+ * Releases a lock. A server that does not confirm within `--connect-timeout`
+ * is not waited for: closing the connection, next, releases it as surely.
  *
  * @param lock The held lock.
- * @param flags The connection flags, for the bound.
  */
-export async function release(
-  lock: Lock,
-  flags: ConnectionFlags,
-): Promise<void> {
-  const bound = AbortSignal.timeout(flags.connectTimeout * 1000);
-  await new Promise<void>((resolve) => {
-    lock.release().then(() => resolve(), () => resolve());
-    bound.addEventListener("abort", () => resolve(), { once: true });
-  });
+export async function release(lock: Lock): Promise<void> {
+  try {
+    await lock.release();
+  } catch (error) {
+    if (!(error instanceof RequestTimeoutError)) throw error;
+  }
 }

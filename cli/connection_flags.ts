@@ -13,11 +13,24 @@ import {
   type LockClient,
 } from "../client/client.ts";
 import { DEFAULT_PORT } from "../protocol/lock_protocol.ts";
-import { ConnectionError, RemoteError } from "../message/errors.ts";
+import {
+  ConnectionError,
+  RemoteError,
+  RequestTimeoutError,
+} from "../message/errors.ts";
 import { parseDuration } from "./duration.ts";
 import { ExitCode } from "./exit_codes.ts";
 import { explain } from "./hints.ts";
 import type { StopSignals } from "./stop_signals.ts";
+
+/** Parses `--connect-timeout`: a duration, and more than none. */
+function parseTimeout(text: string): number {
+  const seconds = parseDuration(text);
+  if (seconds < 0.001) {
+    throw new InvalidArgumentError("expected a duration of 1 ms or more");
+  }
+  return seconds;
+}
 
 /** Where the server is and how to reach it. */
 export interface ConnectionFlags {
@@ -33,7 +46,10 @@ export interface ConnectionFlags {
   secretFile?: string;
   /** The name shown for this client in `status` and the audit log. */
   label?: string;
-  /** Seconds allowed for connecting, TLS and `hello` together. */
+  /**
+   * Seconds allowed for each of connecting, TLS, `hello` and every reply
+   * (past a lock's wait, the client allows at most 1 s more).
+   */
   connectTimeout: number;
 }
 
@@ -85,8 +101,8 @@ export function withConnectionFlags(command: Command): Command {
     .addOption(
       new Option(
         "--connect-timeout <duration>",
-        "give up connecting (TCP, TLS, hello) after this long",
-      ).env("PKLOCK_CONNECT_TIMEOUT").argParser(parseDuration)
+        "give up on a silent server after this long (connect, TLS, hello, replies)",
+      ).env("PKLOCK_CONNECT_TIMEOUT").argParser(parseTimeout)
         .default(CONNECT_TIMEOUT, `${CONNECT_TIMEOUT}s`),
     );
 }
@@ -117,8 +133,9 @@ function hostname(): string {
 /**
  * Connects as the flags say, labelled with `--label` or with the subcommand,
  * process and host. Connecting, TLS and `hello` together get
- * `--connect-timeout` on this process's clock, whatever the server does; a
- * stop signal ends them too. On failure, prints why.
+ * `--connect-timeout` on this process's clock, whatever the server does, and
+ * so does every reply later; a stop signal ends them too. On failure, prints
+ * why.
  *
  * @param flags The parsed flags.
  * @param command The subcommand, for the default label.
@@ -148,21 +165,12 @@ export async function connectWith(
     console.error(`pklock: ${(error as Error).message}`);
     return ExitCode.Failure;
   }
-  const timeout = AbortSignal.timeout(flags.connectTimeout * 1000);
-  options.signal = AbortSignal.any([timeout, stop.signal]);
-  const attempt = connect(options);
+  options.timeout = Math.max(1, Math.round(flags.connectTimeout * 1000));
+  options.signal = stop.signal;
   try {
-    return await stop.race(attempt, options.signal);
+    return await connect(options);
   } catch (error) {
-    // Given up on: a connection that still opens later is closed at once.
-    attempt.then((client) => client.close(), () => {});
     if (stop.code !== undefined) return stop.code;
-    if (timeout.aborted) {
-      console.error(
-        `pklock: Cannot connect to ${flags.host}:${flags.port}: no answer within ${flags.connectTimeout} s (is the server stopped or overloaded? --connect-timeout sets the limit)`,
-      );
-      return ExitCode.Connection;
-    }
     return reportFailure(error, flags);
   }
 }
@@ -191,18 +199,22 @@ export async function readSecret(
  *
  * @param error What the request threw.
  * @param flags How the server was reached, for the hint.
- * @returns 4 when the connection failed, 1 when the server refused.
- * @throws {unknown} `error` itself, when it is neither.
+ * @returns 4 when the connection failed or the server did not answer, 1
+ *   when the server refused.
+ * @throws {unknown} `error` itself, when it is none of those.
  */
 export function reportFailure(
   error: unknown,
   flags: ConnectionFlags,
 ): number {
-  if (error instanceof ConnectionError || error instanceof RemoteError) {
+  if (
+    error instanceof ConnectionError || error instanceof RemoteError ||
+    error instanceof RequestTimeoutError
+  ) {
     console.error(`pklock: ${explain(error, flags)}`);
-    return error instanceof ConnectionError
-      ? ExitCode.Connection
-      : ExitCode.Failure;
+    return error instanceof RemoteError
+      ? ExitCode.Failure
+      : ExitCode.Connection;
   }
   throw error;
 }

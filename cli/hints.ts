@@ -6,7 +6,11 @@
  * @module
  */
 
-import { ConnectionError, type RemoteError } from "../message/errors.ts";
+import {
+  ConnectionError,
+  type RemoteError,
+  RequestTimeoutError,
+} from "../message/errors.ts";
 
 /** How the server was reached. */
 interface Target {
@@ -39,10 +43,16 @@ const CERTIFICATE_PROBLEMS: readonly [RegExp, string][] = [
  * @returns One line, without the `pklock: ` prefix.
  */
 export function explain(
-  error: ConnectionError | RemoteError,
+  error: ConnectionError | RemoteError | RequestTimeoutError,
   target: Target,
 ): string {
   const where = `${target.host}:${target.port}`;
+  if (
+    error instanceof RequestTimeoutError ||
+    /no answer within/.test(error.message)
+  ) {
+    return `${error.message} (is the server at ${where} stopped or overloaded? --connect-timeout sets the limit)`;
+  }
   if (!(error instanceof ConnectionError)) {
     switch (error.code) {
       case "auth_required":

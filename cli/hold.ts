@@ -60,7 +60,7 @@ async function holdUntilDone(
     console.error(`pklock: ${(lock.lost.reason as Error).message}`);
     return ExitCode.Lost;
   }
-  await release(lock, options);
+  await release(lock);
   if (options.verbose) console.error(`pklock: released lock "${name}"`);
   return stop.code ?? ExitCode.Ok;
 }

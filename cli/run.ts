@@ -97,7 +97,7 @@ async function holdAndRun(
   });
   if (typeof lock === "number") return lock;
   if (stop.code !== undefined) {
-    await release(lock, options);
+    await release(lock);
     return stop.code;
   }
   if (options.verbose) {
@@ -123,7 +123,7 @@ async function holdAndRun(
     console.error(
       `pklock: Cannot run "${argv[0]}": ${(error as Error).message}`,
     );
-    await release(lock, options);
+    await release(lock);
     return NOT_FOUND;
   }
   stop.redirect((signal) => {
@@ -197,7 +197,7 @@ async function supervise(
       if (child.ownGroup) child.kill("SIGKILL");
       return ExitCode.Lost;
     }
-    await release(lock, options);
+    await release(lock);
     if (status.signal !== null) stop.died(status.signal);
     return status.code;
   } finally {

@@ -59,28 +59,19 @@ async function demo(
   const wait = options.wait === undefined
     ? undefined
     : Math.round(options.wait * 1000);
-  const late = wait === undefined
-    ? undefined
-    : AbortSignal.timeout(wait + options.connectTimeout * 1000);
   const progress = new WaitProgress(name);
   let lock;
   try {
     const onPosition = progress.onPosition;
-    lock = await stop.race(
-      client.lock(name, {
-        signal: stop.signal,
-        ...(wait === undefined ? {} : { wait }),
-        ...(onPosition ? { onPosition } : {}),
-      }),
-      late === undefined ? stop.signal : AbortSignal.any([stop.signal, late]),
-    );
+    lock = await client.lock(name, {
+      signal: stop.signal,
+      ...(wait === undefined ? {} : { wait }),
+      ...(onPosition ? { onPosition } : {}),
+    });
   } catch (error) {
     if (stop.code !== undefined) return stop.code;
-    if (error instanceof LockTimeoutError || late?.aborted) {
-      const why = late?.aborted
-        ? `the server did not answer within ${wait} ms`
-        : (error as Error).message;
-      console.log(`Did not get lock "${name}": ${why}`);
+    if (error instanceof LockTimeoutError) {
+      console.log(`Did not get lock "${name}": ${error.message}`);
       return ExitCode.NotAcquired;
     }
     return reportFailure(error, options);
@@ -97,7 +88,7 @@ async function demo(
   }
   if (stop.code !== undefined) return stop.code;
   console.log(`Offering to unlock "${name}"`);
-  await release(lock, options);
+  await release(lock);
   console.log(`Released lock "${name}"`);
   if (options.linger > 0) {
     console.log(`Lingering for ${options.linger} s`);
