@@ -171,7 +171,9 @@ export async function connectWith(
     return await connect(options);
   } catch (error) {
     if (stop.code !== undefined) return stop.code;
-    return reportFailure(error, flags);
+    reportFailure(error, flags);
+    // Refused at hello (a wrong secret) or unreachable: no server to use.
+    return ExitCode.Connection;
   }
 }
 

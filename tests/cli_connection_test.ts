@@ -65,7 +65,7 @@ Deno.test("a server that wants a secret says which flag gives it", async () => {
     /^pklock: The server at 127\.0\.0\.1:\d+ requires its shared secret: give it with --secret-file FILE or PKLOCK_SECRET\n$/,
   );
   const refused = await runCli(["status", "-p", p, "--secret-file", wrong]);
-  assert.notEqual(refused.code, 0);
+  assert.equal(refused.code, 4);
   assert.match(
     refused.stderr,
     /refused the shared secret: check the file given with --secret-file/,
