@@ -19,7 +19,9 @@ PKLOCK_HOST, PKLOCK_PORT, PKLOCK_TLS, PKLOCK_CA_FILE, PKLOCK_SECRET_FILE (or
 PKLOCK_SECRET), PKLOCK_LABEL, PKLOCK_CONNECT_TIMEOUT.
 
 The command gets PKLOCK_LOCK, PKLOCK_TOKEN (the fencing token to hand to the
-resources the lock protects), PKLOCK_MODE, PKLOCK_HOST and PKLOCK_PORT.
+resources the lock protects), PKLOCK_MODE, PKLOCK_HOST and PKLOCK_PORT (and
+PKLOCK_TLS, PKLOCK_CA_FILE when used), so that a pklock it runs reaches the
+same server.
 It never outlives the lock: it dies with run, even when run is killed -9, and
 when the lock is lost its process group gets SIGTERM, then SIGKILL.
 

@@ -9,7 +9,7 @@
 
 import type { Lock } from "../client/lock.ts";
 import { acquire, release } from "./acquire.ts";
-import { CommandProcess, findTools } from "./command_process.ts";
+import { CommandProcess, findTools, type Tools } from "./command_process.ts";
 import { type ConnectionFlags, connectWith } from "./connection_flags.ts";
 import { ExitCode } from "./exit_codes.ts";
 import { type LockFlags, lockRequest } from "./lock_flags.ts";
@@ -81,7 +81,7 @@ async function holdAndRun(
   name: string,
   argv: string[],
   options: RunOptions,
-  tools: Exclude<ReturnType<typeof findTools>, string>,
+  tools: Tools,
   stop: StopSignals,
 ): Promise<number> {
   const client = await connectWith(options, "run", stop);
@@ -111,13 +111,7 @@ async function holdAndRun(
     child = new CommandProcess(argv, {
       tools,
       ownGroup,
-      env: {
-        PKLOCK_LOCK: name,
-        PKLOCK_TOKEN: String(lock.token),
-        PKLOCK_MODE: lock.mode,
-        PKLOCK_HOST: options.host,
-        PKLOCK_PORT: String(options.port),
-      },
+      env: commandEnv(name, lock, options),
     });
   } catch (error) {
     console.error(
@@ -131,6 +125,27 @@ async function holdAndRun(
   });
   contention.started(child);
   return await supervise(child, lock, argv[0]!, options, stop);
+}
+
+/**
+ * What the command learns of its lock: the lock, its fencing token and mode,
+ * and how to reach the server (so that a `pklock` it runs reaches the same).
+ */
+function commandEnv(
+  name: string,
+  lock: Lock,
+  options: RunOptions,
+): Record<string, string> {
+  const env: Record<string, string> = {
+    PKLOCK_LOCK: name,
+    PKLOCK_TOKEN: String(lock.token),
+    PKLOCK_MODE: lock.mode,
+    PKLOCK_HOST: options.host,
+    PKLOCK_PORT: String(options.port),
+  };
+  if (options.tls) env.PKLOCK_TLS = "1";
+  if (options.caFile !== undefined) env.PKLOCK_CA_FILE = options.caFile;
+  return env;
 }
 
 /**
