@@ -56,9 +56,9 @@ export function explain(
   if (!(error instanceof ConnectionError)) {
     switch (error.code) {
       case "auth_required":
-        return `The server at ${where} requires its shared secret: give it with --secret-file FILE or PKLOCK_SECRET`;
+        return `The server at ${where} requires authentication: give its shared secret with --secret-file FILE or PKLOCK_SECRET`;
       case "auth_failed":
-        return `The server at ${where} refused the shared secret: check the file given with --secret-file (or PKLOCK_SECRET)`;
+        return `Authentication failed at ${where}: the server refused the shared secret (check the file given with --secret-file, or PKLOCK_SECRET)`;
       default:
         return error.message;
     }
@@ -80,6 +80,9 @@ export function explain(
     }
   } else if (/protocol_error/.test(error.message)) {
     return `Cannot talk to ${where}: its reply is not pklock's protocol (is the server using TLS? try --tls)`;
+  }
+  if (/refused/i.test(cause)) {
+    return `${error.message} (is pklock serve running there? --host and --port, or PKLOCK_HOST and PKLOCK_PORT, say where)`;
   }
   return error.message;
 }

@@ -59,16 +59,16 @@ Deno.test("a server that wants a secret says which flag gives it", async () => {
   await using _server = server;
   const p = String(port);
   const none = await runCli(["status", "-p", p]);
-  assert.equal(none.code, 1);
+  assert.equal(none.code, 4);
   assert.match(
     none.stderr,
-    /^pklock: The server at 127\.0\.0\.1:\d+ requires its shared secret: give it with --secret-file FILE or PKLOCK_SECRET\n$/,
+    /^pklock: The server at 127\.0\.0\.1:\d+ requires authentication: give its shared secret with --secret-file FILE or PKLOCK_SECRET\n$/,
   );
   const refused = await runCli(["status", "-p", p, "--secret-file", wrong]);
   assert.equal(refused.code, 4);
   assert.match(
     refused.stderr,
-    /refused the shared secret: check the file given with --secret-file/,
+    /^pklock: Authentication failed at 127\.0\.0\.1:\d+: the server refused the shared secret \(check the file given with --secret-file, or PKLOCK_SECRET\)\n$/,
   );
   const fromEnv = await runCli(["status", "-p", p], {
     PKLOCK_SECRET_FILE: secret,
