@@ -109,6 +109,10 @@ export async function main(args: string[]): Promise<number> {
       "run this with $SHELL -c instead (flock's -c)",
     )
     .option(
+      "-o, --close",
+      "keep the lock's connection from the command (flock's -o): if run dies, the lock is free before the command is gone",
+    )
+    .option(
       "--kill-after <duration>",
       "grace between SIGTERM and SIGKILL when the lock is lost",
       parseDuration,

@@ -18,6 +18,10 @@
  * - `env --default-signal=USR1` undoes pklock's own "SIGUSR1 ignored" (see
  *   inspector_signal.ts), which the command would otherwise inherit.
  *
+ * `run` also lets the command inherit the lock's connection (see
+ * inherited_connection.ts), so that the lock is released only once the
+ * command has exited.
+ *
  * @module
  */
 

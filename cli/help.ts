@@ -22,7 +22,8 @@ The command gets PKLOCK_LOCK, PKLOCK_TOKEN (the fencing token to hand to the
 resources the lock protects), PKLOCK_MODE, PKLOCK_HOST and PKLOCK_PORT (and
 PKLOCK_TLS, PKLOCK_CA_FILE when used), so that a pklock it runs reaches the
 same server.
-It never outlives the lock: it dies with run, even when run is killed -9, and
+It never outlives the lock: it holds a copy of the lock's connection and dies
+with run, even when run is killed -9 (the lock is free once it has exited), and
 when the lock is lost its process group gets SIGTERM, then SIGKILL.
 
 Exit codes: the command's own, or run dies of the signal the command died of;

@@ -16,16 +16,12 @@
  * @module
  */
 
+import { libc } from "./libc.ts";
+
 /** SIGUSR1's number on the systems pklock supports. */
 const SIGUSR1: Partial<Record<typeof Deno.build.os, number>> = {
   linux: 10,
   darwin: 30,
-};
-
-/** Where libc's `signal()` lives. */
-const LIBC: Partial<Record<typeof Deno.build.os, string>> = {
-  linux: "libc.so.6",
-  darwin: "libSystem.B.dylib",
 };
 
 /** Keeps the runtime's handler the kernel's; it never runs. */
@@ -40,25 +36,16 @@ function ignored(): void {}
  */
 export function ignoreInspectorSignal(): string | null {
   const signo = SIGUSR1[Deno.build.os];
-  const path = LIBC[Deno.build.os];
-  if (signo === undefined || path === undefined) {
-    return `cannot ignore SIGUSR1 on ${Deno.build.os}`;
+  const c = libc();
+  if (signo === undefined || typeof c === "string") {
+    return `${
+      typeof c === "string" ? c : `on ${Deno.build.os}`
+    }, SIGUSR1 cannot be ignored`;
   }
-  if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") {
-    return "without --allow-ffi, SIGUSR1 cannot be ignored";
-  }
-  try {
-    Deno.addSignalListener("SIGUSR1", ignored);
-    const libc = Deno.dlopen(path, {
-      signal: { parameters: ["i32", "pointer"], result: "pointer" },
-    });
-    // SIG_IGN is the handler "1"; the previous handler is not needed again.
-    libc.symbols.signal(signo, Deno.UnsafePointer.create(1n));
-    libc.close();
-    return null;
-  } catch (error) {
-    return `cannot ignore SIGUSR1: ${(error as Error).message}`;
-  }
+  Deno.addSignalListener("SIGUSR1", ignored);
+  // SIG_IGN is the handler "1"; the previous handler is not needed again.
+  c.signal(signo, Deno.UnsafePointer.create(1n));
+  return null;
 }
 
 /**

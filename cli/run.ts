@@ -11,6 +11,7 @@ import type { Lock } from "../client/lock.ts";
 import { acquire, release } from "./acquire.ts";
 import { CommandProcess, findTools, type Tools } from "./command_process.ts";
 import { type ConnectionFlags, connectWith } from "./connection_flags.ts";
+import { withInheritedConnection } from "./inherited_connection.ts";
 import { ExitCode } from "./exit_codes.ts";
 import { type LockFlags, lockRequest } from "./lock_flags.ts";
 import { StopSignals } from "./stop_signals.ts";
@@ -19,6 +20,8 @@ import { StopSignals } from "./stop_signals.ts";
 export interface RunOptions extends ConnectionFlags, LockFlags {
   /** A shell command to run instead of a command and its arguments (`-c`). */
   command?: string;
+  /** Keep the lock's connection from the command (flock's `-o`). */
+  close?: boolean;
   /** Seconds between SIGTERM and SIGKILL when the lock is lost. */
   killAfter: number;
   /** A signal sent to the command whenever more requests wait for the lock. */
@@ -108,11 +111,17 @@ async function holdAndRun(
   const ownGroup = !Deno.stdin.isTerminal();
   let child: CommandProcess;
   try {
-    child = new CommandProcess(argv, {
-      tools,
-      ownGroup,
-      env: commandEnv(name, lock, options),
-    });
+    const start = () =>
+      new CommandProcess(argv, {
+        tools,
+        ownGroup,
+        env: commandEnv(name, lock, options),
+      });
+    // The command holds a copy of the lock's connection, as flock's command
+    // holds the locked file: should run die, the lock outlives the command.
+    child = options.close
+      ? start()
+      : withInheritedConnection(options.port, start);
   } catch (error) {
     console.error(
       `pklock: Cannot run "${argv[0]}": ${(error as Error).message}`,

@@ -31,34 +31,92 @@ function runShell(
   ];
 }
 
-Deno.test("kill -9 of run kills its command, and the next run gets in only once it is gone", async () => {
+Deno.test("kill -9 of run: the command dies, and writes nothing once the next holder is granted", async () => {
   const { process: server, port } = await spawnServer();
   await using _server = server;
+  const dir = await Deno.makeTempDir({ prefix: "pklock-kill9-" });
+  const log = `${dir}/log`;
+  // The command appends to the log as fast as it can while it runs.
   await using runner = cli(
-    runShell("job", port, "echo $$; while :; do sleep 0.05; done"),
+    runShell(
+      "job",
+      port,
+      `echo tick >> "${log}"; echo $$; while :; do echo tick >> "${log}"; done`,
+    ),
   );
   const pid = Number((await runner.waitFor(/^(\d+)\n/))[1]);
   try {
+    await using next = await connect({ port });
+    const granted = next.lock("job");
+    await next.ping(); // queued behind run
     runner.kill("SIGKILL");
-    // Started at once, it waits for the lock and then looks at the command.
-    const next = runCli(
-      runShell(
-        "job",
-        port,
-        `s=$(sed -n 's/^State:[[:space:]]*\\(.\\).*/\\1/p' /proc/${pid}/status 2>/dev/null); ` +
-          'if [ -z "$s" ] || [ "$s" = Z ]; then echo gone; else echo "running $s"; fi',
-        "--wait",
-        "10",
-      ),
-    );
-    // The command held run's standard output: its end means it exited.
+    const lock = await deadline(granted, 10_000, "the next holder's grant");
+    // Appends are ordered: a tick after this line ran under another's lock.
+    await Deno.writeTextFile(log, "granted\n", { append: true });
+    // The command held run's standard output: its end means it is exiting
+    // (its files are closed; /proc may show it a moment longer).
     await deadline(runner.result(), 10_000, "the command to exit");
-    assert.equal(running(pid), false);
-    const result = await deadline(next, 15_000, "the next run");
-    assert.equal(result.code, 0, result.stderr);
-    assert.equal(result.stdout, "gone\n");
+    assert.match(await Deno.readTextFile(log), /^(tick\n)+granted\n$/);
+    await lock.release();
   } finally {
     killLeftover(pid);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("kill -9 of run: what the command started keeps the lock until it exits, as with flock(1)", async () => {
+  const { process: server, port } = await spawnServer();
+  await using _server = server;
+  const dir = await Deno.makeTempDir({ prefix: "pklock-kill9-" });
+  const fifo = `${dir}/go`;
+  const made = await new Deno.Command("mkfifo", { args: [fifo] }).output();
+  assert.ok(made.success, "mkfifo");
+  // The background child waits for a line on the FIFO, then exits.
+  await using runner = cli(
+    runShell(
+      "job",
+      port,
+      `(read line < "${fifo}"; echo "child done") & echo $!; wait`,
+    ),
+  );
+  const child = Number((await runner.waitFor(/^(\d+)\n/))[1]);
+  try {
+    runner.kill("SIGKILL");
+    const busy = await runCli(
+      runShell("job", port, "echo got in", "--wait", "0"),
+    );
+    assert.equal(busy.code, 3, "still held while the child runs");
+    assert.equal(running(child), true);
+    await Deno.writeTextFile(fifo, "go\n");
+    const result = await deadline(runner.result(), 10_000, "the child to end");
+    assert.match(result.stdout, /child done\n$/);
+    const free = await runCli(
+      runShell("job", port, "echo got in", "--wait", "10"),
+    );
+    assert.equal(free.code, 0, free.stderr);
+    assert.equal(free.stdout, "got in\n");
+  } finally {
+    killLeftover(child);
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("kill -9 of run -o: the lock is free while what the command started runs on", async () => {
+  const { process: server, port } = await spawnServer();
+  await using _server = server;
+  await using runner = cli(
+    runShell("job", port, "sleep 20 & echo $!; wait", "-o"),
+  );
+  const child = Number((await runner.waitFor(/^(\d+)\n/))[1]);
+  try {
+    runner.kill("SIGKILL");
+    const next = await runCli(
+      runShell("job", port, "echo got in", "--wait", "10"),
+    );
+    assert.equal(next.code, 0, next.stderr);
+    assert.equal(running(child), true, "flock's -o: the child keeps nothing");
+  } finally {
+    killLeftover(child);
   }
 });
 
@@ -75,11 +133,11 @@ Deno.test("when the lock is lost, run stops the command's whole process group", 
     assert.equal(running(sleeper), true);
     server.kill("SIGKILL");
     await server.result();
-    // sleep holds run's standard output too: the result waits for it.
+    // sleep holds run's standard output too: the result waits for it, and
+    // would wait 23.5 s had sleep not been stopped.
     const result = await deadline(runner.result(), 10_000, "run and sleep");
     assert.equal(result.code, 6, result.stderr);
     assert.doesNotMatch(result.stdout, /after/);
-    assert.equal(running(sleeper), false, `sleep ${sleeper} still runs`);
   } finally {
     killLeftover(sleeper);
   }
