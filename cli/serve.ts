@@ -54,11 +54,11 @@ async function secretOf(
 }
 
 /**
- * Issues a token; when no new block of tokens can be reserved (a full or
- * failing disk), stops the server at once. Going on could issue a token again
- * after a restart, and a half-finished grant could leave the lock table
- * inconsistent: stopping releases every lock cleanly, and clients see their
- * locks lost.
+ * Issues a token; when every reserved token is issued and no new block could
+ * be reserved (a full or failing disk, retried since half a block ago), stops
+ * the server at once. A grant without a token cannot be finished, and the
+ * lock table cannot leave such a request waiting: stopping releases every
+ * lock cleanly, and clients see their locks lost.
  */
 function nextTokenOrStop(tokens: TokenStore): number {
   try {
@@ -148,7 +148,16 @@ async function start(options: ServeOptions): Promise<Running> {
   const { config, ...overrides } = options;
   const settings = await loadSettings(config, overrides);
   await configureLogging(settings.log.level, settings.log.format);
-  const tokens = TokenStore.open(settings.stateFile);
+  const tokens = TokenStore.open(settings.stateFile, {
+    onReserveFailed: (error, retryInMs) =>
+      getLogger(["pklock", "server"]).warn(
+        "Cannot reserve fencing tokens (next attempt: {retry}): {error}",
+        {
+          retry: retryInMs === null ? "none" : `in ${retryInMs} ms`,
+          error: error.message,
+        },
+      ),
+  });
   const secrets = await readSecrets(settings);
   const where = config === undefined ? "" : ` (settings file "${config}")`;
   let audit: AuditLog | undefined;
