@@ -15,7 +15,7 @@ import {
 import { AuditLog } from "../server/audit.ts";
 import { LockServer, type LockServerOptions } from "../server/lock_server.ts";
 import { serveMetrics } from "../server/metrics.ts";
-import { configureLogging, flushLogs } from "../server/log.ts";
+import { configureLogging, drainLogs, flushLogs } from "../server/log.ts";
 import { StateFileError, TokenStore } from "../server/token_store.ts";
 import { VERSION } from "../protocol/version.ts";
 import { ExitCode } from "./exit_codes.ts";
@@ -134,7 +134,7 @@ export async function serve(options: ServeOptions): Promise<number> {
   await running.server.close();
   await running.metrics?.shutdown();
   await running.audit?.close();
-  flushLogs();
+  await drainLogs(1_000);
   return ExitCode.Ok;
 }
 
