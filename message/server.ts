@@ -10,6 +10,7 @@
 import { PklockError } from "../protocol/errors.ts";
 import { encodeFrame, type Message } from "../protocol/frame.ts";
 import { AllowList, LOOPBACK } from "./allow_list.ts";
+import { delay } from "./io.ts";
 import {
   type CloseInfo,
   Connection,
@@ -81,6 +82,11 @@ export type RejectReason =
   | "too_many_connections"
   | "too_many_connections_per_ip";
 
+const INTERNAL_ERROR = new MessageError(
+  "internal_error",
+  "Internal server error",
+);
+
 /** The event a {@linkcode MessageServer} sends to a silent peer. */
 export const HEARTBEAT = { event: "heartbeat" } as const;
 
@@ -93,70 +99,88 @@ export interface CloseOptions {
   farewell?: object;
 }
 
-/** Options of {@linkcode MessageServer}. */
-export interface MessageServerOptions extends ConnectionLimits {
+/**
+ * What a {@linkcode MessageServer} listens on and how much it accepts: the
+ * settings an application built on it (the lock server) passes through as they
+ * are.
+ */
+export interface MessageServerSettings extends ConnectionLimits {
   /**
    * The address to listen on.
    *
    * @default {"127.0.0.1"}
    */
-  hostname?: string;
+  hostname?: string | undefined;
   /**
    * The port to listen on; 0 picks a free one (read it from `addr`).
    *
    * @default {0}
    */
-  port?: number;
+  port?: number | undefined;
   /**
    * Peers allowed to connect: addresses or CIDR ranges. Any other peer is
    * disconnected at once and never reaches a handler.
    *
    * @default {["127.0.0.1", "::1"]}
    */
-  allowed?: readonly string[];
-  /** The handler of each command. */
-  handlers: Readonly<Record<string, Handler>>;
-  /** Called when a connection is accepted, before its first message. */
-  onOpen?: (connection: Connection) => void;
-  /** Called exactly once per accepted connection, after it closed. */
-  onClose?: (connection: Connection, info: CloseInfo) => void;
+  allowed?: readonly string[] | undefined;
   /**
    * Serve TLS instead of plain TCP, with this PEM certificate chain and key.
    */
-  tls?: { cert: string; key: string };
+  tls?: { cert: string; key: string } | undefined;
   /**
    * The most connections open at once; a peer beyond it gets a
    * `too_many_connections` error and is disconnected.
    *
    * @default {Infinity}
    */
-  maxConnections?: number;
+  maxConnections?: number | undefined;
   /**
    * The most connections open at once from one IP address; a peer beyond it
    * gets a `too_many_connections` error and is disconnected.
    *
    * @default {Infinity}
    */
-  maxConnectionsPerIp?: number;
+  maxConnectionsPerIp?: number | undefined;
   /**
    * Application heartbeats, off by default. Every `interval` ms, a peer silent
    * for that long is sent `{"event":"heartbeat"}` (a {@linkcode MessageClient}
    * answers `{"command":"heartbeat"}` by itself); a peer silent for `timeout`
    * ms is disconnected with reason `heartbeat_timeout`.
    */
-  heartbeat?: { interval: number; timeout: number };
+  heartbeat?: { interval: number; timeout: number } | undefined;
+}
+
+/** Options of {@linkcode MessageServer}: its settings, handlers and hooks. */
+export interface MessageServerOptions extends MessageServerSettings {
+  /** The handler of each command. */
+  handlers: Readonly<Record<string, Handler>>;
+  /** Called when a connection is accepted, before its first message. */
+  onOpen?: ((connection: Connection) => void) | undefined;
+  /** Called exactly once per accepted connection, after it closed. */
+  onClose?: ((connection: Connection, info: CloseInfo) => void) | undefined;
   /** Called when a peer is turned away before it could send anything. */
-  onReject?: (remoteAddr: Deno.NetAddr, reason: RejectReason) => void;
+  onReject?:
+    | ((remoteAddr: Deno.NetAddr, reason: RejectReason) => void)
+    | undefined;
   /**
    * Runs before every message is dispatched, unknown commands included;
    * returning `false` drops the message (the hook has answered or closed the
    * connection). The lock server refuses unauthenticated connections here.
    */
-  authorize?: (message: Message, connection: Connection) => boolean;
-  /** Called with the code of every error reply sent, for metrics. */
-  onErrorReply?: (code: string, connection: Connection) => void;
+  authorize?:
+    | ((message: Message, connection: Connection) => boolean)
+    | undefined;
+  /**
+   * Called with the code of every error reply a connection sends (every
+   * {@linkcode Connection.replyError}: handler errors, frame errors, the
+   * application's own), for metrics.
+   */
+  onErrorReply?: ((code: string, connection: Connection) => void) | undefined;
   /** Called when a handler throws something other than a MessageError. */
-  onError?: (error: unknown, message: Message, connection: Connection) => void;
+  onError?:
+    | ((error: unknown, message: Message, connection: Connection) => void)
+    | undefined;
 }
 
 /**
@@ -180,7 +204,6 @@ export class MessageServer implements AsyncDisposable {
   readonly #handlers: Map<string, Handler>;
   readonly #allowList: AllowList;
   readonly #options: MessageServerOptions;
-  readonly #limits: ConnectionLimits;
   readonly #connections = new Set<Connection>();
   readonly #events: ConnectionEvents;
   readonly #accepting: Promise<void>;
@@ -202,16 +225,10 @@ export class MessageServer implements AsyncDisposable {
       this.#handlers.set("heartbeat", () => undefined);
     }
     this.#allowList = new AllowList(options.allowed ?? LOOPBACK);
-    this.#limits = {};
-    if (options.maxFrameBytes !== undefined) {
-      this.#limits.maxFrameBytes = options.maxFrameBytes;
-    }
-    if (options.maxOutputBytes !== undefined) {
-      this.#limits.maxOutputBytes = options.maxOutputBytes;
-    }
     this.#events = {
       onMessage: (message, connection) => this.#dispatch(message, connection),
       onClose: (connection, info) => this.#closed(connection, info),
+      onErrorReply: options.onErrorReply,
     };
     const address = {
       hostname: options.hostname ?? "127.0.0.1",
@@ -276,7 +293,7 @@ export class MessageServer implements AsyncDisposable {
         if (error instanceof Deno.errors.Interrupted) return;
         // Transient failures (EMFILE, ECONNABORTED): keep serving, without
         // spinning while the process is out of file descriptors.
-        await new Promise((resolve) => setTimeout(resolve, 10));
+        await delay(10);
         continue;
       }
       const remote = conn.remoteAddr as Deno.NetAddr;
@@ -311,7 +328,7 @@ export class MessageServer implements AsyncDisposable {
         }
       }
       this.#perIp.set(ip, fromIp + 1);
-      const connection = new Connection(conn, this.#events, this.#limits);
+      const connection = new Connection(conn, this.#events, this.#options);
       this.#connections.add(connection);
       this.#options.onOpen?.(connection);
     }
@@ -401,7 +418,7 @@ export class MessageServer implements AsyncDisposable {
   #reply(result: unknown, message: Message, connection: Connection): void {
     if (result === undefined || message.id === undefined) return;
     try {
-      connection.send({ id: message.id, result });
+      connection.reply(message.id, result);
     } catch (error) {
       // The result cannot be encoded (a BigInt, a cycle): a handler bug that
       // must not drop the connection, or the process when the handler was async.
@@ -410,20 +427,11 @@ export class MessageServer implements AsyncDisposable {
   }
 
   #fail(error: unknown, message: Message, connection: Connection): void {
-    let code: string;
-    let text: string;
     if (error instanceof MessageError) {
-      code = error.code;
-      text = error.message;
-    } else {
-      code = "internal_error";
-      text = "Internal server error";
-      this.#options.onError?.(error, message, connection);
+      connection.replyError(message, error);
+      return;
     }
-    const reply = message.id === undefined
-      ? { command: message.command, error: { code, message: text } }
-      : { id: message.id, error: { code, message: text } };
-    this.#options.onErrorReply?.(code, connection);
-    connection.send(reply);
+    this.#options.onError?.(error, message, connection);
+    connection.replyError(message, INTERNAL_ERROR);
   }
 }

@@ -23,7 +23,7 @@ import {
   parseLockParameters,
   type PositionEvent,
   type ReleaseResult,
-  type StatusRequest,
+  type StatusEntry,
   type StatusResult,
 } from "../protocol/lock_protocol.ts";
 import { PROTOCOL_VERSION, VERSION } from "../protocol/version.ts";
@@ -824,9 +824,9 @@ export class LockServer implements AsyncDisposable {
     this.#audit.record(entry);
   }
 
-  #describe(request: Request): StatusRequest {
+  #describe(request: Request): StatusEntry {
     const ticket = request.ticket;
-    const described: StatusRequest = {
+    const described: StatusEntry = {
       connectionId: request.owner.id,
       peer: peer(request.owner.remoteAddr),
       mode: request.mode,
