@@ -9,13 +9,37 @@ import {
 
 type Request = LockRequest<string, string>;
 
+/**
+ * A table that passes the same array to every call that can grant, so a test
+ * reads every grant since it began from `grants`.
+ */
+class RecordingTable<O, T> extends LockTable<O, T> {
+  readonly grants: LockRequest<O, T>[] = [];
+
+  override release(
+    owner: O,
+    name: string,
+    granted = this.grants,
+  ): LockRequest<O, T> | null {
+    return super.release(owner, name, granted);
+  }
+
+  override withdraw(
+    request: LockRequest<O, T>,
+    granted = this.grants,
+  ): boolean {
+    return super.withdraw(request, granted);
+  }
+
+  override releaseAll(owner: O, granted = this.grants): LockRequest<O, T>[] {
+    return super.releaseAll(owner, granted);
+  }
+}
+
 /** A table whose owners and tickets are strings, recording every grant. */
 function setup() {
-  const grants: Request[] = [];
-  const table = new LockTable<string, string>({
-    onGrant: (request) => grants.push(request),
-  });
-  return { table, grants };
+  const table = new RecordingTable<string, string>();
+  return { table, grants: table.grants };
 }
 
 /** Acquires and insists the request was not refused. */
@@ -47,7 +71,7 @@ function queue(table: LockTable<string, string>, name: string) {
 
 // acquire
 
-Deno.test("acquire() grants a free lock at once and reports it by its return value, not onGrant", () => {
+Deno.test("acquire() grants a free lock at once and reports it by its return value, not in the grants array", () => {
   const { table, grants } = setup();
   const held = table.acquire("a", "jobs", "exclusive", "t1");
   assert.ok(typeof held !== "string");
@@ -91,33 +115,18 @@ Deno.test("acquire() queues exclusive requests and grants them in FIFO order amo
   assert.ok([b, c, d].every((entry) => entry.held));
 });
 
-Deno.test("onGrant is called during the release that frees the lock, with the granted request already held", () => {
-  const seen: {
-    ticket: string;
-    held: boolean;
-    token: number;
-    holders: string[] | undefined;
-  }[] = [];
-  const table: LockTable<string, string> = new LockTable<string, string>({
-    onGrant: (granted) =>
-      seen.push({
-        ticket: granted.ticket,
-        held: granted.held,
-        token: granted.token,
-        holders: queue(table, granted.name)?.holders,
-      }),
-  });
+Deno.test("release() pushes the request it grants into the caller's array, already held", () => {
+  const table = new LockTable<string, string>();
   request(table, "a", "jobs");
   const b = request(table, "b", "jobs");
-  table.release("a", "jobs");
-  assert.deepEqual(seen, [{
-    ticket: "b:jobs",
-    held: true,
-    token: 2,
-    holders: ["b:jobs"],
-  }]);
-  assert.equal(seen.length, 1);
-  assert.equal(b.token, 2);
+  const granted: Request[] = [];
+  table.release("a", "jobs", granted);
+  assert.deepEqual(
+    granted.map(({ ticket, held, token }) => ({ ticket, held, token })),
+    [{ ticket: "b:jobs", held: true, token: 2 }],
+  );
+  assert.equal(granted[0], b);
+  assert.deepEqual(queue(table, "jobs")?.holders, ["b:jobs"]);
 });
 
 Deno.test("acquire() refuses an owner's second request for the same lock with already_held or already_waiting", () => {
@@ -194,10 +203,8 @@ Deno.test("A busy refusal leaves no trace in the table", () => {
 });
 
 Deno.test("Owners are compared by identity, so equal-looking objects are different owners", () => {
-  const grants: LockRequest<object, number>[] = [];
-  const table = new LockTable<object, number>({
-    onGrant: (granted) => grants.push(granted),
-  });
+  const table = new RecordingTable<object, number>();
+  const grants = table.grants;
   const one = {}, two = {};
   assert.ok(typeof table.acquire(one, "x", "exclusive", 1) !== "string");
   const second = table.acquire(two, "x", "exclusive", 2);
@@ -499,9 +506,7 @@ Deno.test("A shared request joins the holders again once the queue ahead of it i
 Deno.test("Tokens come from nextToken, one per grant and none for waiting requests", () => {
   let next = 100;
   const issued: number[] = [];
-  const grants: Request[] = [];
-  const table = new LockTable<string, string>({
-    onGrant: (granted) => grants.push(granted),
+  const table = new RecordingTable<string, string>({
     nextToken: () => {
       next += 10;
       issued.push(next);
@@ -602,23 +607,21 @@ Deno.test("A lock is removed once nobody holds or waits for it", () => {
   assert.equal(request(table, "d", "x", "shared").held, true);
 });
 
-// Re-entrancy
+// Releasing what was just granted
 
-Deno.test("onGrant may release the lock it was just granted, and the next waiter is still granted", () => {
-  const order: string[] = [];
-  const table: LockTable<string, string> = new LockTable<string, string>({
-    onGrant: (granted) => {
-      order.push(granted.ticket);
-      table.release(granted.owner, granted.name);
-    },
-  });
+Deno.test("a caller may release each grant as it reads it, and the next waiters are still granted", () => {
+  const table = new LockTable<string, string>();
   request(table, "a", "x");
   request(table, "b", "x");
   request(table, "c", "x", "shared");
   request(table, "d", "x", "shared");
   request(table, "e", "x");
-  table.release("a", "x");
-  assert.deepEqual(order, ["b:x", "c:x", "d:x", "e:x"]);
+  const granted: Request[] = [];
+  table.release("a", "x", granted);
+  for (let i = 0; i < granted.length; i++) {
+    table.release(granted[i]!.owner, "x", granted);
+  }
+  assert.deepEqual(tickets(granted), ["b:x", "c:x", "d:x", "e:x"]);
   assert.equal(table.inspect("x"), null);
   assert.equal(table.size, 0);
 });
@@ -713,7 +716,7 @@ interface ModelRequest {
 
 /**
  * The reference: plain arrays and the rules as the documentation states them.
- * Each method returns the tickets granted by `onGrant`, in order.
+ * Each method returns the tickets it grants, in order.
  */
 class Model {
   readonly locks = new Map<
@@ -939,10 +942,8 @@ Deno.test("LockTable behaves like a reference model of FIFO queues under random 
     fc.property(
       fc.array(stepArbitrary, { maxLength: 80, size: "max" }),
       (steps) => {
-        const granted: LockRequest<number, number>[] = [];
-        const table = new LockTable<number, number>({
-          onGrant: (entry) => granted.push(entry),
-        });
+        const table = new RecordingTable<number, number>();
+        const granted = table.grants;
         const model = new Model();
         /** Every request the table returned, by ticket, to withdraw stale ones too. */
         const requests = new Map<string, LockRequest<number, number>>();
