@@ -52,7 +52,7 @@ export type {
   LockResult,
   PositionEvent,
   ReleaseResult,
-  StatusLock,
   StatusEntry,
+  StatusLock,
   StatusResult,
 } from "./protocol/lock_protocol.ts";

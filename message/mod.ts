@@ -30,7 +30,6 @@ export {
   type CloseOptions,
   type Handler,
   HEARTBEAT,
-  MessageError,
   MessageServer,
   type MessageServerOptions,
   type MessageServerSettings,
@@ -47,6 +46,7 @@ export {
 } from "./connection.ts";
 export {
   ConnectionError,
+  MessageError,
   ProtocolError,
   RemoteError,
   RequestTimeoutError,

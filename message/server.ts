@@ -7,9 +7,9 @@
  * @module
  */
 
-import { PklockError } from "../protocol/errors.ts";
 import { encodeFrame, type Message } from "../protocol/frame.ts";
 import { AllowList, LOOPBACK } from "./allow_list.ts";
+import { MessageError } from "./errors.ts";
 import { delay } from "./io.ts";
 import {
   type CloseInfo,
@@ -17,47 +17,6 @@ import {
   type ConnectionEvents,
   type ConnectionLimits,
 } from "./connection.ts";
-
-export type { CloseInfo, CloseReason } from "./connection.ts";
-export { Connection } from "./connection.ts";
-
-/**
- * An error a handler throws to refuse a message; the peer receives
- * `{"id": N, "error": {"code": code, "message": message}}` and the connection
- * stays open.
- *
- * @example Refusing a request
- * ```ts
- * import { MessageError } from "./server.ts";
- * function handler(): never {
- *   throw new MessageError("invalid_parameters", 'Missing "name"');
- * }
- * ```
- */
-export class MessageError extends PklockError {
-  /** Always `"MessageError"`. */
-  override name = "MessageError";
-  /** The stable code sent to the peer. */
-  readonly code: string;
-
-  /**
-   * Creates a refusal to throw from a handler.
-
-   *
-   * @param code A stable, machine-readable code in `snake_case`, such as the lock
-   *   server's `ErrorCode`s.
-   * @param message A sentence for people.
-   * @param options The underlying cause, if any.
-   */
-  constructor(
-    code: string,
-    message: string,
-    options?: ErrorOptions,
-  ) {
-    super(message, options);
-    this.code = code;
-  }
-}
 
 /**
  * Handles one message. The message has been checked to be an object whose

@@ -94,8 +94,8 @@ export class AuditLog {
     if (this.#lines.length === 0) return;
     const bytes = encoder.encode(this.#lines.join("\n") + "\n");
     this.#lines = [];
-    this.#writing = this.#writing.then(() => writeAll(this.#file, bytes)).catch((error) =>
-      log.error("Cannot write the audit log: {error}", { error })
+    this.#writing = this.#writing.then(() => writeAll(this.#file, bytes)).catch(
+      (error) => log.error("Cannot write the audit log: {error}", { error }),
     );
   }
 }

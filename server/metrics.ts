@@ -9,9 +9,7 @@
 
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import { globToRegExp, matchesAny } from "./glob.ts";
-
-/** How a held lock ended. */
-export type ReleaseCause = "client" | "disconnect" | "force";
+import type { ReleaseCause } from "./lock_space.ts";
 
 /** Why a peer was refused before it could use the server. */
 export type RejectCause = "allow_list" | "limit" | "auth";
