@@ -44,13 +44,7 @@ export {
   type ConnectionLimits,
   type ReplyErrorOptions,
 } from "./connection.ts";
-export {
-  ConnectionError,
-  MessageError,
-  ProtocolError,
-  RemoteError,
-  RequestTimeoutError,
-} from "./errors.ts";
+export * from "./errors.ts";
 export { FrameError, PklockError } from "../protocol/errors.ts";
 export type { ErrorCode } from "../protocol/errors.ts";
 export type { Message } from "../protocol/frame.ts";

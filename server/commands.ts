@@ -169,20 +169,13 @@ export class LockCommands {
       notify = false,
       contention = false,
     } = parameters;
-    const space = this.#outcomes.space;
-    const max = this.#settings.maxLocksPerConnection;
-    if (space.countOf(session) >= max) {
-      this.#journal.refused(session, lockName, mode, "limit_exceeded");
-      throw new MessageError(
-        "limit_exceeded",
-        `This connection already holds or waits for ${max} locks, the limit`,
-      );
-    }
     const ticket: Ticket = {
+      name: lockName,
+      mode,
+      wait,
       id,
       timer: undefined,
       asked: Date.now(),
-      wait,
       granted: 0,
       notify,
       watching: false,
@@ -190,7 +183,16 @@ export class LockCommands {
       contention,
       waitersSeen: 0,
     };
-    space.acquire(session, lockName, mode, ticket, wait !== 0);
+    const space = this.#outcomes.space;
+    const max = this.#settings.maxLocksPerConnection;
+    if (space.countOf(session) >= max) {
+      this.#journal.refused(session, ticket, "limit_exceeded");
+      throw new MessageError(
+        "limit_exceeded",
+        `This connection already holds or waits for ${max} locks, the limit`,
+      );
+    }
+    space.acquire(session, ticket);
   }
 
   /**

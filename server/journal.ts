@@ -18,6 +18,7 @@ import type { RejectReason } from "../message/server.ts";
 import type { Message } from "../protocol/frame.ts";
 import type { AuditEntry, AuditEvent, AuditLog } from "./audit.ts";
 import type {
+  LockAsk,
   LockMode,
   LockRequest,
   ReleaseCause,
@@ -224,12 +225,13 @@ export class Journal {
    * A request was turned away.
    *
    * @param session Who asked.
-   * @param name The lock.
-   * @param mode The mode asked for.
+   * @param ask What it asked for.
    * @param code Why.
    */
-  refused(session: Session, name: string, mode: LockMode, code: string): void {
-    this.#audit?.record(entry("refusal", session, name, mode, 0, code));
+  refused(session: Session, ask: LockAsk, code: string): void {
+    this.#audit?.record(
+      entry("refusal", session, ask.name, ask.mode, 0, code),
+    );
   }
 
   /**

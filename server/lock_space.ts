@@ -39,12 +39,25 @@ export type ReleaseCause = "client" | "disconnect" | "force";
  */
 export type WithdrawCause = "cancelled" | "timeout" | "disconnect";
 
+/** What a request asks for; the server's ticket for it carries this. */
+export interface LockAsk {
+  /** The lock's name. */
+  readonly name: string;
+  /** `exclusive` or `shared`. */
+  readonly mode: LockMode;
+  /**
+   * How long it may wait, in milliseconds: 0 to be refused with `busy`
+   * instead of queueing, `undefined` to wait for ever.
+   */
+  readonly wait: number | undefined;
+}
+
 /**
  * What a lock space tells the server; each request gets exactly one of
  * `granted`, `withdrawn` or `refused` first, and a granted one `released`
  * once.
  */
-export interface LockSpaceEvents<T> {
+export interface LockSpaceEvents<T extends LockAsk> {
   /** A request holds the lock now, at once or after waiting. */
   granted(request: LockRequest<Session, T>): void;
   /** A request waits in the lock's queue. */
@@ -54,36 +67,21 @@ export interface LockSpaceEvents<T> {
   /** A waiting request left the queue ungranted. */
   withdrawn(request: LockRequest<Session, T>, cause: WithdrawCause): void;
   /** A request was turned away; it never entered the space. */
-  refused(
-    session: Session,
-    name: string,
-    mode: LockMode,
-    ticket: T,
-    code: Refusal,
-  ): void;
+  refused(session: Session, ticket: T, code: Refusal): void;
   /** A lock's holders or queue changed, after the events that changed it. */
   changed(name: string): void;
 }
 
 /** Where the lock server's locks live. */
-export interface LockSpace<T> {
+export interface LockSpace<T extends LockAsk> {
   /**
    * Asks for a lock; the outcome is reported as `granted`, `queued` or
    * `refused`.
    *
    * @param session Who asks.
-   * @param name The lock.
-   * @param mode `exclusive` or `shared`.
-   * @param ticket The server's data for answering it.
-   * @param wait `false` to be refused with `busy` instead of queueing.
+   * @param ticket What it asks for, and the server's data for answering it.
    */
-  acquire(
-    session: Session,
-    name: string,
-    mode: LockMode,
-    ticket: T,
-    wait: boolean,
-  ): void;
+  acquire(session: Session, ticket: T): void;
   /**
    * Releases a session's hold on a lock, or withdraws its waiting request
    * (`cancelled`).
@@ -153,10 +151,10 @@ export interface LocalLockSpaceOptions {
  * @example Reporting to a sink
  * ```ts ignore
  * const space = new LocalLockSpace(events);
- * space.acquire(session, "jobs", "exclusive", ticket, true);
+ * space.acquire(session, ticket);
  * ```
  */
-export class LocalLockSpace<T> implements LockSpace<T> {
+export class LocalLockSpace<T extends LockAsk> implements LockSpace<T> {
   readonly #table: LockTable<Session, T>;
   readonly #events: LockSpaceEvents<T>;
   /** The grants of the call under way, reported once it is done. */
@@ -174,16 +172,17 @@ export class LocalLockSpace<T> implements LockSpace<T> {
     this.#events = events;
   }
 
-  acquire(
-    session: Session,
-    name: string,
-    mode: LockMode,
-    ticket: T,
-    wait: boolean,
-  ): void {
-    const request = this.#table.acquire(session, name, mode, ticket, wait);
+  acquire(session: Session, ticket: T): void {
+    const { name, mode, wait } = ticket;
+    const request = this.#table.acquire(
+      session,
+      name,
+      mode,
+      ticket,
+      wait !== 0,
+    );
     if (typeof request === "string") {
-      this.#events.refused(session, name, mode, ticket, request);
+      this.#events.refused(session, ticket, request);
       return;
     }
     if (request.held) this.#events.granted(request);

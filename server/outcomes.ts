@@ -8,14 +8,11 @@
  */
 
 import { MessageError } from "../message/errors.ts";
-import type {
-  HoldAlarmEvent,
-  LockMode,
-  LockResult,
-} from "../protocol/lock_protocol.ts";
+import type { HoldAlarmEvent, LockResult } from "../protocol/lock_protocol.ts";
 import type { HoldAlarms } from "./hold_alarms.ts";
 import type { Journal } from "./journal.ts";
 import type {
+  LockAsk,
   LockRequest,
   LockSpace,
   LockSpaceEvents,
@@ -26,16 +23,14 @@ import type {
 import { type NoticeState, QueueNotices } from "./queue_notices.ts";
 import type { Session } from "./session.ts";
 
-/** The server's data for a request. */
-export interface Ticket extends NoticeState {
+/** The server's data for a request, with what it asks for. */
+export interface Ticket extends LockAsk, NoticeState {
   /** The RPC id to answer. */
   readonly id: unknown;
   /** The wait's timeout while waiting; the hold-time alarm while held. */
   timer: ReturnType<typeof setTimeout> | undefined;
   /** When asked for (ms since the epoch). */
   readonly asked: number;
-  /** How long it may wait, in milliseconds; `undefined`: for ever. */
-  readonly wait: number | undefined;
 }
 
 /** A request in the lock space, as the server sees it. */
@@ -52,7 +47,7 @@ const BUSY: LockResult = { status: "busy" };
  * ```ts ignore
  * const outcomes = new LockOutcomes(journal, alarms, (events) =>
  *   new LocalLockSpace(events));
- * outcomes.space.acquire(session, "jobs", "exclusive", ticket, true);
+ * outcomes.space.acquire(session, ticket);
  * ```
  */
 export class LockOutcomes implements LockSpaceEvents<Ticket> {
@@ -87,7 +82,7 @@ export class LockOutcomes implements LockSpaceEvents<Ticket> {
         wait,
       );
     }
-    this.#notices.waiting(request);
+    this.#notices.waiting(request, true);
   }
 
   granted(request: Request): void {
@@ -95,7 +90,7 @@ export class LockOutcomes implements LockSpaceEvents<Ticket> {
     this.#left(request);
     ticket.granted = Date.now();
     this.#journal.granted(request);
-    this.#notices.holding(request);
+    this.#notices.holding(request, true);
     const threshold = this.#alarms?.thresholdFor(request.name);
     if (threshold !== undefined) {
       ticket.timer = setTimeout(
@@ -113,7 +108,7 @@ export class LockOutcomes implements LockSpaceEvents<Ticket> {
 
   released(request: Request, cause: ReleaseCause): void {
     clearTimeout(request.ticket.timer);
-    this.#notices.released(request);
+    this.#notices.holding(request, false);
     this.#journal.released(request, cause);
   }
 
@@ -127,20 +122,14 @@ export class LockOutcomes implements LockSpaceEvents<Ticket> {
     );
   }
 
-  refused(
-    session: Session,
-    name: string,
-    mode: LockMode,
-    ticket: Ticket,
-    code: Refusal,
-  ): void {
-    this.#journal.refused(session, name, mode, code);
+  refused(session: Session, ticket: Ticket, code: Refusal): void {
+    this.#journal.refused(session, ticket, code);
     if (code === "busy") {
       session.connection.reply(ticket.id, BUSY);
     } else {
       session.connection.replyError(
         { id: ticket.id },
-        new MessageError(code, refusalText(code, name)),
+        new MessageError(code, refusalText(code, ticket.name)),
       );
     }
   }
@@ -153,7 +142,7 @@ export class LockOutcomes implements LockSpaceEvents<Ticket> {
   #left(request: Request): void {
     clearTimeout(request.ticket.timer);
     request.ticket.timer = undefined;
-    this.#notices.left(request);
+    this.#notices.waiting(request, false);
   }
 
   /** A hold passed its alarm threshold: warn, count, tell the holder. */

@@ -11,7 +11,7 @@ import type {
   ContentionEvent,
   PositionEvent,
 } from "../protocol/lock_protocol.ts";
-import type { LockRequest, LockSpace } from "./lock_space.ts";
+import type { LockAsk, LockRequest, LockSpace } from "./lock_space.ts";
 import type { Session } from "./session.ts";
 
 /** What the notices keep in a request's ticket. */
@@ -34,60 +34,43 @@ type Request = LockRequest<Session, NoticeState>;
 
 /** Sends position and contention events when a lock's queue changes. */
 export class QueueNotices {
-  readonly #space: LockSpace<NoticeState>;
+  readonly #space: LockSpace<LockAsk & NoticeState>;
   /** How many waiters of each lock want position events. */
   readonly #watched = new Map<string, number>();
   /** How many holders of each lock want contention notices. */
   readonly #contended = new Map<string, number>();
 
   /** @param space Where the queues are read. */
-  constructor(space: LockSpace<NoticeState>) {
+  constructor(space: LockSpace<LockAsk & NoticeState>) {
     this.#space = space;
   }
 
   /**
-   * A request started waiting.
+   * A request started waiting (`true`) or stopped: granted, withdrawn or
+   * gone.
    *
    * @param request The request.
+   * @param waits Whether it waits now.
    */
-  waiting(request: Request): void {
+  waiting(request: Request, waits: boolean): void {
     const ticket = request.ticket;
-    if (!ticket.notify) return;
-    ticket.watching = true;
-    increment(this.#watched, request.name);
+    if (waits ? !ticket.notify : !ticket.watching) return;
+    ticket.watching = waits;
+    count(this.#watched, request.name, waits ? 1 : -1);
   }
 
   /**
-   * A request stopped waiting: granted, withdrawn or gone.
-   *
-   * @param request The request.
-   */
-  left(request: Request): void {
-    const ticket = request.ticket;
-    if (!ticket.watching) return;
-    ticket.watching = false;
-    decrement(this.#watched, request.name);
-  }
-
-  /**
-   * A hold began.
+   * A hold began (`true`) or ended.
    *
    * @param request The hold.
+   * @param holds Whether it holds now.
    */
-  holding(request: Request): void {
-    if (request.ticket.contention) increment(this.#contended, request.name);
-  }
-
-  /**
-   * A hold ended.
-   *
-   * @param request The hold.
-   */
-  released(request: Request): void {
+  holding(request: Request, holds: boolean): void {
     const ticket = request.ticket;
     if (!ticket.contention) return;
-    ticket.contention = false;
-    decrement(this.#contended, request.name);
+    // A hold that ended asks for nothing more.
+    ticket.contention = holds;
+    count(this.#contended, request.name, holds ? 1 : -1);
   }
 
   /**
@@ -135,12 +118,9 @@ export class QueueNotices {
   }
 }
 
-function increment(counts: Map<string, number>, name: string): void {
-  counts.set(name, (counts.get(name) ?? 0) + 1);
-}
-
-function decrement(counts: Map<string, number>, name: string): void {
-  const count = counts.get(name)! - 1;
-  if (count === 0) counts.delete(name);
-  else counts.set(name, count);
+/** Adds `by` to a name's count; a name whose count drops to 0 is removed. */
+function count(counts: Map<string, number>, name: string, by: 1 | -1): void {
+  const total = (counts.get(name) ?? 0) + by;
+  if (total === 0) counts.delete(name);
+  else counts.set(name, total);
 }

@@ -12,7 +12,7 @@ import type {
 } from "../protocol/lock_protocol.ts";
 import { PROTOCOL_VERSION, VERSION } from "../protocol/version.ts";
 import type { Timing } from "./journal.ts";
-import type { LockRequest, LockSpace } from "./lock_space.ts";
+import type { LockAsk, LockRequest, LockSpace } from "./lock_space.ts";
 import type { Session } from "./session.ts";
 
 /** What the report reads besides the locks. */
@@ -33,7 +33,7 @@ export interface StatusSources {
  * @returns What the `status` request answers.
  */
 export function statusReport(
-  space: LockSpace<Timing>,
+  space: LockSpace<LockAsk & Timing>,
   sources: StatusSources,
 ): StatusResult {
   const locks: StatusLock[] = [];
