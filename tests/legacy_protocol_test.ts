@@ -2,16 +2,9 @@
 // compatibility contract with existing PHP clients.
 import assert from "node:assert/strict";
 import { RawClient, startServer } from "./helpers.ts";
+import { frameOf } from "./wire.ts";
 
 const encoder = new TextEncoder();
-
-function frameOf(json: string): Uint8Array {
-  const payload = encoder.encode(json);
-  const frame = new Uint8Array(4 + payload.length);
-  new DataView(frame.buffer).setUint32(0, payload.length);
-  frame.set(payload, 4);
-  return frame;
-}
 
 Deno.test("legacy lock is granted with status ok and a token", async () => {
   await using server = startServer();
