@@ -5,6 +5,7 @@
  * @module
  */
 
+import { writeAll } from "../message/io.ts";
 import { encodeFrame, FrameDecoder, type Message } from "../protocol/frame.ts";
 import { LockServer, type LockServerOptions } from "../server/lock_server.ts";
 
@@ -76,10 +77,7 @@ export class RawClient implements AsyncDisposable {
 
   /** Sends raw bytes. */
   async write(bytes: Uint8Array): Promise<void> {
-    let written = 0;
-    while (written < bytes.length) {
-      written += await this.#conn.write(bytes.subarray(written));
-    }
+    await writeAll(this.#conn, bytes);
   }
 
   /**

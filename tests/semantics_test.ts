@@ -9,6 +9,7 @@ import {
   LockTimeoutError,
   type StatusLock,
 } from "../mod.ts";
+import { delay } from "../message/io.ts";
 import { PROTOCOL_VERSION, VERSION } from "../protocol/version.ts";
 import { remote } from "./assertions.ts";
 import { deadline, RawClient, startServer } from "./helpers.ts";
@@ -242,12 +243,7 @@ Deno.test("a release racing a bounded wait's timeout gives the waiter exactly on
     const asking = waiter.lock("race", { wait });
     // A deliberate race: the holder lets go at about the moment the wait
     // ends, up to 2 ms early, so that each side wins some rounds.
-    const released = new Promise<void>((resolve, reject) =>
-      setTimeout(
-        () => held.release().then(resolve, reject),
-        wait - (round % 3),
-      )
-    );
+    const released = delay(wait - (round % 3)).then(() => held.release());
     const outcome = await deadline(
       asking.then((lock) => lock, (error: unknown) => error),
       5000,

@@ -4,6 +4,7 @@
 // signal exits at once; SIGHUP is ignored.
 import assert from "node:assert/strict";
 import { connect, type LockClient } from "../mod.ts";
+import { writeAll } from "../message/io.ts";
 import { encodeFrame } from "../protocol/frame.ts";
 import { deadline, inTempDir, RawClient, spawnServer } from "./helpers.ts";
 import { ask, concat, nextOf } from "./wire.ts";
@@ -83,7 +84,8 @@ async function serverWithStuckReader(
   const sink = await Deno.connect({ hostname: "127.0.0.1", port });
   // 150 status requests, about 15 MB of replies, in one write the server
   // reads at once; reading the first byte shows that it has queued them all.
-  await sink.write(
+  await writeAll(
+    sink,
     concat(
       Array.from(
         { length: 150 },
