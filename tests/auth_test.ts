@@ -63,7 +63,7 @@ Deno.test("the client library reports a missing or wrong secret as RemoteError",
   );
 });
 
-Deno.test("any request before hello gets auth_required, is not acted on, and closes the connection", async () => {
+Deno.test("any request before hello gets auth_required, is not acted on, and closes the connection", async (t) => {
   await using server = startServer({ secret: SECRET });
   const port = server.addr.port;
   await using good = await connect({ port, secret: SECRET });
@@ -79,15 +79,20 @@ Deno.test("any request before hello gets auth_required, is not acted on, and clo
     { command: "status", id: 7 },
   ];
   for (const request of requests) {
-    await using raw = await RawClient.connect(port);
-    const reply = await ask(raw, request);
     const what = JSON.stringify(request);
-    assert.equal(errorCode(reply), "auth_required", what);
-    if (request.id === undefined) assert.equal(reply?.command, request.command);
-    else assert.equal(reply?.id, request.id, what);
-    assert.equal(reply?.result, undefined, what);
-    assert.equal(await nextOf(raw), null, `closed after ${what}`);
-    assert.deepEqual((await good.status()).locks, before, what);
+    await t.step(what, async () => {
+      await using raw = await RawClient.connect(port);
+      const reply = await ask(raw, request);
+      assert.equal(errorCode(reply), "auth_required", what);
+      if (request.id === undefined) {
+        assert.equal(reply?.command, request.command);
+      } else {
+        assert.equal(reply?.id, request.id, what);
+      }
+      assert.equal(reply?.result, undefined, what);
+      assert.equal(await nextOf(raw), null, `closed after ${what}`);
+      assert.deepEqual((await good.status()).locks, before, what);
+    });
   }
   assert.equal(precious.lost.aborted, false);
   await precious.release();

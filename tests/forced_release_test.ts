@@ -110,7 +110,7 @@ Deno.test("a holder forced to release receives the forced_release event, then it
   assert.equal(await deadline(raw.next(), WAIT_MS, "the close"), null);
 });
 
-Deno.test("pklock release --force frees a lock with PKLOCK_ADMIN_SECRET or --admin-secret-file, and exits 2 without --force", async () => {
+Deno.test("pklock release --force frees a lock with PKLOCK_ADMIN_SECRET or --admin-secret-file, and exits 2 without --force", async (t) => {
   await inTempDir(async (dir) => {
     const secretFile = `${dir}/admin-secret`;
     await Deno.writeTextFile(secretFile, `  ${ADMIN_SECRET}\n`);
@@ -121,54 +121,64 @@ Deno.test("pklock release --force frees a lock with PKLOCK_ADMIN_SECRET or --adm
 
     await using first = await connect({ port, label: "vanished host" });
     const firstLock = await first.lock("cli-stuck");
-    // Refusals, each of which leaves the lock held.
-    const [unforced, wrong, missing] = await Promise.all([
-      runCli(args, { PKLOCK_ADMIN_SECRET: ADMIN_SECRET }),
-      runCli([...args, "--force"], {
-        PKLOCK_ADMIN_SECRET: "not the admin secret",
-      }),
-      runCli([...args, "--force"]),
-    ]);
-    assert.equal(unforced.code, 2, unforced.stderr);
-    assert.match(unforced.stderr, /needs --force/);
-    assert.equal(wrong.code, 1, wrong.stderr);
-    assert.match(wrong.stderr, /Authentication failed/);
-    assert.equal(missing.code, 2, missing.stderr);
-    assert.match(missing.stderr, /PKLOCK_ADMIN_SECRET/);
-    assert.equal(firstLock.lost.aborted, false);
-
-    const byEnv = await runCli([...args, "--force"], {
-      PKLOCK_ADMIN_SECRET: ADMIN_SECRET,
+    await t.step("refusals each leave the lock held", async () => {
+      const [unforced, wrong, missing] = await Promise.all([
+        runCli(args, { PKLOCK_ADMIN_SECRET: ADMIN_SECRET }),
+        runCli([...args, "--force"], {
+          PKLOCK_ADMIN_SECRET: "not the admin secret",
+        }),
+        runCli([...args, "--force"]),
+      ]);
+      assert.equal(unforced.code, 2, unforced.stderr);
+      assert.match(unforced.stderr, /needs --force/);
+      assert.equal(wrong.code, 1, wrong.stderr);
+      assert.match(wrong.stderr, /Authentication failed/);
+      assert.equal(missing.code, 2, missing.stderr);
+      assert.match(missing.stderr, /PKLOCK_ADMIN_SECRET/);
+      assert.equal(firstLock.lost.aborted, false);
     });
-    assert.equal(byEnv.code, 0, byEnv.stderr);
-    assert.match(
-      byEnv.stdout,
-      new RegExp(
-        `Released lock "cli-stuck" \\(token ${firstLock.token}\\): disconnected connection ${first.server.connectionId} from 127\\.0\\.0\\.1:\\d+ \\(vanished host\\)`,
-      ),
+
+    await t.step(
+      "PKLOCK_ADMIN_SECRET frees it and names the holder",
+      async () => {
+        const byEnv = await runCli([...args, "--force"], {
+          PKLOCK_ADMIN_SECRET: ADMIN_SECRET,
+        });
+        assert.equal(byEnv.code, 0, byEnv.stderr);
+        assert.match(
+          byEnv.stdout,
+          new RegExp(
+            `Released lock "cli-stuck" \\(token ${firstLock.token}\\): disconnected connection ${first.server.connectionId} from 127\\.0\\.0\\.1:\\d+ \\(vanished host\\)`,
+          ),
+        );
+        await deadline(lost(firstLock), WAIT_MS, "the first holder's loss");
+      },
     );
-    await deadline(lost(firstLock), WAIT_MS, "the first holder's loss");
 
-    await using second = await connect({ port });
-    const secondLock = await second.lock("cli-stuck");
-    const byFile = await runCli([
-      ...args,
-      "--force",
-      "--admin-secret-file",
-      secretFile,
-    ]);
-    assert.equal(byFile.code, 0, byFile.stderr);
-    assert.match(byFile.stdout, /Released lock "cli-stuck"/);
-    await deadline(lost(secondLock), WAIT_MS, "the second holder's loss");
-
-    const free = await runCli([...args, "--force"], {
-      PKLOCK_ADMIN_SECRET: ADMIN_SECRET,
+    await t.step("--admin-secret-file frees it", async () => {
+      await using second = await connect({ port });
+      const secondLock = await second.lock("cli-stuck");
+      const byFile = await runCli([
+        ...args,
+        "--force",
+        "--admin-secret-file",
+        secretFile,
+      ]);
+      assert.equal(byFile.code, 0, byFile.stderr);
+      assert.match(byFile.stdout, /Released lock "cli-stuck"/);
+      await deadline(lost(secondLock), WAIT_MS, "the second holder's loss");
     });
-    assert.equal(free.code, 0, free.stderr);
-    assert.match(
-      free.stdout,
-      /Lock "cli-stuck" is not held; nothing to release/,
-    );
+
+    await t.step("a free lock: nothing to release", async () => {
+      const free = await runCli([...args, "--force"], {
+        PKLOCK_ADMIN_SECRET: ADMIN_SECRET,
+      });
+      assert.equal(free.code, 0, free.stderr);
+      assert.match(
+        free.stdout,
+        /Lock "cli-stuck" is not held; nothing to release/,
+      );
+    });
   });
 });
 

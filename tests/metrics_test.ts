@@ -29,7 +29,7 @@ async function get(
 /** A lock name that needs every escape a label value has. */
 const ODD_NAME = 'jobs.say "hi"\\there\nline two';
 
-Deno.test("/metrics follows a scripted workload exactly, in valid Prometheus text", async () => {
+Deno.test("/metrics follows a scripted workload exactly, in valid Prometheus text", async (t) => {
   await using server = startServer({ metrics: { lockPatterns: ["jobs.*"] } });
   await using http = serveMetrics(server.metrics!, {
     hostname: "127.0.0.1",
@@ -72,71 +72,94 @@ Deno.test("/metrics follows a scripted workload exactly, in valid Prometheus tex
   const metrics = await scrape(http.addr.port);
   const value = (name: string, labels: Record<string, string> = {}) =>
     metrics.value(name, labels);
-  assert.equal(value("pklock_connections_total"), 5); // a, b, raw, c, d
-  assert.equal(value("pklock_connections"), 4); // a has gone
-  assert.equal(value("pklock_grants_total"), 5);
-  assert.equal(value("pklock_releases_total", { cause: "client" }), 2);
-  assert.equal(value("pklock_releases_total", { cause: "disconnect" }), 1);
-  assert.equal(value("pklock_releases_total", { cause: "force" }), undefined);
-  assert.equal(value("pklock_wait_timeouts_total"), 1);
-  assert.equal(
-    value("pklock_protocol_errors_total", { code: "already_held" }),
-    1,
-  );
-  assert.equal(
-    value("pklock_protocol_errors_total", { code: "unknown_command" }),
-    1,
-  );
-  assert.deepEqual(metrics.series("pklock_connections_rejected_total"), []);
-  assert.equal(value("pklock_hold_alarms_total"), 0);
-  assert.equal(value("pklock_wait_seconds_count"), 5);
-  assert.equal(value("pklock_wait_seconds_bucket", { le: "+Inf" }), 5);
-  assert.equal(value("pklock_hold_seconds_count"), 3);
-  assert.equal(value("pklock_locks_held"), 2); // jobs.a by b, other.b by c
-  assert.equal(value("pklock_locks_waiting"), 1); // d
-  // Per-lock series for the names matching jobs.*, and only for them.
-  assert.equal(value("pklock_lock_grants_total", { lock: "jobs.a" }), 2);
-  assert.equal(value("pklock_lock_grants_total", { lock: ODD_NAME }), 1);
-  assert.equal(value("pklock_lock_holders", { lock: "jobs.a" }), 1);
-  assert.equal(value("pklock_lock_waiters", { lock: "jobs.a" }), 1);
-  for (
-    const name of [
-      "pklock_lock_grants_total",
-      "pklock_lock_holders",
-      "pklock_lock_waiters",
-    ]
-  ) {
-    const locks = metrics.series(name).map((sample) => sample.labels.lock);
-    assert.ok(!locks.includes("other.b"), `${name} has a series for other.b`);
-  }
-  // Every metric the server defines is there, with its type.
-  const types = Object.fromEntries(
-    [...metrics.families.values()].map((family) => [family.name, family.type]),
-  );
-  assert.deepEqual(types, {
-    pklock_connections: "gauge",
-    pklock_connections_total: "counter",
-    pklock_connections_rejected_total: "counter",
-    pklock_locks_held: "gauge",
-    pklock_locks_waiting: "gauge",
-    pklock_grants_total: "counter",
-    pklock_releases_total: "counter",
-    pklock_wait_timeouts_total: "counter",
-    pklock_hold_alarms_total: "counter",
-    pklock_protocol_errors_total: "counter",
-    pklock_wait_seconds: "histogram",
-    pklock_hold_seconds: "histogram",
-    pklock_lock_grants_total: "counter",
-    pklock_lock_holders: "gauge",
-    pklock_lock_waiters: "gauge",
+  await t.step("the totals, gauges and histograms count the workload", () => {
+    assert.equal(value("pklock_connections_total"), 5); // a, b, raw, c, d
+    assert.equal(value("pklock_connections"), 4); // a has gone
+    assert.equal(value("pklock_grants_total"), 5);
+    assert.equal(value("pklock_releases_total", { cause: "client" }), 2);
+    assert.equal(value("pklock_releases_total", { cause: "disconnect" }), 1);
+    assert.equal(value("pklock_releases_total", { cause: "force" }), undefined);
+    assert.equal(value("pklock_wait_timeouts_total"), 1);
+    assert.equal(
+      value("pklock_protocol_errors_total", { code: "already_held" }),
+      1,
+    );
+    assert.equal(
+      value("pklock_protocol_errors_total", { code: "unknown_command" }),
+      1,
+    );
+    assert.deepEqual(metrics.series("pklock_connections_rejected_total"), []);
+    assert.equal(value("pklock_hold_alarms_total"), 0);
+    assert.equal(value("pklock_wait_seconds_count"), 5);
+    assert.equal(value("pklock_wait_seconds_bucket", { le: "+Inf" }), 5);
+    assert.equal(value("pklock_hold_seconds_count"), 3);
+    assert.equal(value("pklock_locks_held"), 2); // jobs.a by b, other.b by c
+    assert.equal(value("pklock_locks_waiting"), 1); // d
   });
+  await t.step(
+    "per-lock series exist for the names matching jobs.* and only for them",
+    () => {
+      assert.equal(value("pklock_lock_grants_total", { lock: "jobs.a" }), 2);
+      assert.equal(value("pklock_lock_grants_total", { lock: ODD_NAME }), 1);
+      assert.equal(value("pklock_lock_holders", { lock: "jobs.a" }), 1);
+      assert.equal(value("pklock_lock_waiters", { lock: "jobs.a" }), 1);
+      for (
+        const name of [
+          "pklock_lock_grants_total",
+          "pklock_lock_holders",
+          "pklock_lock_waiters",
+        ]
+      ) {
+        const locks = metrics.series(name).map((sample) => sample.labels.lock);
+        assert.ok(
+          !locks.includes("other.b"),
+          `${name} has a series for other.b`,
+        );
+      }
+    },
+  );
+  await t.step(
+    "every metric the server defines is there, with its type",
+    () => {
+      const types = Object.fromEntries(
+        [...metrics.families.values()].map((
+          family,
+        ) => [family.name, family.type]),
+      );
+      assert.deepEqual(types, {
+        pklock_connections: "gauge",
+        pklock_connections_total: "counter",
+        pklock_connections_rejected_total: "counter",
+        pklock_locks_held: "gauge",
+        pklock_locks_waiting: "gauge",
+        pklock_grants_total: "counter",
+        pklock_releases_total: "counter",
+        pklock_wait_timeouts_total: "counter",
+        pklock_hold_alarms_total: "counter",
+        pklock_protocol_errors_total: "counter",
+        pklock_wait_seconds: "histogram",
+        pklock_hold_seconds: "histogram",
+        pklock_lock_grants_total: "counter",
+        pklock_lock_holders: "gauge",
+        pklock_lock_waiters: "gauge",
+      });
+    },
+  );
 
-  const base = `http://127.0.0.1:${http.addr.port}`;
-  assert.deepEqual(await get(`${base}/healthz`), { status: 200, body: "ok\n" });
-  assert.equal((await get(`${base}/elsewhere`)).status, 404);
-  assert.equal(
-    (await get(`${base}/metrics`, { method: "POST", body: "" })).status,
-    405,
+  await t.step(
+    "/healthz answers ok, other paths 404 and POST 405",
+    async () => {
+      const base = `http://127.0.0.1:${http.addr.port}`;
+      assert.deepEqual(await get(`${base}/healthz`), {
+        status: 200,
+        body: "ok\n",
+      });
+      assert.equal((await get(`${base}/elsewhere`)).status, 404);
+      assert.equal(
+        (await get(`${base}/metrics`, { method: "POST", body: "" })).status,
+        405,
+      );
+    },
   );
 
   await second.release();
