@@ -10,6 +10,7 @@ import {
   inTempDir,
   RawClient,
   runCli,
+  settingsFile,
   spawnServer,
   startServer,
 } from "./helpers.ts";
@@ -118,11 +119,10 @@ Deno.test("serve never writes the secret to its logs, even at debug level", asyn
   await inTempDir(async (dir) => {
     const secretFile = `${dir}/secret`;
     await Deno.writeTextFile(secretFile, `  ${SECRET}\n`);
-    const config = `${dir}/settings.jsonc`;
-    await Deno.writeTextFile(
-      config,
-      JSON.stringify({ auth: { secretFile }, log: { level: "debug" } }),
-    );
+    const config = await settingsFile(dir, {
+      auth: { secretFile },
+      log: { level: "debug" },
+    });
     const { process: server, port } = await spawnServer([
       "--config",
       config,

@@ -252,24 +252,16 @@ Deno.test("serve with metrics on prints the metrics URL and serves /metrics and 
 });
 
 Deno.test("serve refuses a metrics port in use before saying it listens", async () => {
-  const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const dir = await Deno.makeTempDir({ prefix: "pklock-test-" });
-  try {
-    const path = `${dir}/settings.jsonc`;
-    await Deno.writeTextFile(
-      path,
-      JSON.stringify({
-        port: 0,
-        stateFile: `${dir}/state.json`,
-        metrics: { port: taken.addr.port },
-      }),
-    );
+  using taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  await inTempDir(async (dir) => {
+    const path = await settingsFile(dir, {
+      port: 0,
+      stateFile: `${dir}/state.json`,
+      metrics: { port: taken.addr.port },
+    });
     const result = await runCli(["serve", "--config", path]);
     assert.equal(result.code, 5);
     assert.match(result.stderr, /Cannot serve metrics on 127\.0\.0\.1:\d+/);
     assert.doesNotMatch(result.stdout, /listening on/);
-  } finally {
-    taken.close();
-    await Deno.remove(dir, { recursive: true });
-  }
+  });
 });

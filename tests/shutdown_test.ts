@@ -6,7 +6,13 @@ import assert from "node:assert/strict";
 import { connect, type LockClient } from "../mod.ts";
 import { writeAll } from "../message/io.ts";
 import { encodeFrame } from "../protocol/frame.ts";
-import { deadline, inTempDir, RawClient, spawnServer } from "./helpers.ts";
+import {
+  deadline,
+  inTempDir,
+  RawClient,
+  settingsFile,
+  spawnServer,
+} from "./helpers.ts";
 import { ask, concat, nextOf } from "./wire.ts";
 
 Deno.test("SIGTERM sends every client the shutdown farewell, closes them and exits 0 with the state file saved", async () => {
@@ -61,12 +67,10 @@ async function serverWithStuckReader(
   sink: Deno.TcpConn;
   holder: LockClient;
 }> {
-  const config = `${dir}/settings.jsonc`;
   // Room for far more queued output than the socket buffers hold.
-  await Deno.writeTextFile(
-    config,
-    JSON.stringify({ limits: { maxOutputBytes: 256 * 1024 * 1024 } }),
-  );
+  const config = await settingsFile(dir, {
+    limits: { maxOutputBytes: 256 * 1024 * 1024 },
+  });
   const { process: server, port } = await spawnServer([
     "--config",
     config,

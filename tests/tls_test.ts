@@ -9,6 +9,7 @@ import {
   deadline,
   RawClient,
   runCli,
+  settingsFile,
   spawnServer,
   startServer,
 } from "./helpers.ts";
@@ -208,13 +209,9 @@ Deno.test({
   ignore: OPENSSL === null,
   fn: async () => {
     await using certs = await makeCertificates();
-    const config = `${certs.dir}/settings.jsonc`;
-    await Deno.writeTextFile(
-      config,
-      JSON.stringify({
-        tls: { certFile: certs.certFile, keyFile: certs.keyFile },
-      }),
-    );
+    const config = await settingsFile(certs.dir, {
+      tls: { certFile: certs.certFile, keyFile: certs.keyFile },
+    });
     const { process: server, port } = await spawnServer(["--config", config]);
     await using _server = server;
     const args = ["try-lock", "cli-tls", "--port", String(port), "--hold", "0"];
