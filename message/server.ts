@@ -167,7 +167,7 @@ export class MessageServer implements AsyncDisposable {
   readonly #events: ConnectionEvents;
   readonly #accepting: Promise<void>;
   readonly #perIp = new Map<string, number>();
-  readonly #refusing = new Set<Promise<void>>();
+  readonly #rejecting = new Set<Promise<void>>();
   readonly #heartbeat: ReturnType<typeof setInterval> | undefined;
 
   /**
@@ -234,7 +234,7 @@ export class MessageServer implements AsyncDisposable {
       }
       return connection.finished;
     });
-    await Promise.all([...closing, ...this.#refusing]);
+    await Promise.all([...closing, ...this.#rejecting]);
   }
 
   /** Same as {@linkcode MessageServer.close}. */
@@ -266,11 +266,11 @@ export class MessageServer implements AsyncDisposable {
       const { maxConnections = Infinity, maxConnectionsPerIp = Infinity } =
         this.#options;
       if (this.#connections.size >= maxConnections) {
-        this.#refuse(conn, "too_many_connections", maxConnections, "");
+        this.#reject(conn, "too_many_connections", maxConnections, "");
         continue;
       }
       if (fromIp >= maxConnectionsPerIp) {
-        this.#refuse(
+        this.#reject(
           conn,
           "too_many_connections_per_ip",
           maxConnectionsPerIp,
@@ -294,7 +294,7 @@ export class MessageServer implements AsyncDisposable {
   }
 
   /** Tells a peer beyond a connection limit why, then disconnects it. */
-  #refuse(
+  #reject(
     conn: Deno.Conn,
     reason: "too_many_connections" | "too_many_connections_per_ip",
     limit: number,
@@ -313,14 +313,14 @@ export class MessageServer implements AsyncDisposable {
       this.#options.onReject?.(conn.remoteAddr as Deno.NetAddr, reason);
       return;
     }
-    const refusing: Promise<void> = conn.write(frame).then(
+    const rejecting: Promise<void> = conn.write(frame).then(
       () => {},
       () => {},
     ).finally(() => {
       conn.close();
-      this.#refusing.delete(refusing);
+      this.#rejecting.delete(rejecting);
     });
-    this.#refusing.add(refusing);
+    this.#rejecting.add(rejecting);
     this.#options.onReject?.(conn.remoteAddr as Deno.NetAddr, reason);
   }
 
