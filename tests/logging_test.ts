@@ -64,3 +64,22 @@ Deno.test("a server whose standard error is gone keeps serving", async () => {
   assert.equal(code, 0);
   assert.equal(new TextDecoder().decode(stdout), "still here\n");
 });
+
+Deno.test("a connection that dies holding three locks gets one info line naming them, not one line per lock", async () => {
+  const { process: server, port } = await spawnServer();
+  await using _server = server;
+  {
+    await using client = await connect({ port, label: "many" });
+    for (const name of ["log-a", "log-b", "log-c"]) await client.lock(name);
+  }
+  const [line] = await server.waitFor(
+    /.*Released 3 lock\(s\) held by connection \d+ from "127\.0\.0\.1:\d+" \("many"\): connection closed \("peer_closed"\): .*\n/,
+    "stderr",
+  );
+  assert.match(line!, /\[INF\]/);
+  assert.match(line!, /"log-a", "log-b", "log-c"/);
+  server.kill("SIGTERM");
+  const result = await deadline(server.result(), WAIT_MS, "the server exit");
+  assert.equal(result.code, 0, result.stderr);
+  assert.equal(result.stderr.match(/Released/g)?.length, 1, result.stderr);
+});
