@@ -61,6 +61,8 @@ export class LockCommands {
   readonly #settings: CommandSettings;
 
   /**
+   * Creates the handlers.
+   *
    * @param outcomes The lock space and the answers of its outcomes.
    * @param journal Where authentication failures are recorded.
    * @param settings Limits and secrets.

@@ -34,7 +34,11 @@ export class HoldAlarms {
   readonly #rules: { pattern: RegExp; holdTime: number }[];
   readonly #default: number | undefined;
 
-  /** @param settings The default threshold and the rules. */
+  /**
+   * Compiles the rules.
+   *
+   * @param settings The default threshold and the rules.
+   */
   constructor(settings: HoldAlarmSettings) {
     this.#rules = (settings.rules ?? []).map((rule) => ({
       pattern: globToRegExp(rule.pattern),

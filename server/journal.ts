@@ -52,7 +52,11 @@ export class Journal {
   readonly #metrics: Metrics | undefined;
   readonly #audit: AuditLog | undefined;
 
-  /** @param sinks Metrics and audit log, when on. */
+  /**
+   * Creates the journal.
+   *
+   * @param sinks Metrics and audit log, when on.
+   */
   constructor(sinks: JournalSinks) {
     this.#metrics = sinks.metrics;
     this.#audit = sinks.audit;

@@ -164,6 +164,8 @@ export class LocalLockSpace<T extends LockAsk> implements LockSpace<T> {
   #next = 0;
 
   /**
+   * Creates an empty lock space.
+   *
    * @param events Where outcomes go.
    * @param options The token source.
    */

@@ -34,7 +34,7 @@ export interface Ticket extends LockAsk, NoticeState {
 }
 
 /** A request in the lock space, as the server sees it. */
-export type Request = LockRequest<Session, Ticket>;
+type Request = LockRequest<Session, Ticket>;
 
 const TIMEOUT: LockResult = { status: "timeout" };
 const CANCELLED: LockResult = { status: "cancelled" };
@@ -58,6 +58,8 @@ export class LockOutcomes implements LockSpaceEvents<Ticket> {
   readonly #notices: QueueNotices;
 
   /**
+   * Makes the lock space through `space`, reporting to these outcomes.
+   *
    * @param journal Where each outcome is logged, audited and counted.
    * @param alarms Hold-time thresholds, when alarms are on.
    * @param space Makes the lock space that reports to these outcomes.

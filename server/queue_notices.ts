@@ -40,7 +40,11 @@ export class QueueNotices {
   /** How many holders of each lock want contention notices. */
   readonly #contended = new Map<string, number>();
 
-  /** @param space Where the queues are read. */
+  /**
+   * Creates the notices of a lock space.
+   *
+   * @param space Where the queues are read.
+   */
   constructor(space: LockSpace<LockAsk & NoticeState>) {
     this.#space = space;
   }
