@@ -11,8 +11,8 @@ import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import { globToRegExp, matchesAny } from "./glob.ts";
 import type { ReleaseCause } from "./lock_space.ts";
 
-/** Why a peer was refused before it could use the server. */
-export type RejectCause = "allow_list" | "limit" | "auth";
+/** What turned a peer away before it could use the server: the allow-list, a connection limit, or authentication (the `cause` label). */
+export type RejectedBy = "allow_list" | "limit" | "auth";
 
 /** What the metrics read from the server when scraped. */
 export interface MetricsSources {
@@ -193,7 +193,7 @@ export class Metrics {
    *
    * @param cause Why it was refused.
    */
-  rejected(cause: RejectCause): void {
+  rejected(cause: RejectedBy): void {
     this.#rejected.inc({ cause });
   }
 

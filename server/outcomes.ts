@@ -89,7 +89,7 @@ export class LockOutcomes implements LockSpaceEvents<Ticket> {
 
   granted(request: Request): void {
     const ticket = request.ticket;
-    this.#left(request);
+    this.#stopWaiting(request);
     ticket.granted = Date.now();
     this.#journal.granted(request);
     this.#notices.holding(request, true);
@@ -115,7 +115,7 @@ export class LockOutcomes implements LockSpaceEvents<Ticket> {
   }
 
   withdrawn(request: Request, cause: WithdrawCause): void {
-    this.#left(request);
+    this.#stopWaiting(request);
     this.#journal.withdrawn(request, cause);
     if (cause === "disconnect") return;
     request.owner.connection.reply(
@@ -141,7 +141,7 @@ export class LockOutcomes implements LockSpaceEvents<Ticket> {
   }
 
   /** A request stopped waiting: granted, withdrawn, timed out or gone. */
-  #left(request: Request): void {
+  #stopWaiting(request: Request): void {
     clearTimeout(request.ticket.timer);
     request.ticket.timer = undefined;
     this.#notices.waiting(request, false);
