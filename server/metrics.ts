@@ -11,7 +11,10 @@ import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import { globToRegExp, matchesAny } from "./glob.ts";
 import type { ReleaseCause } from "./lock_space.ts";
 
-/** What turned a peer away before it could use the server: the allow-list, a connection limit, or authentication (the `cause` label). */
+/**
+ * What turned a peer away before it could use the server (the `cause` label):
+ * the allow-list, a connection limit, or authentication.
+ */
 export type RejectedBy = "allow_list" | "limit" | "auth";
 
 /** What the metrics read from the server when scraped. */
