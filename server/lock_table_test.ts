@@ -9,6 +9,11 @@ import {
 
 type Request = LockRequest<string, string>;
 
+/** A test with no permissions at all: the table is pure, and this proves it. */
+function test(name: string, fn: () => void): void {
+  Deno.test({ name, permissions: "none", fn });
+}
+
 /**
  * A table that passes the same array to every call that can grant, so a test
  * reads every grant since it began from `grants`.
@@ -71,147 +76,123 @@ function queue(table: LockTable<string, string>, name: string) {
 
 // acquire
 
-Deno.test(
-  "acquire() grants a free lock at once and reports it by its return value, not in the grants array",
-  { permissions: "none" },
-  () => {
-    const { table, grants } = setup();
-    const held = table.acquire("a", "jobs", "exclusive", "t1");
-    assert.ok(typeof held !== "string");
-    assert.equal(held.owner, "a");
-    assert.equal(held.name, "jobs");
-    assert.equal(held.mode, "exclusive");
-    assert.equal(held.ticket, "t1");
-    assert.equal(held.held, true);
-    assert.equal(held.token, 1);
-    assert.deepEqual(grants, []);
-    assert.deepEqual(queue(table, "jobs"), {
-      mode: "exclusive",
-      holders: ["t1"],
-      waiters: [],
-    });
-  },
-);
+test("acquire() grants a free lock at once and reports it by its return value, not in the grants array", () => {
+  const { table, grants } = setup();
+  const held = table.acquire("a", "jobs", "exclusive", "t1");
+  assert.ok(typeof held !== "string");
+  assert.equal(held.owner, "a");
+  assert.equal(held.name, "jobs");
+  assert.equal(held.mode, "exclusive");
+  assert.equal(held.ticket, "t1");
+  assert.equal(held.held, true);
+  assert.equal(held.token, 1);
+  assert.deepEqual(grants, []);
+  assert.deepEqual(queue(table, "jobs"), {
+    mode: "exclusive",
+    holders: ["t1"],
+    waiters: [],
+  });
+});
 
-Deno.test(
-  "acquire() queues exclusive requests and grants them in FIFO order among three owners",
-  { permissions: "none" },
-  () => {
-    const { table, grants } = setup();
-    const a = request(table, "a", "jobs");
-    const b = request(table, "b", "jobs");
-    const c = request(table, "c", "jobs");
-    const d = request(table, "d", "jobs");
-    for (const waiting of [b, c, d]) {
-      assert.equal(waiting.held, false);
-      assert.equal(waiting.token, 0);
+test("acquire() queues exclusive requests and grants them in FIFO order among three owners", () => {
+  const { table, grants } = setup();
+  const a = request(table, "a", "jobs");
+  const b = request(table, "b", "jobs");
+  const c = request(table, "c", "jobs");
+  const d = request(table, "d", "jobs");
+  for (const waiting of [b, c, d]) {
+    assert.equal(waiting.held, false);
+    assert.equal(waiting.token, 0);
+  }
+  assert.deepEqual(queue(table, "jobs")?.waiters, [
+    "b:jobs",
+    "c:jobs",
+    "d:jobs",
+  ]);
+
+  table.release("a", "jobs");
+  assert.deepEqual(grants, [b]);
+  table.release("b", "jobs");
+  assert.deepEqual(grants, [b, c]);
+  table.release("c", "jobs");
+  assert.deepEqual(grants, [b, c, d]);
+  assert.deepEqual([a, b, c, d].map((entry) => entry.token), [1, 2, 3, 4]);
+  assert.ok([b, c, d].every((entry) => entry.held));
+});
+
+test("release() pushes the request it grants into the caller's array, already held", () => {
+  const table = new LockTable<string, string>();
+  request(table, "a", "jobs");
+  const b = request(table, "b", "jobs");
+  const granted: Request[] = [];
+  table.release("a", "jobs", granted);
+  assert.deepEqual(
+    granted.map(({ ticket, held, token }) => ({ ticket, held, token })),
+    [{ ticket: "b:jobs", held: true, token: 2 }],
+  );
+  assert.equal(granted[0], b);
+  assert.deepEqual(queue(table, "jobs")?.holders, ["b:jobs"]);
+});
+
+test("acquire() refuses an owner's second request for the same lock with already_held or already_waiting", () => {
+  const { table, grants } = setup();
+  request(table, "a", "jobs");
+  request(table, "b", "jobs");
+  const before = queue(table, "jobs");
+  for (const mode of ["exclusive", "shared"] as const) {
+    for (const wait of [true, false]) {
+      assert.equal(
+        table.acquire("a", "jobs", mode, "again", wait),
+        "already_held",
+      );
+      assert.equal(
+        table.acquire("b", "jobs", mode, "again", wait),
+        "already_waiting",
+      );
     }
-    assert.deepEqual(queue(table, "jobs")?.waiters, [
-      "b:jobs",
-      "c:jobs",
-      "d:jobs",
-    ]);
+  }
+  assert.deepEqual(queue(table, "jobs"), before);
+  assert.deepEqual(tickets(table.requestsOf("a")), ["a:jobs"]);
+  assert.deepEqual(tickets(table.requestsOf("b")), ["b:jobs"]);
+  // Other locks and other owners are unaffected.
+  assert.equal(request(table, "a", "other").held, true);
+  assert.equal(request(table, "c", "jobs").held, false);
+  assert.deepEqual(grants, []);
+});
 
-    table.release("a", "jobs");
-    assert.deepEqual(grants, [b]);
-    table.release("b", "jobs");
-    assert.deepEqual(grants, [b, c]);
-    table.release("c", "jobs");
-    assert.deepEqual(grants, [b, c, d]);
-    assert.deepEqual([a, b, c, d].map((entry) => entry.token), [1, 2, 3, 4]);
-    assert.ok([b, c, d].every((entry) => entry.held));
-  },
-);
-
-Deno.test(
-  "release() pushes the request it grants into the caller's array, already held",
-  { permissions: "none" },
-  () => {
-    const table = new LockTable<string, string>();
-    request(table, "a", "jobs");
-    const b = request(table, "b", "jobs");
-    const granted: Request[] = [];
-    table.release("a", "jobs", granted);
-    assert.deepEqual(
-      granted.map(({ ticket, held, token }) => ({ ticket, held, token })),
-      [{ ticket: "b:jobs", held: true, token: 2 }],
-    );
-    assert.equal(granted[0], b);
-    assert.deepEqual(queue(table, "jobs")?.holders, ["b:jobs"]);
-  },
-);
-
-Deno.test(
-  "acquire() refuses an owner's second request for the same lock with already_held or already_waiting",
-  { permissions: "none" },
-  () => {
-    const { table, grants } = setup();
-    request(table, "a", "jobs");
-    request(table, "b", "jobs");
-    const before = queue(table, "jobs");
-    for (const mode of ["exclusive", "shared"] as const) {
-      for (const wait of [true, false]) {
-        assert.equal(
-          table.acquire("a", "jobs", mode, "again", wait),
-          "already_held",
-        );
-        assert.equal(
-          table.acquire("b", "jobs", mode, "again", wait),
-          "already_waiting",
-        );
-      }
-    }
-    assert.deepEqual(queue(table, "jobs"), before);
-    assert.deepEqual(tickets(table.requestsOf("a")), ["a:jobs"]);
-    assert.deepEqual(tickets(table.requestsOf("b")), ["b:jobs"]);
-    // Other locks and other owners are unaffected.
-    assert.equal(request(table, "a", "other").held, true);
-    assert.equal(request(table, "c", "jobs").held, false);
-    assert.deepEqual(grants, []);
-  },
-);
-
-Deno.test("acquire() refuses already_held for a shared holder asking again", {
-  permissions: "none",
-}, () => {
+test("acquire() refuses already_held for a shared holder asking again", () => {
   const { table } = setup();
   request(table, "a", "jobs", "shared");
   assert.equal(table.acquire("a", "jobs", "shared", "again"), "already_held");
   assert.deepEqual(queue(table, "jobs")?.holders, ["a:jobs"]);
 });
 
-Deno.test(
-  "acquire() with wait=false answers busy only when the request cannot be granted now",
-  { permissions: "none" },
-  () => {
-    const { table } = setup();
-    // Free: granted.
-    const first = table.acquire("a", "x", "exclusive", "a1", false);
-    assert.ok(typeof first !== "string" && first.held);
-    // Held exclusively: busy for either mode.
-    assert.equal(table.acquire("b", "x", "exclusive", "b1", false), "busy");
-    assert.equal(table.acquire("b", "x", "shared", "b1", false), "busy");
+test("acquire() with wait=false answers busy only when the request cannot be granted now", () => {
+  const { table } = setup();
+  // Free: granted.
+  const first = table.acquire("a", "x", "exclusive", "a1", false);
+  assert.ok(typeof first !== "string" && first.held);
+  // Held exclusively: busy for either mode.
+  assert.equal(table.acquire("b", "x", "exclusive", "b1", false), "busy");
+  assert.equal(table.acquire("b", "x", "shared", "b1", false), "busy");
 
-    // Held shared with nobody waiting: shared is granted, exclusive is busy.
-    request(table, "a", "y", "shared");
-    const joined = table.acquire("b", "y", "shared", "b2", false);
-    assert.ok(typeof joined !== "string" && joined.held);
-    assert.equal(table.acquire("c", "y", "exclusive", "c1", false), "busy");
+  // Held shared with nobody waiting: shared is granted, exclusive is busy.
+  request(table, "a", "y", "shared");
+  const joined = table.acquire("b", "y", "shared", "b2", false);
+  assert.ok(typeof joined !== "string" && joined.held);
+  assert.equal(table.acquire("c", "y", "exclusive", "c1", false), "busy");
 
-    // Held shared with an exclusive waiting: shared is busy too.
-    request(table, "c", "y", "exclusive");
-    assert.equal(table.acquire("d", "y", "shared", "d1", false), "busy");
-    assert.deepEqual(queue(table, "y"), {
-      mode: "shared",
-      holders: ["a:y", "b2"],
-      waiters: ["c:y"],
-    });
-  },
-);
+  // Held shared with an exclusive waiting: shared is busy too.
+  request(table, "c", "y", "exclusive");
+  assert.equal(table.acquire("d", "y", "shared", "d1", false), "busy");
+  assert.deepEqual(queue(table, "y"), {
+    mode: "shared",
+    holders: ["a:y", "b2"],
+    waiters: ["c:y"],
+  });
+});
 
-Deno.test("A busy refusal leaves no trace in the table", {
-  permissions: "none",
-}, () => {
+test("A busy refusal leaves no trace in the table", () => {
   const { table, grants } = setup();
   request(table, "a", "x");
   const before = queue(table, "x");
@@ -226,90 +207,72 @@ Deno.test("A busy refusal leaves no trace in the table", {
   assert.equal(table.size, 0);
 });
 
-Deno.test(
-  "Owners are compared by identity, so equal-looking objects are different owners",
-  { permissions: "none" },
-  () => {
-    const table = new RecordingTable<object, number>();
-    const grants = table.grants;
-    const one = {}, two = {};
-    assert.ok(typeof table.acquire(one, "x", "exclusive", 1) !== "string");
-    const second = table.acquire(two, "x", "exclusive", 2);
-    assert.ok(typeof second !== "string" && !second.held);
-    assert.equal(table.acquire(one, "x", "exclusive", 3), "already_held");
-    table.release(one, "x");
-    assert.deepEqual(grants.map((granted) => granted.ticket), [2]);
-  },
-);
+test("Owners are compared by identity, so equal-looking objects are different owners", () => {
+  const table = new RecordingTable<object, number>();
+  const grants = table.grants;
+  const one = {}, two = {};
+  assert.ok(typeof table.acquire(one, "x", "exclusive", 1) !== "string");
+  const second = table.acquire(two, "x", "exclusive", 2);
+  assert.ok(typeof second !== "string" && !second.held);
+  assert.equal(table.acquire(one, "x", "exclusive", 3), "already_held");
+  table.release(one, "x");
+  assert.deepEqual(grants.map((granted) => granted.ticket), [2]);
+});
 
 // release and withdraw
 
-Deno.test(
-  "release() returns the removed request, or null when the owner has none on that lock",
-  { permissions: "none" },
-  () => {
-    const { table } = setup();
-    const a = request(table, "a", "x");
-    assert.equal(table.release("z", "x"), null);
-    assert.equal(table.release("a", "y"), null);
-    assert.equal(table.release("a", "x"), a);
-    assert.equal(table.release("a", "x"), null);
-    assert.equal(table.size, 0);
-  },
-);
+test("release() returns the removed request, or null when the owner has none on that lock", () => {
+  const { table } = setup();
+  const a = request(table, "a", "x");
+  assert.equal(table.release("z", "x"), null);
+  assert.equal(table.release("a", "y"), null);
+  assert.equal(table.release("a", "x"), a);
+  assert.equal(table.release("a", "x"), null);
+  assert.equal(table.size, 0);
+});
 
-Deno.test(
-  "release() of a waiting request withdraws it from the middle, tail or head of the queue",
-  { permissions: "none" },
-  () => {
-    const { table, grants } = setup();
-    request(table, "a", "x");
-    for (const owner of ["b", "c", "d", "e"]) request(table, owner, "x");
+test("release() of a waiting request withdraws it from the middle, tail or head of the queue", () => {
+  const { table, grants } = setup();
+  request(table, "a", "x");
+  for (const owner of ["b", "c", "d", "e"]) request(table, owner, "x");
 
-    assert.equal(table.release("c", "x")?.ticket, "c:x"); // middle
-    assert.deepEqual(queue(table, "x")?.waiters, ["b:x", "d:x", "e:x"]);
-    assert.equal(table.release("e", "x")?.ticket, "e:x"); // tail
-    assert.deepEqual(queue(table, "x")?.waiters, ["b:x", "d:x"]);
-    request(table, "f", "x"); // the new tail follows d
-    assert.deepEqual(queue(table, "x")?.waiters, ["b:x", "d:x", "f:x"]);
-    assert.equal(table.release("b", "x")?.ticket, "b:x"); // head
-    assert.deepEqual(queue(table, "x")?.waiters, ["d:x", "f:x"]);
-    assert.deepEqual(
-      grants,
-      [],
-      "withdrawing behind an exclusive holder grants nothing",
-    );
+  assert.equal(table.release("c", "x")?.ticket, "c:x"); // middle
+  assert.deepEqual(queue(table, "x")?.waiters, ["b:x", "d:x", "e:x"]);
+  assert.equal(table.release("e", "x")?.ticket, "e:x"); // tail
+  assert.deepEqual(queue(table, "x")?.waiters, ["b:x", "d:x"]);
+  request(table, "f", "x"); // the new tail follows d
+  assert.deepEqual(queue(table, "x")?.waiters, ["b:x", "d:x", "f:x"]);
+  assert.equal(table.release("b", "x")?.ticket, "b:x"); // head
+  assert.deepEqual(queue(table, "x")?.waiters, ["d:x", "f:x"]);
+  assert.deepEqual(
+    grants,
+    [],
+    "withdrawing behind an exclusive holder grants nothing",
+  );
 
-    table.release("a", "x");
-    assert.deepEqual(tickets(grants), ["d:x"]);
-    table.release("d", "x");
-    assert.deepEqual(tickets(grants), ["d:x", "f:x"]);
-    table.release("f", "x");
-    assert.equal(table.inspect("x"), null);
-  },
-);
+  table.release("a", "x");
+  assert.deepEqual(tickets(grants), ["d:x"]);
+  table.release("d", "x");
+  assert.deepEqual(tickets(grants), ["d:x", "f:x"]);
+  table.release("f", "x");
+  assert.equal(table.inspect("x"), null);
+});
 
-Deno.test(
-  "release() of the only waiter empties the queue, which then fills again in order",
-  { permissions: "none" },
-  () => {
-    const { table, grants } = setup();
-    request(table, "a", "x");
-    request(table, "b", "x");
-    table.release("b", "x");
-    assert.deepEqual(queue(table, "x")?.waiters, []);
-    request(table, "c", "x");
-    request(table, "d", "x");
-    assert.deepEqual(queue(table, "x")?.waiters, ["c:x", "d:x"]);
-    table.release("a", "x");
-    table.release("c", "x");
-    assert.deepEqual(tickets(grants), ["c:x", "d:x"]);
-  },
-);
+test("release() of the only waiter empties the queue, which then fills again in order", () => {
+  const { table, grants } = setup();
+  request(table, "a", "x");
+  request(table, "b", "x");
+  table.release("b", "x");
+  assert.deepEqual(queue(table, "x")?.waiters, []);
+  request(table, "c", "x");
+  request(table, "d", "x");
+  assert.deepEqual(queue(table, "x")?.waiters, ["c:x", "d:x"]);
+  table.release("a", "x");
+  table.release("c", "x");
+  assert.deepEqual(tickets(grants), ["c:x", "d:x"]);
+});
 
-Deno.test("withdraw() removes a waiting request and returns true", {
-  permissions: "none",
-}, () => {
+test("withdraw() removes a waiting request and returns true", () => {
   const { table, grants } = setup();
   request(table, "a", "x");
   const b = request(table, "b", "x");
@@ -321,9 +284,7 @@ Deno.test("withdraw() removes a waiting request and returns true", {
   assert.deepEqual(tickets(grants), ["c:x"]);
 });
 
-Deno.test("withdraw() does nothing to a held request and returns false", {
-  permissions: "none",
-}, () => {
+test("withdraw() does nothing to a held request and returns false", () => {
   const { table } = setup();
   const a = request(table, "a", "x");
   request(table, "b", "x");
@@ -335,111 +296,93 @@ Deno.test("withdraw() does nothing to a held request and returns false", {
   });
 });
 
-Deno.test(
-  "withdraw() returns false for a request that is gone or was granted meanwhile",
-  { permissions: "none" },
-  () => {
-    const { table } = setup();
-    request(table, "a", "x");
-    const b = request(table, "b", "x");
-    assert.equal(table.withdraw(b), true);
-    assert.equal(table.withdraw(b), false);
+test("withdraw() returns false for a request that is gone or was granted meanwhile", () => {
+  const { table } = setup();
+  request(table, "a", "x");
+  const b = request(table, "b", "x");
+  assert.equal(table.withdraw(b), true);
+  assert.equal(table.withdraw(b), false);
 
-    const c = request(table, "c", "x");
-    table.release("a", "x");
-    assert.equal(c.held, true);
-    assert.equal(table.withdraw(c), false);
-    assert.deepEqual(queue(table, "x")?.holders, ["c:x"]);
-  },
-);
+  const c = request(table, "c", "x");
+  table.release("a", "x");
+  assert.equal(c.held, true);
+  assert.equal(table.withdraw(c), false);
+  assert.deepEqual(queue(table, "x")?.holders, ["c:x"]);
+});
 
-Deno.test(
-  "withdraw() of a stale request leaves the owner's newer request on the same lock alone",
-  { permissions: "none" },
-  () => {
-    const { table } = setup();
-    request(table, "a", "x");
-    const old = request(table, "b", "x");
-    table.release("b", "x");
-    const fresh = request(table, "b", "x");
-    assert.equal(table.withdraw(old), false);
-    assert.deepEqual(table.requestsOf("b"), [fresh]);
-    assert.deepEqual(queue(table, "x")?.waiters, ["b:x"]);
-  },
-);
+test("withdraw() of a stale request leaves the owner's newer request on the same lock alone", () => {
+  const { table } = setup();
+  request(table, "a", "x");
+  const old = request(table, "b", "x");
+  table.release("b", "x");
+  const fresh = request(table, "b", "x");
+  assert.equal(table.withdraw(old), false);
+  assert.deepEqual(table.requestsOf("b"), [fresh]);
+  assert.deepEqual(queue(table, "x")?.waiters, ["b:x"]);
+});
 
-Deno.test(
-  "withdraw() of an exclusive waiter lets the shared waiters behind it join the shared holders",
-  { permissions: "none" },
-  () => {
-    const { table, grants } = setup();
-    request(table, "a", "x", "shared");
-    const b = request(table, "b", "x", "exclusive");
-    request(table, "c", "x", "shared");
-    request(table, "d", "x", "shared");
-    request(table, "e", "x", "exclusive");
-    assert.deepEqual(grants, []);
-    assert.equal(table.withdraw(b), true);
-    assert.deepEqual(tickets(grants), ["c:x", "d:x"]);
-    assert.deepEqual(queue(table, "x"), {
-      mode: "shared",
-      holders: ["a:x", "c:x", "d:x"],
-      waiters: ["e:x"],
-    });
-  },
-);
+test("withdraw() of an exclusive waiter lets the shared waiters behind it join the shared holders", () => {
+  const { table, grants } = setup();
+  request(table, "a", "x", "shared");
+  const b = request(table, "b", "x", "exclusive");
+  request(table, "c", "x", "shared");
+  request(table, "d", "x", "shared");
+  request(table, "e", "x", "exclusive");
+  assert.deepEqual(grants, []);
+  assert.equal(table.withdraw(b), true);
+  assert.deepEqual(tickets(grants), ["c:x", "d:x"]);
+  assert.deepEqual(queue(table, "x"), {
+    mode: "shared",
+    holders: ["a:x", "c:x", "d:x"],
+    waiters: ["e:x"],
+  });
+});
 
 // releaseAll
 
-Deno.test(
-  "releaseAll() releases an owner's holds and waits, grants the next waiters and touches nobody else",
-  { permissions: "none" },
-  () => {
-    const { table, grants } = setup();
-    request(table, "a", "x"); // a holds x
-    request(table, "b", "y"); // b holds y
-    request(table, "a", "y"); // a waits for y
-    request(table, "a", "z", "shared"); // a holds z
-    request(table, "c", "z", "exclusive"); // c waits for z
-    request(table, "d", "x"); // d waits for x
-    request(table, "e", "y"); // e waits for y, behind a
-    request(table, "f", "w"); // f holds w, unrelated
-    const others = ["b", "c", "d", "e", "f"].map((owner) =>
-      table.requestsOf(owner)
-    );
-    const w = queue(table, "w");
+test("releaseAll() releases an owner's holds and waits, grants the next waiters and touches nobody else", () => {
+  const { table, grants } = setup();
+  request(table, "a", "x"); // a holds x
+  request(table, "b", "y"); // b holds y
+  request(table, "a", "y"); // a waits for y
+  request(table, "a", "z", "shared"); // a holds z
+  request(table, "c", "z", "exclusive"); // c waits for z
+  request(table, "d", "x"); // d waits for x
+  request(table, "e", "y"); // e waits for y, behind a
+  request(table, "f", "w"); // f holds w, unrelated
+  const others = ["b", "c", "d", "e", "f"].map((owner) =>
+    table.requestsOf(owner)
+  );
+  const w = queue(table, "w");
 
-    const removed = table.releaseAll("a");
-    assert.deepEqual(tickets(removed), ["a:x", "a:y", "a:z"]);
-    assert.deepEqual(tickets(grants), ["d:x", "c:z"]);
-    assert.deepEqual(queue(table, "x"), {
-      mode: "exclusive",
-      holders: ["d:x"],
-      waiters: [],
-    });
-    assert.deepEqual(queue(table, "y"), {
-      mode: "exclusive",
-      holders: ["b:y"],
-      waiters: ["e:y"],
-    });
-    assert.deepEqual(queue(table, "z"), {
-      mode: "exclusive",
-      holders: ["c:z"],
-      waiters: [],
-    });
-    assert.deepEqual(queue(table, "w"), w);
-    assert.deepEqual(table.requestsOf("a"), []);
-    assert.deepEqual(
-      ["b", "c", "d", "e", "f"].map((owner) => table.requestsOf(owner)),
-      others,
-    );
-    assert.deepEqual(table.releaseAll("a"), []);
-  },
-);
+  const removed = table.releaseAll("a");
+  assert.deepEqual(tickets(removed), ["a:x", "a:y", "a:z"]);
+  assert.deepEqual(tickets(grants), ["d:x", "c:z"]);
+  assert.deepEqual(queue(table, "x"), {
+    mode: "exclusive",
+    holders: ["d:x"],
+    waiters: [],
+  });
+  assert.deepEqual(queue(table, "y"), {
+    mode: "exclusive",
+    holders: ["b:y"],
+    waiters: ["e:y"],
+  });
+  assert.deepEqual(queue(table, "z"), {
+    mode: "exclusive",
+    holders: ["c:z"],
+    waiters: [],
+  });
+  assert.deepEqual(queue(table, "w"), w);
+  assert.deepEqual(table.requestsOf("a"), []);
+  assert.deepEqual(
+    ["b", "c", "d", "e", "f"].map((owner) => table.requestsOf(owner)),
+    others,
+  );
+  assert.deepEqual(table.releaseAll("a"), []);
+});
 
-Deno.test("releaseAll() removes the locks only that owner used", {
-  permissions: "none",
-}, () => {
+test("releaseAll() removes the locks only that owner used", () => {
   const { table } = setup();
   request(table, "a", "x");
   request(table, "a", "y", "shared");
@@ -449,28 +392,22 @@ Deno.test("releaseAll() removes the locks only that owner used", {
   assert.equal(table.size, 1);
 });
 
-Deno.test(
-  "releaseAll() of an unknown owner returns nothing and grants nothing",
-  { permissions: "none" },
-  () => {
-    const { table, grants } = setup();
-    request(table, "a", "x");
-    request(table, "b", "x");
-    assert.deepEqual(table.releaseAll("nobody"), []);
-    assert.deepEqual(grants, []);
-    assert.deepEqual(queue(table, "x"), {
-      mode: "exclusive",
-      holders: ["a:x"],
-      waiters: ["b:x"],
-    });
-  },
-);
+test("releaseAll() of an unknown owner returns nothing and grants nothing", () => {
+  const { table, grants } = setup();
+  request(table, "a", "x");
+  request(table, "b", "x");
+  assert.deepEqual(table.releaseAll("nobody"), []);
+  assert.deepEqual(grants, []);
+  assert.deepEqual(queue(table, "x"), {
+    mode: "exclusive",
+    holders: ["a:x"],
+    waiters: ["b:x"],
+  });
+});
 
 // Shared and exclusive
 
-Deno.test("Many shared requests hold a lock together, in grant order", {
-  permissions: "none",
-}, () => {
+test("Many shared requests hold a lock together, in grant order", () => {
   const { table, grants } = setup();
   const holders = ["a", "b", "c", "d", "e"].map((owner) =>
     request(table, owner, "x", "shared")
@@ -485,153 +422,123 @@ Deno.test("Many shared requests hold a lock together, in grant order", {
   assert.deepEqual(grants, []);
 });
 
-Deno.test(
-  "An exclusive request waits for every shared holder and is granted when the last one releases",
-  { permissions: "none" },
-  () => {
-    const { table, grants } = setup();
-    for (const owner of ["a", "b", "c"]) request(table, owner, "x", "shared");
-    const d = request(table, "d", "x", "exclusive");
-    assert.equal(d.held, false);
-    table.release("b", "x");
-    table.release("a", "x");
-    assert.deepEqual(grants, []);
-    assert.equal(d.held, false);
-    table.release("c", "x");
-    assert.deepEqual(grants, [d]);
-    assert.deepEqual(queue(table, "x"), {
-      mode: "exclusive",
-      holders: ["d:x"],
-      waiters: [],
-    });
-  },
-);
+test("An exclusive request waits for every shared holder and is granted when the last one releases", () => {
+  const { table, grants } = setup();
+  for (const owner of ["a", "b", "c"]) request(table, owner, "x", "shared");
+  const d = request(table, "d", "x", "exclusive");
+  assert.equal(d.held, false);
+  table.release("b", "x");
+  table.release("a", "x");
+  assert.deepEqual(grants, []);
+  assert.equal(d.held, false);
+  table.release("c", "x");
+  assert.deepEqual(grants, [d]);
+  assert.deepEqual(queue(table, "x"), {
+    mode: "exclusive",
+    holders: ["d:x"],
+    waiters: [],
+  });
+});
 
-Deno.test(
-  "A shared request behind a queued exclusive waits, so writers do not starve",
-  { permissions: "none" },
-  () => {
-    const { table, grants } = setup();
-    request(table, "a", "x", "shared");
-    request(table, "b", "x", "exclusive");
-    const c = request(table, "c", "x", "shared");
-    assert.equal(c.held, false);
-    assert.deepEqual(queue(table, "x"), {
-      mode: "shared",
-      holders: ["a:x"],
-      waiters: ["b:x", "c:x"],
-    });
-    table.release("a", "x");
-    assert.deepEqual(tickets(grants), ["b:x"]);
-    table.release("b", "x");
-    assert.deepEqual(tickets(grants), ["b:x", "c:x"]);
-  },
-);
+test("A shared request behind a queued exclusive waits, so writers do not starve", () => {
+  const { table, grants } = setup();
+  request(table, "a", "x", "shared");
+  request(table, "b", "x", "exclusive");
+  const c = request(table, "c", "x", "shared");
+  assert.equal(c.held, false);
+  assert.deepEqual(queue(table, "x"), {
+    mode: "shared",
+    holders: ["a:x"],
+    waiters: ["b:x", "c:x"],
+  });
+  table.release("a", "x");
+  assert.deepEqual(tickets(grants), ["b:x"]);
+  table.release("b", "x");
+  assert.deepEqual(tickets(grants), ["b:x", "c:x"]);
+});
 
-Deno.test(
-  "A run of shared waiters at the head is granted together, up to the next exclusive",
-  { permissions: "none" },
-  () => {
-    const { table, grants } = setup();
-    request(table, "a", "x", "exclusive");
-    for (const owner of ["b", "c", "d"]) request(table, owner, "x", "shared");
-    request(table, "e", "x", "exclusive");
-    request(table, "f", "x", "shared");
+test("A run of shared waiters at the head is granted together, up to the next exclusive", () => {
+  const { table, grants } = setup();
+  request(table, "a", "x", "exclusive");
+  for (const owner of ["b", "c", "d"]) request(table, owner, "x", "shared");
+  request(table, "e", "x", "exclusive");
+  request(table, "f", "x", "shared");
 
-    table.release("a", "x");
-    assert.deepEqual(tickets(grants), ["b:x", "c:x", "d:x"]);
-    assert.deepEqual(grants.map((granted) => granted.token), [2, 3, 4]);
-    assert.deepEqual(queue(table, "x"), {
-      mode: "shared",
-      holders: ["b:x", "c:x", "d:x"],
-      waiters: ["e:x", "f:x"],
-    });
+  table.release("a", "x");
+  assert.deepEqual(tickets(grants), ["b:x", "c:x", "d:x"]);
+  assert.deepEqual(grants.map((granted) => granted.token), [2, 3, 4]);
+  assert.deepEqual(queue(table, "x"), {
+    mode: "shared",
+    holders: ["b:x", "c:x", "d:x"],
+    waiters: ["e:x", "f:x"],
+  });
 
-    table.release("c", "x");
-    table.release("b", "x");
-    assert.equal(grants.length, 3);
-    table.release("d", "x");
-    assert.deepEqual(tickets(grants), ["b:x", "c:x", "d:x", "e:x"]);
-    table.release("e", "x");
-    assert.deepEqual(tickets(grants), ["b:x", "c:x", "d:x", "e:x", "f:x"]);
-    assert.deepEqual(queue(table, "x")?.mode, "shared");
-  },
-);
+  table.release("c", "x");
+  table.release("b", "x");
+  assert.equal(grants.length, 3);
+  table.release("d", "x");
+  assert.deepEqual(tickets(grants), ["b:x", "c:x", "d:x", "e:x"]);
+  table.release("e", "x");
+  assert.deepEqual(tickets(grants), ["b:x", "c:x", "d:x", "e:x", "f:x"]);
+  assert.deepEqual(queue(table, "x")?.mode, "shared");
+});
 
-Deno.test(
-  "An exclusive at the head is granted alone even with shared waiters behind it",
-  { permissions: "none" },
-  () => {
-    const { table, grants } = setup();
-    request(table, "a", "x", "shared");
-    request(table, "b", "x", "exclusive");
-    request(table, "c", "x", "exclusive");
-    request(table, "d", "x", "shared");
-    table.release("a", "x");
-    assert.deepEqual(tickets(grants), ["b:x"]);
-    table.release("b", "x");
-    assert.deepEqual(tickets(grants), ["b:x", "c:x"]);
-    table.release("c", "x");
-    assert.deepEqual(tickets(grants), ["b:x", "c:x", "d:x"]);
-  },
-);
+test("An exclusive at the head is granted alone even with shared waiters behind it", () => {
+  const { table, grants } = setup();
+  request(table, "a", "x", "shared");
+  request(table, "b", "x", "exclusive");
+  request(table, "c", "x", "exclusive");
+  request(table, "d", "x", "shared");
+  table.release("a", "x");
+  assert.deepEqual(tickets(grants), ["b:x"]);
+  table.release("b", "x");
+  assert.deepEqual(tickets(grants), ["b:x", "c:x"]);
+  table.release("c", "x");
+  assert.deepEqual(tickets(grants), ["b:x", "c:x", "d:x"]);
+});
 
-Deno.test(
-  "A shared request joins the holders again once the queue ahead of it is empty",
-  { permissions: "none" },
-  () => {
-    const { table } = setup();
-    request(table, "a", "x", "shared");
-    request(table, "b", "x", "exclusive");
-    table.release("b", "x"); // the exclusive gives up
-    assert.equal(request(table, "c", "x", "shared").held, true);
-    assert.deepEqual(queue(table, "x")?.holders, ["a:x", "c:x"]);
-  },
-);
+test("A shared request joins the holders again once the queue ahead of it is empty", () => {
+  const { table } = setup();
+  request(table, "a", "x", "shared");
+  request(table, "b", "x", "exclusive");
+  table.release("b", "x"); // the exclusive gives up
+  assert.equal(request(table, "c", "x", "shared").held, true);
+  assert.deepEqual(queue(table, "x")?.holders, ["a:x", "c:x"]);
+});
 
 // Tokens
 
-Deno.test(
-  "Tokens come from nextToken, one per grant and none for waiting requests",
-  { permissions: "none" },
-  () => {
-    let next = 100;
-    const issued: number[] = [];
-    const table = new RecordingTable<string, string>({
-      nextToken: () => {
-        next += 10;
-        issued.push(next);
-        return next;
-      },
-    });
-    const a = request(table, "a", "x");
-    const b = request(table, "b", "x");
-    assert.deepEqual(issued, [110]);
-    assert.equal(a.token, 110);
-    assert.equal(b.token, 0);
-    table.release("a", "x");
-    assert.equal(b.token, 120);
-    assert.deepEqual(issued, [110, 120]);
-  },
-);
+test("Tokens come from nextToken, one per grant and none for waiting requests", () => {
+  let next = 100;
+  const issued: number[] = [];
+  const table = new RecordingTable<string, string>({
+    nextToken: () => {
+      next += 10;
+      issued.push(next);
+      return next;
+    },
+  });
+  const a = request(table, "a", "x");
+  const b = request(table, "b", "x");
+  assert.deepEqual(issued, [110]);
+  assert.equal(a.token, 110);
+  assert.equal(b.token, 0);
+  table.release("a", "x");
+  assert.equal(b.token, 120);
+  assert.deepEqual(issued, [110, 120]);
+});
 
-Deno.test(
-  "Each table counts its own tokens from 1",
-  { permissions: "none" },
-  () => {
-    const first = setup().table;
-    const second = setup().table;
-    assert.equal(request(first, "a", "x").token, 1);
-    assert.equal(request(first, "a", "y").token, 2);
-    assert.equal(request(second, "a", "x").token, 1);
-  },
-);
+test("Each table counts its own tokens from 1", () => {
+  const first = setup().table;
+  const second = setup().table;
+  assert.equal(request(first, "a", "x").token, 1);
+  assert.equal(request(first, "a", "y").token, 2);
+  assert.equal(request(second, "a", "x").token, 1);
+});
 
 // Introspection
 
-Deno.test("inspect(), names(), size and requestsOf() describe the table", {
-  permissions: "none",
-}, () => {
+test("inspect(), names(), size and requestsOf() describe the table", () => {
   const { table } = setup();
   assert.equal(table.inspect("x"), null);
   assert.equal(table.size, 0);
@@ -663,23 +570,17 @@ Deno.test("inspect(), names(), size and requestsOf() describe the table", {
   });
 });
 
-Deno.test(
-  "requestsOf() lists requests in the order they were made, a re-acquired lock last",
-  { permissions: "none" },
-  () => {
-    const { table } = setup();
-    request(table, "a", "x");
-    request(table, "a", "y");
-    request(table, "a", "z");
-    table.release("a", "x");
-    request(table, "a", "x");
-    assert.deepEqual(tickets(table.requestsOf("a")), ["a:y", "a:z", "a:x"]);
-  },
-);
+test("requestsOf() lists requests in the order they were made, a re-acquired lock last", () => {
+  const { table } = setup();
+  request(table, "a", "x");
+  request(table, "a", "y");
+  request(table, "a", "z");
+  table.release("a", "x");
+  request(table, "a", "x");
+  assert.deepEqual(tickets(table.requestsOf("a")), ["a:y", "a:z", "a:x"]);
+});
 
-Deno.test("inspect() returns copies: changing them does not change the table", {
-  permissions: "none",
-}, () => {
+test("inspect() returns copies: changing them does not change the table", () => {
   const { table } = setup();
   request(table, "a", "x");
   request(table, "b", "x");
@@ -695,9 +596,7 @@ Deno.test("inspect() returns copies: changing them does not change the table", {
   assert.deepEqual(tickets(table.requestsOf("a")), ["a:x"]);
 });
 
-Deno.test("A lock is removed once nobody holds or waits for it", {
-  permissions: "none",
-}, () => {
+test("A lock is removed once nobody holds or waits for it", () => {
   const { table } = setup();
   request(table, "a", "x", "shared");
   request(table, "b", "x", "shared");
@@ -715,32 +614,26 @@ Deno.test("A lock is removed once nobody holds or waits for it", {
 
 // Releasing what was just granted
 
-Deno.test(
-  "a caller may release each grant as it reads it, and the next waiters are still granted",
-  { permissions: "none" },
-  () => {
-    const table = new LockTable<string, string>();
-    request(table, "a", "x");
-    request(table, "b", "x");
-    request(table, "c", "x", "shared");
-    request(table, "d", "x", "shared");
-    request(table, "e", "x");
-    const granted: Request[] = [];
-    table.release("a", "x", granted);
-    for (let i = 0; i < granted.length; i++) {
-      table.release(granted[i]!.owner, "x", granted);
-    }
-    assert.deepEqual(tickets(granted), ["b:x", "c:x", "d:x", "e:x"]);
-    assert.equal(table.inspect("x"), null);
-    assert.equal(table.size, 0);
-  },
-);
+test("a caller may release each grant as it reads it, and the next waiters are still granted", () => {
+  const table = new LockTable<string, string>();
+  request(table, "a", "x");
+  request(table, "b", "x");
+  request(table, "c", "x", "shared");
+  request(table, "d", "x", "shared");
+  request(table, "e", "x");
+  const granted: Request[] = [];
+  table.release("a", "x", granted);
+  for (let i = 0; i < granted.length; i++) {
+    table.release(granted[i]!.owner, "x", granted);
+  }
+  assert.deepEqual(tickets(granted), ["b:x", "c:x", "d:x", "e:x"]);
+  assert.equal(table.inspect("x"), null);
+  assert.equal(table.size, 0);
+});
 
 // Deadlocks
 
-Deno.test("acquire() refuses a request that closes a two-party cycle", {
-  permissions: "none",
-}, () => {
+test("acquire() refuses a request that closes a two-party cycle", () => {
   const { table } = setup();
   request(table, "a", "x");
   request(table, "b", "y");
@@ -755,9 +648,7 @@ Deno.test("acquire() refuses a request that closes a two-party cycle", {
   assert.deepEqual(queue(table, "x")?.waiters, []);
 });
 
-Deno.test("acquire() refuses a request that closes a three-party cycle", {
-  permissions: "none",
-}, () => {
+test("acquire() refuses a request that closes a three-party cycle", () => {
   const { table } = setup();
   request(table, "a", "x");
   request(table, "b", "y");
@@ -771,53 +662,41 @@ Deno.test("acquire() refuses a request that closes a three-party cycle", {
   assert.equal(request(table, "c", "x").held, false);
 });
 
-Deno.test(
-  "shared holders wait for nobody among themselves, but an exclusive request does",
-  { permissions: "none" },
-  () => {
-    const { table } = setup();
-    request(table, "a", "x", "shared");
-    request(table, "b", "x", "shared");
-    request(table, "c", "y");
-    assert.equal(request(table, "a", "y").held, false); // a waits for c
-    // c joining the shared holders of x waits for nothing: no cycle.
-    assert.equal(request(table, "c", "x", "shared").held, true);
-    table.release("c", "x");
-    // c asking for x exclusively would wait for a, who waits for c.
-    assert.equal(table.acquire("c", "x", "exclusive", "c:x"), "deadlock");
-  },
-);
+test("shared holders wait for nobody among themselves, but an exclusive request does", () => {
+  const { table } = setup();
+  request(table, "a", "x", "shared");
+  request(table, "b", "x", "shared");
+  request(table, "c", "y");
+  assert.equal(request(table, "a", "y").held, false); // a waits for c
+  // c joining the shared holders of x waits for nothing: no cycle.
+  assert.equal(request(table, "c", "x", "shared").held, true);
+  table.release("c", "x");
+  // c asking for x exclusively would wait for a, who waits for c.
+  assert.equal(table.acquire("c", "x", "exclusive", "c:x"), "deadlock");
+});
 
-Deno.test(
-  "a request waits for the conflicting requests ahead of it in the queue",
-  { permissions: "none" },
-  () => {
-    const { table } = setup();
-    request(table, "a", "x");
-    request(table, "b", "x"); // b waits for a
-    request(table, "c", "y");
-    // c queues behind b for x: c waits for a and for b, who waits for a.
-    assert.equal(request(table, "c", "x").held, false);
-    // Now a asking for y (held by c) would close a -> c -> a.
-    assert.equal(table.acquire("a", "y", "exclusive", "a:y"), "deadlock");
-    // d, who holds nothing, may queue for y.
-    assert.equal(request(table, "d", "y").held, false);
-  },
-);
+test("a request waits for the conflicting requests ahead of it in the queue", () => {
+  const { table } = setup();
+  request(table, "a", "x");
+  request(table, "b", "x"); // b waits for a
+  request(table, "c", "y");
+  // c queues behind b for x: c waits for a and for b, who waits for a.
+  assert.equal(request(table, "c", "x").held, false);
+  // Now a asking for y (held by c) would close a -> c -> a.
+  assert.equal(table.acquire("a", "y", "exclusive", "a:y"), "deadlock");
+  // d, who holds nothing, may queue for y.
+  assert.equal(request(table, "d", "y").held, false);
+});
 
-Deno.test(
-  "a shared request behind a queued exclusive one waits for it, and a cycle through it is refused",
-  { permissions: "none" },
-  () => {
-    const { table } = setup();
-    request(table, "a", "x", "shared");
-    request(table, "b", "x"); // exclusive, waits for a
-    request(table, "c", "y");
-    request(table, "c", "x", "shared"); // waits behind b, so for b (and a)
-    assert.equal(table.acquire("b", "y", "exclusive", "b:y"), "deadlock");
-    assert.equal(table.acquire("a", "y", "exclusive", "a:y"), "deadlock");
-  },
-);
+test("a shared request behind a queued exclusive one waits for it, and a cycle through it is refused", () => {
+  const { table } = setup();
+  request(table, "a", "x", "shared");
+  request(table, "b", "x"); // exclusive, waits for a
+  request(table, "c", "y");
+  request(table, "c", "x", "shared"); // waits behind b, so for b (and a)
+  assert.equal(table.acquire("b", "y", "exclusive", "b:y"), "deadlock");
+  assert.equal(table.acquire("a", "y", "exclusive", "a:y"), "deadlock");
+});
 
 // Model-based property
 
@@ -1063,121 +942,113 @@ function checkInvariants(
   }
 }
 
-Deno.test(
-  "LockTable behaves like a reference model of FIFO queues under random operations (property)",
-  { permissions: "none" },
-  () => {
-    fc.assert(
-      fc.property(
-        fc.array(stepArbitrary, { maxLength: 80, size: "max" }),
-        (steps) => {
-          const table = new RecordingTable<number, number>();
-          const granted = table.grants;
-          const model = new Model();
-          /** Every request the table returned, by ticket, to withdraw stale ones too. */
-          const requests = new Map<string, LockRequest<number, number>>();
-          const modelRequests = new Map<number, ModelRequest>();
-          let lastToken = 0;
-          let ticket = 0;
+test("LockTable behaves like a reference model of FIFO queues under random operations (property)", () => {
+  fc.assert(
+    fc.property(
+      fc.array(stepArbitrary, { maxLength: 80, size: "max" }),
+      (steps) => {
+        const table = new RecordingTable<number, number>();
+        const granted = table.grants;
+        const model = new Model();
+        /** Every request the table returned, by ticket, to withdraw stale ones too. */
+        const requests = new Map<string, LockRequest<number, number>>();
+        const modelRequests = new Map<number, ModelRequest>();
+        let lastToken = 0;
+        let ticket = 0;
 
-          const checkGrants = (expected: number[], where: string) => {
-            assert.deepEqual(
-              granted.map((entry) => entry.ticket),
-              expected,
-              `${where}: grants`,
+        const checkGrants = (expected: number[], where: string) => {
+          assert.deepEqual(
+            granted.map((entry) => entry.ticket),
+            expected,
+            `${where}: grants`,
+          );
+          for (const entry of granted) {
+            assert.ok(entry.held, where);
+            assert.ok(
+              entry.token > lastToken,
+              `${where}: tokens must strictly increase`,
             );
-            for (const entry of granted) {
-              assert.ok(entry.held, where);
-              assert.ok(
-                entry.token > lastToken,
-                `${where}: tokens must strictly increase`,
-              );
-              lastToken = entry.token;
-            }
-            granted.length = 0;
-          };
+            lastToken = entry.token;
+          }
+          granted.length = 0;
+        };
 
-          steps.forEach((step, index) => {
-            const where = `step ${index} ${JSON.stringify(step)}`;
-            switch (step.kind) {
-              case "acquire": {
-                const entry = {
-                  owner: step.owner,
-                  name: step.name,
-                  mode: step.mode,
-                  ticket: ++ticket,
-                };
-                const expected = model.acquire(entry, step.wait);
-                const result = table.acquire(
-                  step.owner,
-                  step.name,
-                  step.mode,
-                  entry.ticket,
-                  step.wait,
-                );
-                if (typeof result === "string") {
-                  assert.equal(result, expected, where);
-                } else {
-                  assert.equal(
-                    result.held ? "held" : "waiting",
-                    expected,
-                    where,
+        steps.forEach((step, index) => {
+          const where = `step ${index} ${JSON.stringify(step)}`;
+          switch (step.kind) {
+            case "acquire": {
+              const entry = {
+                owner: step.owner,
+                name: step.name,
+                mode: step.mode,
+                ticket: ++ticket,
+              };
+              const expected = model.acquire(entry, step.wait);
+              const result = table.acquire(
+                step.owner,
+                step.name,
+                step.mode,
+                entry.ticket,
+                step.wait,
+              );
+              if (typeof result === "string") {
+                assert.equal(result, expected, where);
+              } else {
+                assert.equal(result.held ? "held" : "waiting", expected, where);
+                assert.equal(result.ticket, entry.ticket, where);
+                if (result.held) {
+                  assert.ok(
+                    result.token > lastToken,
+                    `${where}: tokens must strictly increase`,
                   );
-                  assert.equal(result.ticket, entry.ticket, where);
-                  if (result.held) {
-                    assert.ok(
-                      result.token > lastToken,
-                      `${where}: tokens must strictly increase`,
-                    );
-                    lastToken = result.token;
-                  } else {
-                    assert.equal(result.token, 0, where);
-                  }
-                  requests.set(`${step.owner}/${step.name}`, result);
-                  modelRequests.set(entry.ticket, entry);
+                  lastToken = result.token;
+                } else {
+                  assert.equal(result.token, 0, where);
                 }
-                checkGrants([], where);
-                break;
+                requests.set(`${step.owner}/${step.name}`, result);
+                modelRequests.set(entry.ticket, entry);
               }
-              case "release": {
-                const entry = model.find(step.owner, step.name);
-                const expected = entry === undefined ? [] : model.remove(entry);
-                const removed = table.release(step.owner, step.name);
-                assert.equal(removed?.ticket, entry?.ticket, where);
-                checkGrants(expected, where);
-                break;
-              }
-              case "releaseAll": {
-                const own = [...(model.owners.get(step.owner) ?? [])];
-                const expected = own.flatMap((entry) => model.remove(entry));
-                const removed = table.releaseAll(step.owner);
-                assert.deepEqual(
-                  removed.map((entry) => entry.ticket),
-                  own.map((entry) => entry.ticket),
-                  where,
-                );
-                checkGrants(expected, where);
-                break;
-              }
-              case "withdraw": {
-                // The last request this owner made for the lock: maybe waiting,
-                // maybe held, maybe long gone.
-                const last = requests.get(`${step.owner}/${step.name}`);
-                if (last === undefined) break;
-                const entry = modelRequests.get(last.ticket)!;
-                const live = model.find(step.owner, step.name) === entry;
-                const waiting = live && !model.held(entry);
-                const expected = waiting ? model.remove(entry) : [];
-                assert.equal(table.withdraw(last), waiting, where);
-                checkGrants(expected, where);
-                break;
-              }
+              checkGrants([], where);
+              break;
             }
-            checkInvariants(table, model, index);
-          });
-        },
-      ),
-      { numRuns: 1000 },
-    );
-  },
-);
+            case "release": {
+              const entry = model.find(step.owner, step.name);
+              const expected = entry === undefined ? [] : model.remove(entry);
+              const removed = table.release(step.owner, step.name);
+              assert.equal(removed?.ticket, entry?.ticket, where);
+              checkGrants(expected, where);
+              break;
+            }
+            case "releaseAll": {
+              const own = [...(model.owners.get(step.owner) ?? [])];
+              const expected = own.flatMap((entry) => model.remove(entry));
+              const removed = table.releaseAll(step.owner);
+              assert.deepEqual(
+                removed.map((entry) => entry.ticket),
+                own.map((entry) => entry.ticket),
+                where,
+              );
+              checkGrants(expected, where);
+              break;
+            }
+            case "withdraw": {
+              // The last request this owner made for the lock: maybe waiting,
+              // maybe held, maybe long gone.
+              const last = requests.get(`${step.owner}/${step.name}`);
+              if (last === undefined) break;
+              const entry = modelRequests.get(last.ticket)!;
+              const live = model.find(step.owner, step.name) === entry;
+              const waiting = live && !model.held(entry);
+              const expected = waiting ? model.remove(entry) : [];
+              assert.equal(table.withdraw(last), waiting, where);
+              checkGrants(expected, where);
+              break;
+            }
+          }
+          checkInvariants(table, model, index);
+        });
+      },
+    ),
+    { numRuns: 1000 },
+  );
+});
