@@ -191,8 +191,10 @@ export class Journal {
    * @param cause The holder's release, its connection's end, or by force.
    */
   released(request: Request, cause: ReleaseCause): void {
-    const held = (Date.now() - request.ticket.granted) / 1000;
-    this.#metrics?.released(cause, held);
+    this.#metrics?.released(
+      cause,
+      (Date.now() - request.ticket.granted) / 1000,
+    );
     if (cause === "client") {
       this.#record("release", request);
       if (this.debugging()) {
