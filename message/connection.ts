@@ -328,7 +328,13 @@ export class Connection {
     this.#writing = true;
     try {
       while (this.#output.length > 0 && !this.#isClosed()) {
-        await writeAll(this.#conn, this.#output.take());
+        const bytes = this.#output.take();
+        // Most writes take every byte: awaiting the first one here spares the
+        // hot path writeAll's extra promise.
+        const written = await this.#conn.write(bytes);
+        if (written < bytes.length) {
+          await writeAll(this.#conn, bytes.subarray(written));
+        }
       }
     } catch (error) {
       this.#finish({ reason: "io_error", error });
