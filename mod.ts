@@ -37,22 +37,9 @@ export {
   RemoteError,
   RequestTimeoutError,
 } from "./message/errors.ts";
+export type { CloseInfo, CloseReason } from "./message/connection.ts";
 export { FrameError, PklockError } from "./protocol/errors.ts";
 export type { ErrorCode } from "./protocol/errors.ts";
 export type { Message } from "./protocol/frame.ts";
 export { DEFAULT_PORT } from "./protocol/lock_protocol.ts";
-export type {
-  ContentionEvent,
-  ForcedReleaseEvent,
-  ForceReleaseResult,
-  HelloResult,
-  HoldAlarmEvent,
-  LockMode,
-  LockParameters,
-  LockResult,
-  PositionEvent,
-  ReleaseResult,
-  StatusEntry,
-  StatusLock,
-  StatusResult,
-} from "./protocol/lock_protocol.ts";
+export type * from "./protocol/lock_protocol.ts";
