@@ -1,6 +1,7 @@
 /**
  * Logging for the server process: LogTape records to standard error, so that
- * standard output carries only what the program prints on purpose.
+ * standard output carries only what the program prints on purpose, through a
+ * {@linkcode LogSink} so that an unread standard error never blocks it.
  *
  * @module
  */
@@ -13,28 +14,49 @@ import {
   type LogLevel,
   type LogRecord,
 } from "@logtape/logtape";
+import { delay } from "../message/io.ts";
+import { LogSink } from "./log_sink.ts";
 
-const encoder = new TextEncoder();
-const pending: string[] = [];
+/** Where log lines queue; the first `configureLogging` creates it. */
+let sink: LogSink | null = null;
 
 /**
- * Writes the log lines buffered so far. Lines are written once per tick (a
- * burst of releases after a mass disconnect costs one write, not thousands);
- * call this before exiting so none is lost.
+ * Writes the log lines queued so far, unless standard error is not taking
+ * bytes (then they stay queued or are lost at exit: logging never blocks).
+ * Call this before exiting.
  */
 export function flushLogs(): void {
-  if (pending.length === 0) return;
-  const bytes = encoder.encode(pending.join(""));
-  pending.length = 0;
-  try {
-    let written = 0;
-    while (written < bytes.length) {
-      written += Deno.stderr.writeSync(bytes.subarray(written));
-    }
-  } catch {
-    // Standard error is gone (a closed pipe): losing log lines is better than
-    // a server that dies and takes every lock with it.
-  }
+  sink?.flushSync();
+}
+
+/**
+ * Waits until the log lines queued so far are written, for at most `ms`
+ * milliseconds: on the way out, standard error gets a chance, not a veto.
+ *
+ * @param ms The longest wait.
+ */
+export async function drainLogs(ms: number): Promise<void> {
+  const done = new AbortController();
+  await Promise.race([sink?.flush(), delay(ms, done.signal)]);
+  done.abort();
+}
+
+/** The warning that stands for `count` lines dropped from a full queue. */
+function droppedRecord(count: number): LogRecord {
+  const rawMessage =
+    "Dropped {count} log lines: standard error was not read fast enough";
+  return {
+    category: ["pklock", "log"],
+    level: "warning",
+    message: [
+      "Dropped ",
+      count,
+      " log lines: standard error was not read fast enough",
+    ],
+    rawMessage,
+    properties: { count },
+    timestamp: Date.now(),
+  };
 }
 
 /**
@@ -53,15 +75,12 @@ export async function configureLogging(
     : Deno.stderr.isTerminal()
     ? ansiColorFormatter
     : defaultTextFormatter;
+  const queue = sink = new LogSink(Deno.stderr, {
+    formatDropped: (count) => formatter(droppedRecord(count)),
+  });
   await configure({
     reset: true,
-    sinks: {
-      stderr: (record: LogRecord) => {
-        pending.push(formatter(record));
-        if (record.level === "error" || record.level === "fatal") flushLogs();
-        else if (pending.length === 1) setTimeout(flushLogs, 0);
-      },
-    },
+    sinks: { stderr: (record: LogRecord) => queue.write(formatter(record)) },
     loggers: [
       { category: ["pklock"], lowestLevel: level, sinks: ["stderr"] },
       {
