@@ -1,131 +1,85 @@
-// Logging never blocks the server: a real `pklock serve` whose standard error
-// is a pipe nobody reads keeps serving, drops the lines it cannot queue, and
-// says how many once standard error is read again.
+// The server's log: JSON logs, one object a line, and a server whose
+// standard error is gone keeps serving.
 import assert from "node:assert/strict";
 import { connect } from "../mod.ts";
-import { deadline, MAIN } from "./helpers.ts";
+import { deadline, inTempDir, settingsFile, spawnServer } from "./helpers.ts";
+import { WAIT_MS } from "./events.ts";
 
-/** Text read from a stream, matched a pattern at a time. */
-class TextReader {
-  readonly #reader: ReadableStreamDefaultReader<string>;
-  #text = "";
+const LEVELS = new Set(["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"]);
 
-  constructor(stream: ReadableStream<Uint8Array>) {
-    this.#reader = stream.pipeThrough(new TextDecoderStream()).getReader();
-  }
-
-  /** Reads until `pattern` matches; what follows the match stays unread. */
-  async until(pattern: RegExp): Promise<RegExpMatchArray> {
-    while (true) {
-      const match = this.#text.match(pattern);
-      if (match !== null) {
-        this.#text = this.#text.slice(match.index! + match[0].length);
-        return match;
-      }
-      const { value, done } = await this.#reader.read();
-      if (done) throw new Error(`Stream ended before ${pattern}`);
-      this.#text += value;
-    }
-  }
-
-  /** Reads to the end; returns what was not matched yet. */
-  async rest(): Promise<string> {
-    while (true) {
-      const { value, done } = await this.#reader.read();
-      if (done) return this.#text;
-      this.#text += value;
-    }
-  }
-
-  cancel(): Promise<void> {
-    return this.#reader.cancel();
-  }
-}
-
-function kill(child: Deno.ChildProcess): void {
-  try {
-    child.kill("SIGKILL");
-  } catch {
-    // Exited already.
-  }
-}
-
-Deno.test("a server whose standard error is never read keeps granting locks, then reports the log lines it dropped", async () => {
-  const dir = await Deno.makeTempDir({ prefix: "pklock-log-" });
-  // Debug logs two lines per lock and release: the 64 KiB pipe is full
-  // within a few hundred cycles (where the server froze before it had a
-  // LogSink), the 1 MiB queue within some 4,000; nothing reads it until then.
-  const child = new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-all",
-      MAIN,
-      "serve",
-      "--port",
-      "0",
-      "--state-file",
-      `${dir}/state.json`,
-      "--log-level",
-      "debug",
-    ],
-    env: { NO_COLOR: "1" },
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const stdout = new TextReader(child.stdout);
-  const stderr = new TextReader(child.stderr);
-  try {
-    const listening = await deadline(
-      stdout.until(/listening on .*:(\d+)\n/),
-      30_000,
-      "the server to listen",
-    );
-    const port = Number(listening[1]);
+Deno.test("serve with log format json writes every stderr line as one JSON object", async () => {
+  await inTempDir(async (dir) => {
+    const config = await settingsFile(dir, {
+      log: { level: "debug", format: "json" },
+    });
+    const { process: server, port } = await spawnServer(["--config", config]);
+    await using _server = server;
     {
-      await using holder = await connect({ port });
-      await using churn = await connect({ port });
-      await using _held = await holder.lock("held");
-      let cycles = 0;
-      await deadline(
-        (async () => {
-          for (; cycles < 12_000; cycles++) {
-            const lock = await churn.lock("jobs");
-            await lock.release();
-          }
-        })(),
-        30_000,
-        "12,000 lock and release cycles with standard error unread",
-      ).catch((error) => {
-        // A frozen server would never answer the releases on the way out.
-        kill(child);
-        throw new Error(`The server froze after ${cycles} cycles`, {
-          cause: error,
-        });
-      });
+      await using client = await connect({ port, label: "json test" });
+      await (await client.lock("json-logged")).release();
     }
-    const dropped = await deadline(
-      stderr.until(
-        /\[WRN\] pklock·log: Dropped (\d+) log lines: standard error was not read fast enough/,
-      ),
-      30_000,
-      "the count of dropped lines",
+    await server.waitFor(/peer_closed/, "stderr");
+    server.kill("SIGTERM");
+    const result = await deadline(server.result(), WAIT_MS, "the server exit");
+    assert.equal(result.code, 0, result.stderr);
+    assert.ok(result.stderr.endsWith("\n"), result.stderr);
+    const records = result.stderr.slice(0, -1).split("\n").map((line) => {
+      const record = JSON.parse(line) as Record<string, unknown>;
+      const timestamp = record["@timestamp"] as string;
+      assert.equal(new Date(timestamp).toISOString(), timestamp, line);
+      assert.ok(LEVELS.has(record.level as string), line);
+      assert.match(record.logger as string, /^pklock(\.|$)/, line);
+      assert.equal(typeof record.message, "string", line);
+      assert.equal(typeof record.properties, "object", line);
+      return record;
+    });
+    const find = (message: RegExp) =>
+      records.find((record) => message.test(record.message as string));
+    const granted = find(/^Granted "json-logged" to connection \d+/);
+    assert.equal(granted?.level, "DEBUG");
+    assert.equal(granted?.logger, "pklock.server");
+    assert.equal(
+      (granted?.properties as { name: string }).name,
+      "json-logged",
     );
-    assert.ok(Number(dropped[1]) > 1_000, dropped[0]);
-    // Shutdown still exits 0; its own lines may be dropped too while the
-    // backlog is read. Whatever was written is whole lines, never interleaved.
-    child.kill("SIGTERM");
-    const rest = await deadline(stderr.rest(), 30_000, "standard error to end");
-    for (const line of rest.split("\n").slice(1, -1)) {
-      assert.match(line, /^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d{3} \+00:00 \[/);
-    }
-    assert.match(rest, /\n$/);
-    assert.equal((await child.status).code, 0);
-  } finally {
-    kill(child);
-    await child.status;
-    await stdout.cancel();
-    await stderr.cancel();
-    await Deno.remove(dir, { recursive: true });
+    assert.equal(find(/^Connection \d+ opened from/)?.level, "DEBUG");
+    assert.equal(
+      find(/^Connection \d+ released "json-logged"/)?.level,
+      "DEBUG",
+    );
+    const stopping = find(/^Received "SIGTERM"/);
+    assert.equal(stopping?.level, "INFO");
+    assert.deepEqual(stopping?.properties, { signal: "SIGTERM" });
+  });
+});
+
+Deno.test("a server whose standard error is gone keeps serving", async () => {
+  const fixture = new URL("./fixtures/log_without_stderr.ts", import.meta.url)
+    .pathname;
+  const { code, stdout } = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", fixture],
+    stdout: "piped",
+    stderr: "null",
+  }).output();
+  assert.equal(code, 0);
+  assert.equal(new TextDecoder().decode(stdout), "still here\n");
+});
+
+Deno.test("a connection that dies holding three locks gets one info line naming them, not one line per lock", async () => {
+  const { process: server, port } = await spawnServer();
+  await using _server = server;
+  {
+    await using client = await connect({ port, label: "many" });
+    for (const name of ["log-a", "log-b", "log-c"]) await client.lock(name);
   }
+  const [line] = await server.waitFor(
+    /.*Released 3 lock\(s\) held by connection \d+ from "127\.0\.0\.1:\d+" \("many"\): connection closed \("peer_closed"\): .*\n/,
+    "stderr",
+  );
+  assert.match(line!, /\[INF\]/);
+  assert.match(line!, /"log-a", "log-b", "log-c"/);
+  server.kill("SIGTERM");
+  const result = await deadline(server.result(), WAIT_MS, "the server exit");
+  assert.equal(result.code, 0, result.stderr);
+  assert.equal(result.stderr.match(/Released/g)?.length, 1, result.stderr);
 });
