@@ -8,7 +8,7 @@ import { type LockMode, type LockRequest, LockTable } from "./lock_table.ts";
 type Table = LockTable<number, string>;
 
 function newTable(): Table {
-  return new LockTable<number, string>({ onGrant: () => {} });
+  return new LockTable<number, string>();
 }
 
 function conflicts(a: LockMode, b: LockMode): boolean {
@@ -95,7 +95,7 @@ Deno.test({
           const table = newTable();
           for (const op of operations) {
             if (op.kind === "release") {
-              table.release(op.owner, op.name);
+              table.release(op.owner, op.name, []);
               continue;
             }
             const asked = table.requestsOf(op.owner).some((request) =>
