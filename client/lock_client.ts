@@ -250,9 +250,12 @@ export class LockClient implements AsyncDisposable {
    *   wrong.
    * @throws {RequestTimeoutError} When the server does not answer in time.
    */
-  forceRelease(name: string, adminSecret: string): Promise<ForceReleaseResult> {
+  async forceRelease(
+    name: string,
+    adminSecret: string,
+  ): Promise<ForceReleaseResult> {
     checkLockArguments(name, {});
-    return this.#rpc<ForceReleaseResult>("forceRelease", {
+    return await this.#rpc<ForceReleaseResult>("forceRelease", {
       lockName: name,
       adminSecret,
     });
