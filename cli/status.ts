@@ -4,7 +4,7 @@
  * @module
  */
 
-import type { StatusRequest, StatusResult } from "../protocol/lock_protocol.ts";
+import type { StatusEntry, StatusResult } from "../protocol/lock_protocol.ts";
 import { ExitCode } from "./exit_codes.ts";
 import {
   connectWith,
@@ -76,7 +76,7 @@ function count(n: number, noun: string): string {
   return `${n} ${noun}${n === 1 ? "" : "s"}`;
 }
 
-function who(request: StatusRequest): string {
+function who(request: StatusEntry): string {
   const label = request.label === undefined ? "" : ` (${request.label})`;
   return `connection ${request.connectionId} from ${request.peer}${label}`;
 }

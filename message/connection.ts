@@ -14,6 +14,7 @@ import {
   FrameEncoder,
   type Message,
 } from "../protocol/frame.ts";
+import { writeAll } from "./io.ts";
 
 /** The default cap on bytes queued for a peer that does not read (4 MiB). */
 export const DEFAULT_MAX_OUTPUT_BYTES = 4 * 1024 * 1024;
@@ -32,6 +33,8 @@ export type CloseReason =
   | "io_error"
   /** The server refused the peer: failed authentication, or a limit. */
   | "refused"
+  /** An operator took the peer's locks away (the lock server's forced release). */
+  | "forced_release"
   /** The peer stayed silent past the heartbeat limit. */
   | "heartbeat_timeout"
   /** The server is shutting down. */
@@ -52,13 +55,13 @@ export interface ConnectionLimits {
    *
    * @default {65536}
    */
-  maxFrameBytes?: number;
+  maxFrameBytes?: number | undefined;
   /**
    * The most bytes queued for the peer before the connection is dropped.
    *
    * @default {4194304}
    */
-  maxOutputBytes?: number;
+  maxOutputBytes?: number | undefined;
 }
 
 /** What a connection tells its owner. */
@@ -67,6 +70,31 @@ export interface ConnectionEvents {
   onMessage(message: Message, connection: Connection): void;
   /** Called exactly once, when the connection has closed. */
   onClose(connection: Connection, info: CloseInfo): void;
+  /** Called with the code of every error reply sent with `replyError`. */
+  onErrorReply?: ((code: string, connection: Connection) => void) | undefined;
+}
+
+/** An error that knows the stable code it is answered with. */
+export interface CodedError {
+  /** The stable, machine-readable code. */
+  readonly code: string;
+  /** A sentence for people. */
+  readonly message: string;
+}
+
+/** Options of {@linkcode Connection.replyError}. */
+export interface ReplyErrorOptions {
+  /**
+   * Close the connection once the reply is written, with this info.
+   *
+   * @default {Stay open}
+   */
+  close?: CloseInfo | undefined;
+  /**
+   * A `result` sent beside the error: only for replies an older protocol
+   * defined that way (the lock server's legacy invalid `lock`).
+   */
+  result?: unknown;
 }
 
 /**
@@ -201,6 +229,47 @@ export class Connection {
   }
 
   /**
+   * Answers an RPC: queues `{"id": id, "result": result}`.
+   *
+   * @param id The request's id.
+   * @param result The JSON-encodable result.
+   * @returns `false` when the connection is closing and nothing was queued.
+   */
+  reply(id: unknown, result: unknown): boolean {
+    return this.send({ id, result });
+  }
+
+  /**
+   * Answers a message with an error: `{"id": id, "error": {code, message}}`,
+   * or `{"command": command, "error": ...}` for a message without an id (or
+   * `{"error": ...}` when there is no message, as for a bad frame). Every error
+   * reply of the layer and its applications goes through here, so
+   * `onErrorReply` sees each one.
+   *
+   * @param message What is answered, or `null` when it could not be read.
+   * @param error The code and the sentence, such as a `MessageError` or a
+   *   `FrameError`.
+   * @param options Whether to close the connection after it; a legacy result.
+   */
+  replyError(
+    message: Message | null,
+    error: CodedError,
+    options: ReplyErrorOptions = {},
+  ): void {
+    const body = { code: error.code, message: error.message };
+    const reply: Record<string, unknown> = message === null
+      ? {}
+      : message.id === undefined
+      ? { command: message.command }
+      : { id: message.id };
+    if (options.result !== undefined) reply.result = options.result;
+    reply.error = body;
+    this.#events.onErrorReply?.(error.code, this);
+    if (options.close === undefined) this.send(reply);
+    else this.closeWith(reply, options.close);
+  }
+
+  /**
    * Closes the connection at once; queued output is dropped.
    *
    * @param reason Why, as the close hooks will see it.
@@ -244,13 +313,9 @@ export class Connection {
     } catch (error) {
       if (this.#state === "closed") return;
       if (error instanceof FrameError) {
-        this.closeWith(
-          { error: { code: error.code, message: error.message } },
-          {
-            reason: "protocol_error",
-            error,
-          },
-        );
+        this.replyError(null, error, {
+          close: { reason: "protocol_error", error },
+        });
       } else {
         this.#finish({ reason: "io_error", error });
       }
@@ -264,9 +329,11 @@ export class Connection {
     try {
       while (this.#output.length > 0 && !this.#isClosed()) {
         const bytes = this.#output.take();
-        let written = 0;
-        while (written < bytes.length) {
-          written += await this.#conn.write(bytes.subarray(written));
+        // Most writes take every byte: awaiting the first one here spares the
+        // hot path writeAll's extra promise.
+        const written = await this.#conn.write(bytes);
+        if (written < bytes.length) {
+          await writeAll(this.#conn, bytes.subarray(written));
         }
       }
     } catch (error) {

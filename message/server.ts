@@ -7,56 +7,16 @@
  * @module
  */
 
-import { PklockError } from "../protocol/errors.ts";
 import { encodeFrame, type Message } from "../protocol/frame.ts";
 import { AllowList, LOOPBACK } from "./allow_list.ts";
+import { MessageError } from "./errors.ts";
+import { delay } from "./io.ts";
 import {
   type CloseInfo,
   Connection,
   type ConnectionEvents,
   type ConnectionLimits,
 } from "./connection.ts";
-
-export type { CloseInfo, CloseReason } from "./connection.ts";
-export { Connection } from "./connection.ts";
-
-/**
- * An error a handler throws to refuse a message; the peer receives
- * `{"id": N, "error": {"code": code, "message": message}}` and the connection
- * stays open.
- *
- * @example Refusing a request
- * ```ts
- * import { MessageError } from "./server.ts";
- * function handler(): never {
- *   throw new MessageError("invalid_parameters", 'Missing "name"');
- * }
- * ```
- */
-export class MessageError extends PklockError {
-  /** Always `"MessageError"`. */
-  override name = "MessageError";
-  /** The stable code sent to the peer. */
-  readonly code: string;
-
-  /**
-   * Creates a refusal to throw from a handler.
-
-   *
-   * @param code A stable, machine-readable code in `snake_case`, such as the lock
-   *   server's `ErrorCode`s.
-   * @param message A sentence for people.
-   * @param options The underlying cause, if any.
-   */
-  constructor(
-    code: string,
-    message: string,
-    options?: ErrorOptions,
-  ) {
-    super(message, options);
-    this.code = code;
-  }
-}
 
 /**
  * Handles one message. The message has been checked to be an object whose
@@ -81,6 +41,11 @@ export type RejectReason =
   | "too_many_connections"
   | "too_many_connections_per_ip";
 
+const INTERNAL_ERROR = new MessageError(
+  "internal_error",
+  "Internal server error",
+);
+
 /** The event a {@linkcode MessageServer} sends to a silent peer. */
 export const HEARTBEAT = { event: "heartbeat" } as const;
 
@@ -93,70 +58,88 @@ export interface CloseOptions {
   farewell?: object;
 }
 
-/** Options of {@linkcode MessageServer}. */
-export interface MessageServerOptions extends ConnectionLimits {
+/**
+ * What a {@linkcode MessageServer} listens on and how much it accepts: the
+ * settings an application built on it (the lock server) passes through as they
+ * are.
+ */
+export interface MessageServerSettings extends ConnectionLimits {
   /**
    * The address to listen on.
    *
    * @default {"127.0.0.1"}
    */
-  hostname?: string;
+  hostname?: string | undefined;
   /**
    * The port to listen on; 0 picks a free one (read it from `addr`).
    *
    * @default {0}
    */
-  port?: number;
+  port?: number | undefined;
   /**
    * Peers allowed to connect: addresses or CIDR ranges. Any other peer is
    * disconnected at once and never reaches a handler.
    *
    * @default {["127.0.0.1", "::1"]}
    */
-  allowed?: readonly string[];
-  /** The handler of each command. */
-  handlers: Readonly<Record<string, Handler>>;
-  /** Called when a connection is accepted, before its first message. */
-  onOpen?: (connection: Connection) => void;
-  /** Called exactly once per accepted connection, after it closed. */
-  onClose?: (connection: Connection, info: CloseInfo) => void;
+  allowed?: readonly string[] | undefined;
   /**
    * Serve TLS instead of plain TCP, with this PEM certificate chain and key.
    */
-  tls?: { cert: string; key: string };
+  tls?: { cert: string; key: string } | undefined;
   /**
    * The most connections open at once; a peer beyond it gets a
    * `too_many_connections` error and is disconnected.
    *
    * @default {Infinity}
    */
-  maxConnections?: number;
+  maxConnections?: number | undefined;
   /**
    * The most connections open at once from one IP address; a peer beyond it
    * gets a `too_many_connections` error and is disconnected.
    *
    * @default {Infinity}
    */
-  maxConnectionsPerIp?: number;
+  maxConnectionsPerIp?: number | undefined;
   /**
    * Application heartbeats, off by default. Every `interval` ms, a peer silent
    * for that long is sent `{"event":"heartbeat"}` (a {@linkcode MessageClient}
    * answers `{"command":"heartbeat"}` by itself); a peer silent for `timeout`
    * ms is disconnected with reason `heartbeat_timeout`.
    */
-  heartbeat?: { interval: number; timeout: number };
+  heartbeat?: { interval: number; timeout: number } | undefined;
+}
+
+/** Options of {@linkcode MessageServer}: its settings, handlers and hooks. */
+export interface MessageServerOptions extends MessageServerSettings {
+  /** The handler of each command. */
+  handlers: Readonly<Record<string, Handler>>;
+  /** Called when a connection is accepted, before its first message. */
+  onOpen?: ((connection: Connection) => void) | undefined;
+  /** Called exactly once per accepted connection, after it closed. */
+  onClose?: ((connection: Connection, info: CloseInfo) => void) | undefined;
   /** Called when a peer is turned away before it could send anything. */
-  onReject?: (remoteAddr: Deno.NetAddr, reason: RejectReason) => void;
+  onReject?:
+    | ((remoteAddr: Deno.NetAddr, reason: RejectReason) => void)
+    | undefined;
   /**
    * Runs before every message is dispatched, unknown commands included;
    * returning `false` drops the message (the hook has answered or closed the
    * connection). The lock server refuses unauthenticated connections here.
    */
-  authorize?: (message: Message, connection: Connection) => boolean;
-  /** Called with the code of every error reply sent, for metrics. */
-  onErrorReply?: (code: string, connection: Connection) => void;
+  authorize?:
+    | ((message: Message, connection: Connection) => boolean)
+    | undefined;
+  /**
+   * Called with the code of every error reply a connection sends (every
+   * {@linkcode Connection.replyError}: handler errors, frame errors, the
+   * application's own), for metrics.
+   */
+  onErrorReply?: ((code: string, connection: Connection) => void) | undefined;
   /** Called when a handler throws something other than a MessageError. */
-  onError?: (error: unknown, message: Message, connection: Connection) => void;
+  onError?:
+    | ((error: unknown, message: Message, connection: Connection) => void)
+    | undefined;
 }
 
 /**
@@ -180,12 +163,11 @@ export class MessageServer implements AsyncDisposable {
   readonly #handlers: Map<string, Handler>;
   readonly #allowList: AllowList;
   readonly #options: MessageServerOptions;
-  readonly #limits: ConnectionLimits;
   readonly #connections = new Set<Connection>();
   readonly #events: ConnectionEvents;
   readonly #accepting: Promise<void>;
   readonly #perIp = new Map<string, number>();
-  readonly #refusing = new Set<Promise<void>>();
+  readonly #rejecting = new Set<Promise<void>>();
   readonly #heartbeat: ReturnType<typeof setInterval> | undefined;
 
   /**
@@ -202,16 +184,10 @@ export class MessageServer implements AsyncDisposable {
       this.#handlers.set("heartbeat", () => undefined);
     }
     this.#allowList = new AllowList(options.allowed ?? LOOPBACK);
-    this.#limits = {};
-    if (options.maxFrameBytes !== undefined) {
-      this.#limits.maxFrameBytes = options.maxFrameBytes;
-    }
-    if (options.maxOutputBytes !== undefined) {
-      this.#limits.maxOutputBytes = options.maxOutputBytes;
-    }
     this.#events = {
       onMessage: (message, connection) => this.#dispatch(message, connection),
       onClose: (connection, info) => this.#closed(connection, info),
+      onErrorReply: options.onErrorReply,
     };
     const address = {
       hostname: options.hostname ?? "127.0.0.1",
@@ -258,7 +234,7 @@ export class MessageServer implements AsyncDisposable {
       }
       return connection.finished;
     });
-    await Promise.all([...closing, ...this.#refusing]);
+    await Promise.all([...closing, ...this.#rejecting]);
   }
 
   /** Same as {@linkcode MessageServer.close}. */
@@ -276,7 +252,7 @@ export class MessageServer implements AsyncDisposable {
         if (error instanceof Deno.errors.Interrupted) return;
         // Transient failures (EMFILE, ECONNABORTED): keep serving, without
         // spinning while the process is out of file descriptors.
-        await new Promise((resolve) => setTimeout(resolve, 10));
+        await delay(10);
         continue;
       }
       const remote = conn.remoteAddr as Deno.NetAddr;
@@ -290,11 +266,11 @@ export class MessageServer implements AsyncDisposable {
       const { maxConnections = Infinity, maxConnectionsPerIp = Infinity } =
         this.#options;
       if (this.#connections.size >= maxConnections) {
-        this.#refuse(conn, "too_many_connections", maxConnections, "");
+        this.#reject(conn, "too_many_connections", maxConnections, "");
         continue;
       }
       if (fromIp >= maxConnectionsPerIp) {
-        this.#refuse(
+        this.#reject(
           conn,
           "too_many_connections_per_ip",
           maxConnectionsPerIp,
@@ -311,14 +287,14 @@ export class MessageServer implements AsyncDisposable {
         }
       }
       this.#perIp.set(ip, fromIp + 1);
-      const connection = new Connection(conn, this.#events, this.#limits);
+      const connection = new Connection(conn, this.#events, this.#options);
       this.#connections.add(connection);
       this.#options.onOpen?.(connection);
     }
   }
 
   /** Tells a peer beyond a connection limit why, then disconnects it. */
-  #refuse(
+  #reject(
     conn: Deno.Conn,
     reason: "too_many_connections" | "too_many_connections_per_ip",
     limit: number,
@@ -337,14 +313,14 @@ export class MessageServer implements AsyncDisposable {
       this.#options.onReject?.(conn.remoteAddr as Deno.NetAddr, reason);
       return;
     }
-    const refusing: Promise<void> = conn.write(frame).then(
+    const rejecting: Promise<void> = conn.write(frame).then(
       () => {},
       () => {},
     ).finally(() => {
       conn.close();
-      this.#refusing.delete(refusing);
+      this.#rejecting.delete(rejecting);
     });
-    this.#refusing.add(refusing);
+    this.#rejecting.add(rejecting);
     this.#options.onReject?.(conn.remoteAddr as Deno.NetAddr, reason);
   }
 
@@ -401,7 +377,7 @@ export class MessageServer implements AsyncDisposable {
   #reply(result: unknown, message: Message, connection: Connection): void {
     if (result === undefined || message.id === undefined) return;
     try {
-      connection.send({ id: message.id, result });
+      connection.reply(message.id, result);
     } catch (error) {
       // The result cannot be encoded (a BigInt, a cycle): a handler bug that
       // must not drop the connection, or the process when the handler was async.
@@ -410,20 +386,11 @@ export class MessageServer implements AsyncDisposable {
   }
 
   #fail(error: unknown, message: Message, connection: Connection): void {
-    let code: string;
-    let text: string;
     if (error instanceof MessageError) {
-      code = error.code;
-      text = error.message;
-    } else {
-      code = "internal_error";
-      text = "Internal server error";
-      this.#options.onError?.(error, message, connection);
+      connection.replyError(message, error);
+      return;
     }
-    const reply = message.id === undefined
-      ? { command: message.command, error: { code, message: text } }
-      : { id: message.id, error: { code, message: text } };
-    this.#options.onErrorReply?.(code, connection);
-    connection.send(reply);
+    this.#options.onError?.(error, message, connection);
+    connection.replyError(message, INTERNAL_ERROR);
   }
 }

@@ -90,7 +90,7 @@ export interface PositionEvent {
 }
 
 /** A holder or waiter, as `status` reports it. */
-export interface StatusRequest {
+export interface StatusEntry {
   /** The server's id of the connection that asked. */
   connectionId: number;
   /** The peer's address and port. */
@@ -123,7 +123,7 @@ export interface ForceReleaseResult {
   /** `ok` when holders were disconnected, `notFound` when nobody held it. */
   status: "ok" | "notFound";
   /** The holders whose connections were closed. */
-  released?: StatusRequest[];
+  released?: StatusEntry[];
 }
 
 /** One lock, as `status` reports it. */
@@ -133,9 +133,9 @@ export interface StatusLock {
   /** The holders' mode. */
   mode: LockMode;
   /** Current holders, in grant order. */
-  holders: StatusRequest[];
+  holders: StatusEntry[];
   /** Waiters, first in line first. */
-  waiters: StatusRequest[];
+  waiters: StatusEntry[];
 }
 
 /** The `result` of a `status` request. */

@@ -7,6 +7,7 @@
  */
 
 import { getLogger } from "@logtape/logtape";
+import { writeAll } from "../message/io.ts";
 import type { LockMode } from "../protocol/lock_protocol.ts";
 
 const log = getLogger(["pklock", "audit"]);
@@ -93,13 +94,8 @@ export class AuditLog {
     if (this.#lines.length === 0) return;
     const bytes = encoder.encode(this.#lines.join("\n") + "\n");
     this.#lines = [];
-    this.#writing = this.#writing.then(async () => {
-      let written = 0;
-      while (written < bytes.length) {
-        written += await this.#file.write(bytes.subarray(written));
-      }
-    }).catch((error) =>
-      log.error("Cannot write the audit log: {error}", { error })
+    this.#writing = this.#writing.then(() => writeAll(this.#file, bytes)).catch(
+      (error) => log.error("Cannot write the audit log: {error}", { error }),
     );
   }
 }

@@ -1,13 +1,16 @@
 /**
  * The lock table: pure and synchronous. Requests go in, grants come out; it
  * knows nothing of sockets, timers or clocks. An owner is any object (the
- * server uses its connections); a ticket is whatever the caller needs to answer
- * a request later (the server keeps the RPC id there).
+ * server uses its sessions); a ticket is whatever the caller needs to answer
+ * a request later (the server keeps the RPC id there). It never calls back:
+ * the grants a release causes are pushed into an array the caller passes in,
+ * and the caller acts on them once the table is consistent again.
  *
  * @module
  */
 
 import type { LockMode } from "../protocol/lock_protocol.ts";
+import { CycleSearch } from "./deadlock.ts";
 
 export type { LockMode };
 
@@ -48,23 +51,13 @@ export interface LockState<O, T> {
 }
 
 /** Options of {@linkcode LockTable}. */
-export interface LockTableOptions<O, T> {
-  /**
-   * Called, during the call that caused it, for each waiting request that is
-   * granted. Immediate grants are reported by `acquire` itself instead.
-   */
-  onGrant: (request: LockRequest<O, T>) => void;
-  /**
-   * Called, during the call that caused it, for each hold released, before
-   * the grants that follow from it.
-   */
-  onRelease?: (request: LockRequest<O, T>) => void;
+export interface LockTableOptions {
   /**
    * Issues the fencing token of each grant; must strictly increase.
    *
    * @default {A counter starting at 1}
    */
-  nextToken?: () => number;
+  nextToken?: (() => number) | undefined;
 }
 
 class Entry<O, T> implements LockRequest<O, T> {
@@ -98,29 +91,23 @@ class Lock<O, T> {
  *
  * @example Two owners taking turns
  * ```ts
- * import { LockTable } from "./lock_table.ts";
- * const granted: string[] = [];
- * const table = new LockTable<object, string>({
- *   onGrant: (request) => granted.push(request.ticket),
- * });
+ * import { type LockRequest, LockTable } from "./lock_table.ts";
+ * const table = new LockTable<object, string>();
+ * const granted: LockRequest<object, string>[] = [];
  * const a = {}, b = {};
  * table.acquire(a, "jobs", "exclusive", "a1");
  * table.acquire(b, "jobs", "exclusive", "b1");
- * table.release(a, "jobs");
- * console.assert(granted[0] === "b1");
+ * table.release(a, "jobs", granted);
+ * console.assert(granted[0]?.ticket === "b1");
  * ```
  */
 export class LockTable<O, T> {
   readonly #locks = new Map<string, Lock<O, T>>();
   readonly #owners = new Map<O, Map<string, Entry<O, T>>>();
-  readonly #onGrant: (request: LockRequest<O, T>) => void;
-  readonly #onRelease: ((request: LockRequest<O, T>) => void) | undefined;
   readonly #nextToken: () => number;
 
-  /** @param options The grant callback and the token source. */
-  constructor(options: LockTableOptions<O, T>) {
-    this.#onGrant = options.onGrant;
-    this.#onRelease = options.onRelease;
+  /** @param options The token source. */
+  constructor(options: LockTableOptions = {}) {
     let token = 0;
     this.#nextToken = options.nextToken ?? (() => ++token);
   }
@@ -195,19 +182,25 @@ export class LockTable<O, T> {
 
   /**
    * Releases an owner's hold on a lock, or withdraws its waiting request.
-   * Waiters that can now hold are granted through `onGrant`.
+   * Waiters that can now hold are granted and pushed into `granted`, already
+   * held, in grant order.
    *
    * @param owner Who releases.
    * @param name The lock's name.
+   * @param granted Where the grants it causes go.
    * @returns The removed request, or `null` when the owner had none.
    */
-  release(owner: O, name: string): LockRequest<O, T> | null {
+  release(
+    owner: O,
+    name: string,
+    granted: LockRequest<O, T>[],
+  ): LockRequest<O, T> | null {
     const own = this.#owners.get(owner);
     const entry = own?.get(name);
     if (own === undefined || entry === undefined) return null;
     own.delete(name);
     if (own.size === 0) this.#owners.delete(owner);
-    this.#remove(entry);
+    this.#remove(entry, granted);
     return entry;
   }
 
@@ -216,12 +209,17 @@ export class LockTable<O, T> {
    * once it is held or gone.
    *
    * @param request A request `acquire` returned.
+   * @param granted Where the grants it causes go (a withdrawn exclusive
+   *   request can free the shared ones behind it).
    * @returns `true` when the request was waiting and is now withdrawn.
    */
-  withdraw(request: LockRequest<O, T>): boolean {
+  withdraw(
+    request: LockRequest<O, T>,
+    granted: LockRequest<O, T>[],
+  ): boolean {
     const own = this.#owners.get(request.owner);
     if (request.held || own?.get(request.name) !== request) return false;
-    return this.release(request.owner, request.name) !== null;
+    return this.release(request.owner, request.name, granted) !== null;
   }
 
   /**
@@ -229,14 +227,18 @@ export class LockTable<O, T> {
    * when its connection dies. Costs O(requests of that owner).
    *
    * @param owner Who is gone.
+   * @param granted Where the grants it causes go.
    * @returns The removed requests.
    */
-  releaseAll(owner: O): LockRequest<O, T>[] {
+  releaseAll(
+    owner: O,
+    granted: LockRequest<O, T>[],
+  ): LockRequest<O, T>[] {
     const own = this.#owners.get(owner);
     if (own === undefined) return [];
     this.#owners.delete(owner);
     const removed = [...own.values()];
-    for (const entry of removed) this.#remove(entry);
+    for (const entry of removed) this.#remove(entry, granted);
     return removed;
   }
 
@@ -302,7 +304,8 @@ export class LockTable<O, T> {
    * `before` (or at the tail when `null`), would wait for itself: the owners it
    * would wait for are the holders whose mode conflicts with it and the
    * conflicting requests ahead of it in the queue, and so on transitively
-   * through what those owners wait for. Costs O(requests reached).
+   * through what those owners wait for. Each owner is visited once and each
+   * queue entry at most once per mode: O(owners and requests reached).
    */
   #closesCycle(
     requester: O,
@@ -310,16 +313,14 @@ export class LockTable<O, T> {
     mode: LockMode,
     before: Entry<O, T> | null,
   ): boolean {
-    const seen = new Set<O>();
-    const pending: O[] = [];
-    blockers(lock, mode, before, pending);
-    while (pending.length > 0) {
-      const owner = pending.pop()!;
-      if (owner === requester) return true;
-      if (seen.has(owner)) continue;
-      seen.add(owner);
-      for (const entry of this.#owners.get(owner)?.values() ?? []) {
-        if (!entry.held) blockers(entry.lock, entry.mode, entry, pending);
+    const search = new CycleSearch(requester);
+    if (search.blockers(lock, mode, before)) return true;
+    // The list grows while it is read: each owner found is visited in turn.
+    for (let i = 0; i < search.found.length; i++) {
+      for (const entry of this.#owners.get(search.found[i]!)?.values() ?? []) {
+        if (!entry.held && search.blockers(entry.lock, entry.mode, entry)) {
+          return true;
+        }
       }
     }
     return false;
@@ -332,11 +333,10 @@ export class LockTable<O, T> {
     lock.holders.add(entry);
   }
 
-  #remove(entry: Entry<O, T>): void {
+  #remove(entry: Entry<O, T>, granted: LockRequest<O, T>[]): void {
     const lock = entry.lock;
     if (entry.held) {
       lock.holders.delete(entry);
-      this.#onRelease?.(entry);
     } else {
       if (entry.prev === null) lock.head = entry.next;
       else entry.prev.next = entry.next;
@@ -345,14 +345,14 @@ export class LockTable<O, T> {
       entry.prev = entry.next = null;
       lock.waiting--;
     }
-    this.#promote(lock);
+    this.#promote(lock, granted);
     if (lock.holders.size === 0 && lock.head === null) {
       this.#locks.delete(lock.name);
     }
   }
 
   /** Grants the head of the queue, and the shared run behind a shared head. */
-  #promote(lock: Lock<O, T>): void {
+  #promote(lock: Lock<O, T>, granted: LockRequest<O, T>[]): void {
     let head = lock.head;
     while (
       head !== null &&
@@ -366,31 +366,8 @@ export class LockTable<O, T> {
       head.next = null;
       lock.waiting--;
       this.#hold(lock, head, token);
-      this.#onGrant(head);
+      granted.push(head);
       head = lock.head;
-    }
-  }
-}
-
-/** Adds the owners a request in `mode`, queued before `stop`, waits for. */
-function blockers<O, T>(
-  lock: Lock<O, T>,
-  mode: LockMode,
-  stop: Entry<O, T> | null,
-  into: O[],
-): void {
-  for (const holder of lock.holders) {
-    if (mode === "exclusive" || holder.mode === "exclusive") {
-      into.push(holder.owner);
-    }
-  }
-  for (
-    let entry = lock.head;
-    entry !== stop && entry !== null;
-    entry = entry.next
-  ) {
-    if (mode === "exclusive" || entry.mode === "exclusive") {
-      into.push(entry.owner);
     }
   }
 }

@@ -9,12 +9,13 @@
 
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import { globToRegExp, matchesAny } from "./glob.ts";
+import type { ReleaseCause } from "./lock_space.ts";
 
-/** How a held lock ended. */
-export type ReleaseCause = "client" | "disconnect" | "force";
-
-/** Why a peer was refused before it could use the server. */
-export type RejectCause = "allow_list" | "limit" | "auth";
+/**
+ * What turned a peer away before it could use the server (the `cause` label):
+ * the allow-list, a connection limit, or authentication.
+ */
+export type RejectedBy = "allow_list" | "limit" | "auth";
 
 /** What the metrics read from the server when scraped. */
 export interface MetricsSources {
@@ -195,7 +196,7 @@ export class Metrics {
    *
    * @param cause Why it was refused.
    */
-  rejected(cause: RejectCause): void {
+  rejected(cause: RejectedBy): void {
     this.#rejected.inc({ cause });
   }
 

@@ -1,8 +1,11 @@
 // Bad input harms no one else: the offender gets an error reply and is cut
 // off; every other client and its locks are untouched.
 import assert from "node:assert/strict";
-import { connect, type LockClient } from "../mod.ts";
-import { RawClient, startServer } from "./helpers.ts";
+import { connect, type Lock, type LockClient } from "../mod.ts";
+import { encodeFrame } from "../protocol/frame.ts";
+import { assertConsistent, assertSoleHolder } from "./assertions.ts";
+import { deadline, RawClient, startServer } from "./helpers.ts";
+import { ask } from "./wire.ts";
 
 async function assertStillHeld(
   holder: LockClient,
@@ -143,3 +146,48 @@ Deno.test("a peer outside the allow-list is disconnected at once", async () => {
   assert.equal(await raw.next(), null);
   await raw.ended();
 });
+
+for (
+  const [where, cut] of [
+    ["inside the length prefix", 2],
+    ["inside the payload", 10],
+  ] as const
+) {
+  Deno.test(`a client that closes ${where} of a frame loses its locks and nobody else does`, async () => {
+    await using server = startServer();
+    const port = server.addr.port;
+    await using keeper = await connect({ port });
+    await using waiter = await connect({ port });
+    const kept = await keeper.lock("kept");
+    const raw = await RawClient.connect(port);
+    let granted: Promise<Lock>;
+    try {
+      const reply = await ask(raw, {
+        command: "lock",
+        parameters: { lockName: "truncated" },
+        id: 1,
+      });
+      assert.equal((reply?.result as { status: string }).status, "ok");
+      granted = waiter.lock("truncated");
+      await waiter.ping();
+      const frame = encodeFrame({
+        command: "lock",
+        parameters: { lockName: "never-finished" },
+        id: 2,
+      });
+      await raw.write(frame.subarray(0, cut));
+    } finally {
+      await raw.close();
+    }
+    const lock = await deadline(granted, 5000, "the grant after the close");
+    assert.equal(kept.lost.aborted, false);
+    await assertSoleHolder(keeper, waiter, "kept");
+    const status = await waiter.status();
+    assert.deepEqual(status.locks.map((lock) => lock.name), [
+      "kept",
+      "truncated",
+    ]);
+    assertConsistent(status);
+    await lock.release();
+  });
+}

@@ -1,17 +1,11 @@
 // The legacy pkLockServer exchanges, byte for byte, with hand-built frames: the
 // compatibility contract with existing PHP clients.
 import assert from "node:assert/strict";
+import { writeAll } from "../message/io.ts";
 import { RawClient, startServer } from "./helpers.ts";
+import { frameOf } from "./wire.ts";
 
 const encoder = new TextEncoder();
-
-function frameOf(json: string): Uint8Array {
-  const payload = encoder.encode(json);
-  const frame = new Uint8Array(4 + payload.length);
-  new DataView(frame.buffer).setUint32(0, payload.length);
-  frame.set(payload, 4);
-  return frame;
-}
 
 Deno.test("legacy lock is granted with status ok and a token", async () => {
   await using server = startServer();
@@ -27,7 +21,8 @@ Deno.test("legacy lock reply is a 4-byte big-endian length and UTF-8 JSON", asyn
   await using server = startServer();
   const conn = await Deno.connect({ port: server.addr.port });
   try {
-    await conn.write(
+    await writeAll(
+      conn,
       frameOf('{"command":"lock","parameters":{"lockName":"ä"},"id":1}'),
     );
     const expected = encoder.encode(

@@ -7,10 +7,11 @@ import {
   type Lock,
   type LockClient,
   LockTimeoutError,
-  RemoteError,
   type StatusLock,
 } from "../mod.ts";
+import { delay } from "../message/io.ts";
 import { PROTOCOL_VERSION, VERSION } from "../protocol/version.ts";
+import { remote } from "./assertions.ts";
 import { deadline, RawClient, startServer } from "./helpers.ts";
 
 /** A tuple of `N` elements of type `T`. */
@@ -91,11 +92,6 @@ function granted<T = Lock>(
     ? pending
     : pending.outcome as Promise<T>;
   return deadline(promise, 5000, what);
-}
-
-function isRemote(code: string) {
-  return (error: unknown) =>
-    error instanceof RemoteError && error.code === code;
 }
 
 // Shared and exclusive
@@ -247,12 +243,7 @@ Deno.test("a release racing a bounded wait's timeout gives the waiter exactly on
     const asking = waiter.lock("race", { wait });
     // A deliberate race: the holder lets go at about the moment the wait
     // ends, up to 2 ms early, so that each side wins some rounds.
-    const released = new Promise<void>((resolve, reject) =>
-      setTimeout(
-        () => held.release().then(resolve, reject),
-        wait - (round % 3),
-      )
-    );
+    const released = delay(wait - (round % 3)).then(() => held.release());
     const outcome = await deadline(
       asking.then((lock) => lock, (error: unknown) => error),
       5000,
@@ -305,9 +296,9 @@ Deno.test("a second request for a lock held in shared mode is refused with alrea
   const lock = await client.lock("again", { mode: "shared" });
   await assert.rejects(
     client.lock("again", { mode: "shared" }),
-    isRemote("already_held"),
+    remote("already_held"),
   );
-  await assert.rejects(client.lock("again"), isRemote("already_held"));
+  await assert.rejects(client.lock("again"), remote("already_held"));
   await lock.release();
 });
 
@@ -316,9 +307,9 @@ Deno.test("tryLock() of a lock this client holds or waits for throws instead of 
   await using clients = await connectMany(server.addr.port, 2);
   const [a, b] = clients;
   const lock = await a.lock("mine");
-  await assert.rejects(a.tryLock("mine"), isRemote("already_held"));
+  await assert.rejects(a.tryLock("mine"), remote("already_held"));
   const waiting = await queue(b, "mine");
-  await assert.rejects(b.tryLock("mine"), isRemote("already_waiting"));
+  await assert.rejects(b.tryLock("mine"), remote("already_waiting"));
   await lock.release();
   await (await granted(waiting)).release();
 });
@@ -334,7 +325,7 @@ Deno.test("aborting a lock() refused as already_held leaves the existing hold al
   await assert.rejects(
     again,
     (error: Error) =>
-      isRemote("already_held")(error) || error.message === "abandoned",
+      remote("already_held")(error) || error.message === "abandoned",
   );
   await a.ping();
   assert.equal(lock.held, true);
@@ -357,7 +348,7 @@ Deno.test("aborting a lock() refused as already_waiting leaves the first request
   await assert.rejects(
     again,
     (error: Error) =>
-      isRemote("already_waiting")(error) || error.message === "abandoned",
+      remote("already_waiting")(error) || error.message === "abandoned",
   );
   await waiter.ping();
   assert.deepEqual((await who(observer, "kept"))?.waiters, ids(waiter));
@@ -379,7 +370,7 @@ Deno.test("a request that would close a two-party cycle is refused with deadlock
   await assert.rejects(
     b.lock("x"),
     (error: Error) =>
-      isRemote("deadlock")(error) && error.message.includes('"x"'),
+      remote("deadlock")(error) && error.message.includes('"x"'),
   );
   assert.deepEqual(await who(observer, "x"), {
     mode: "exclusive",
@@ -406,8 +397,8 @@ Deno.test("a request that would close a three-party cycle is refused with deadlo
   const z = await c.lock("z");
   const aWaitsY = await queue(a, "y");
   const bWaitsZ = await queue(b, "z");
-  await assert.rejects(c.lock("x"), isRemote("deadlock"));
-  await assert.rejects(c.lock("x", { wait: 60_000 }), isRemote("deadlock"));
+  await assert.rejects(c.lock("x"), remote("deadlock"));
+  await assert.rejects(c.lock("x", { wait: 60_000 }), remote("deadlock"));
   assert.deepEqual((await who(observer, "x"))?.waiters, []);
   assert.deepEqual((await who(observer, "y"))?.waiters, ids(a));
   assert.deepEqual((await who(observer, "z"))?.waiters, ids(b));
@@ -428,7 +419,7 @@ Deno.test("deadlock detection knows shared holders: exclusive closes the cycle, 
   const xb = await b.lock("x", { mode: "shared" });
   const y = await c.lock("y");
   const bWaitsY = await queue(b, "y");
-  await assert.rejects(c.lock("x"), isRemote("deadlock"));
+  await assert.rejects(c.lock("x"), remote("deadlock"));
   assert.deepEqual((await who(observer, "x"))?.waiters, []);
   // Nobody waits for x and its holders are shared: a shared request neither
   // waits nor closes a cycle.

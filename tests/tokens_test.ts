@@ -3,17 +3,7 @@
 // shut down cleanly or was killed with kill -9.
 import assert from "node:assert/strict";
 import { connect, type LockClient } from "../mod.ts";
-import { deadline, runCli, spawnServer } from "./helpers.ts";
-
-/** Runs `body` with a fresh temporary folder, removed afterwards. */
-async function inTempDir(body: (dir: string) => Promise<void>) {
-  const dir = await Deno.makeTempDir({ prefix: "pklock-tokens-" });
-  try {
-    await body(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
+import { deadline, inTempDir, runCli, spawnServer } from "./helpers.ts";
 
 /**
  * Takes and releases locks, exclusive and shared, on several names, and

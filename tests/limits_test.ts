@@ -1,0 +1,194 @@
+// Connection and lock limits, proven over real TCP: the connection over a
+// limit is turned away, the request over a limit is refused, and everybody
+// else and their locks are untouched. Also the durations settings and flags
+// refuse because no timer can wait them.
+import assert from "node:assert/strict";
+import { connect, ConnectionError } from "../mod.ts";
+import { parseSettings, SettingsError } from "../server/config.ts";
+import { assertSoleHolder, remote } from "./assertions.ts";
+import { deadline, RawClient, runCli, startServer } from "./helpers.ts";
+import { ask, errorCode, nextOf } from "./wire.ts";
+
+Deno.test("maxConnections turns the extra connection away and spares the others", async () => {
+  await using server = startServer({ maxConnections: 2 });
+  const port = server.addr.port;
+  await using a = await connect({ port });
+  const b = await connect({ port });
+  try {
+    const kept = await a.lock("kept");
+    await b.lock("handover");
+
+    await using extra = await RawClient.connect(port);
+    const refusal = await deadline(extra.next(), 5000, "the refusal");
+    assert.equal(errorCode(refusal), "too_many_connections");
+    assert.match(
+      (refusal?.error as { message: string }).message,
+      /limit is 2/,
+    );
+    assert.equal(await nextOf(extra), null, "then the connection closes");
+    await assert.rejects(connect({ port }), ConnectionError);
+
+    // The two connections and their locks are untouched.
+    assert.equal(kept.lost.aborted, false);
+    const status = await a.status();
+    assert.equal(status.connections.current, 2);
+    assert.deepEqual(
+      status.locks.map((lock) => [lock.name, lock.holders[0]?.connectionId]),
+      [["handover", b.server.connectionId], ["kept", a.server.connectionId]],
+    );
+
+    // Once one closes (the handover proves the server has seen it), a new
+    // connection is accepted, and the limit holds again.
+    const handedOver = a.lock("handover");
+    await b.close();
+    await deadline(handedOver, 5000, "the handover after b closed");
+    await using c = await connect({ port });
+    await c.ping();
+    await using again = await RawClient.connect(port);
+    assert.equal(errorCode(await nextOf(again)), "too_many_connections");
+  } finally {
+    await b.close();
+  }
+});
+
+/** Whether this host can listen on and connect to ::1. */
+function hasIpv6Loopback(): boolean {
+  try {
+    Deno.listen({ hostname: "::1", port: 0 }).close();
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+Deno.test("maxConnectionsPerIp turns away the extra connection from that address only", async () => {
+  // Listening on "::" (dual stack) lets the test connect from two addresses:
+  // 127.0.0.1 (seen as ::ffff:127.0.0.1) and ::1.
+  const ipv6 = hasIpv6Loopback();
+  await using server = startServer({
+    hostname: ipv6 ? "::" : "127.0.0.1",
+    maxConnectionsPerIp: 2,
+  });
+  const port = server.addr.port;
+  await using a = await connect({ port });
+  const b = await connect({ port });
+  try {
+    const kept = await a.lock("kept");
+    await b.lock("handover");
+    await using extra = await RawClient.connect(port);
+    const refusal = await nextOf(extra);
+    assert.equal(errorCode(refusal), "too_many_connections");
+    assert.match(
+      (refusal?.error as { message: string }).message,
+      /from (::ffff:)?127\.0\.0\.1: the limit is 2/,
+    );
+    assert.equal(await nextOf(extra), null);
+    if (ipv6) {
+      // Another address is still welcome.
+      await using v6 = await connect({ hostname: "::1", port });
+      assert.equal(await v6.tryLock("kept"), null);
+    }
+    assert.equal(kept.lost.aborted, false);
+    await assertSoleHolder(a, b, "kept");
+
+    const handedOver = a.lock("handover");
+    await b.close();
+    await deadline(handedOver, 5000, "the handover after b closed");
+    await using c = await connect({ port });
+    await assertSoleHolder(a, c, "kept");
+  } finally {
+    await b.close();
+  }
+});
+
+Deno.test("maxLocksPerConnection refuses one request with limit_exceeded and keeps the connection", async () => {
+  await using server = startServer({ maxLocksPerConnection: 2 });
+  const port = server.addr.port;
+  await using a = await connect({ port });
+  await using b = await connect({ port });
+  const bHeld = await b.lock("b-held");
+  const first = await a.lock("a-1");
+  // A waiting request counts as much as a held one.
+  const waiting = a.lock("b-held");
+  await a.ping();
+  await assert.rejects(a.lock("a-3"), remote("limit_exceeded"));
+  await assert.rejects(a.tryLock("a-3"), remote("limit_exceeded"));
+
+  // The connection stays open; its lock and its queued request are intact.
+  await a.ping();
+  assert.equal(first.lost.aborted, false);
+  await assertSoleHolder(a, b, "a-1");
+  const status = await b.status();
+  assert.equal(status.locks.some((lock) => lock.name === "a-3"), false);
+  assert.deepEqual(
+    status.locks.find((lock) => lock.name === "b-held")?.waiters.map((
+      request,
+    ) => request.connectionId),
+    [a.server.connectionId],
+  );
+  await bHeld.release();
+  const second = await deadline(waiting, 5000, "the queued request's grant");
+
+  // Below the limit again, the same connection may ask once more.
+  await first.release();
+  const third = await a.lock("a-3");
+  await third.release();
+  await second.release();
+});
+
+Deno.test("an over-long name in lock, release and legacy unlock is refused and the connection keeps its locks", async () => {
+  await using server = startServer({ maxLockNameLength: 8 });
+  const port = server.addr.port;
+  await using raw = await RawClient.connect(port);
+  await using other = await connect({ port });
+  const long = "123456789";
+  assert.deepEqual(
+    await ask(raw, {
+      command: "lock",
+      parameters: { lockName: "mine" },
+      id: 1,
+    }),
+    { id: 1, result: { status: "ok", token: 1 } },
+  );
+  const lockReply = await ask(raw, {
+    command: "lock",
+    parameters: { lockName: long },
+    id: 2,
+  });
+  assert.equal(lockReply?.id, 2);
+  assert.equal(errorCode(lockReply), "name_too_long");
+  const releaseReply = await ask(raw, {
+    command: "release",
+    parameters: { lockName: long },
+    id: 3,
+  });
+  assert.equal(releaseReply?.id, 3);
+  assert.equal(errorCode(releaseReply), "name_too_long");
+  assert.deepEqual(await ask(raw, { command: "unlock", lockName: long }), {
+    attempted: "unlock",
+    result: "invalid",
+  });
+  assert.deepEqual(await ask(raw, { command: "ping", id: 4 }), {
+    id: 4,
+    result: { status: "ok" },
+  });
+  assert.equal(await other.tryLock("mine"), null);
+  assert.deepEqual((await other.status()).locks.map((lock) => lock.name), [
+    "mine",
+  ]);
+});
+
+Deno.test("settings and flags refuse durations no timer can wait", async () => {
+  const over = 2 ** 31;
+  for (
+    const text of [
+      `{ "alarms": { "holdTime": ${over} } }`,
+      `{ "heartbeat": { "interval": 1000, "timeout": ${over} } }`,
+    ]
+  ) {
+    assert.throws(() => parseSettings(text, "long.jsonc"), SettingsError, text);
+  }
+  const result = await runCli(["try-lock", "x", "--hold", "3000000"]);
+  assert.equal(result.code, 2);
+  assert.match(result.stderr, /at most 2147483\.647 seconds/);
+});
