@@ -20,6 +20,10 @@ Deno.test({
       'Lost lock "b": an operator forced the release of lock "a"',
     );
     assert.equal(error.cause, "cause");
+    assert.equal(
+      farewell.lost("a", { reason: "peer_closed" }).message,
+      'Lost lock "a": an operator forced its release',
+    );
   },
 });
 
