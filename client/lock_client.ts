@@ -13,13 +13,10 @@ import {
   RequestTimeoutError,
 } from "../message/errors.ts";
 import type {
-  ContentionEvent,
   ForceReleaseResult,
   HelloResult,
-  HoldAlarmEvent,
   LockMode,
   LockResult,
-  PositionEvent,
   ReleaseResult,
   StatusResult,
 } from "../protocol/lock_protocol.ts";
@@ -33,23 +30,14 @@ import {
   type LockOptions,
   type ServerAddress,
 } from "./options.ts";
-import { grantedToken, lockParameters } from "./request.ts";
+import {
+  type Active,
+  deliver,
+  grantedToken,
+  type LockEvent,
+  lockParameters,
+} from "./request.ts";
 import { Turns } from "./turns.ts";
-
-/**
- * The one request for a name this client has on the server: waiting, or
- * holding once `lock` is set. Requests for the same name take turns.
- */
-interface Active {
-  options: LockOptions;
-  lock?: Lock;
-  lost?: AbortController;
-  /** Lets the next request for the name go; called once nothing is left. */
-  endTurn(): void;
-}
-
-/** The unsolicited messages the server sends about one lock. */
-type LockEvent = PositionEvent | ContentionEvent | HoldAlarmEvent;
 
 /**
  * A connection to a pklock server, made by `connect()`. Every lock it
@@ -105,7 +93,8 @@ export class LockClient implements AsyncDisposable {
     messages.addEventListener("message", (event) => {
       const data = (event as MessageEvent<LockEvent | FarewellMessage>).data;
       if (!this.#farewell.heard(data as FarewellMessage)) {
-        this.#onEvent(data as LockEvent);
+        const active = this.#active.get((data as LockEvent).lockName);
+        if (active !== undefined) deliver(active, data as LockEvent);
       }
     });
   }
@@ -393,25 +382,6 @@ export class LockClient implements AsyncDisposable {
     if (!(error instanceof RemoteError)) return error;
     this.#farewell.refused(error.code);
     return new RequestRefusedError(error.code, error.message);
-  }
-
-  #onEvent(data: LockEvent): void {
-    const active = this.#active.get(data.lockName);
-    if (active === undefined) return;
-    switch (data.event) {
-      case "position":
-        active.options.onPosition?.(data.position);
-        break;
-      case "contention":
-        active.options.onContention?.(data.waiters);
-        active.lock?.dispatchEvent(
-          new CustomEvent("contention", { detail: data }),
-        );
-        break;
-      case "hold_alarm":
-        active.lock?.dispatchEvent(new CustomEvent("alarm", { detail: data }));
-        break;
-    }
   }
 
   #onClose(info: CloseInfo): void {
