@@ -167,6 +167,9 @@ export class LockClient implements AsyncDisposable {
    * @param options The mode.
    * @returns The held lock, or `null` when it is held (by another client, or
    *   by this one elsewhere in the program).
+   * @throws {LockTimeoutError} When the server did not answer in time (its
+   *   `cause` is a `RequestTimeoutError`): whether the lock was free is not
+   *   known.
    * @throws {RequestRefusedError} When the server refuses the request.
    * @throws {ConnectionError} When the connection closes first.
    */
@@ -177,7 +180,11 @@ export class LockClient implements AsyncDisposable {
     try {
       return await this.lock(name, { ...options, wait: 0 });
     } catch (error) {
-      if (error instanceof LockTimeoutError) return null;
+      // Busy, or held elsewhere in this program; not a silent server.
+      if (
+        error instanceof LockTimeoutError &&
+        !(error.cause instanceof RequestTimeoutError)
+      ) return null;
       throw error;
     }
   }
@@ -331,6 +338,7 @@ export class LockClient implements AsyncDisposable {
       if (!timedOut) throw error;
       throw new LockTimeoutError(
         `Cannot acquire lock "${name}": timed out after ${wait} ms (the server did not answer)`,
+        { cause: error },
       );
     }
     return this.#hold(name, mode, grantedToken(name, wait, result), active);
