@@ -15,6 +15,7 @@ import { RequestRefusedError } from "./errors.ts";
 import {
   checkTimeout,
   type ConnectOptions,
+  MAX_REPLY_BYTES,
   type ServerAddress,
   serverAddresses,
 } from "./options.ts";
@@ -103,6 +104,7 @@ async function attempt(
       hostname,
       port,
       signal,
+      maxFrameBytes: MAX_REPLY_BYTES,
       ...(options.tls ? { tls: options.tls } : {}),
     });
     try {

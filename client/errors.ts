@@ -12,7 +12,8 @@ import { type ErrorCode, PklockError } from "../protocol/errors.ts";
  * A lock was not granted within the `wait` the request named (or, with
  * `wait: 0`, it was taken). Nothing of the request is left: the server ended
  * the wait, or the client withdrew it and a grant that comes late is released
- * at once.
+ * at once. When the server did not answer at all, its `cause` is a
+ * `RequestTimeoutError`.
  *
  * @example Bounding a wait
  * ```ts ignore

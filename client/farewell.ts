@@ -36,6 +36,8 @@ export type FarewellMessage =
  */
 export class Farewell {
   #said: { reason: LostReason; why: string } | undefined;
+  /** The lock whose forced release closes the connection, if any. */
+  #forced: string | undefined;
 
   /**
    * Notes a message that announces a close; ignores any other.
@@ -51,6 +53,7 @@ export class Farewell {
         "forced_release",
         `an operator forced the release of lock "${message.lockName}"`,
       );
+      this.#forced ??= message.lockName;
     } else if (message.event === undefined && message.error !== undefined) {
       // An error with no id: a refusal or a bad frame; the server closes.
       const code = String(message.error.code);
@@ -84,6 +87,13 @@ export class Farewell {
    */
   lost(name: string, info: CloseInfo, cause?: unknown): LockLostError {
     const { reason, why } = this.#said ?? unexplained(info.reason);
+    if (reason === "forced_release" && name === this.#forced) {
+      return new LockLostError(
+        `Lost lock "${name}": an operator forced its release`,
+        reason,
+        { cause },
+      );
+    }
     return new LockLostError(`Lost lock "${name}": ${why}`, reason, { cause });
   }
 

@@ -13,13 +13,10 @@ import {
   RequestTimeoutError,
 } from "../message/errors.ts";
 import type {
-  ContentionEvent,
   ForceReleaseResult,
   HelloResult,
-  HoldAlarmEvent,
   LockMode,
   LockResult,
-  PositionEvent,
   ReleaseResult,
   StatusResult,
 } from "../protocol/lock_protocol.ts";
@@ -33,23 +30,14 @@ import {
   type LockOptions,
   type ServerAddress,
 } from "./options.ts";
-import { grantedToken, lockParameters } from "./request.ts";
+import {
+  type Active,
+  deliver,
+  grantedToken,
+  type LockEvent,
+  lockParameters,
+} from "./request.ts";
 import { Turns } from "./turns.ts";
-
-/**
- * The one request for a name this client has on the server: waiting, or
- * holding once `lock` is set. Requests for the same name take turns.
- */
-interface Active {
-  options: LockOptions;
-  lock?: Lock;
-  lost?: AbortController;
-  /** Lets the next request for the name go; called once nothing is left. */
-  endTurn(): void;
-}
-
-/** The unsolicited messages the server sends about one lock. */
-type LockEvent = PositionEvent | ContentionEvent | HoldAlarmEvent;
 
 /**
  * A connection to a pklock server, made by `connect()`. Every lock it
@@ -105,7 +93,8 @@ export class LockClient implements AsyncDisposable {
     messages.addEventListener("message", (event) => {
       const data = (event as MessageEvent<LockEvent | FarewellMessage>).data;
       if (!this.#farewell.heard(data as FarewellMessage)) {
-        this.#onEvent(data as LockEvent);
+        const active = this.#active.get((data as LockEvent).lockName);
+        if (active !== undefined) deliver(active, data as LockEvent);
       }
     });
   }
@@ -178,6 +167,9 @@ export class LockClient implements AsyncDisposable {
    * @param options The mode.
    * @returns The held lock, or `null` when it is held (by another client, or
    *   by this one elsewhere in the program).
+   * @throws {LockTimeoutError} When the server did not answer in time (its
+   *   `cause` is a `RequestTimeoutError`): whether the lock was free is not
+   *   known.
    * @throws {RequestRefusedError} When the server refuses the request.
    * @throws {ConnectionError} When the connection closes first.
    */
@@ -188,7 +180,11 @@ export class LockClient implements AsyncDisposable {
     try {
       return await this.lock(name, { ...options, wait: 0 });
     } catch (error) {
-      if (error instanceof LockTimeoutError) return null;
+      // Busy, or held elsewhere in this program; not a silent server.
+      if (
+        error instanceof LockTimeoutError &&
+        !(error.cause instanceof RequestTimeoutError)
+      ) return null;
       throw error;
     }
   }
@@ -250,9 +246,12 @@ export class LockClient implements AsyncDisposable {
    *   wrong.
    * @throws {RequestTimeoutError} When the server does not answer in time.
    */
-  forceRelease(name: string, adminSecret: string): Promise<ForceReleaseResult> {
+  async forceRelease(
+    name: string,
+    adminSecret: string,
+  ): Promise<ForceReleaseResult> {
     checkLockArguments(name, {});
-    return this.#rpc<ForceReleaseResult>("forceRelease", {
+    return await this.#rpc<ForceReleaseResult>("forceRelease", {
       lockName: name,
       adminSecret,
     });
@@ -339,6 +338,7 @@ export class LockClient implements AsyncDisposable {
       if (!timedOut) throw error;
       throw new LockTimeoutError(
         `Cannot acquire lock "${name}": timed out after ${wait} ms (the server did not answer)`,
+        { cause: error },
       );
     }
     return this.#hold(name, mode, grantedToken(name, wait, result), active);
@@ -390,25 +390,6 @@ export class LockClient implements AsyncDisposable {
     if (!(error instanceof RemoteError)) return error;
     this.#farewell.refused(error.code);
     return new RequestRefusedError(error.code, error.message);
-  }
-
-  #onEvent(data: LockEvent): void {
-    const active = this.#active.get(data.lockName);
-    if (active === undefined) return;
-    switch (data.event) {
-      case "position":
-        active.options.onPosition?.(data.position);
-        break;
-      case "contention":
-        active.options.onContention?.(data.waiters);
-        active.lock?.dispatchEvent(
-          new CustomEvent("contention", { detail: data }),
-        );
-        break;
-      case "hold_alarm":
-        active.lock?.dispatchEvent(new CustomEvent("alarm", { detail: data }));
-        break;
-    }
   }
 
   #onClose(info: CloseInfo): void {

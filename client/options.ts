@@ -17,6 +17,14 @@ export const DEFAULT_TIMEOUT_MS = 5000;
  */
 export const LOCK_REPLY_GRACE_MS = 1000;
 
+/**
+ * The largest frame the client reads from its server (64 MiB, the top of the
+ * server's own `maxFrameBytes` range), against the message layer's 64 KiB: a
+ * `status` reply lists every lock, and a read-only call must never close the
+ * connection, and so lose the locks it holds, because its reply was large.
+ */
+export const MAX_REPLY_BYTES = 64 * 1024 * 1024;
+
 /** Options of {@linkcode connect}. */
 export interface ConnectOptions {
   /**

@@ -1,14 +1,63 @@
 /**
- * The `lock` request as the client builds it and reads its reply: pure
- * functions, apart from the connection.
+ * One `lock` request as the client tracks it: its parameters, the reading of
+ * its reply, and the events the server sends about it. No I/O.
  *
  * @module
  */
 
 import { ProtocolError } from "../message/errors.ts";
-import type { LockParameters, LockResult } from "../protocol/lock_protocol.ts";
+import type {
+  ContentionEvent,
+  HoldAlarmEvent,
+  LockParameters,
+  LockResult,
+  PositionEvent,
+} from "../protocol/lock_protocol.ts";
 import { LockTimeoutError } from "./errors.ts";
+import type { Lock } from "./lock.ts";
 import type { LockOptions } from "./options.ts";
+
+/**
+ * The one request for a name a client has on the server: waiting, or holding
+ * once `lock` is set. Requests for the same name take turns.
+ */
+export interface Active {
+  /** The caller's options. */
+  options: LockOptions;
+  /** The held lock, once granted. */
+  lock?: Lock;
+  /** Aborts the lock's `lost` signal. */
+  lost?: AbortController;
+  /** Lets the next request for the name go; called once nothing is left. */
+  endTurn(): void;
+}
+
+/** The unsolicited messages the server sends about one lock. */
+export type LockEvent = PositionEvent | ContentionEvent | HoldAlarmEvent;
+
+/**
+ * Hands an event about a lock to the request it concerns: its callbacks, and
+ * the lock handle's events.
+ *
+ * @param active The request.
+ * @param event The server's event.
+ */
+export function deliver(active: Active, event: LockEvent): void {
+  switch (event.event) {
+    case "position":
+      active.options.onPosition?.(event.position);
+      break;
+    case "contention":
+      active.options.onContention?.(event.waiters);
+      active.lock?.dispatchEvent(
+        new CustomEvent("contention", { detail: event }),
+      );
+      break;
+    case "hold_alarm":
+      active.lock?.dispatchEvent(new CustomEvent("alarm", { detail: event }));
+      break;
+  }
+}
 
 /**
  * The parameters of a `lock` request: only what differs from the defaults,

@@ -51,20 +51,22 @@ export class Turns {
     const previous = this.#last.get(name);
     const turn = Promise.withResolvers<void>();
     this.#last.set(name, turn.promise);
-    const end = () => {
+    turn.promise.then(() => {
       if (this.#last.get(name) === turn.promise) this.#last.delete(name);
-      turn.resolve();
-    };
+    });
+    const end = () => turn.resolve();
     if (previous === undefined) return end;
     let reached: boolean;
     try {
       reached = await reach(previous, wait, signal);
     } catch (error) {
-      end();
+      // Given up before its turn: the turns behind it still wait for the
+      // ones before it.
+      turn.resolve(previous);
       throw error;
     }
     if (!reached) {
-      end();
+      turn.resolve(previous);
       throw new LockTimeoutError(
         `Cannot acquire lock "${name}": timed out after ${wait} ms, held or waited for elsewhere in this program`,
       );

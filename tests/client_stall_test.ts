@@ -84,10 +84,20 @@ Deno.test("a request to a stopped server times out and leaves the connection and
     using _stopped = stop(process);
     await assert.rejects(client.status(), RequestTimeoutError);
     await assert.rejects(client.ping(), RequestTimeoutError);
+    // Not null: nobody said the lock was taken.
+    await assert.rejects(
+      client.tryLock("tried"),
+      (error: Error) =>
+        error instanceof LockTimeoutError &&
+        error.cause instanceof RequestTimeoutError,
+    );
   }
   await client.ping();
   assert.equal(lock.held, true);
   assert.equal(client.signal.aborted, false);
+  const tried = await client.tryLock("tried");
+  assert.ok(tried, "the late grant of tryLock was left held");
+  await tried.release();
   await lock.release();
 });
 

@@ -236,3 +236,19 @@ Deno.test("a lock granted to a retry right after an aborted wait is tracked: los
   assert.equal(lock.lost.aborted, true);
   assert.ok(lock.lost.reason instanceof LockLostError);
 });
+
+Deno.test("status() with a reply far over 64 KiB keeps the asker's connection and locks", async () => {
+  await using server = startServer();
+  await using holder = await connect({ port: server.addr.port });
+  await using asker = await connect({ port: server.addr.port });
+  const mine = await asker.lock("mine");
+  const names = Array.from({ length: 1000 }, (_, i) => `${i}`.padEnd(200, "."));
+  const locks = await Promise.all(names.map((name) => holder.lock(name)));
+  const status = await asker.status();
+  assert.equal(status.locks.length, 1001);
+  assert.ok(JSON.stringify(status).length > 256 * 1024);
+  assert.equal(mine.held, true);
+  await asker.ping();
+  await Promise.all(locks.map((lock) => lock.release()));
+  await mine.release();
+});
