@@ -76,9 +76,7 @@ export function withConnectionFlags(command: Command): Command {
       new Option("-p, --port <port>", "server port")
         .env("PKLOCK_PORT").argParser(parsePort).default(DEFAULT_PORT),
     )
-    .addOption(
-      new Option("--tls", "connect over TLS").env("PKLOCK_TLS"),
-    )
+    .option("--tls", "connect over TLS (or set PKLOCK_TLS=1)")
     .addOption(
       new Option(
         "--ca-file <file>",
@@ -122,6 +120,12 @@ export function parsePort(text: string): number {
   return port;
 }
 
+/** Whether PKLOCK_TLS asks for TLS: any value but empty, 0, false, no, off. */
+function tlsFromEnvironment(): boolean {
+  const value = (Deno.env.get("PKLOCK_TLS") ?? "").trim().toLowerCase();
+  return !["", "0", "false", "no", "off"].includes(value);
+}
+
 function hostname(): string {
   try {
     return Deno.hostname();
@@ -156,7 +160,7 @@ export async function connectWith(
   try {
     if (flags.caFile !== undefined) {
       options.tls = { caCerts: [await Deno.readTextFile(flags.caFile)] };
-    } else if (flags.tls) {
+    } else if (flags.tls || tlsFromEnvironment()) {
       options.tls = true;
     }
     const secret = await readSecret(flags.secretFile, SECRET_VARIABLE);
@@ -213,7 +217,8 @@ export function reportFailure(
     error instanceof ConnectionError || error instanceof RemoteError ||
     error instanceof RequestTimeoutError
   ) {
-    console.error(`pklock: ${explain(error, flags)}`);
+    const tls = flags.tls === true || tlsFromEnvironment();
+    console.error(`pklock: ${explain(error, { ...flags, tls })}`);
     return error instanceof RemoteError
       ? ExitCode.Failure
       : ExitCode.Connection;

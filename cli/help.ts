@@ -15,7 +15,7 @@ command, as "--" does, and nothing from there on is read as pklock's:
   pklock run job printf '[%s]\\n' a -p 27111 b   # the command gets -p 27111
   pklock run -n job -c 'backup.sh >> log'       # flock's spelling, as in cron
 Durations: 30 or 30s, 500ms, 1.5m, 2h, 1d. Defaults from the environment:
-PKLOCK_HOST, PKLOCK_PORT, PKLOCK_TLS, PKLOCK_CA_FILE, PKLOCK_SECRET_FILE (or
+PKLOCK_HOST, PKLOCK_PORT, PKLOCK_TLS=1, PKLOCK_CA_FILE, PKLOCK_SECRET_FILE (or
 PKLOCK_SECRET), PKLOCK_LABEL, PKLOCK_CONNECT_TIMEOUT.
 
 The command gets PKLOCK_LOCK, PKLOCK_TOKEN (the fencing token to hand to the

@@ -183,6 +183,17 @@ Deno.test("TLS mistakes get hints, not TLS library text", async (t) => {
     assert.match(result.stderr, /the server does not speak TLS/);
     assert.doesNotMatch(result.stderr, /InvalidContentType|corrupt/);
   });
+  await t.step("PKLOCK_TLS=1 is --tls, PKLOCK_TLS=0 is not", async () => {
+    const on = await runCli(["status", "-p", String(tls.port)], {
+      PKLOCK_TLS: "1",
+    });
+    assert.equal(on.code, 4);
+    assert.match(on.stderr, /over TLS: its certificate is not signed/);
+    const off = await runCli(["status", "-p", String(tls.port)], {
+      PKLOCK_TLS: "0",
+    });
+    assert.match(off.stderr, /try --tls\)\n$/);
+  });
   await t.step("the CA from PKLOCK_CA_FILE: connected", async () => {
     const result = await runCli(["status", "-p", String(tls.port)], {
       PKLOCK_CA_FILE: `${dir}/ca.pem`,
