@@ -78,7 +78,7 @@ Deno.test("lock() with wait settles on the client's clock while the server is st
 Deno.test("a request to a stopped server times out and leaves the connection and its locks alone", async () => {
   const { process, port } = await spawnServer();
   await using _server = process;
-  await using client = await connect({ port, timeout: 300 });
+  await using client = await connect({ port, timeout: 1000 });
   const lock = await client.lock("kept");
   {
     using _stopped = stop(process);
@@ -154,7 +154,7 @@ Deno.test("connect() tries each server in turn and stays on the first that answe
       `127.0.0.1:${stopped.port}`,
       `127.0.0.1:${alive.port}`,
     ],
-    timeout: 300,
+    timeout: 2000,
   });
   assert.deepEqual(client.address, { hostname: "127.0.0.1", port: alive.port });
   const lock = await client.lock("moved");
