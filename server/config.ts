@@ -23,12 +23,16 @@ import {
 } from "../protocol/lock_protocol.ts";
 import { PklockError } from "../protocol/errors.ts";
 
-/** Log levels, quietest last. */
+/**
+ * Log level names, quietest last; `warn` is another spelling of `warning`
+ * (as in most loggers' settings).
+ */
 export const LOG_LEVELS = [
   "trace",
   "debug",
   "info",
   "warning",
+  "warn",
   "error",
   "fatal",
 ] as const;

@@ -83,3 +83,27 @@ Deno.test("a connection that dies holding three locks gets one info line naming 
   assert.equal(result.code, 0, result.stderr);
   assert.equal(result.stderr.match(/Released/g)?.length, 1, result.stderr);
 });
+
+Deno.test("log level warn, in settings or --log-level, writes warnings and not info lines", async (t) => {
+  const expectWarningsOnly = async (args: string[]) => {
+    const { process: server } = await spawnServer(args);
+    await using _server = server;
+    server.kill("SIGHUP");
+    await server.waitFor(/WRN.*Received SIGHUP: ignored/, "stderr");
+    server.kill("SIGTERM");
+    const result = await deadline(server.result(), WAIT_MS, "the server exit");
+    assert.equal(result.code, 0, result.stderr);
+    // SIGTERM's "Received ..." line is info: below the level.
+    assert.doesNotMatch(result.stderr, /Received "SIGTERM"/);
+  };
+  await t.step(
+    "--log-level warn",
+    () => expectWarningsOnly(["--log-level", "warn"]),
+  );
+  await t.step("settings log.level warn", async () => {
+    await inTempDir(async (dir) => {
+      const config = await settingsFile(dir, { log: { level: "warn" } });
+      await expectWarningsOnly(["--config", config]);
+    });
+  });
+});
