@@ -126,6 +126,7 @@ export class LockCommands {
       }
       session.authenticate();
     }
+    session.greeted = true;
     const label = parameters.client;
     if (label !== undefined) {
       if (typeof label !== "string" || label.length > MAX_LABEL_LENGTH) {

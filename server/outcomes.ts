@@ -125,6 +125,10 @@ export class LockOutcomes implements LockSpaceEvents<Ticket> {
   }
 
   refused(session: Session, ticket: Ticket, code: Refusal): void {
+    if (code === "already_held" && !session.greeted) {
+      this.#relocked(session, ticket);
+      return;
+    }
     this.#journal.refused(session, ticket, code);
     if (code === "busy") {
       session.connection.reply(ticket.id, BUSY);
@@ -138,6 +142,20 @@ export class LockOutcomes implements LockSpaceEvents<Ticket> {
 
   changed(name: string): void {
     this.#notices.changed(name);
+  }
+
+  /**
+   * A legacy connection asked again for a lock it holds. The PHP server
+   * answered `ok` (and one `unlock` freed it); its client, given no `result`,
+   * waits out its time limit and then sends `unlock`, which would free the
+   * lock it still holds. So it is answered as the PHP server did, with the
+   * hold's token; nothing changes.
+   */
+  #relocked(session: Session, ticket: Ticket): void {
+    const hold = this.space.inspect(ticket.name)?.holders.find((request) =>
+      request.owner === session
+    );
+    session.connection.reply(ticket.id, { status: "ok", token: hold?.token });
   }
 
   /** A request stopped waiting: granted, withdrawn, timed out or gone. */

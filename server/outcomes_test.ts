@@ -36,10 +36,13 @@ class Recording {
   }
 }
 
+/** A client that sent `hello` (not a legacy one). */
 function client() {
   const connection = new Recording();
+  const session = new Session(connection as unknown as Connection, true);
+  session.greeted = true;
   return {
-    session: new Session(connection as unknown as Connection, true),
+    session,
     sent: connection.sent,
     connection,
   };

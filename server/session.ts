@@ -21,6 +21,11 @@ export class Session {
   readonly id: number;
   /** The label the client gave in `hello`. */
   label: string | undefined = undefined;
+  /**
+   * Whether the connection sent `hello`: one that never did is a legacy
+   * (PHP pkLockClient) connection, answered as the 2012 server answered.
+   */
+  greeted = false;
   /** Whether the connection may send more than `hello`. */
   authenticated: boolean;
   /** Why the connection closed; `undefined` while it is open. */
