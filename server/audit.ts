@@ -42,6 +42,20 @@ export interface AuditEntry {
   label?: string;
   /** The code of a refusal. */
   code?: string;
+  /** How long the lock was held, in ms, for the end of a hold. */
+  heldMs?: number;
+  /** Who forced a release: the operator's connection. */
+  forcedBy?: AuditParty;
+}
+
+/** A connection as the audit log names it. */
+export interface AuditParty {
+  /** The server's id of the connection. */
+  connectionId: number;
+  /** The peer's address and port. */
+  peer: string;
+  /** The label the client gave in `hello`. */
+  label?: string;
 }
 
 const encoder = new TextEncoder();

@@ -281,6 +281,7 @@ export class LockCommands {
       return describe(request);
     });
     for (const request of holders) {
+      request.owner.forcedBy = session;
       const event: ForcedReleaseEvent = {
         event: "forced_release",
         lockName: request.name,

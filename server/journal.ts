@@ -16,7 +16,12 @@ import { getLogger } from "@logtape/logtape";
 import type { CloseInfo, Connection } from "../message/connection.ts";
 import type { RejectReason } from "../message/server.ts";
 import type { Message } from "../protocol/frame.ts";
-import type { AuditEntry, AuditEvent, AuditLog } from "./audit.ts";
+import type {
+  AuditEntry,
+  AuditEvent,
+  AuditLog,
+  AuditParty,
+} from "./audit.ts";
 import type {
   LockAsk,
   LockMode,
@@ -191,12 +196,12 @@ export class Journal {
    * @param cause The holder's release, its connection's end, or by force.
    */
   released(request: Request, cause: ReleaseCause): void {
-    this.#metrics?.released(
-      cause,
-      (Date.now() - request.ticket.granted) / 1000,
-    );
+    const heldMs = this.#metrics !== undefined || this.#audit !== undefined
+      ? Date.now() - request.ticket.granted
+      : 0;
+    this.#metrics?.released(cause, heldMs / 1000);
     if (cause === "client") {
-      this.#record("release", request);
+      this.#record("release", request, heldMs);
       if (this.debugging()) {
         log.debug("Connection {id} released {name}", {
           id: request.owner.id,
@@ -208,6 +213,7 @@ export class Journal {
     this.#record(
       cause === "force" ? "forced_release" : "disconnect_release",
       request,
+      heldMs,
     );
     request.owner.releasedOnClose(request.name);
   }
@@ -248,13 +254,17 @@ export class Journal {
    */
   forcing(request: Request, by: Session): void {
     log.warn(
-      "Forced release of {name} (token {token}) held by connection {id} from {peer}, asked by connection {by}: closing the holder's connection",
+      "Forced release of {name} (token {token}) held by connection {id} from {peer} ({label}) for {heldMs} ms, asked by connection {by} from {byPeer} ({byLabel}): closing the holder's connection",
       {
         name: request.name,
         token: request.token,
         id: request.owner.id,
         peer: request.owner.peer,
+        label: request.owner.label ?? "no label",
+        heldMs: Date.now() - request.ticket.granted,
         by: by.id,
+        byPeer: by.peer,
+        byLabel: by.label ?? "no label",
       },
     );
   }
@@ -321,11 +331,23 @@ export class Journal {
     }
   }
 
-  #record(event: AuditEvent, request: Request): void {
-    this.#audit?.record(
-      entry(event, request.owner, request.name, request.mode, request.token),
-    );
+  #record(event: AuditEvent, request: Request, heldMs?: number): void {
+    if (this.#audit === undefined) return;
+    const owner = request.owner;
+    const line = entry(event, owner, request.name, request.mode, request.token);
+    if (heldMs !== undefined) line.heldMs = heldMs;
+    if (event === "forced_release" && owner.forcedBy !== undefined) {
+      line.forcedBy = party(owner.forcedBy);
+    }
+    this.#audit.record(line);
   }
+}
+
+/** A connection as the audit log names it. */
+function party(session: Session): AuditParty {
+  const party: AuditParty = { connectionId: session.id, peer: session.peer };
+  if (session.label !== undefined) party.label = session.label;
+  return party;
 }
 
 /** An audit entry; `token` 0 (waiting) and `code` "" are left out. */

@@ -30,6 +30,8 @@ export class Session {
   authenticated: boolean;
   /** Why the connection closed; `undefined` while it is open. */
   closeReason: CloseReason | undefined = undefined;
+  /** The operator's session, once a forced release closes this one. */
+  forcedBy: Session | undefined = undefined;
   /** How many holds the connection's end released. */
   releasedCount = 0;
   /** The first {@linkcode MAX_LOGGED_NAMES} of them, for the log line. */

@@ -213,3 +213,25 @@ Deno.test("forcing the release of a lock the connection holds itself is refused"
   await client.ping();
   await lock.release();
 });
+
+Deno.test("the warning of a forced release names the holder, how long it held, and who asked", async () => {
+  await inTempDir(async (dir) => {
+    const config = await settingsFile(dir, { admin: { secret: ADMIN_SECRET } });
+    const { process: server, port } = await spawnServer(["--config", config]);
+    await using _server = server;
+    await using holder = await connect({ port, label: "stuck worker" });
+    await using operator = await connect({ port, label: "on-call" });
+    const lock = await holder.lock("warned");
+    await operator.forceRelease("warned", ADMIN_SECRET);
+    await deadline(lost(lock), WAIT_MS, "the lost signal");
+    const [line] = await server.waitFor(/.*Forced release of.*\n/, "stderr");
+    const holderId = holder.server.connectionId;
+    const operatorId = operator.server.connectionId;
+    assert.match(
+      line!,
+      new RegExp(
+        `"warned" \\(token ${lock.token}\\) held by connection ${holderId} from "127\\.0\\.0\\.1:\\d+" \\("stuck worker"\\) for \\d+ ms, asked by connection ${operatorId} from "127\\.0\\.0\\.1:\\d+" \\("on-call"\\)`,
+      ),
+    );
+  });
+});
