@@ -22,6 +22,7 @@ import {
 } from "../protocol/lock_protocol.ts";
 import { PROTOCOL_VERSION, VERSION } from "../protocol/version.ts";
 import type { Journal } from "./journal.ts";
+import { GuessPenalty } from "./peer_penalties.ts";
 import type { LockOutcomes, Ticket } from "./outcomes.ts";
 import type { Session } from "./session.ts";
 import { describe } from "./status.ts";
@@ -59,6 +60,8 @@ export class LockCommands {
   readonly #outcomes: LockOutcomes;
   readonly #journal: Journal;
   readonly #settings: CommandSettings;
+  /** Wrong admin secrets, per IP: after one, the next waits its penalty. */
+  readonly #guesses = new GuessPenalty();
 
   /**
    * Creates the handlers.
@@ -261,10 +264,24 @@ export class LockCommands {
     }
     const parameters = objectOrEmpty(message.parameters);
     const given = parameters.adminSecret;
+    const ip = session.connection.remoteAddr.hostname;
+    const penalty = this.#guesses.remaining(ip);
+    if (penalty > 0) {
+      this.#deny(message, session, "auth_failed", {
+        code: "auth_failed",
+        message:
+          `Authentication failed: too many wrong admin secrets from ${ip}; the next is checked in ${
+            Math.ceil(penalty)
+          } ms`,
+      });
+      return undefined;
+    }
     if (typeof given !== "string" || !sameSecret(given, adminSecret)) {
+      this.#guesses.failed(ip);
       this.#deny(message, session, "auth_failed");
       return undefined;
     }
+    this.#guesses.succeeded(ip);
     const name = parameters.lockName;
     const error = checkLockName(name, this.#settings.maxLockNameLength);
     if (error !== null) throw new MessageError(error.code, error.message);
@@ -297,13 +314,12 @@ export class LockCommands {
     message: Message,
     session: Session,
     code: "auth_required" | "auth_failed",
+    error = code === "auth_required" ? AUTH_REQUIRED : AUTH_FAILED,
   ): void {
     this.#journal.denied(session, code);
-    session.connection.replyError(
-      message,
-      code === "auth_required" ? AUTH_REQUIRED : AUTH_FAILED,
-      { close: { reason: "refused" } },
-    );
+    session.connection.replyError(message, error, {
+      close: { reason: "refused" },
+    });
   }
 }
 

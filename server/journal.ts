@@ -16,12 +16,7 @@ import { getLogger } from "@logtape/logtape";
 import type { CloseInfo, Connection } from "../message/connection.ts";
 import type { RejectReason } from "../message/server.ts";
 import type { Message } from "../protocol/frame.ts";
-import type {
-  AuditEntry,
-  AuditEvent,
-  AuditLog,
-  AuditParty,
-} from "./audit.ts";
+import type { AuditEntry, AuditEvent, AuditLog, AuditParty } from "./audit.ts";
 import type {
   LockAsk,
   LockMode,
@@ -30,9 +25,14 @@ import type {
   WithdrawCause,
 } from "./lock_space.ts";
 import type { Metrics } from "./metrics.ts";
+import { WarningThrottle } from "./peer_penalties.ts";
 import { peerOf, type Session } from "./session.ts";
 
 const log = getLogger(["pklock", "server"]);
+
+/** The end of a throttled warning that stands for others left out. */
+const SUPPRESSED =
+  " ({suppressed} more refusals of {ip} not logged since the last such line)";
 
 /** What the journal reads of a request's ticket: when it was asked and granted. */
 export interface Timing {
@@ -50,12 +50,20 @@ export interface JournalSinks {
   metrics?: Metrics | undefined;
   /** The audit log. */
   audit?: AuditLog | undefined;
+  /**
+   * The shortest time between two warnings about refusals of one IP, in ms.
+   *
+   * @default {10000}
+   */
+  warningIntervalMs?: number | undefined;
 }
 
 /** Writes each lifecycle event to the log, the audit log and the metrics. */
 export class Journal {
   readonly #metrics: Metrics | undefined;
   readonly #audit: AuditLog | undefined;
+  readonly #refusals: WarningThrottle;
+  readonly #denials: WarningThrottle;
 
   /**
    * Creates the journal.
@@ -65,6 +73,12 @@ export class Journal {
   constructor(sinks: JournalSinks) {
     this.#metrics = sinks.metrics;
     this.#audit = sinks.audit;
+    this.#refusals = new WarningThrottle({
+      intervalMs: sinks.warningIntervalMs,
+    });
+    this.#denials = new WarningThrottle({
+      intervalMs: sinks.warningIntervalMs,
+    });
   }
 
   /**
@@ -93,7 +107,9 @@ export class Journal {
   }
 
   /**
-   * A peer was turned away before it could send anything.
+   * A peer was turned away before it could send anything. The warning is
+   * written once per IP per interval: a flood of refusals costs a few lines,
+   * each saying how many were left out.
    *
    * @param addr The peer.
    * @param reason Outside the allow-list, or beyond a connection limit.
@@ -101,32 +117,69 @@ export class Journal {
   rejected(addr: Deno.NetAddr, reason: RejectReason): void {
     if (reason === "not_allowed") {
       this.#metrics?.rejected("allow_list");
-      log.warn("Refused connection from {peer}: not in the allow-list", {
-        peer: peerOf(addr),
-      });
-      return;
+    } else {
+      this.#metrics?.rejected("limit");
+      this.#metrics?.error("too_many_connections");
     }
-    this.#metrics?.rejected("limit");
-    this.#metrics?.error("too_many_connections");
-    log.warn("Refused connection from {peer}: {reason}", {
+    const suppressed = this.#refusals.admit(addr.hostname);
+    if (suppressed === null) return;
+    const details = {
       peer: peerOf(addr),
       reason,
-    });
+      suppressed,
+      ip: addr.hostname,
+    };
+    if (reason === "not_allowed") {
+      if (suppressed === 0) {
+        log.warn(
+          "Refused connection from {peer}: not in the allow-list",
+          details,
+        );
+      } else {
+        log.warn(
+          `Refused connection from {peer}: not in the allow-list${SUPPRESSED}`,
+          details,
+        );
+      }
+    } else if (suppressed === 0) {
+      log.warn("Refused connection from {peer}: {reason}", details);
+    } else {
+      log.warn(
+        `Refused connection from {peer}: {reason}${SUPPRESSED}`,
+        details,
+      );
+    }
   }
 
   /**
-   * A connection failed authentication and is being closed.
+   * A connection failed authentication (or guessed the admin secret wrong, or
+   * guessed while penalized) and is being closed. Written once per IP per
+   * interval, with how many were left out, so a burst of guesses shows as
+   * such.
    *
    * @param session Its session.
    * @param code `auth_required` or `auth_failed`.
    */
   denied(session: Session, code: string): void {
     this.#metrics?.rejected("auth");
-    log.warn("Connection {id} from {peer} refused: {code}", {
+    const ip = session.connection.remoteAddr.hostname;
+    const suppressed = this.#denials.admit(ip);
+    if (suppressed === null) return;
+    const details = {
       id: session.id,
       peer: session.peer,
       code,
-    });
+      suppressed,
+      ip,
+    };
+    if (suppressed === 0) {
+      log.warn("Connection {id} from {peer} refused: {code}", details);
+    } else {
+      log.warn(
+        `Connection {id} from {peer} refused: {code}${SUPPRESSED}`,
+        details,
+      );
+    }
   }
 
   /**
