@@ -23,6 +23,7 @@ import {
 import { PROTOCOL_VERSION, VERSION } from "../protocol/version.ts";
 import type { Journal } from "./journal.ts";
 import { GuessPenalty } from "./peer_penalties.ts";
+import type { BudgetRefusal, RequestBudget } from "./request_budget.ts";
 import type { LockOutcomes, Ticket } from "./outcomes.ts";
 import type { Session } from "./session.ts";
 import { describe } from "./status.ts";
@@ -37,6 +38,11 @@ export interface CommandSettings {
   secret: string | undefined;
   /** The secret of `forceRelease`, when forced release is on. */
   adminSecret: string | undefined;
+  /**
+   * How many fencing tokens can still be issued if no new reservation
+   * succeeds: `Infinity` while reservations succeed.
+   */
+  tokensLeft: () => number;
 }
 
 /** The longest label a client may give in `hello`. */
@@ -155,7 +161,8 @@ export class LockCommands {
    *
    * @param message The request.
    * @param session Its sender.
-   * @throws {MessageError} `limit_exceeded`.
+   * @throws {MessageError} `limit_exceeded` (this connection's limit, the
+   *   server's or this IP's budget), `tokens_unavailable`.
    */
   lock(message: Message, session: Session): undefined {
     const id = message.id;
@@ -189,7 +196,7 @@ export class LockCommands {
       contention,
       waitersSeen: 0,
     };
-    const space = this.#outcomes.space;
+    const { space, budget } = this.#outcomes;
     const max = this.#settings.maxLocksPerConnection;
     if (space.countOf(session) >= max) {
       this.#journal.refused(session, ticket, "limit_exceeded");
@@ -197,6 +204,21 @@ export class LockCommands {
         "limit_exceeded",
         `This connection already holds or waits for ${max} locks, the limit`,
       );
+    }
+    const over = budget.refusal(session);
+    if (over !== null) {
+      this.#journal.refused(session, ticket, "limit_exceeded");
+      this.#journal.overBudget(session, over);
+      throw new MessageError(
+        "limit_exceeded",
+        overBudgetText(over, session, budget),
+      );
+    }
+    // Every waiter may need a token when its turn comes: a new request is
+    // admitted only while the tokens left cover it and all of them.
+    if (this.#settings.tokensLeft() <= budget.waiting) {
+      this.#journal.refused(session, ticket, "tokens_unavailable");
+      throw new MessageError("tokens_unavailable", TOKENS_UNAVAILABLE);
     }
     space.acquire(session, ticket);
   }
@@ -321,6 +343,21 @@ export class LockCommands {
       close: { reason: "refused" },
     });
   }
+}
+
+const TOKENS_UNAVAILABLE =
+  "No fencing token can be reserved now (the state file cannot be written): " +
+  "new lock requests are refused until it can; held locks are kept";
+
+/** The sentence of a request refused by the server's or its IP's budget. */
+function overBudgetText(
+  over: BudgetRefusal,
+  session: Session,
+  budget: RequestBudget,
+): string {
+  return over === "server"
+    ? `The server holds and queues ${budget.limits.maxRequests} requests, its budget`
+    : `Connections from ${session.connection.remoteAddr.hostname} hold and queue ${budget.limits.maxRequestsPerIp} requests, the budget of one address`;
 }
 
 const RELEASED: ReleaseResult = { status: "ok" };

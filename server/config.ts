@@ -69,6 +69,9 @@ const settingsSchema = z.strictObject({
     maxConnections: z.int().min(1).default(100_000),
     maxConnectionsPerIp: z.int().min(1).default(100_000),
     maxLocksPerConnection: z.int().min(1).default(10_000),
+    // Absent: derived from the heap (see request_budget.ts).
+    maxRequests: z.int().min(1).optional(),
+    maxRequestsPerIp: z.int().min(1).optional(),
   }).prefault({}),
   auth: secretSchema.optional(),
   tls: z.strictObject({

@@ -26,6 +26,7 @@ import type {
 } from "./lock_space.ts";
 import type { Metrics } from "./metrics.ts";
 import { WarningThrottle } from "./peer_penalties.ts";
+import type { RequestBudgetLimits } from "./request_budget.ts";
 import { peerOf, type Session } from "./session.ts";
 
 const log = getLogger(["pklock", "server"]);
@@ -64,6 +65,7 @@ export class Journal {
   readonly #audit: AuditLog | undefined;
   readonly #refusals: WarningThrottle;
   readonly #denials: WarningThrottle;
+  readonly #overBudget: WarningThrottle;
 
   /**
    * Creates the journal.
@@ -79,6 +81,9 @@ export class Journal {
     this.#denials = new WarningThrottle({
       intervalMs: sinks.warningIntervalMs,
     });
+    this.#overBudget = new WarningThrottle({
+      intervalMs: sinks.warningIntervalMs,
+    });
   }
 
   /**
@@ -89,6 +94,18 @@ export class Journal {
    */
   debugging(): boolean {
     return log.isEnabledFor("debug");
+  }
+
+  /**
+   * The server started with this budget of requests.
+   *
+   * @param budget The limits in force.
+   */
+  budgeted(budget: RequestBudgetLimits): void {
+    log.info(
+      "Budget of lock requests held and queued: {maxRequests} in all, {maxRequestsPerIp} per IP address",
+      { ...budget },
+    );
   }
 
   /**
@@ -177,6 +194,37 @@ export class Journal {
     } else {
       log.warn(
         `Connection {id} from {peer} refused: {code}${SUPPRESSED}`,
+        details,
+      );
+    }
+  }
+
+  /**
+   * A request was refused by the server's or its IP's budget: one warning per
+   * IP per interval.
+   *
+   * @param session Who asked.
+   * @param over Which budget.
+   */
+  overBudget(session: Session, over: "server" | "ip"): void {
+    const ip = session.connection.remoteAddr.hostname;
+    const suppressed = this.#overBudget.admit(ip);
+    if (suppressed === null) return;
+    const details = {
+      id: session.id,
+      peer: session.peer,
+      over,
+      suppressed,
+      ip,
+    };
+    if (suppressed === 0) {
+      log.warn(
+        "Refused a lock request of connection {id} from {peer}: the {over} budget of requests is used up",
+        details,
+      );
+    } else {
+      log.warn(
+        `Refused a lock request of connection {id} from {peer}: the {over} budget of requests is used up${SUPPRESSED}`,
         details,
       );
     }

@@ -21,6 +21,7 @@ import type {
   WithdrawCause,
 } from "./lock_space.ts";
 import { type NoticeState, QueueNotices } from "./queue_notices.ts";
+import { RequestBudget } from "./request_budget.ts";
 import type { Session } from "./session.ts";
 
 /** The server's data for a request, with what it asks for. */
@@ -39,6 +40,7 @@ type Request = LockRequest<Session, Ticket>;
 const TIMEOUT: LockResult = { status: "timeout" };
 const CANCELLED: LockResult = { status: "cancelled" };
 const BUSY: LockResult = { status: "busy" };
+const UNLIMITED = { maxRequests: Infinity, maxRequestsPerIp: Infinity };
 
 /**
  * Answers the outcomes of lock requests and keeps what follows from them.
@@ -53,6 +55,8 @@ const BUSY: LockResult = { status: "busy" };
 export class LockOutcomes implements LockSpaceEvents<Ticket> {
   /** The lock space whose outcomes these are. */
   readonly space: LockSpace<Ticket>;
+  /** Every request held and queued, against the server's budget. */
+  readonly budget: RequestBudget;
   readonly #journal: Journal;
   readonly #alarms: HoldAlarms | undefined;
   readonly #notices: QueueNotices;
@@ -63,12 +67,15 @@ export class LockOutcomes implements LockSpaceEvents<Ticket> {
    * @param journal Where each outcome is logged, audited and counted.
    * @param alarms Hold-time thresholds, when alarms are on.
    * @param space Makes the lock space that reports to these outcomes.
+   * @param budget Counts the requests held and queued.
    */
   constructor(
     journal: Journal,
     alarms: HoldAlarms | undefined,
     space: (events: LockSpaceEvents<Ticket>) => LockSpace<Ticket>,
+    budget: RequestBudget = new RequestBudget(UNLIMITED),
   ) {
+    this.budget = budget;
     this.#journal = journal;
     this.#alarms = alarms;
     this.space = space(this);
@@ -76,6 +83,7 @@ export class LockOutcomes implements LockSpaceEvents<Ticket> {
   }
 
   queued(request: Request): void {
+    this.budget.queued(request);
     this.#journal.queued(request);
     const wait = request.ticket.wait;
     if (wait !== undefined) {
@@ -90,6 +98,7 @@ export class LockOutcomes implements LockSpaceEvents<Ticket> {
   granted(request: Request): void {
     const ticket = request.ticket;
     this.#stopWaiting(request);
+    this.budget.granted(request);
     ticket.granted = Date.now();
     this.#journal.granted(request);
     this.#notices.holding(request, true);
@@ -109,12 +118,14 @@ export class LockOutcomes implements LockSpaceEvents<Ticket> {
   }
 
   released(request: Request, cause: ReleaseCause): void {
+    this.budget.left(request);
     clearTimeout(request.ticket.timer);
     this.#notices.holding(request, false);
     this.#journal.released(request, cause);
   }
 
   withdrawn(request: Request, cause: WithdrawCause): void {
+    this.budget.left(request);
     this.#stopWaiting(request);
     this.#journal.withdrawn(request, cause);
     if (cause === "disconnect") return;

@@ -46,7 +46,9 @@ export interface RequestBudgetLimits {
  */
 export function defaultRequestBudget(): RequestBudgetLimits {
   const heap = getHeapStatistics().heap_size_limit;
-  const maxRequests = Math.floor(heap * REQUEST_HEAP_SHARE / REQUEST_COST_BYTES);
+  const maxRequests = Math.floor(
+    heap * REQUEST_HEAP_SHARE / REQUEST_COST_BYTES,
+  );
   return { maxRequests, maxRequestsPerIp: Math.floor(maxRequests / 2) };
 }
 
