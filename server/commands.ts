@@ -353,7 +353,7 @@ const TOKENS_UNAVAILABLE =
 function overBudgetText(
   over: BudgetRefusal,
   session: Session,
-  budget: RequestBudget,
+  budget: RequestBudget<Ticket>,
 ): string {
   return over === "server"
     ? `The server holds and queues ${budget.limits.maxRequests} requests, its budget`

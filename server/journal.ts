@@ -330,6 +330,7 @@ export class Journal {
       this.#metrics?.timedOut();
       this.#record("timeout", request);
     } else if (cause === "cancelled") {
+      this.#metrics?.answered("cancelled");
       this.#record("withdraw", request);
     }
   }
@@ -342,9 +343,19 @@ export class Journal {
    * @param code Why.
    */
   refused(session: Session, ask: LockAsk, code: string): void {
+    if (code === "busy") this.#metrics?.answered("busy");
     this.#audit?.record(
       entry("refusal", session, ask.name, ask.mode, 0, code),
     );
+  }
+
+  /**
+   * Nobody holds or waits for a lock any more.
+   *
+   * @param name The lock.
+   */
+  vacated(name: string): void {
+    this.#metrics?.vacated(name);
   }
 
   /**

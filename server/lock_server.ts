@@ -138,6 +138,7 @@ export class LockServer implements AsyncDisposable {
   readonly budget: RequestBudgetLimits;
   readonly #server: MessageServer;
   readonly #space: LockSpace<Ticket>;
+  readonly #budget: RequestBudget<Ticket>;
   readonly #sessions = new Sessions();
   readonly #startedAt = Date.now();
 
@@ -154,6 +155,7 @@ export class LockServer implements AsyncDisposable {
         connections: () => this.#server.connections.size,
         names: () => this.#space.names(),
         lock: (name) => this.#space.count(name),
+        oldestHold: () => this.#budget.oldestHold()?.ticket.granted,
       });
     const journal = new Journal({
       metrics: this.metrics,
@@ -170,7 +172,7 @@ export class LockServer implements AsyncDisposable {
       options.alarms && new HoldAlarms(options.alarms),
       // The one place that decides where the locks live.
       (events) => new LocalLockSpace(events, { nextToken: options.nextToken }),
-      new RequestBudget(budget),
+      this.#budget = new RequestBudget(budget),
     );
     const space = this.#space = outcomes.space;
     const { secret, authDeadline = 10_000 } = options;

@@ -56,7 +56,7 @@ export class LockOutcomes implements LockSpaceEvents<Ticket> {
   /** The lock space whose outcomes these are. */
   readonly space: LockSpace<Ticket>;
   /** Every request held and queued, against the server's budget. */
-  readonly budget: RequestBudget;
+  readonly budget: RequestBudget<Ticket>;
   readonly #journal: Journal;
   readonly #alarms: HoldAlarms | undefined;
   readonly #notices: QueueNotices;
@@ -73,7 +73,7 @@ export class LockOutcomes implements LockSpaceEvents<Ticket> {
     journal: Journal,
     alarms: HoldAlarms | undefined,
     space: (events: LockSpaceEvents<Ticket>) => LockSpace<Ticket>,
-    budget: RequestBudget = new RequestBudget(UNLIMITED),
+    budget: RequestBudget<Ticket> = new RequestBudget(UNLIMITED),
   ) {
     this.budget = budget;
     this.#journal = journal;
@@ -153,6 +153,7 @@ export class LockOutcomes implements LockSpaceEvents<Ticket> {
 
   changed(name: string): void {
     this.#notices.changed(name);
+    if (this.space.count(name) === null) this.#journal.vacated(name);
   }
 
   /**

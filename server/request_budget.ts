@@ -55,8 +55,6 @@ export function defaultRequestBudget(): RequestBudgetLimits {
 /** Which budget a refused request would pass. */
 export type BudgetRefusal = "server" | "ip";
 
-type Request = LockRequest<Session, unknown>;
-
 /**
  * Counts every request held or queued, in all and per IP, and refuses new ones
  * past the limits.
@@ -67,12 +65,12 @@ type Request = LockRequest<Session, unknown>;
  * if (budget.refusal(session) === null) space.acquire(session, ticket);
  * ```
  */
-export class RequestBudget {
+export class RequestBudget<T> {
   /** The limits in force. */
   readonly limits: RequestBudgetLimits;
   /** Holds in grant order: the first is the oldest. */
-  readonly #held = new Set<Request>();
-  readonly #waiting = new Set<Request>();
+  readonly #held = new Set<LockRequest<Session, T>>();
+  readonly #waiting = new Set<LockRequest<Session, T>>();
   readonly #perIp = new Map<string, number>();
 
   /**
@@ -99,7 +97,7 @@ export class RequestBudget {
    *
    * @returns The hold granted first, or `undefined` when nothing is held.
    */
-  oldestHold(): Request | undefined {
+  oldestHold(): LockRequest<Session, T> | undefined {
     for (const request of this.#held) return request;
     return undefined;
   }
@@ -124,7 +122,7 @@ export class RequestBudget {
    *
    * @param request The request.
    */
-  queued(request: Request): void {
+  queued(request: LockRequest<Session, T>): void {
     this.#waiting.add(request);
     this.#count(request, 1);
   }
@@ -134,7 +132,7 @@ export class RequestBudget {
    *
    * @param request The request.
    */
-  granted(request: Request): void {
+  granted(request: LockRequest<Session, T>): void {
     if (!this.#waiting.delete(request)) this.#count(request, 1);
     this.#held.add(request);
   }
@@ -145,13 +143,13 @@ export class RequestBudget {
    *
    * @param request The request.
    */
-  left(request: Request): void {
+  left(request: LockRequest<Session, T>): void {
     if (this.#held.delete(request) || this.#waiting.delete(request)) {
       this.#count(request, -1);
     }
   }
 
-  #count(request: Request, by: 1 | -1): void {
+  #count(request: LockRequest<Session, T>, by: 1 | -1): void {
     const ip = request.owner.connection.remoteAddr.hostname;
     const count = (this.#perIp.get(ip) ?? 0) + by;
     if (count === 0) this.#perIp.delete(ip);
