@@ -16,10 +16,14 @@ import { getLogger } from "@logtape/logtape";
 import type { CloseInfo, Connection } from "../message/connection.ts";
 import type { RejectReason } from "../message/server.ts";
 import type { Message } from "../protocol/frame.ts";
-import type { AuditEntry, AuditEvent, AuditLog, AuditParty } from "./audit.ts";
+import {
+  auditEntry,
+  type AuditEvent,
+  type AuditLog,
+  auditParty,
+} from "./audit.ts";
 import type {
   LockAsk,
-  LockMode,
   LockRequest,
   ReleaseCause,
   WithdrawCause,
@@ -33,7 +37,7 @@ const log = getLogger(["pklock", "server"]);
 
 /** The end of a throttled warning that stands for others left out. */
 const SUPPRESSED =
-  " ({suppressed} more refusals of {ip} not logged since the last such line)";
+  " ({suppressed} more like it from that address not logged since the last such line)";
 
 /** What the journal reads of a request's ticket: when it was asked and granted. */
 export interface Timing {
@@ -63,9 +67,8 @@ export interface JournalSinks {
 export class Journal {
   readonly #metrics: Metrics | undefined;
   readonly #audit: AuditLog | undefined;
-  readonly #refusals: WarningThrottle;
-  readonly #denials: WarningThrottle;
-  readonly #overBudget: WarningThrottle;
+  /** Warnings about peers, by kind and IP. */
+  readonly #warnings: WarningThrottle;
 
   /**
    * Creates the journal.
@@ -75,13 +78,7 @@ export class Journal {
   constructor(sinks: JournalSinks) {
     this.#metrics = sinks.metrics;
     this.#audit = sinks.audit;
-    this.#refusals = new WarningThrottle({
-      intervalMs: sinks.warningIntervalMs,
-    });
-    this.#denials = new WarningThrottle({
-      intervalMs: sinks.warningIntervalMs,
-    });
-    this.#overBudget = new WarningThrottle({
+    this.#warnings = new WarningThrottle({
       intervalMs: sinks.warningIntervalMs,
     });
   }
@@ -132,40 +129,16 @@ export class Journal {
    * @param reason Outside the allow-list, or beyond a connection limit.
    */
   rejected(addr: Deno.NetAddr, reason: RejectReason): void {
-    if (reason === "not_allowed") {
-      this.#metrics?.rejected("allow_list");
-    } else {
-      this.#metrics?.rejected("limit");
-      this.#metrics?.error("too_many_connections");
-    }
-    const suppressed = this.#refusals.admit(addr.hostname);
-    if (suppressed === null) return;
-    const details = {
-      peer: peerOf(addr),
-      reason,
-      suppressed,
-      ip: addr.hostname,
-    };
-    if (reason === "not_allowed") {
-      if (suppressed === 0) {
-        log.warn(
-          "Refused connection from {peer}: not in the allow-list",
-          details,
-        );
-      } else {
-        log.warn(
-          `Refused connection from {peer}: not in the allow-list${SUPPRESSED}`,
-          details,
-        );
-      }
-    } else if (suppressed === 0) {
-      log.warn("Refused connection from {peer}: {reason}", details);
-    } else {
-      log.warn(
-        `Refused connection from {peer}: {reason}${SUPPRESSED}`,
-        details,
-      );
-    }
+    const allowList = reason === "not_allowed";
+    this.#metrics?.rejected(allowList ? "allow_list" : "limit");
+    if (!allowList) this.#metrics?.error("too_many_connections");
+    this.#warnThrottled(
+      `refused ${addr.hostname}`,
+      allowList
+        ? "Refused connection from {peer}: not in the allow-list"
+        : "Refused connection from {peer}: {reason}",
+      { peer: peerOf(addr), reason },
+    );
   }
 
   /**
@@ -179,24 +152,11 @@ export class Journal {
    */
   denied(session: Session, code: string): void {
     this.#metrics?.rejected("auth");
-    const ip = session.connection.remoteAddr.hostname;
-    const suppressed = this.#denials.admit(ip);
-    if (suppressed === null) return;
-    const details = {
-      id: session.id,
-      peer: session.peer,
-      code,
-      suppressed,
-      ip,
-    };
-    if (suppressed === 0) {
-      log.warn("Connection {id} from {peer} refused: {code}", details);
-    } else {
-      log.warn(
-        `Connection {id} from {peer} refused: {code}${SUPPRESSED}`,
-        details,
-      );
-    }
+    this.#warnThrottled(
+      `denied ${session.connection.remoteAddr.hostname}`,
+      "Connection {id} from {peer} refused: {code}",
+      { id: session.id, peer: session.peer, code },
+    );
   }
 
   /**
@@ -207,27 +167,11 @@ export class Journal {
    * @param over Which budget.
    */
   overBudget(session: Session, over: "server" | "ip"): void {
-    const ip = session.connection.remoteAddr.hostname;
-    const suppressed = this.#overBudget.admit(ip);
-    if (suppressed === null) return;
-    const details = {
-      id: session.id,
-      peer: session.peer,
-      over,
-      suppressed,
-      ip,
-    };
-    if (suppressed === 0) {
-      log.warn(
-        "Refused a lock request of connection {id} from {peer}: the {over} budget of requests is used up",
-        details,
-      );
-    } else {
-      log.warn(
-        `Refused a lock request of connection {id} from {peer}: the {over} budget of requests is used up${SUPPRESSED}`,
-        details,
-      );
-    }
+    this.#warnThrottled(
+      `over budget ${session.connection.remoteAddr.hostname}`,
+      "Refused a lock request of connection {id} from {peer}: the {over} budget of requests is used up",
+      { id: session.id, peer: session.peer, over },
+    );
   }
 
   /**
@@ -345,7 +289,7 @@ export class Journal {
   refused(session: Session, ask: LockAsk, code: string): void {
     if (code === "busy") this.#metrics?.answered("busy");
     this.#audit?.record(
-      entry("refusal", session, ask.name, ask.mode, 0, code),
+      auditEntry("refusal", session, ask.name, ask.mode, 0, code),
     );
   }
 
@@ -443,44 +387,35 @@ export class Journal {
     }
   }
 
+  /**
+   * Writes a warning about a peer unless it is left out (one per kind and IP
+   * per interval); the next one written says how many were.
+   */
+  #warnThrottled(
+    key: string,
+    message: string,
+    details: Record<string, unknown>,
+  ): void {
+    const suppressed = this.#warnings.admit(key);
+    if (suppressed === null) return;
+    if (suppressed === 0) log.warn(message, details);
+    else log.warn(message + SUPPRESSED, { ...details, suppressed });
+  }
+
   #record(event: AuditEvent, request: Request, heldMs?: number): void {
     if (this.#audit === undefined) return;
     const owner = request.owner;
-    const line = entry(event, owner, request.name, request.mode, request.token);
+    const line = auditEntry(
+      event,
+      owner,
+      request.name,
+      request.mode,
+      request.token,
+    );
     if (heldMs !== undefined) line.heldMs = heldMs;
     if (event === "forced_release" && owner.forcedBy !== undefined) {
-      line.forcedBy = party(owner.forcedBy);
+      line.forcedBy = auditParty(owner.forcedBy);
     }
     this.#audit.record(line);
   }
-}
-
-/** A connection as the audit log names it. */
-function party(session: Session): AuditParty {
-  const party: AuditParty = { connectionId: session.id, peer: session.peer };
-  if (session.label !== undefined) party.label = session.label;
-  return party;
-}
-
-/** An audit entry; `token` 0 (waiting) and `code` "" are left out. */
-function entry(
-  event: AuditEvent,
-  session: Session,
-  lock: string,
-  mode: LockMode,
-  token: number,
-  code = "",
-): AuditEntry {
-  const entry: AuditEntry = {
-    time: new Date().toISOString(),
-    event,
-    lock,
-    mode,
-    connectionId: session.id,
-    peer: session.peer,
-  };
-  if (token !== 0) entry.token = token;
-  if (code !== "") entry.code = code;
-  if (session.label !== undefined) entry.label = session.label;
-  return entry;
 }
