@@ -294,6 +294,16 @@ export class Journal {
   }
 
   /**
+   * Whether {@linkcode Journal.vacated} does anything: only per-lock metric
+   * series care that a lock left the table.
+   *
+   * @returns `true` when metrics have `lockPatterns`.
+   */
+  tracksLocks(): boolean {
+    return this.#metrics?.perLock ?? false;
+  }
+
+  /**
    * Nobody holds or waits for a lock any more.
    *
    * @param name The lock.

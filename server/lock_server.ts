@@ -71,7 +71,7 @@ export interface LockServerOptions extends MessageServerSettings {
    * The most requests the connections of one IP address hold and queue at
    * once.
    *
-   * @default {Half of the derived `maxRequests`}
+   * @default {Half of the derived `maxRequests`, at most `maxRequests`}
    */
   maxRequestsPerIp?: number | undefined;
   /**
@@ -162,9 +162,11 @@ export class LockServer implements AsyncDisposable {
       audit: options.audit,
     });
     const derived = defaultRequestBudget();
+    const maxRequests = options.maxRequests ?? derived.maxRequests;
     const budget = this.budget = {
-      maxRequests: options.maxRequests ?? derived.maxRequests,
-      maxRequestsPerIp: options.maxRequestsPerIp ?? derived.maxRequestsPerIp,
+      maxRequests,
+      maxRequestsPerIp: options.maxRequestsPerIp ??
+        Math.min(derived.maxRequestsPerIp, maxRequests),
     };
     journal.budgeted(budget);
     const outcomes = new LockOutcomes(

@@ -63,6 +63,8 @@ const SECONDS_BUCKETS = [
 export class Metrics {
   /** The registry every metric is in. */
   readonly registry: Registry = new Registry();
+  /** Whether some lock names have series of their own (`lockPatterns`). */
+  readonly perLock: boolean;
   readonly #patterns: RegExp[];
   readonly #connections: Counter;
   readonly #rejected: Counter;
@@ -85,6 +87,7 @@ export class Metrics {
    */
   constructor(lockPatterns: readonly string[], sources: MetricsSources) {
     this.#patterns = lockPatterns.map(globToRegExp);
+    this.perLock = lockPatterns.length > 0;
     const registers = [this.registry];
     const patterns = this.#patterns;
     new Gauge({

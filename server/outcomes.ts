@@ -153,7 +153,9 @@ export class LockOutcomes implements LockSpaceEvents<Ticket> {
 
   changed(name: string): void {
     this.#notices.changed(name);
-    if (this.space.count(name) === null) this.#journal.vacated(name);
+    if (this.#journal.tracksLocks() && this.space.count(name) === null) {
+      this.#journal.vacated(name);
+    }
   }
 
   /**
