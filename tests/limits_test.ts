@@ -14,8 +14,10 @@ import {
 } from "../server/request_budget.ts";
 import {
   deadline,
+  inTempDir,
   RawClient,
   runCli,
+  settingsFile,
   spawnServer,
   startServer,
 } from "./helpers.ts";
@@ -279,4 +281,30 @@ Deno.test("the default request budget is derived from the heap limit and logged 
   assert.ok(
     Number(inAll) > 100_000 && Number(perIp) === Math.floor(Number(inAll) / 2),
   );
+});
+
+Deno.test("serve takes the request budget from limits.maxRequests and limits.maxRequestsPerIp", async () => {
+  await inTempDir(async (dir) => {
+    const config = await settingsFile(dir, {
+      limits: { maxRequests: 3, maxRequestsPerIp: 1 },
+    });
+    const { process: server, port } = await spawnServer(["--config", config]);
+    await using _server = server;
+    await server.waitFor(
+      /Budget of lock requests held and queued: 3 in all, 1 per IP address/,
+      "stderr",
+    );
+    await using client = await connect({ port });
+    const held = await client.lock("one");
+    await assert.rejects(
+      client.lock("two"),
+      /Connections from 127\.0\.0\.1 hold and queue 1 requests, the budget of one address/,
+    );
+    await server.waitFor(
+      /Refused a lock request of connection \d+ from "127\.0\.0\.1:\d+": the "ip" budget of requests is used up/,
+      "stderr",
+    );
+    await held.release();
+    await (await client.lock("two")).release();
+  });
 });
