@@ -56,7 +56,9 @@ async function secretOf(
 /**
  * Issues a token; when every reserved token is issued and no new block could
  * be reserved (a full or failing disk, retried since half a block ago), stops
- * the server at once. A grant without a token cannot be finished, and the
+ * the server at once. The lock server refuses new requests
+ * (`tokens_unavailable`) before that can happen, unless more requests waited
+ * when the reservation failed than tokens were left. A grant without a token cannot be finished, and the
  * lock table cannot leave such a request waiting: stopping releases every
  * lock cleanly, and clients see their locks lost.
  */
@@ -188,6 +190,7 @@ async function start(options: ServeOptions): Promise<Running> {
       ...(audit ? { audit } : {}),
       ...secrets,
       nextToken: () => nextTokenOrStop(tokens),
+      tokensLeft: () => tokens.left,
     });
   } catch (cause) {
     await audit?.close();

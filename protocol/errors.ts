@@ -18,6 +18,7 @@ export type ErrorCode =
   | "invalid_parameters"
   | "name_too_long"
   | "limit_exceeded"
+  | "tokens_unavailable"
   | "too_many_connections"
   | "auth_required"
   | "auth_failed"

@@ -22,6 +22,8 @@ import {
 } from "../protocol/lock_protocol.ts";
 import { PROTOCOL_VERSION, VERSION } from "../protocol/version.ts";
 import type { Journal } from "./journal.ts";
+import { GuessPenalty } from "./peer_penalties.ts";
+import type { BudgetRefusal, RequestBudget } from "./request_budget.ts";
 import type { LockOutcomes, Ticket } from "./outcomes.ts";
 import type { Session } from "./session.ts";
 import { describe } from "./status.ts";
@@ -36,6 +38,11 @@ export interface CommandSettings {
   secret: string | undefined;
   /** The secret of `forceRelease`, when forced release is on. */
   adminSecret: string | undefined;
+  /**
+   * How many fencing tokens can still be issued if no new reservation
+   * succeeds: `Infinity` while reservations succeed.
+   */
+  tokensLeft: () => number;
 }
 
 /** The longest label a client may give in `hello`. */
@@ -59,6 +66,8 @@ export class LockCommands {
   readonly #outcomes: LockOutcomes;
   readonly #journal: Journal;
   readonly #settings: CommandSettings;
+  /** Wrong admin secrets, per IP: after one, the next waits its penalty. */
+  readonly #guesses = new GuessPenalty();
 
   /**
    * Creates the handlers.
@@ -126,6 +135,7 @@ export class LockCommands {
       }
       session.authenticate();
     }
+    session.greeted = true;
     const label = parameters.client;
     if (label !== undefined) {
       if (typeof label !== "string" || label.length > MAX_LABEL_LENGTH) {
@@ -151,7 +161,8 @@ export class LockCommands {
    *
    * @param message The request.
    * @param session Its sender.
-   * @throws {MessageError} `limit_exceeded`.
+   * @throws {MessageError} `limit_exceeded` (this connection's limit, the
+   *   server's or this IP's budget), `tokens_unavailable`.
    */
   lock(message: Message, session: Session): undefined {
     const id = message.id;
@@ -185,7 +196,7 @@ export class LockCommands {
       contention,
       waitersSeen: 0,
     };
-    const space = this.#outcomes.space;
+    const { space, budget } = this.#outcomes;
     const max = this.#settings.maxLocksPerConnection;
     if (space.countOf(session) >= max) {
       this.#journal.refused(session, ticket, "limit_exceeded");
@@ -193,6 +204,21 @@ export class LockCommands {
         "limit_exceeded",
         `This connection already holds or waits for ${max} locks, the limit`,
       );
+    }
+    const over = budget.refusal(session);
+    if (over !== null) {
+      this.#journal.refused(session, ticket, "limit_exceeded");
+      this.#journal.overBudget(session, over);
+      throw new MessageError(
+        "limit_exceeded",
+        overBudgetText(over, session, budget),
+      );
+    }
+    // Every waiter may need a token when its turn comes: a new request is
+    // admitted only while the tokens left cover it and all of them.
+    if (this.#settings.tokensLeft() <= budget.waiting) {
+      this.#journal.refused(session, ticket, "tokens_unavailable");
+      throw new MessageError("tokens_unavailable", TOKENS_UNAVAILABLE);
     }
     space.acquire(session, ticket);
   }
@@ -260,10 +286,24 @@ export class LockCommands {
     }
     const parameters = objectOrEmpty(message.parameters);
     const given = parameters.adminSecret;
+    const ip = session.connection.remoteAddr.hostname;
+    const penalty = this.#guesses.remaining(ip);
+    if (penalty > 0) {
+      this.#deny(message, session, "auth_failed", {
+        code: "auth_failed",
+        message:
+          `Authentication failed: too many wrong admin secrets from ${ip}; the next is checked in ${
+            Math.ceil(penalty)
+          } ms`,
+      });
+      return undefined;
+    }
     if (typeof given !== "string" || !sameSecret(given, adminSecret)) {
+      this.#guesses.failed(ip);
       this.#deny(message, session, "auth_failed");
       return undefined;
     }
+    this.#guesses.succeeded(ip);
     const name = parameters.lockName;
     const error = checkLockName(name, this.#settings.maxLockNameLength);
     if (error !== null) throw new MessageError(error.code, error.message);
@@ -280,6 +320,7 @@ export class LockCommands {
       return describe(request);
     });
     for (const request of holders) {
+      request.owner.forcedBy = session;
       const event: ForcedReleaseEvent = {
         event: "forced_release",
         lockName: request.name,
@@ -295,14 +336,28 @@ export class LockCommands {
     message: Message,
     session: Session,
     code: "auth_required" | "auth_failed",
+    error = code === "auth_required" ? AUTH_REQUIRED : AUTH_FAILED,
   ): void {
     this.#journal.denied(session, code);
-    session.connection.replyError(
-      message,
-      code === "auth_required" ? AUTH_REQUIRED : AUTH_FAILED,
-      { close: { reason: "refused" } },
-    );
+    session.connection.replyError(message, error, {
+      close: { reason: "refused" },
+    });
   }
+}
+
+const TOKENS_UNAVAILABLE =
+  "No fencing token can be reserved now (the state file cannot be written): " +
+  "new lock requests are refused until it can; held locks are kept";
+
+/** The sentence of a request refused by the server's or its IP's budget. */
+function overBudgetText(
+  over: BudgetRefusal,
+  session: Session,
+  budget: RequestBudget<Ticket>,
+): string {
+  return over === "server"
+    ? `The server holds and queues ${budget.limits.maxRequests} requests, its budget`
+    : `Connections from ${session.connection.remoteAddr.hostname} hold and queue ${budget.limits.maxRequestsPerIp} requests, the budget of one address`;
 }
 
 const RELEASED: ReleaseResult = { status: "ok" };

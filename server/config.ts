@@ -23,12 +23,16 @@ import {
 } from "../protocol/lock_protocol.ts";
 import { PklockError } from "../protocol/errors.ts";
 
-/** Log levels, quietest last. */
+/**
+ * Log level names, quietest last; `warn` is another spelling of `warning`
+ * (as in most loggers' settings).
+ */
 export const LOG_LEVELS = [
   "trace",
   "debug",
   "info",
   "warning",
+  "warn",
   "error",
   "fatal",
 ] as const;
@@ -65,6 +69,9 @@ const settingsSchema = z.strictObject({
     maxConnections: z.int().min(1).default(100_000),
     maxConnectionsPerIp: z.int().min(1).default(100_000),
     maxLocksPerConnection: z.int().min(1).default(10_000),
+    // Absent: derived from the heap (see request_budget.ts).
+    maxRequests: z.int().min(1).optional(),
+    maxRequestsPerIp: z.int().min(1).optional(),
   }).prefault({}),
   auth: secretSchema.optional(),
   tls: z.strictObject({

@@ -16,18 +16,28 @@ import { getLogger } from "@logtape/logtape";
 import type { CloseInfo, Connection } from "../message/connection.ts";
 import type { RejectReason } from "../message/server.ts";
 import type { Message } from "../protocol/frame.ts";
-import type { AuditEntry, AuditEvent, AuditLog } from "./audit.ts";
+import {
+  auditEntry,
+  type AuditEvent,
+  type AuditLog,
+  auditParty,
+} from "./audit.ts";
 import type {
   LockAsk,
-  LockMode,
   LockRequest,
   ReleaseCause,
   WithdrawCause,
 } from "./lock_space.ts";
 import type { Metrics } from "./metrics.ts";
+import { WarningThrottle } from "./peer_penalties.ts";
+import type { RequestBudgetLimits } from "./request_budget.ts";
 import { peerOf, type Session } from "./session.ts";
 
 const log = getLogger(["pklock", "server"]);
+
+/** The end of a throttled warning that stands for others left out. */
+const SUPPRESSED =
+  " ({suppressed} more like it from that address not logged since the last such line)";
 
 /** What the journal reads of a request's ticket: when it was asked and granted. */
 export interface Timing {
@@ -45,12 +55,20 @@ export interface JournalSinks {
   metrics?: Metrics | undefined;
   /** The audit log. */
   audit?: AuditLog | undefined;
+  /**
+   * The shortest time between two warnings about refusals of one IP, in ms.
+   *
+   * @default {10000}
+   */
+  warningIntervalMs?: number | undefined;
 }
 
 /** Writes each lifecycle event to the log, the audit log and the metrics. */
 export class Journal {
   readonly #metrics: Metrics | undefined;
   readonly #audit: AuditLog | undefined;
+  /** Warnings about peers, by kind and IP. */
+  readonly #warnings: WarningThrottle;
 
   /**
    * Creates the journal.
@@ -60,6 +78,9 @@ export class Journal {
   constructor(sinks: JournalSinks) {
     this.#metrics = sinks.metrics;
     this.#audit = sinks.audit;
+    this.#warnings = new WarningThrottle({
+      intervalMs: sinks.warningIntervalMs,
+    });
   }
 
   /**
@@ -70,6 +91,18 @@ export class Journal {
    */
   debugging(): boolean {
     return log.isEnabledFor("debug");
+  }
+
+  /**
+   * The server started with this budget of requests.
+   *
+   * @param budget The limits in force.
+   */
+  budgeted(budget: RequestBudgetLimits): void {
+    log.info(
+      "Budget of lock requests held and queued: {maxRequests} in all, {maxRequestsPerIp} per IP address",
+      { ...budget },
+    );
   }
 
   /**
@@ -88,40 +121,57 @@ export class Journal {
   }
 
   /**
-   * A peer was turned away before it could send anything.
+   * A peer was turned away before it could send anything. The warning is
+   * written once per IP per interval: a flood of refusals costs a few lines,
+   * each saying how many were left out.
    *
    * @param addr The peer.
    * @param reason Outside the allow-list, or beyond a connection limit.
    */
   rejected(addr: Deno.NetAddr, reason: RejectReason): void {
-    if (reason === "not_allowed") {
-      this.#metrics?.rejected("allow_list");
-      log.warn("Refused connection from {peer}: not in the allow-list", {
-        peer: peerOf(addr),
-      });
-      return;
-    }
-    this.#metrics?.rejected("limit");
-    this.#metrics?.error("too_many_connections");
-    log.warn("Refused connection from {peer}: {reason}", {
-      peer: peerOf(addr),
-      reason,
-    });
+    const allowList = reason === "not_allowed";
+    this.#metrics?.rejected(allowList ? "allow_list" : "limit");
+    if (!allowList) this.#metrics?.error("too_many_connections");
+    this.#warnThrottled(
+      `refused ${addr.hostname}`,
+      allowList
+        ? "Refused connection from {peer}: not in the allow-list"
+        : "Refused connection from {peer}: {reason}",
+      { peer: peerOf(addr), reason },
+    );
   }
 
   /**
-   * A connection failed authentication and is being closed.
+   * A connection failed authentication (or guessed the admin secret wrong, or
+   * guessed while penalized) and is being closed. Written once per IP per
+   * interval, with how many were left out, so a burst of guesses shows as
+   * such.
    *
    * @param session Its session.
    * @param code `auth_required` or `auth_failed`.
    */
   denied(session: Session, code: string): void {
     this.#metrics?.rejected("auth");
-    log.warn("Connection {id} from {peer} refused: {code}", {
-      id: session.id,
-      peer: session.peer,
-      code,
-    });
+    this.#warnThrottled(
+      `denied ${session.connection.remoteAddr.hostname}`,
+      "Connection {id} from {peer} refused: {code}",
+      { id: session.id, peer: session.peer, code },
+    );
+  }
+
+  /**
+   * A request was refused by the server's or its IP's budget: one warning per
+   * IP per interval.
+   *
+   * @param session Who asked.
+   * @param over Which budget.
+   */
+  overBudget(session: Session, over: "server" | "ip"): void {
+    this.#warnThrottled(
+      `over budget ${session.connection.remoteAddr.hostname}`,
+      "Refused a lock request of connection {id} from {peer}: the {over} budget of requests is used up",
+      { id: session.id, peer: session.peer, over },
+    );
   }
 
   /**
@@ -191,12 +241,12 @@ export class Journal {
    * @param cause The holder's release, its connection's end, or by force.
    */
   released(request: Request, cause: ReleaseCause): void {
-    this.#metrics?.released(
-      cause,
-      (Date.now() - request.ticket.granted) / 1000,
-    );
+    const heldMs = this.#metrics !== undefined || this.#audit !== undefined
+      ? Date.now() - request.ticket.granted
+      : 0;
+    this.#metrics?.released(cause, heldMs / 1000);
     if (cause === "client") {
-      this.#record("release", request);
+      this.#record("release", request, heldMs);
       if (this.debugging()) {
         log.debug("Connection {id} released {name}", {
           id: request.owner.id,
@@ -208,6 +258,7 @@ export class Journal {
     this.#record(
       cause === "force" ? "forced_release" : "disconnect_release",
       request,
+      heldMs,
     );
     request.owner.releasedOnClose(request.name);
   }
@@ -223,6 +274,7 @@ export class Journal {
       this.#metrics?.timedOut();
       this.#record("timeout", request);
     } else if (cause === "cancelled") {
+      this.#metrics?.answered("cancelled");
       this.#record("withdraw", request);
     }
   }
@@ -235,9 +287,29 @@ export class Journal {
    * @param code Why.
    */
   refused(session: Session, ask: LockAsk, code: string): void {
+    if (code === "busy") this.#metrics?.answered("busy");
     this.#audit?.record(
-      entry("refusal", session, ask.name, ask.mode, 0, code),
+      auditEntry("refusal", session, ask.name, ask.mode, 0, code),
     );
+  }
+
+  /**
+   * Whether {@linkcode Journal.vacated} does anything: only per-lock metric
+   * series care that a lock left the table.
+   *
+   * @returns `true` when metrics have `lockPatterns`.
+   */
+  tracksLocks(): boolean {
+    return this.#metrics?.perLock ?? false;
+  }
+
+  /**
+   * Nobody holds or waits for a lock any more.
+   *
+   * @param name The lock.
+   */
+  vacated(name: string): void {
+    this.#metrics?.vacated(name);
   }
 
   /**
@@ -248,13 +320,17 @@ export class Journal {
    */
   forcing(request: Request, by: Session): void {
     log.warn(
-      "Forced release of {name} (token {token}) held by connection {id} from {peer}, asked by connection {by}: closing the holder's connection",
+      "Forced release of {name} (token {token}) held by connection {id} from {peer} ({label}) for {heldMs} ms, asked by connection {by} from {byPeer} ({byLabel}): closing the holder's connection",
       {
         name: request.name,
         token: request.token,
         id: request.owner.id,
         peer: request.owner.peer,
+        label: request.owner.label ?? "no label",
+        heldMs: Date.now() - request.ticket.granted,
         by: by.id,
+        byPeer: by.peer,
+        byLabel: by.label ?? "no label",
       },
     );
   }
@@ -321,32 +397,35 @@ export class Journal {
     }
   }
 
-  #record(event: AuditEvent, request: Request): void {
-    this.#audit?.record(
-      entry(event, request.owner, request.name, request.mode, request.token),
-    );
+  /**
+   * Writes a warning about a peer unless it is left out (one per kind and IP
+   * per interval); the next one written says how many were.
+   */
+  #warnThrottled(
+    key: string,
+    message: string,
+    details: Record<string, unknown>,
+  ): void {
+    const suppressed = this.#warnings.admit(key);
+    if (suppressed === null) return;
+    if (suppressed === 0) log.warn(message, details);
+    else log.warn(message + SUPPRESSED, { ...details, suppressed });
   }
-}
 
-/** An audit entry; `token` 0 (waiting) and `code` "" are left out. */
-function entry(
-  event: AuditEvent,
-  session: Session,
-  lock: string,
-  mode: LockMode,
-  token: number,
-  code = "",
-): AuditEntry {
-  const entry: AuditEntry = {
-    time: new Date().toISOString(),
-    event,
-    lock,
-    mode,
-    connectionId: session.id,
-    peer: session.peer,
-  };
-  if (token !== 0) entry.token = token;
-  if (code !== "") entry.code = code;
-  if (session.label !== undefined) entry.label = session.label;
-  return entry;
+  #record(event: AuditEvent, request: Request, heldMs?: number): void {
+    if (this.#audit === undefined) return;
+    const owner = request.owner;
+    const line = auditEntry(
+      event,
+      owner,
+      request.name,
+      request.mode,
+      request.token,
+    );
+    if (heldMs !== undefined) line.heldMs = heldMs;
+    if (event === "forced_release" && owner.forcedBy !== undefined) {
+      line.forcedBy = auditParty(owner.forcedBy);
+    }
+    this.#audit.record(line);
+  }
 }

@@ -26,6 +26,11 @@ import { Journal } from "./journal.ts";
 import { LocalLockSpace, type LockSpace } from "./lock_space.ts";
 import { Metrics } from "./metrics.ts";
 import { LockOutcomes, type Ticket } from "./outcomes.ts";
+import {
+  defaultRequestBudget,
+  RequestBudget,
+  type RequestBudgetLimits,
+} from "./request_budget.ts";
 import { Sessions } from "./session.ts";
 import { statusReport } from "./status.ts";
 
@@ -56,6 +61,20 @@ export interface LockServerOptions extends MessageServerSettings {
    */
   maxLocksPerConnection?: number | undefined;
   /**
+   * The most requests the server holds and queues at once, in all; past it,
+   * `lock` is refused with `limit_exceeded` and everyone else carries on.
+   *
+   * @default {Half the V8 heap limit at 1 KiB a request}
+   */
+  maxRequests?: number | undefined;
+  /**
+   * The most requests the connections of one IP address hold and queue at
+   * once.
+   *
+   * @default {Half of the derived `maxRequests`, at most `maxRequests`}
+   */
+  maxRequestsPerIp?: number | undefined;
+  /**
    * A shared secret every connection must give in `hello` before anything
    * else; compared in constant time, never logged.
    */
@@ -81,12 +100,20 @@ export interface LockServerOptions extends MessageServerSettings {
   /**
    * Issues fencing tokens; must strictly increase, and must not throw (it is
    * called in the middle of a release). The `serve` command passes a
-   * {@linkcode TokenStore}, which keeps them increasing across restarts, and
-   * stops the process when it cannot reserve more.
+   * {@linkcode TokenStore}, which keeps them increasing across restarts.
    *
    * @default {A counter starting at 1}
    */
   nextToken?: (() => number) | undefined;
+  /**
+   * How many tokens `nextToken` can still issue if no new reservation
+   * succeeds (`Infinity` while reservations succeed). While it does not
+   * exceed the requests waiting, new `lock` requests are refused with
+   * `tokens_unavailable`, so that every waiter and holder is still served.
+   *
+   * @default {() => Infinity}
+   */
+  tokensLeft?: (() => number) | undefined;
 }
 
 const PONG = { status: "ok" } as const;
@@ -107,8 +134,11 @@ const SHUTDOWN = {
 export class LockServer implements AsyncDisposable {
   /** The server's metrics, when `metrics` was given. */
   readonly metrics: Metrics | undefined;
+  /** The budget of requests held and queued, in all and per IP. */
+  readonly budget: RequestBudgetLimits;
   readonly #server: MessageServer;
   readonly #space: LockSpace<Ticket>;
+  readonly #budget: RequestBudget<Ticket>;
   readonly #sessions = new Sessions();
   readonly #startedAt = Date.now();
 
@@ -125,16 +155,26 @@ export class LockServer implements AsyncDisposable {
         connections: () => this.#server.connections.size,
         names: () => this.#space.names(),
         lock: (name) => this.#space.count(name),
+        oldestHold: () => this.#budget.oldestHold()?.ticket.granted,
       });
     const journal = new Journal({
       metrics: this.metrics,
       audit: options.audit,
     });
+    const derived = defaultRequestBudget();
+    const maxRequests = options.maxRequests ?? derived.maxRequests;
+    const budget = this.budget = {
+      maxRequests,
+      maxRequestsPerIp: options.maxRequestsPerIp ??
+        Math.min(derived.maxRequestsPerIp, maxRequests),
+    };
+    journal.budgeted(budget);
     const outcomes = new LockOutcomes(
       journal,
       options.alarms && new HoldAlarms(options.alarms),
       // The one place that decides where the locks live.
       (events) => new LocalLockSpace(events, { nextToken: options.nextToken }),
+      this.#budget = new RequestBudget(budget),
     );
     const space = this.#space = outcomes.space;
     const { secret, authDeadline = 10_000 } = options;
@@ -144,6 +184,7 @@ export class LockServer implements AsyncDisposable {
       maxLocksPerConnection: options.maxLocksPerConnection ?? Infinity,
       secret,
       adminSecret: options.adminSecret,
+      tokensLeft: options.tokensLeft ?? (() => Infinity),
     });
     this.#server = new MessageServer({
       ...options,

@@ -63,13 +63,14 @@ function droppedRecord(count: number): LogRecord {
  * Sends pklock's logs at `level` and above to standard error: JSON lines, or
  * text (colored on a terminal).
  *
- * @param level The lowest level written.
+ * @param level The lowest level written; `warn` means `warning`.
  * @param format `text` or `json`.
  */
 export async function configureLogging(
-  level: LogLevel,
+  level: LogLevel | "warn",
   format: "text" | "json" = "text",
 ): Promise<void> {
+  const lowestLevel = level === "warn" ? "warning" : level;
   const formatter = format === "json"
     ? jsonLinesFormatter
     : Deno.stderr.isTerminal()
@@ -82,7 +83,7 @@ export async function configureLogging(
     reset: true,
     sinks: { stderr: (record: LogRecord) => queue.write(formatter(record)) },
     loggers: [
-      { category: ["pklock"], lowestLevel: level, sinks: ["stderr"] },
+      { category: ["pklock"], lowestLevel, sinks: ["stderr"] },
       {
         category: ["logtape", "meta"],
         lowestLevel: "warning",

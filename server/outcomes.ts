@@ -21,6 +21,7 @@ import type {
   WithdrawCause,
 } from "./lock_space.ts";
 import { type NoticeState, QueueNotices } from "./queue_notices.ts";
+import { RequestBudget } from "./request_budget.ts";
 import type { Session } from "./session.ts";
 
 /** The server's data for a request, with what it asks for. */
@@ -39,6 +40,7 @@ type Request = LockRequest<Session, Ticket>;
 const TIMEOUT: LockResult = { status: "timeout" };
 const CANCELLED: LockResult = { status: "cancelled" };
 const BUSY: LockResult = { status: "busy" };
+const UNLIMITED = { maxRequests: Infinity, maxRequestsPerIp: Infinity };
 
 /**
  * Answers the outcomes of lock requests and keeps what follows from them.
@@ -53,6 +55,8 @@ const BUSY: LockResult = { status: "busy" };
 export class LockOutcomes implements LockSpaceEvents<Ticket> {
   /** The lock space whose outcomes these are. */
   readonly space: LockSpace<Ticket>;
+  /** Every request held and queued, against the server's budget. */
+  readonly budget: RequestBudget<Ticket>;
   readonly #journal: Journal;
   readonly #alarms: HoldAlarms | undefined;
   readonly #notices: QueueNotices;
@@ -63,12 +67,15 @@ export class LockOutcomes implements LockSpaceEvents<Ticket> {
    * @param journal Where each outcome is logged, audited and counted.
    * @param alarms Hold-time thresholds, when alarms are on.
    * @param space Makes the lock space that reports to these outcomes.
+   * @param budget Counts the requests held and queued.
    */
   constructor(
     journal: Journal,
     alarms: HoldAlarms | undefined,
     space: (events: LockSpaceEvents<Ticket>) => LockSpace<Ticket>,
+    budget: RequestBudget<Ticket> = new RequestBudget(UNLIMITED),
   ) {
+    this.budget = budget;
     this.#journal = journal;
     this.#alarms = alarms;
     this.space = space(this);
@@ -76,6 +83,7 @@ export class LockOutcomes implements LockSpaceEvents<Ticket> {
   }
 
   queued(request: Request): void {
+    this.budget.queued(request);
     this.#journal.queued(request);
     const wait = request.ticket.wait;
     if (wait !== undefined) {
@@ -90,6 +98,7 @@ export class LockOutcomes implements LockSpaceEvents<Ticket> {
   granted(request: Request): void {
     const ticket = request.ticket;
     this.#stopWaiting(request);
+    this.budget.granted(request);
     ticket.granted = Date.now();
     this.#journal.granted(request);
     this.#notices.holding(request, true);
@@ -109,12 +118,14 @@ export class LockOutcomes implements LockSpaceEvents<Ticket> {
   }
 
   released(request: Request, cause: ReleaseCause): void {
+    this.budget.left(request);
     clearTimeout(request.ticket.timer);
     this.#notices.holding(request, false);
     this.#journal.released(request, cause);
   }
 
   withdrawn(request: Request, cause: WithdrawCause): void {
+    this.budget.left(request);
     this.#stopWaiting(request);
     this.#journal.withdrawn(request, cause);
     if (cause === "disconnect") return;
@@ -125,6 +136,10 @@ export class LockOutcomes implements LockSpaceEvents<Ticket> {
   }
 
   refused(session: Session, ticket: Ticket, code: Refusal): void {
+    if (code === "already_held" && !session.greeted) {
+      this.#relocked(session, ticket);
+      return;
+    }
     this.#journal.refused(session, ticket, code);
     if (code === "busy") {
       session.connection.reply(ticket.id, BUSY);
@@ -138,6 +153,23 @@ export class LockOutcomes implements LockSpaceEvents<Ticket> {
 
   changed(name: string): void {
     this.#notices.changed(name);
+    if (this.#journal.tracksLocks() && this.space.count(name) === null) {
+      this.#journal.vacated(name);
+    }
+  }
+
+  /**
+   * A legacy connection asked again for a lock it holds. The PHP server
+   * answered `ok` (and one `unlock` freed it); its client, given no `result`,
+   * waits out its time limit and then sends `unlock`, which would free the
+   * lock it still holds. So it is answered as the PHP server did, with the
+   * hold's token; nothing changes.
+   */
+  #relocked(session: Session, ticket: Ticket): void {
+    const hold = this.space.inspect(ticket.name)?.holders.find((request) =>
+      request.owner === session
+    );
+    session.connection.reply(ticket.id, { status: "ok", token: hold?.token });
   }
 
   /** A request stopped waiting: granted, withdrawn, timed out or gone. */

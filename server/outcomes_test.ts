@@ -5,15 +5,20 @@ import { HoldAlarms } from "./hold_alarms.ts";
 import { Journal } from "./journal.ts";
 import { LocalLockSpace } from "./lock_space.ts";
 import { LockOutcomes, type Ticket } from "./outcomes.ts";
+import { RequestBudget } from "./request_budget.ts";
 import { Session } from "./session.ts";
 
 /** A connection that records what it was asked to send. */
 class Recording {
   static #lastId = 0;
   readonly id = ++Recording.#lastId;
-  readonly remoteAddr = { transport: "tcp", hostname: "127.0.0.1", port: 1 };
+  readonly remoteAddr: Deno.NetAddr;
   readonly sent: unknown[] = [];
   #next = Promise.withResolvers<void>();
+
+  constructor(hostname: string) {
+    this.remoteAddr = { transport: "tcp", hostname, port: 1 };
+  }
 
   /** Resolves at the next message sent. */
   get next(): Promise<void> {
@@ -36,10 +41,13 @@ class Recording {
   }
 }
 
-function client() {
-  const connection = new Recording();
+/** A client that sent `hello` (not a legacy one). */
+function client(hostname = "127.0.0.1") {
+  const connection = new Recording(hostname);
+  const session = new Session(connection as unknown as Connection, true);
+  session.greeted = true;
   return {
-    session: new Session(connection as unknown as Connection, true),
+    session,
     sent: connection.sent,
     connection,
   };
@@ -132,5 +140,71 @@ Deno.test({
     space.releaseAll(a.session, "disconnect");
     assert.equal(space.count("x"), null);
     assert.equal(b.sent.length, 1);
+  },
+});
+
+Deno.test({
+  name:
+    "the budget counts every request held and queued, whatever ends it, and knows the oldest hold",
+  permissions: "none",
+  fn() {
+    const budget = new RequestBudget<Ticket>({
+      maxRequests: 4,
+      maxRequestsPerIp: 4,
+    });
+    const outcomes = new LockOutcomes(
+      new Journal({}),
+      undefined,
+      (events) => new LocalLockSpace(events),
+      budget,
+    );
+    const space = outcomes.space;
+    const a = client(), b = client(), c = client();
+    space.acquire(a.session, ticket(1, { name: "x" }));
+    space.acquire(b.session, ticket(2, { name: "y" }));
+    space.acquire(b.session, ticket(3, { name: "x" }));
+    space.acquire(c.session, ticket(4, { name: "x", wait: 0 })); // busy
+    space.acquire(a.session, ticket(5, { name: "x" })); // already_held
+    assert.equal(budget.size, 3);
+    assert.equal(budget.waiting, 1);
+    assert.equal(budget.oldestHold()?.ticket.id, 1);
+    space.acquire(c.session, ticket(6, { name: "z" }));
+    // Four in all: the next asker is refused, whoever it is.
+    assert.equal(budget.refusal(c.session), "server");
+    // a's release hands x to b: a hold for a wait, the same count.
+    space.release(a.session, "x");
+    assert.equal(budget.size, 3);
+    assert.equal(budget.waiting, 0);
+    assert.equal(budget.oldestHold()?.ticket.id, 2);
+    assert.equal(budget.refusal(c.session), null);
+    space.acquire(a.session, ticket(7, { name: "x" }));
+    space.releaseAll(b.session, "disconnect");
+    assert.equal(budget.size, 2); // a holds x (granted from the queue), c z
+    assert.equal(budget.oldestHold()?.ticket.id, 6);
+    space.release(a.session, "x");
+    space.release(c.session, "z");
+    assert.equal(budget.size, 0);
+    assert.equal(budget.oldestHold(), undefined);
+  },
+});
+
+Deno.test({
+  name: "the per-IP budget refuses one address and not another",
+  permissions: "none",
+  fn() {
+    const budget = new RequestBudget<Ticket>({
+      maxRequests: 10,
+      maxRequestsPerIp: 1,
+    });
+    const outcomes = new LockOutcomes(
+      new Journal({}),
+      undefined,
+      (events) => new LocalLockSpace(events),
+      budget,
+    );
+    const a = client(), b = client("10.0.0.2");
+    outcomes.space.acquire(a.session, ticket(1));
+    assert.equal(budget.refusal(a.session), "ip");
+    assert.equal(budget.refusal(b.session), null);
   },
 });

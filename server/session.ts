@@ -21,10 +21,17 @@ export class Session {
   readonly id: number;
   /** The label the client gave in `hello`. */
   label: string | undefined = undefined;
+  /**
+   * Whether the connection sent `hello`: one that never did is a legacy
+   * (PHP pkLockClient) connection, answered as the 2012 server answered.
+   */
+  greeted = false;
   /** Whether the connection may send more than `hello`. */
   authenticated: boolean;
   /** Why the connection closed; `undefined` while it is open. */
   closeReason: CloseReason | undefined = undefined;
+  /** The operator's session, once a forced release closes this one. */
+  forcedBy: Session | undefined = undefined;
   /** How many holds the connection's end released. */
   releasedCount = 0;
   /** The first {@linkcode MAX_LOGGED_NAMES} of them, for the log line. */

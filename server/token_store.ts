@@ -167,6 +167,15 @@ export class TokenStore implements Disposable {
     return this.#next <= this.#reserved;
   }
 
+  /**
+   * How many tokens can still be issued if no new reservation succeeds:
+   * `Infinity` while reservations succeed (each is made, synchronously, with
+   * half a block still left).
+   */
+  get left(): number {
+    return this.#failure === null ? Infinity : this.#reserved - this.#next + 1;
+  }
+
   /** Why the last reservation failed, until one succeeds. */
   get failure(): StateFileError | null {
     return this.#failure;

@@ -18,7 +18,12 @@ const AUDIT_KEYS = new Set([
   "peer",
   "label",
   "code",
+  "heldMs",
+  "forcedBy",
 ]);
+
+/** The events that end a hold, whose lines carry its duration. */
+const ENDS = new Set(["release", "disconnect_release", "forced_release"]);
 
 Deno.test("the audit log records every grant, release, timeout, refusal and forced release in order", async (t) => {
   await inTempDir(async (dir) => {
@@ -42,6 +47,7 @@ Deno.test("the audit log records every grant, release, timeout, refusal and forc
           ids.a = a.server.connectionId;
           ids.b = b.server.connectionId;
           ids.c = c.server.connectionId;
+          ids.operator = operator.server.connectionId;
 
           const x1 = await a.lock("audit.x");
           tokens.x1 = x1.token;
@@ -103,6 +109,15 @@ Deno.test("the audit log records every grant, release, timeout, refusal and forc
           assert.ok(time >= previous, `time goes backwards at ${line}`);
           previous = time;
           assert.match(entry.peer as string, /^127\.0\.0\.1:\d+$/, line);
+          const heldMs = entry.heldMs;
+          if (ENDS.has(entry.event as string)) {
+            assert.ok(
+              Number.isSafeInteger(heldMs) && heldMs as number >= 0,
+              line,
+            );
+          } else {
+            assert.equal(heldMs, undefined, line);
+          }
         }
       },
     );
@@ -112,8 +127,12 @@ Deno.test("the audit log records every grant, release, timeout, refusal and forc
       const C = { connectionId: ids.c };
       const D = { connectionId: ids.doomed, label: "doomed" };
       const exclusive = { mode: "exclusive" };
+      const forcer = (entries.find((entry) => entry.forcedBy) as {
+        forcedBy?: { peer?: unknown };
+      } | undefined)?.forcedBy?.peer;
+      assert.match(String(forcer), /^127\.0\.0\.1:\d+$/);
       assert.deepEqual(
-        entries.map(({ time: _, peer: __, ...rest }) => rest),
+        entries.map(({ time: _, peer: __, heldMs: ___, ...rest }) => rest),
         [
           { event: "grant", lock: "audit.x", token: tokens.x1, ...A },
           { event: "release", lock: "audit.x", token: tokens.x1, ...A },
@@ -131,7 +150,17 @@ Deno.test("the audit log records every grant, release, timeout, refusal and forc
             ...D,
           },
           { event: "grant", lock: "audit.z", token: tokens.z, ...A },
-          { event: "forced_release", lock: "audit.x", token: tokens.x2, ...B },
+          {
+            event: "forced_release",
+            lock: "audit.x",
+            token: tokens.x2,
+            ...B,
+            forcedBy: {
+              connectionId: ids.operator,
+              peer: forcer,
+              label: "operator",
+            },
+          },
           { event: "release", lock: "audit.y", token: tokens.y, ...A },
           { event: "release", lock: "audit.z", token: tokens.z, ...A },
         ].map((entry) => ({ ...exclusive, ...entry })),

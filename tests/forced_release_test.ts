@@ -16,6 +16,9 @@ import {
   startServer,
 } from "./helpers.ts";
 import { parseExposition } from "./prometheus.ts";
+import { errorCode } from "./wire.ts";
+import { delay } from "../message/io.ts";
+import type { Message } from "../protocol/frame.ts";
 
 Deno.test("forceRelease on a server without an admin secret is refused with admin_disabled and the lock stays held", async () => {
   await using server = startServer();
@@ -212,4 +215,69 @@ Deno.test("forcing the release of a lock the connection holds itself is refused"
   assert.equal(lock.held, true);
   await client.ping();
   await lock.release();
+});
+
+Deno.test("the warning of a forced release names the holder, how long it held, and who asked", async () => {
+  await inTempDir(async (dir) => {
+    const config = await settingsFile(dir, { admin: { secret: ADMIN_SECRET } });
+    const { process: server, port } = await spawnServer(["--config", config]);
+    await using _server = server;
+    await using holder = await connect({ port, label: "stuck worker" });
+    await using operator = await connect({ port, label: "on-call" });
+    const lock = await holder.lock("warned");
+    await operator.forceRelease("warned", ADMIN_SECRET);
+    await deadline(lost(lock), WAIT_MS, "the lost signal");
+    const [line] = await server.waitFor(/.*Forced release of.*\n/, "stderr");
+    const holderId = holder.server.connectionId;
+    const operatorId = operator.server.connectionId;
+    assert.match(
+      line!,
+      new RegExp(
+        `"warned" \\(token ${lock.token}\\) held by connection ${holderId} from "127\\.0\\.0\\.1:\\d+" \\("stuck worker"\\) for \\d+ ms, asked by connection ${operatorId} from "127\\.0\\.0\\.1:\\d+" \\("on-call"\\)`,
+      ),
+    );
+  });
+});
+
+Deno.test("wrong admin secrets from one address are slowed down: after a failure, guesses are refused unchecked until its doubling penalty ends", async () => {
+  await using server = startServer({ adminSecret: ADMIN_SECRET });
+  const port = server.addr.port;
+  await using holder = await connect({ port });
+  const lock = await holder.lock("guarded");
+  /** One forceRelease on a fresh connection (a refusal closes it). */
+  const force = async (adminSecret: string) => {
+    await using raw = await RawClient.connect(port);
+    return await raw.request({
+      command: "forceRelease",
+      parameters: { lockName: "guarded", adminSecret },
+      id: 1,
+    });
+  };
+  const penaltyOf = (reply: unknown) =>
+    /the next is checked in (\d+) ms/.exec(
+      (reply as { error?: { message?: string } }).error?.message ?? "",
+    )?.[1];
+  // Guessing as fast as one client can for a second: 2,127 guesses were
+  // checked before; each failure now doubles the wait (100, 200, 400 ms...).
+  let checked = 0, unchecked = 0;
+  const end = performance.now() + 1000;
+  let last: unknown;
+  while (performance.now() < end) {
+    last = await force(`guess ${checked + unchecked}`);
+    assert.equal(errorCode(last as Message), "auth_failed");
+    if (penaltyOf(last) === undefined) checked++;
+    else unchecked++;
+  }
+  assert.ok(checked >= 1 && checked <= 5, `${checked} guesses checked`);
+  assert.ok(unchecked > 0);
+  // The right secret is not even checked during the penalty.
+  const refused = await force(ADMIN_SECRET);
+  const penalty = penaltyOf(refused);
+  assert.notEqual(penalty, undefined, JSON.stringify(refused));
+  assert.equal(lock.held, true);
+  // Once the penalty has passed, it is.
+  await delay(Number(penalty));
+  const forced = await force(ADMIN_SECRET);
+  assert.equal((forced?.result as { status?: string })?.status, "ok");
+  await deadline(lost(lock), WAIT_MS, "the lost signal");
 });

@@ -3,7 +3,7 @@
 import assert from "node:assert/strict";
 import { writeAll } from "../message/io.ts";
 import { RawClient, startServer } from "./helpers.ts";
-import { frameOf } from "./wire.ts";
+import { errorCode, frameOf } from "./wire.ts";
 
 const encoder = new TextEncoder();
 
@@ -218,4 +218,56 @@ Deno.test("a closed connection loses its locks and queued requests; next waiters
       ?.result,
     { status: "ok", token: 6 },
   );
+});
+
+Deno.test("a legacy re-lock of a held lock is answered ok, as pkLockServer did, and one unlock frees it", async () => {
+  await using server = startServer();
+  const port = server.addr.port;
+  await using php = await RawClient.connect(port);
+  await using other = await RawClient.connect(port);
+  // pkLockClient numbers its RPCs from 0 and sends unlock without an id.
+  await php.write(
+    frameOf('{"command":"lock","parameters":{"lockName":"jobs"},"id":0}'),
+  );
+  assert.deepEqual(await php.next(), {
+    id: 0,
+    result: { status: "ok", token: 1 },
+  });
+  await php.write(
+    frameOf('{"command":"lock","parameters":{"lockName":"jobs"},"id":1}'),
+  );
+  assert.deepEqual(await php.next(), {
+    id: 1,
+    result: { status: "ok", token: 1 },
+  });
+  await other.send({
+    command: "lock",
+    parameters: { lockName: "jobs" },
+    id: 0,
+  });
+  assert.equal((await other.request({ command: "ping", id: 1 }))?.id, 1);
+  await php.write(frameOf('{"command":"unlock","lockName":"jobs"}'));
+  assert.deepEqual(await php.next(), {
+    attempted: "unlock",
+    result: "ok",
+    lockName: "jobs",
+  });
+  assert.deepEqual(await other.next(), {
+    id: 0,
+    result: { status: "ok", token: 2 },
+  });
+});
+
+Deno.test("a re-lock from a connection that sent hello is still refused already_held", async () => {
+  await using server = startServer();
+  await using client = await RawClient.connect(server.addr.port);
+  await client.request({ command: "hello", id: 0 });
+  const lock = { command: "lock", parameters: { lockName: "jobs" } };
+  assert.deepEqual(await client.request({ ...lock, id: 1 }), {
+    id: 1,
+    result: { status: "ok", token: 1 },
+  });
+  const reply = await client.request({ ...lock, id: 2 });
+  assert.equal(reply?.result, undefined);
+  assert.equal(errorCode(reply), "already_held");
 });

@@ -6,7 +6,21 @@ import assert from "node:assert/strict";
 import { connect, ConnectionError } from "../mod.ts";
 import { parseSettings, SettingsError } from "../server/config.ts";
 import { assertSoleHolder, remote } from "./assertions.ts";
-import { deadline, RawClient, runCli, startServer } from "./helpers.ts";
+import { getHeapStatistics } from "node:v8";
+import {
+  defaultRequestBudget,
+  REQUEST_COST_BYTES,
+  REQUEST_HEAP_SHARE,
+} from "../server/request_budget.ts";
+import {
+  deadline,
+  inTempDir,
+  RawClient,
+  runCli,
+  settingsFile,
+  spawnServer,
+  startServer,
+} from "./helpers.ts";
 import { ask, errorCode, nextOf } from "./wire.ts";
 
 Deno.test("maxConnections turns the extra connection away and spares the others", async () => {
@@ -191,4 +205,106 @@ Deno.test("settings and flags refuse durations no timer can wait", async () => {
   const result = await runCli(["try-lock", "x", "--hold", "3000000"]);
   assert.equal(result.code, 2);
   assert.match(result.stderr, /at most 2147483\.647 seconds/);
+});
+
+Deno.test("the request budget refuses past the server's and one address's totals with limit_exceeded, and everyone else carries on", async () => {
+  const ipv6 = hasIpv6Loopback();
+  await using server = startServer({
+    hostname: ipv6 ? "::" : "127.0.0.1",
+    maxRequests: 6,
+    maxRequestsPerIp: ipv6 ? 4 : 6,
+  });
+  const port = server.addr.port;
+  await using a = await connect({ port });
+  await using b = await connect({ port });
+  const a1 = await a.lock("a-1");
+  const a2 = await a.lock("a-2");
+  const b1 = await b.lock("b-1");
+  // A queued request counts as much as a held one.
+  const queued = b.lock("a-1");
+  await b.ping();
+  if (ipv6) {
+    // 127.0.0.1's connections hold and queue 4: its budget.
+    await assert.rejects(
+      a.lock("a-3"),
+      (error: Error) =>
+        remote("limit_exceeded")(error) &&
+        /Connections from (::ffff:)?127\.0\.0\.1 hold and queue 4 requests, the budget of one address/
+          .test(error.message),
+    );
+    await using v6 = await connect({ hostname: "::1", port });
+    await v6.lock("v6-1");
+    await v6.lock("v6-2");
+    // 6 in all: the server's budget, for every address.
+    await assert.rejects(
+      v6.lock("v6-3"),
+      /The server holds and queues 6 requests, its budget/,
+    );
+  } else {
+    await a.lock("a-3");
+    await b.lock("b-2");
+    await assert.rejects(
+      a.lock("a-4"),
+      /The server holds and queues 6 requests, its budget/,
+    );
+  }
+  await assert.rejects(b.tryLock("b-3"), remote("limit_exceeded"));
+  // Nobody lost anything, and the queue still moves.
+  for (const lock of [a1, a2, b1]) assert.equal(lock.lost.aborted, false);
+  await a1.release();
+  const granted = await deadline(queued, 5000, "the queued request's grant");
+  // Below the budget again, a request is admitted.
+  await a2.release();
+  await (await a.lock("a-5")).release();
+  await granted.release();
+});
+
+Deno.test("the default request budget is derived from the heap limit and logged at start-up", async () => {
+  const heap = getHeapStatistics().heap_size_limit;
+  const derived = defaultRequestBudget();
+  assert.equal(
+    derived.maxRequests,
+    Math.floor(heap * REQUEST_HEAP_SHARE / REQUEST_COST_BYTES),
+  );
+  assert.equal(derived.maxRequestsPerIp, Math.floor(derived.maxRequests / 2));
+  // A heap of 4 GiB gives about 2 M: well below the 5-6.4 M locks at which
+  // a server without a budget died of heap exhaustion.
+  assert.ok(derived.maxRequests > 100_000, String(derived.maxRequests));
+  await using server = startServer();
+  assert.deepEqual(server.budget, derived);
+  const { process: serve } = await spawnServer();
+  await using _serve = serve;
+  const [, inAll, perIp] = await serve.waitFor(
+    /Budget of lock requests held and queued: (\d+) in all, (\d+) per IP address/,
+    "stderr",
+  );
+  assert.ok(
+    Number(inAll) > 100_000 && Number(perIp) === Math.floor(Number(inAll) / 2),
+  );
+});
+
+Deno.test("serve takes the request budget from limits.maxRequests and limits.maxRequestsPerIp", async () => {
+  await inTempDir(async (dir) => {
+    const config = await settingsFile(dir, {
+      limits: { maxRequests: 3, maxRequestsPerIp: 1 },
+    });
+    const { process: server, port } = await spawnServer(["--config", config]);
+    await using _server = server;
+    await server.waitFor(
+      /Budget of lock requests held and queued: 3 in all, 1 per IP address/,
+      "stderr",
+    );
+    await using client = await connect({ port });
+    const held = await client.lock("one");
+    await assert.rejects(
+      client.lock("two"),
+      /Connections from 127\.0\.0\.1 hold and queue 1 requests, the budget of one address/,
+    );
+    await server.waitFor(
+      /Refused a lock request of connection \d+ from "127\.0\.0\.1:\d+": the "ip" budget of requests is used up/,
+      "stderr",
+    );
+    await held.release();
+    await (await client.lock("two")).release();
+  });
 });

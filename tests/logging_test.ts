@@ -2,7 +2,13 @@
 // standard error is gone keeps serving.
 import assert from "node:assert/strict";
 import { connect } from "../mod.ts";
-import { deadline, inTempDir, settingsFile, spawnServer } from "./helpers.ts";
+import {
+  deadline,
+  inTempDir,
+  RawClient,
+  settingsFile,
+  spawnServer,
+} from "./helpers.ts";
 import { WAIT_MS } from "./events.ts";
 
 const LEVELS = new Set(["TRACE", "DEBUG", "INFO", "WARN", "ERROR", "FATAL"]);
@@ -82,4 +88,66 @@ Deno.test("a connection that dies holding three locks gets one info line naming 
   const result = await deadline(server.result(), WAIT_MS, "the server exit");
   assert.equal(result.code, 0, result.stderr);
   assert.equal(result.stderr.match(/Released/g)?.length, 1, result.stderr);
+});
+
+Deno.test("log level warn, in settings or --log-level, writes warnings and not info lines", async (t) => {
+  const expectWarningsOnly = async (
+    dir: string,
+    settings: object,
+    args: string[],
+  ) => {
+    const auth = { secret: "a secret of sixteen chars" };
+    const config = await settingsFile(dir, { ...settings, auth });
+    const { process: server, port } = await spawnServer([
+      "--config",
+      config,
+      ...args,
+    ]);
+    await using _server = server;
+    {
+      // A request before hello is refused: a warning.
+      await using raw = await RawClient.connect(port);
+      await raw.request({ command: "ping", id: 1 });
+    }
+    await server.waitFor(/WRN.*refused: "auth_required"/, "stderr");
+    server.kill("SIGTERM");
+    const result = await deadline(server.result(), WAIT_MS, "the server exit");
+    assert.equal(result.code, 0, result.stderr);
+    // SIGTERM's "Received ..." line is info: below the level.
+    assert.doesNotMatch(result.stderr, /Received "SIGTERM"/);
+  };
+  await t.step(
+    "--log-level warn",
+    () =>
+      inTempDir((dir) => expectWarningsOnly(dir, {}, ["--log-level", "warn"])),
+  );
+  await t.step(
+    "settings log.level warn",
+    () =>
+      inTempDir((dir) =>
+        expectWarningsOnly(dir, { log: { level: "warn" } }, [])
+      ),
+  );
+});
+
+Deno.test("a burst of refused peers from one address writes one warning, not one per connection", async () => {
+  await inTempDir(async (dir) => {
+    const config = await settingsFile(dir, { allowed: ["192.0.2.1"] });
+    const { process: server, port } = await spawnServer(["--config", config]);
+    await using _server = server;
+    for (let i = 0; i < 100; i++) {
+      // Refused at once: the server closes without a byte.
+      const conn = await Deno.connect({ port });
+      const read = await conn.read(new Uint8Array(1)).catch(() => null);
+      assert.equal(read, null);
+      conn.close();
+    }
+    server.kill("SIGTERM");
+    const result = await deadline(server.result(), WAIT_MS, "the server exit");
+    assert.equal(result.code, 0, result.stderr);
+    // Before, each refusal wrote its own line: 100 lines.
+    const lines = result.stderr.match(/Refused connection from .*\n/g) ?? [];
+    assert.equal(lines.length, 1, result.stderr);
+    assert.match(lines[0]!, /"127\.0\.0\.1:\d+": not in the allow-list\n/);
+  });
 });

@@ -291,3 +291,37 @@ export async function scrape(port: number): Promise<Exposition> {
   );
   return parseExposition(text);
 }
+
+/**
+ * Runs `promtool check metrics` on an exposition, the check Prometheus's own
+ * tooling makes (names, types, help, units, label cardinality hints).
+ *
+ * @param text The exposition.
+ * @returns What promtool printed when it failed, `""` when the text is clean,
+ *   or `null` when promtool is not installed (under `CI=true`, which
+ *   installs it, that throws instead).
+ * @throws {Error} When promtool is missing under `CI=true`.
+ */
+export async function promtoolCheck(text: string): Promise<string | null> {
+  let child: Deno.ChildProcess;
+  try {
+    child = new Deno.Command("promtool", {
+      args: ["check", "metrics"],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+  } catch (error) {
+    if (!(error instanceof Deno.errors.NotFound)) throw error;
+    if (Deno.env.get("CI") === "true") {
+      throw new Error("promtool is not installed (CI installs it: .ci/run)");
+    }
+    return null;
+  }
+  const writer = child.stdin.getWriter();
+  await writer.write(new TextEncoder().encode(text));
+  await writer.close();
+  const { success, stdout, stderr } = await child.output();
+  const decoder = new TextDecoder();
+  return success ? "" : decoder.decode(stdout) + decoder.decode(stderr);
+}

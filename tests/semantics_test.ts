@@ -301,6 +301,11 @@ Deno.test("the server refuses a second request for a name the connection holds o
     parameters: { lockName: "again", mode },
     id,
   });
+  // A connection that never sent hello is a legacy one, whose re-lock of a
+  // held name is answered ok (tests/legacy_protocol_test.ts).
+  for (const raw of [holder, waiter]) {
+    assert.equal((await ask(raw, { command: "hello", id: 0 }))?.id, 0);
+  }
   assert.deepEqual((await ask(holder, lock(1, "shared")))?.result, {
     status: "ok",
     token: 1,
