@@ -559,12 +559,14 @@ test("inspect(), names(), size and requestsOf() describe the table", () => {
   assert.deepEqual(x, {
     name: "x",
     mode: "exclusive",
+    limit: Infinity,
     holders: [ax],
     waiters: [bx],
   });
   assert.deepEqual(table.inspect("z"), {
     name: "z",
     mode: "shared",
+    limit: Infinity,
     holders: [cz, az],
     waiters: [],
   });
