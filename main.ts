@@ -20,7 +20,11 @@ import { status } from "./cli/status.ts";
 import { parsePort, withServerFlags } from "./cli/server_flags.ts";
 import { tryLock } from "./cli/try_lock.ts";
 import { VERSION } from "./protocol/version.ts";
-import { DEFAULT_PORT, MAX_WAIT_MS } from "./protocol/lock_protocol.ts";
+import {
+  DEFAULT_PORT,
+  MAX_LOCK_LIMIT,
+  MAX_WAIT_MS,
+} from "./protocol/lock_protocol.ts";
 import { LOG_LEVELS } from "./server/config.ts";
 
 const encoder = new TextEncoder();
@@ -95,6 +99,11 @@ export async function main(args: string[]): Promise<number> {
     .argument("<name>", "the lock's name")
     .argument("<command...>", "the command to run, after --")
     .option("--shared", "take the lock in shared mode")
+    .option(
+      "--limit <n>",
+      "at most n holders at once, a semaphore (implies --shared)",
+      parseLimit,
+    )
     .option(
       "--wait <seconds>",
       "give up after this many seconds (0: only if free now)",
@@ -191,6 +200,16 @@ function parseSignal(text: string): Deno.Signal {
     );
   }
   return name as Deno.Signal;
+}
+
+function parseLimit(text: string): number {
+  const limit = Number(text);
+  if (!/^\d+$/.test(text) || limit < 1 || limit > MAX_LOCK_LIMIT) {
+    throw new InvalidArgumentError(
+      `expected a number of holders from 1 to ${MAX_LOCK_LIMIT}`,
+    );
+  }
+  return limit;
 }
 
 function parseSeconds(text: string): number {

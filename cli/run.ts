@@ -19,6 +19,8 @@ import { WaitProgress } from "./progress.ts";
 export interface RunOptions extends ServerFlags {
   /** Take the lock in shared mode. */
   shared?: boolean;
+  /** At most this many holders at once (implies `shared`). */
+  limit?: number;
   /** Seconds to wait for the lock; absent waits as long as it takes. */
   wait?: number;
   /** The exit code when the lock is not granted within `wait`. */
@@ -74,7 +76,10 @@ export async function run(
   try {
     const onPosition = progress.onPosition;
     lock = await client.lock(name, {
-      mode: options.shared ? "shared" : "exclusive",
+      mode: options.shared || options.limit !== undefined
+        ? "shared"
+        : "exclusive",
+      limit: options.limit,
       signal: signals.beforeStart,
       ...(options.wait === undefined
         ? {}

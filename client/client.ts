@@ -21,7 +21,7 @@ import type {
   ReleaseResult,
   StatusResult,
 } from "../protocol/lock_protocol.ts";
-import { DEFAULT_PORT } from "../protocol/lock_protocol.ts";
+import { checkLimit, DEFAULT_PORT } from "../protocol/lock_protocol.ts";
 import { PROTOCOL_VERSION } from "../protocol/version.ts";
 import { LockLostError, LockTimeoutError } from "./errors.ts";
 import { Lock } from "./lock.ts";
@@ -59,11 +59,19 @@ export interface ConnectOptions {
 /** Options of {@linkcode LockClient.lock}. */
 export interface LockOptions {
   /**
-   * `exclusive` (one holder) or `shared` (any number of shared holders).
+   * `exclusive` (one holder) or `shared` (any number of shared holders, or
+   * up to `limit`).
    *
-   * @default {"exclusive"}
+   * @default {"exclusive", or "shared" with a limit}
    */
   mode?: LockMode;
+  /**
+   * The most holders at once, a semaphore: "at most 3 report builders". The
+   * request is shared, and every request holding or waiting for the lock
+   * must name the same limit, else the server refuses with `limit_mismatch`.
+   * Absent: exclusive, or unbounded with `mode: "shared"`.
+   */
+  limit?: number | undefined;
   /**
    * How long to wait for the lock, in milliseconds; `0` takes it only if it is
    * free now. The server ends the wait, so no grant can arrive after it.
@@ -229,14 +237,20 @@ export class LockClient implements AsyncDisposable {
    *   the lock is taken).
    * @throws {RemoteError} When the server refuses the request, with its
    *   `code`: `already_held`, `already_waiting`, `deadlock`,
-   *   `invalid_parameters`.
+   *   `limit_mismatch`, `invalid_parameters`.
+   * @throws {RangeError} When `limit` is not an integer from 1 to 2³¹ − 1,
+   *   or comes with `mode: "exclusive"`.
    * @throws {ConnectionError} When the connection closes first.
    */
   async lock(name: string, options: LockOptions = {}): Promise<Lock> {
-    const { mode = "exclusive", wait, signal } = options;
+    const { limit, wait, signal } = options;
+    const mode = options.mode ?? (limit === undefined ? "exclusive" : "shared");
+    const limitError = checkLimit(limit, options.mode);
+    if (limitError !== null) throw new RangeError(limitError.message);
     signal?.throwIfAborted();
     const parameters: LockParameters = { lockName: name };
     if (mode !== "exclusive") parameters.mode = mode;
+    if (limit !== undefined) parameters.limit = limit;
     if (wait !== undefined) parameters.wait = wait;
     if (options.onPosition !== undefined) parameters.notify = true;
     if (options.onContention !== undefined) parameters.contention = true;
@@ -282,14 +296,14 @@ export class LockClient implements AsyncDisposable {
    * Takes a lock only if it is free now.
    *
    * @param name The lock's name.
-   * @param options The mode.
+   * @param options The mode and limit.
    * @returns The held lock, or `null` when another client holds it.
    * @throws {RemoteError} When the server refuses the request.
    * @throws {ConnectionError} When the connection closes first.
    */
   async tryLock(
     name: string,
-    options: Pick<LockOptions, "mode"> = {},
+    options: Pick<LockOptions, "mode" | "limit"> = {},
   ): Promise<Lock | null> {
     try {
       return await this.lock(name, { ...options, wait: 0 });

@@ -24,6 +24,7 @@ export type ErrorCode =
   | "admin_disabled"
   | "already_held"
   | "already_waiting"
+  | "limit_mismatch"
   | "deadlock"
   | "internal_error";
 

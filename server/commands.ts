@@ -167,6 +167,7 @@ export class LockCommands {
     const {
       lockName,
       mode = "exclusive",
+      limit,
       wait,
       notify = false,
       contention = false,
@@ -174,6 +175,7 @@ export class LockCommands {
     const ticket: Ticket = {
       name: lockName,
       mode,
+      limit,
       wait,
       id,
       timer: undefined,

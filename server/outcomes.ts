@@ -131,13 +131,22 @@ export class LockOutcomes implements LockSpaceEvents<Ticket> {
     } else {
       session.connection.replyError(
         { id: ticket.id },
-        new MessageError(code, refusalText(code, ticket.name)),
+        new MessageError(code, this.#refusalText(code, ticket)),
       );
     }
   }
 
   changed(name: string): void {
     this.#notices.changed(name);
+  }
+
+  /** The sentence of a refusal other than `busy`. */
+  #refusalText(code: Exclude<Refusal, "busy">, ticket: Ticket): string {
+    if (code !== "limit_mismatch") return refusalText(code, ticket.name);
+    const limit = this.space.inspect(ticket.name)?.limit;
+    return `Lock "${ticket.name}" is held or waited for with ${
+      limitText(limit ?? Infinity)
+    }, not ${limitText(ticket.limit ?? Infinity)}`;
   }
 
   /** A request stopped waiting: granted, withdrawn, timed out or gone. */
@@ -160,6 +169,11 @@ export class LockOutcomes implements LockSpaceEvents<Ticket> {
     };
     request.owner.connection.send(event);
   }
+}
+
+/** A limit in words. */
+function limitText(limit: number): string {
+  return limit === Infinity ? "no limit" : `a limit of ${limit}`;
 }
 
 /** The sentence of a refusal, by its code. */
