@@ -109,6 +109,7 @@ class Search<O> {
   readonly #owners: ReadonlyMap<O, ReadonlyMap<string, SearchedRequest<O>>>;
   /** The owners reached, each once, in the order found. */
   readonly #found: O[] = [];
+  readonly #seen = new Set<O>();
   /** Per owner reached, how many of its requests wait in the reduction. */
   readonly #waiting = new Map<O, number>();
   readonly #views = new Map<SearchedLock<O>, LockView<O>>();
@@ -124,7 +125,7 @@ class Search<O> {
     this.#requester = requester;
     this.#owners = owners;
     this.#found.push(requester);
-    this.#waiting.set(requester, 0);
+    this.#seen.add(requester);
   }
 
   /**
@@ -134,21 +135,24 @@ class Search<O> {
   reaches(): boolean {
     // The list grows while it is read: each owner found is visited in turn.
     for (let i = 0; i < this.#found.length; i++) {
-      const owner = this.#found[i]!;
-      let waiting = 0;
-      for (const request of this.#owners.get(owner)?.values() ?? []) {
-        if (request.held) continue;
-        waiting++;
-        this.#walk(request);
+      for (const request of this.#owners.get(this.#found[i]!)?.values() ?? []) {
+        if (!request.held) this.#walk(request);
       }
-      this.#waiting.set(owner, waiting);
     }
     return this.#requesterReached;
   }
 
   /** Runs the reduction; `true` once the requester is freed. */
   frees(): boolean {
-    const free = this.#found.filter((owner) => this.#waiting.get(owner) === 0);
+    const free: O[] = [];
+    for (const owner of this.#found) {
+      let waiting = 0;
+      for (const request of this.#owners.get(owner)?.values() ?? []) {
+        if (!request.held) waiting++;
+      }
+      this.#waiting.set(owner, waiting);
+      if (waiting === 0) free.push(owner);
+    }
     for (let i = 0; i < free.length; i++) {
       for (const request of this.#owners.get(free[i]!)?.values() ?? []) {
         const view = this.#views.get(request.lock);
@@ -225,15 +229,15 @@ class Search<O> {
    * nobody reached, and the reduction stops there.
    */
   #reached(request: SearchedRequest<O>): boolean {
-    return this.#waiting.has(request.owner) ||
+    return this.#seen.has(request.owner) ||
       this.#fullPassed.has(request) || this.#sharedPassed.has(request);
   }
 
   /** Records an owner waited for. */
   #add(owner: O): void {
     if (owner === this.#requester) this.#requesterReached = true;
-    if (this.#waiting.has(owner)) return;
-    this.#waiting.set(owner, 0);
+    if (this.#seen.has(owner)) return;
+    this.#seen.add(owner);
     this.#found.push(owner);
   }
 }
