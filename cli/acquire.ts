@@ -51,6 +51,7 @@ export async function acquire(
   try {
     return await client.lock(name, {
       mode: request.mode,
+      limit: request.limit,
       signal: stop.signal,
       ...(request.wait === undefined ? {} : { wait: request.wait }),
       ...(onPosition === undefined ? {} : { onPosition }),

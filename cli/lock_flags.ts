@@ -6,7 +6,7 @@
  */
 
 import { type Command, InvalidArgumentError, Option } from "commander";
-import type { LockMode } from "../protocol/lock_protocol.ts";
+import { type LockMode, MAX_LOCK_LIMIT } from "../protocol/lock_protocol.ts";
 import { parseDuration } from "./duration.ts";
 import { ExitCode } from "./exit_codes.ts";
 
@@ -22,6 +22,8 @@ export interface LockFlags {
   shared?: boolean;
   /** Take the lock in exclusive mode (the default). */
   exclusive?: boolean;
+  /** At most this many holders at once, a semaphore (implies `shared`). */
+  limit?: number;
   /** The exit code when the lock is not granted in time. */
   conflictExitCode: number;
   /** Report conflicts and progress on stderr even with `-n` or `-w`. */
@@ -32,6 +34,8 @@ export interface LockFlags {
 export interface LockRequest {
   /** The lock's mode. */
   mode: LockMode;
+  /** At most this many holders at once; absent: no limit. */
+  limit?: number;
   /** Milliseconds to wait; absent waits as long as it takes. */
   wait?: number;
   /** Whether a conflict is reported on stderr (flock's spellings are silent). */
@@ -39,8 +43,8 @@ export interface LockRequest {
 }
 
 /**
- * Adds the lock flags: `--wait`, `--shared` and `-E` with flock's spellings
- * `-w`, `-n`, `-s`, `-x` (`-e`), plus `--verbose`.
+ * Adds the lock flags: `--wait`, `--shared`, `--limit` and `-E` with flock's
+ * spellings `-w`, `-n`, `-s`, `-x` (`-e`), plus `--verbose`.
  *
  * @param command `run` or `hold`.
  * @returns The same command.
@@ -79,6 +83,12 @@ export function withLockFlags(command: Command): Command {
     .addOption(new Option("-e").hideHelp().implies({ exclusive: true }))
     .addOption(
       new Option(
+        "--limit <n>",
+        "at most n holders at once, a semaphore (implies --shared)",
+      ).argParser(parseLimit).conflicts("exclusive"),
+    )
+    .addOption(
+      new Option(
         "-E, --conflict-exit-code <code>",
         "exit code when the lock is not granted in time",
       ).argParser(parseExitCode).default(ExitCode.NotAcquired),
@@ -96,9 +106,10 @@ export function lockRequest(flags: LockFlags): LockRequest {
   const seconds = flags.nonblock ? 0 : flags.timeout ?? flags.wait;
   const flockSpelling = flags.nonblock === true || flags.timeout !== undefined;
   const request: LockRequest = {
-    mode: flags.shared ? "shared" : "exclusive",
+    mode: flags.shared || flags.limit !== undefined ? "shared" : "exclusive",
     reportConflict: flags.verbose === true || !flockSpelling,
   };
+  if (flags.limit !== undefined) request.limit = flags.limit;
   if (seconds !== undefined) request.wait = Math.round(seconds * 1000);
   return request;
 }
@@ -116,6 +127,23 @@ export function parseExitCode(text: string): number {
     throw new InvalidArgumentError("expected an exit code from 0 to 255");
   }
   return code;
+}
+
+/**
+ * Parses a semaphore's limit for commander.
+ *
+ * @param text The flag's value.
+ * @returns The limit.
+ * @throws {InvalidArgumentError} When it is not 1 to {@linkcode MAX_LOCK_LIMIT}.
+ */
+export function parseLimit(text: string): number {
+  const limit = Number(text);
+  if (!/^\d+$/.test(text) || limit < 1 || limit > MAX_LOCK_LIMIT) {
+    throw new InvalidArgumentError(
+      `expected a number of holders from 1 to ${MAX_LOCK_LIMIT}`,
+    );
+  }
+  return limit;
 }
 
 /**

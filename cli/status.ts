@@ -68,7 +68,10 @@ function format(result: StatusResult): string {
   ];
   if (locks.length === 0) lines.push("No locks held or waited for.");
   for (const lock of locks) {
-    lines.push(`lock "${lock.name}" (${lock.mode})`);
+    const limit = lock.limit === undefined
+      ? ""
+      : `, ${lock.holders.length} of ${lock.limit} slots`;
+    lines.push(`lock "${lock.name}" (${lock.mode}${limit})`);
     for (const holder of lock.holders) {
       lines.push(
         `  held by ${who(holder)} since ${holder.since}, token ${holder.token}`,

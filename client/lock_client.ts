@@ -36,6 +36,7 @@ import {
   grantedToken,
   type LockEvent,
   lockParameters,
+  modeOf,
 } from "./request.ts";
 import { Turns } from "./turns.ts";
 
@@ -164,7 +165,7 @@ export class LockClient implements AsyncDisposable {
    * Takes a lock only if it is free now.
    *
    * @param name The lock's name.
-   * @param options The mode.
+   * @param options The mode and limit.
    * @returns The held lock, or `null` when it is held (by another client, or
    *   by this one elsewhere in the program).
    * @throws {LockTimeoutError} When the server did not answer in time (its
@@ -175,7 +176,7 @@ export class LockClient implements AsyncDisposable {
    */
   async tryLock(
     name: string,
-    options: Pick<LockOptions, "mode"> = {},
+    options: Pick<LockOptions, "mode" | "limit"> = {},
   ): Promise<Lock | null> {
     try {
       return await this.lock(name, { ...options, wait: 0 });
@@ -304,7 +305,8 @@ export class LockClient implements AsyncDisposable {
     active: Active,
   ): Promise<Lock> {
     const { options } = active;
-    const { mode = "exclusive", wait, signal } = options;
+    const { wait, signal } = options;
+    const mode = modeOf(options);
     this.#active.set(name, active);
     let result: LockResult;
     try {

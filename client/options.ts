@@ -6,7 +6,11 @@
  */
 
 import type { LockMode } from "../protocol/lock_protocol.ts";
-import { DEFAULT_PORT, MAX_WAIT_MS } from "../protocol/lock_protocol.ts";
+import {
+  checkLimit,
+  DEFAULT_PORT,
+  MAX_WAIT_MS,
+} from "../protocol/lock_protocol.ts";
 
 /** How long the client waits for a silent server by default, in milliseconds. */
 export const DEFAULT_TIMEOUT_MS = 5000;
@@ -77,11 +81,19 @@ export interface ConnectOptions {
 /** Options of {@linkcode LockClient.lock}. */
 export interface LockOptions {
   /**
-   * `exclusive` (one holder) or `shared` (any number of shared holders).
+   * `exclusive` (one holder) or `shared` (any number of shared holders, or
+   * up to `limit`).
    *
-   * @default {"exclusive"}
+   * @default {"exclusive", or "shared" with a limit}
    */
   mode?: LockMode;
+  /**
+   * The most holders at once, a semaphore: "at most 3 report builders". The
+   * request is shared, and every request holding or waiting for the lock
+   * must name the same limit, else the server refuses with `limit_mismatch`.
+   * Absent: exclusive, or unbounded with `mode: "shared"`.
+   */
+  limit?: number | undefined;
   /**
    * How long to wait for the lock, in milliseconds (an integer from 0 to
    * 2³¹−1); `0` takes it only if it is free now. Enforced by the server and
@@ -198,8 +210,9 @@ export function checkTimeout(timeout: unknown): number {
  * @param name The lock's name.
  * @param options The lock options.
  * @throws {TypeError} When an argument has the wrong type.
- * @throws {RangeError} When a name is empty, or `mode` or `wait` is out of
- *   range.
+ * @throws {RangeError} When a name is empty, `mode` or `wait` is out of
+ *   range, or `limit` is not an integer from 1 to 2³¹ − 1 or comes with
+ *   `mode: "exclusive"`.
  */
 export function checkLockArguments(name: unknown, options: LockOptions): void {
   if (typeof name !== "string") {
@@ -209,12 +222,14 @@ export function checkLockArguments(name: unknown, options: LockOptions): void {
   if (typeof options !== "object" || options === null) {
     throw new TypeError("Lock options must be an object");
   }
-  const { mode, wait, signal, onPosition, onContention } = options;
+  const { mode, limit, wait, signal, onPosition, onContention } = options;
   if (mode !== undefined && mode !== "exclusive" && mode !== "shared") {
     throw new RangeError(
       `Invalid mode ${JSON.stringify(mode)}: expected "exclusive" or "shared"`,
     );
   }
+  const limitError = checkLimit(limit, mode);
+  if (limitError !== null) throw new RangeError(limitError.message);
   if (wait !== undefined) {
     if (typeof wait !== "number") {
       throw new TypeError(`"wait" must be a number, not ${typeof wait}`);

@@ -9,6 +9,7 @@ import { ProtocolError } from "../message/errors.ts";
 import type {
   ContentionEvent,
   HoldAlarmEvent,
+  LockMode,
   LockParameters,
   LockResult,
   PositionEvent,
@@ -74,13 +75,24 @@ export function lockParameters(
   options: LockOptions,
 ): LockParameters {
   const parameters: LockParameters = { lockName: name };
-  if (options.mode !== undefined && options.mode !== "exclusive") {
-    parameters.mode = options.mode;
-  }
+  const mode = modeOf(options);
+  if (mode !== "exclusive") parameters.mode = mode;
+  if (options.limit !== undefined) parameters.limit = options.limit;
   if (wait !== undefined) parameters.wait = wait;
   if (options.onPosition !== undefined) parameters.notify = true;
   if (options.onContention !== undefined) parameters.contention = true;
   return parameters;
+}
+
+/**
+ * The mode a request asks for: as given, else shared with a limit and
+ * exclusive without.
+ *
+ * @param options The lock options.
+ * @returns The mode.
+ */
+export function modeOf(options: LockOptions): LockMode {
+  return options.mode ?? (options.limit === undefined ? "exclusive" : "shared");
 }
 
 /**

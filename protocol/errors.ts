@@ -25,6 +25,7 @@ export type ErrorCode =
   | "admin_disabled"
   | "already_held"
   | "already_waiting"
+  | "limit_mismatch"
   | "deadlock"
   | "internal_error";
 

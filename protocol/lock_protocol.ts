@@ -17,6 +17,9 @@ export const DEFAULT_MAX_LOCK_NAME_LENGTH = 256;
 /** The longest `wait` a request may name, in milliseconds (about 24.8 days). */
 export const MAX_WAIT_MS = 2 ** 31 - 1;
 
+/** The largest `limit` a shared request may name. */
+export const MAX_LOCK_LIMIT = 2 ** 31 - 1;
+
 /** The `parameters` of a `lock` request. */
 export interface LockParameters {
   /** The lock's name. */
@@ -24,9 +27,15 @@ export interface LockParameters {
   /**
    * `exclusive` or `shared`.
    *
-   * @default {"exclusive"}
+   * @default {"exclusive", or "shared" with a limit}
    */
   mode?: LockMode;
+  /**
+   * The most shared holders at once (a semaphore of that many slots); every
+   * shared request holding or waiting for the lock must name the same limit.
+   * Only for shared requests. Absent means unbounded.
+   */
+  limit?: number;
   /**
    * How long the server keeps the request queued, in milliseconds; `0` means
    * "only if free now". Absent means wait for as long as it takes.
@@ -132,6 +141,8 @@ export interface StatusLock {
   name: string;
   /** The holders' mode. */
   mode: LockMode;
+  /** The most shared holders at once, when its shared requests set one. */
+  limit?: number;
   /** Current holders, in grant order. */
   holders: StatusEntry[];
   /** Waiters, first in line first. */
@@ -229,6 +240,32 @@ export function checkLockName(
 }
 
 /**
+ * Checks the `limit` of a `lock` request.
+ *
+ * @param limit The `limit` given, if any.
+ * @param mode The `mode` given, if any.
+ * @returns `null` when valid or absent, else why not.
+ */
+export function checkLimit(
+  limit: unknown,
+  mode: unknown,
+): ParameterError | null {
+  if (limit === undefined) return null;
+  if (
+    typeof limit !== "number" || !Number.isInteger(limit) || limit < 1 ||
+    limit > MAX_LOCK_LIMIT
+  ) {
+    return invalid(`"limit" must be an integer from 1 to ${MAX_LOCK_LIMIT}`);
+  }
+  if (mode === "exclusive") {
+    return invalid(
+      '"limit" is for shared requests: an exclusive one holds alone',
+    );
+  }
+  return null;
+}
+
+/**
  * Checks the `parameters` of a `lock` request.
  *
  * @param value The `parameters` received.
@@ -242,7 +279,7 @@ export function parseLockParameters(
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
     return invalid('"parameters" must be an object with a "lockName"');
   }
-  const { lockName, mode, wait, notify, contention } = value as Record<
+  const { lockName, mode, limit, wait, notify, contention } = value as Record<
     string,
     unknown
   >;
@@ -251,6 +288,8 @@ export function parseLockParameters(
   if (mode !== undefined && mode !== "exclusive" && mode !== "shared") {
     return invalid('"mode" must be "exclusive" or "shared"');
   }
+  const limitError = checkLimit(limit, mode);
+  if (limitError !== null) return limitError;
   if (
     wait !== undefined &&
     (typeof wait !== "number" || !Number.isInteger(wait) || wait < 0 ||
@@ -270,6 +309,10 @@ export function parseLockParameters(
   if (notify === true) parameters.notify = true;
   if (contention === true) parameters.contention = true;
   if (mode !== undefined) parameters.mode = mode;
+  if (limit !== undefined) {
+    parameters.mode = "shared";
+    parameters.limit = limit as number;
+  }
   if (wait !== undefined) parameters.wait = wait;
   return parameters;
 }

@@ -178,6 +178,7 @@ export class LockCommands {
     const {
       lockName,
       mode = "exclusive",
+      limit,
       wait,
       notify = false,
       contention = false,
@@ -185,6 +186,7 @@ export class LockCommands {
     const ticket: Ticket = {
       name: lockName,
       mode,
+      limit,
       wait,
       id,
       timer: undefined,

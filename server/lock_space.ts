@@ -45,6 +45,8 @@ export interface LockAsk {
   readonly name: string;
   /** `exclusive` or `shared`. */
   readonly mode: LockMode;
+  /** The most shared holders at once; `undefined` when unbounded. */
+  readonly limit?: number | undefined;
   /**
    * How long it may wait, in milliseconds: 0 to be refused with `busy`
    * instead of queueing, `undefined` to wait for ever.
@@ -175,13 +177,14 @@ export class LocalLockSpace<T extends LockAsk> implements LockSpace<T> {
   }
 
   acquire(session: Session, ticket: T): void {
-    const { name, mode, wait } = ticket;
+    const { name, mode, wait, limit } = ticket;
     const request = this.#table.acquire(
       session,
       name,
       mode,
       ticket,
       wait !== 0,
+      limit,
     );
     if (typeof request === "string") {
       this.#events.refused(session, ticket, request);

@@ -10,17 +10,23 @@
  */
 
 import type { LockMode } from "../protocol/lock_protocol.ts";
-import { CycleSearch } from "./deadlock.ts";
+import { deadlocked } from "./deadlock.ts";
 
 export type { LockMode };
 
 /**
  * Why {@linkcode LockTable.acquire} turned a request away: `busy` (taken, and
  * the caller would not wait), `already_held` / `already_waiting` (the owner
- * already has a request for that lock), `deadlock` (waiting would close a
- * cycle of owners waiting for each other).
+ * already has a request for that lock), `limit_mismatch` (a shared request
+ * whose limit differs from that of the shared requests holding or waiting for
+ * the lock), `deadlock` (its owner would never get to run again).
  */
-export type Refusal = "busy" | "already_held" | "already_waiting" | "deadlock";
+export type Refusal =
+  | "busy"
+  | "already_held"
+  | "already_waiting"
+  | "limit_mismatch"
+  | "deadlock";
 
 /** A request in the table: held, or waiting in its lock's queue. */
 export interface LockRequest<O, T> {
@@ -44,6 +50,11 @@ export interface LockState<O, T> {
   name: string;
   /** The mode of the current holders. */
   mode: LockMode;
+  /**
+   * The most shared holders at once: the limit of its shared requests,
+   * `Infinity` when unbounded or when it has none.
+   */
+  limit: number;
   /** Current holders, in grant order. */
   holders: LockRequest<O, T>[];
   /** Waiting requests, first in line first. */
@@ -81,13 +92,18 @@ class Lock<O, T> {
   head: Entry<O, T> | null = null;
   tail: Entry<O, T> | null = null;
   waiting = 0;
+  /** How many shared requests hold or wait. */
+  shared = 0;
+  /** Their limit, which they all asked for; `Infinity` while there are none. */
+  limit = Infinity;
 
   constructor(readonly name: string) {}
 }
 
 /**
  * Named locks with FIFO queues. Shared requests are granted together while no
- * exclusive request is ahead of them, so writers never starve.
+ * exclusive request is ahead of them, so writers never starve, and while their
+ * number stays within the lock's limit (a semaphore of that many slots).
  *
  * @example Two owners taking turns
  * ```ts
@@ -125,6 +141,8 @@ export class LockTable<O, T> {
    * @param mode `exclusive` or `shared`.
    * @param ticket Returned with the grant.
    * @param wait `false` to refuse with `busy` instead of queueing.
+   * @param limit The most shared holders at once, for a shared request;
+   *   exclusive requests hold alone whatever the limit, and ignore it.
    * @returns The request, held (granted now) or waiting; or why it was
    *   refused.
    */
@@ -134,6 +152,7 @@ export class LockTable<O, T> {
     mode: LockMode,
     ticket: T,
     wait = true,
+    limit = Infinity,
   ): LockRequest<O, T> | Refusal {
     let own = this.#owners.get(owner);
     const existing = own?.get(name);
@@ -141,41 +160,46 @@ export class LockTable<O, T> {
       return existing.held ? "already_held" : "already_waiting";
     }
     let lock = this.#locks.get(name);
+    const shared = mode === "shared";
+    if (
+      shared && lock !== undefined && lock.shared > 0 && lock.limit !== limit
+    ) {
+      return "limit_mismatch";
+    }
     const grantable = lock === undefined ||
       (lock.head === null &&
         (lock.holders.size === 0 ||
-          (mode === "shared" && lock.mode === "shared")));
+          (shared && lock.mode === "shared" && lock.holders.size < limit)));
     if (!grantable && !wait) return "busy";
-    // Only an owner that holds or waits for something can be waited for, so
-    // only such an owner can close a cycle: most requests skip the search.
-    if (
-      !grantable && own !== undefined && own.size > 0 &&
-      this.#closesCycle(owner, lock!, mode, null)
-    ) {
-      return "deadlock";
-    }
     // The token comes first: if issuing it fails, nothing has changed.
     const token = grantable ? this.#nextToken() : 0;
     if (lock === undefined) {
       lock = new Lock(name);
       this.#locks.set(name, lock);
     }
+    // Only an owner that holds or waits for something can be waited for, so
+    // only such an owner can be deadlocked: most requests skip the search.
+    const search = !grantable && own !== undefined && own.size > 0;
     if (own === undefined) {
       own = new Map();
       this.#owners.set(owner, own);
     }
     const entry = new Entry(owner, name, mode, ticket, lock);
     own.set(name, entry);
+    if (shared) {
+      lock.shared++;
+      lock.limit = limit;
+    }
     if (grantable) {
       this.#hold(lock, entry, token);
-    } else if (lock.tail === null) {
-      lock.head = lock.tail = entry;
-      lock.waiting++;
-    } else {
-      entry.prev = lock.tail;
-      lock.tail.next = entry;
-      lock.tail = entry;
-      lock.waiting++;
+      return entry;
+    }
+    this.#enqueue(lock, entry);
+    // The search sees the request queued, as it would wait.
+    if (search && deadlocked(entry, this.#owners)) {
+      own.delete(name);
+      this.#remove(entry, []);
+      return "deadlock";
     }
     return entry;
   }
@@ -275,7 +299,13 @@ export class LockTable<O, T> {
     for (let entry = lock.head; entry !== null; entry = entry.next) {
       waiters.push(entry);
     }
-    return { name, mode: lock.mode, holders: [...lock.holders], waiters };
+    return {
+      name,
+      mode: lock.mode,
+      limit: lock.limit,
+      holders: [...lock.holders],
+      waiters,
+    };
   }
 
   /**
@@ -299,31 +329,15 @@ export class LockTable<O, T> {
     return this.#locks.keys();
   }
 
-  /**
-   * Whether a request by `requester` for `lock` in `mode`, waiting behind
-   * `before` (or at the tail when `null`), would wait for itself: the owners it
-   * would wait for are the holders whose mode conflicts with it and the
-   * conflicting requests ahead of it in the queue, and so on transitively
-   * through what those owners wait for. Each owner is visited once and each
-   * queue entry at most once per mode: O(owners and requests reached).
-   */
-  #closesCycle(
-    requester: O,
-    lock: Lock<O, T>,
-    mode: LockMode,
-    before: Entry<O, T> | null,
-  ): boolean {
-    const search = new CycleSearch(requester);
-    if (search.blockers(lock, mode, before)) return true;
-    // The list grows while it is read: each owner found is visited in turn.
-    for (let i = 0; i < search.found.length; i++) {
-      for (const entry of this.#owners.get(search.found[i]!)?.values() ?? []) {
-        if (!entry.held && search.blockers(entry.lock, entry.mode, entry)) {
-          return true;
-        }
-      }
+  #enqueue(lock: Lock<O, T>, entry: Entry<O, T>): void {
+    if (lock.tail === null) {
+      lock.head = lock.tail = entry;
+    } else {
+      entry.prev = lock.tail;
+      lock.tail.next = entry;
+      lock.tail = entry;
     }
-    return false;
+    lock.waiting++;
   }
 
   #hold(lock: Lock<O, T>, entry: Entry<O, T>, token: number): void {
@@ -345,19 +359,24 @@ export class LockTable<O, T> {
       entry.prev = entry.next = null;
       lock.waiting--;
     }
+    if (entry.mode === "shared" && --lock.shared === 0) lock.limit = Infinity;
     this.#promote(lock, granted);
     if (lock.holders.size === 0 && lock.head === null) {
       this.#locks.delete(lock.name);
     }
   }
 
-  /** Grants the head of the queue, and the shared run behind a shared head. */
+  /**
+   * Grants the head of the queue, and the shared run behind a shared head up
+   * to the limit.
+   */
   #promote(lock: Lock<O, T>, granted: LockRequest<O, T>[]): void {
     let head = lock.head;
     while (
       head !== null &&
       (lock.holders.size === 0 ||
-        (head.mode === "shared" && lock.mode === "shared"))
+        (head.mode === "shared" && lock.mode === "shared" &&
+          lock.holders.size < lock.limit))
     ) {
       const token = this.#nextToken();
       lock.head = head.next;

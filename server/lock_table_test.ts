@@ -559,12 +559,14 @@ test("inspect(), names(), size and requestsOf() describe the table", () => {
   assert.deepEqual(x, {
     name: "x",
     mode: "exclusive",
+    limit: Infinity,
     holders: [ax],
     waiters: [bx],
   });
   assert.deepEqual(table.inspect("z"), {
     name: "z",
     mode: "shared",
+    limit: Infinity,
     holders: [cz, az],
     waiters: [],
   });
@@ -698,6 +700,94 @@ test("a shared request behind a queued exclusive one waits for it, and a cycle t
   assert.equal(table.acquire("a", "y", "exclusive", "a:y"), "deadlock");
 });
 
+// limits
+
+test("A shared request with a limit of 3 is granted while fewer than 3 hold; the next ones wait in FIFO order", () => {
+  const { table, grants } = setup();
+  const ask = (owner: string) => {
+    const result = table.acquire(owner, "jobs", "shared", owner, true, 3);
+    assert.ok(typeof result !== "string", `${owner}: ${result}`);
+    return result;
+  };
+  const [a, b, c, d, e] = ["a", "b", "c", "d", "e"].map(ask);
+  assert.deepEqual([a, b, c, d, e].map((entry) => entry!.held), [
+    true,
+    true,
+    true,
+    false,
+    false,
+  ]);
+  assert.equal(table.inspect("jobs")?.limit, 3);
+  assert.equal(table.acquire("f", "jobs", "shared", "f", false, 3), "busy");
+  table.release("b", "jobs");
+  assert.deepEqual(tickets(grants), ["d"]);
+  table.release("a", "jobs");
+  table.release("d", "jobs");
+  assert.deepEqual(tickets(grants), ["d", "e"]);
+  const tokens = [a, b, c, d, e].map((entry) => entry!.token);
+  assert.deepEqual(tokens, [1, 2, 3, 4, 5]);
+  assert.deepEqual(queue(table, "jobs"), {
+    mode: "shared",
+    holders: ["c", "e"],
+    waiters: [],
+  });
+});
+
+test("acquire() refuses limit_mismatch to a shared request whose limit differs from the lock's, and leaves no trace", () => {
+  const { table } = setup();
+  table.acquire("a", "jobs", "shared", "a", true, 2);
+  assert.equal(
+    table.acquire("b", "jobs", "shared", "b", true, 3),
+    "limit_mismatch",
+  );
+  // Unbounded is a limit of its own, and is refused as well.
+  assert.equal(table.acquire("b", "jobs", "shared", "b"), "limit_mismatch");
+  // Mismatch comes before busy: a try-lock learns the same.
+  assert.equal(
+    table.acquire("b", "jobs", "shared", "b", false, 3),
+    "limit_mismatch",
+  );
+  assert.deepEqual(table.requestsOf("b"), []);
+  assert.equal(table.inspect("jobs")?.limit, 2);
+});
+
+test("Exclusive requests hold alone whatever the limit, and the limit lasts only while shared requests hold or wait", () => {
+  const { table, grants } = setup();
+  request(table, "a", "jobs", "exclusive");
+  // The first shared request sets the limit, while it waits too.
+  table.acquire("b", "jobs", "shared", "b", true, 2);
+  assert.equal(table.inspect("jobs")?.limit, 2);
+  assert.equal(
+    table.acquire("c", "jobs", "shared", "c", true, 5),
+    "limit_mismatch",
+  );
+  const x = request(table, "x", "jobs", "exclusive");
+  table.release("b", "jobs");
+  // Only exclusive requests are left: no limit.
+  assert.equal(table.inspect("jobs")?.limit, Infinity);
+  table.acquire("c", "jobs", "shared", "c", true, 5);
+  assert.equal(table.inspect("jobs")?.limit, 5);
+  table.release("a", "jobs");
+  assert.deepEqual(grants, [x]);
+  table.release("x", "jobs");
+  assert.deepEqual(tickets(grants), ["x:jobs", "c"]);
+});
+
+test("An exclusive request waits for every holder of a semaphore, and shared requests behind it wait for it", () => {
+  const { table, grants } = setup();
+  table.acquire("a", "jobs", "shared", "a", true, 2);
+  table.acquire("b", "jobs", "shared", "b", true, 2);
+  const x = request(table, "x", "jobs", "exclusive");
+  table.acquire("c", "jobs", "shared", "c", true, 2);
+  table.acquire("d", "jobs", "shared", "d", true, 2);
+  table.release("a", "jobs");
+  assert.deepEqual(grants, []);
+  table.release("b", "jobs");
+  assert.deepEqual(grants, [x]);
+  table.release("x", "jobs");
+  assert.deepEqual(tickets(grants), ["x:jobs", "c", "d"]);
+});
+
 // Model-based property
 
 type Step =
@@ -707,6 +797,7 @@ type Step =
     name: string;
     mode: LockMode;
     wait: boolean;
+    limit: number;
   }
   | { kind: "release"; owner: number; name: string }
   | { kind: "releaseAll"; owner: number }
@@ -717,6 +808,12 @@ interface ModelRequest {
   name: string;
   mode: LockMode;
   ticket: number;
+  limit: number;
+}
+
+interface ModelLock {
+  holders: ModelRequest[];
+  waiters: ModelRequest[];
 }
 
 /**
@@ -724,10 +821,7 @@ interface ModelRequest {
  * Each method returns the tickets it grants, in order.
  */
 class Model {
-  readonly locks = new Map<
-    string,
-    { holders: ModelRequest[]; waiters: ModelRequest[] }
-  >();
+  readonly locks = new Map<string, ModelLock>();
   /** Every live request of each owner, in the order it made them. */
   readonly owners = new Map<number, ModelRequest[]>();
 
@@ -739,10 +833,21 @@ class Model {
     return this.locks.get(entry.name)?.holders.includes(entry) ?? false;
   }
 
-  static grantable(holders: readonly ModelRequest[], mode: LockMode): boolean {
+  /** A request's limit, as the shared requests of its lock agree on it. */
+  static grantable(
+    holders: readonly Pick<ModelRequest, "mode">[],
+    { mode, limit }: Pick<ModelRequest, "mode" | "limit">,
+  ): boolean {
     return holders.length === 0 ||
-      (mode === "shared" &&
+      (mode === "shared" && holders.length < limit &&
         holders.every((holder) => holder.mode === "shared"));
+  }
+
+  /** The limit of the shared requests of a lock, if it has any. */
+  static limitOf(lock: ModelLock): number | undefined {
+    return [...lock.holders, ...lock.waiters].find((entry) =>
+      entry.mode === "shared"
+    )?.limit;
   }
 
   acquire(
@@ -754,16 +859,23 @@ class Model {
     | "busy"
     | "already_held"
     | "already_waiting"
+    | "limit_mismatch"
     | "deadlock" {
     const existing = this.find(entry.owner, entry.name);
     if (existing !== undefined) {
       return this.held(existing) ? "already_held" : "already_waiting";
     }
     const lock = this.locks.get(entry.name) ?? { holders: [], waiters: [] };
+    const agreed = Model.limitOf(lock);
+    if (
+      entry.mode === "shared" && agreed !== undefined && agreed !== entry.limit
+    ) {
+      return "limit_mismatch";
+    }
     const now = lock.waiters.length === 0 &&
-      Model.grantable(lock.holders, entry.mode);
+      Model.grantable(lock.holders, entry);
     if (!now && !wait) return "busy";
-    if (!now && this.waitsForItself(entry, lock)) return "deadlock";
+    if (!now && this.neverFreed(entry)) return "deadlock";
     this.locks.set(entry.name, lock);
     this.owners.set(entry.owner, [
       ...(this.owners.get(entry.owner) ?? []),
@@ -774,42 +886,38 @@ class Model {
   }
 
   /**
-   * Builds the whole wait-for graph between owners, with the new request
-   * queued at the tail, and asks whether its owner can reach itself.
+   * With the new request queued at the tail, runs the reduction on copies of
+   * every queue: owners that wait for nothing finish and free all they hold,
+   * each queue grants what then fits, first in line first, until nothing
+   * moves. Deadlocked: its owner still waits.
    */
-  waitsForItself(
-    entry: ModelRequest,
-    lock: { holders: ModelRequest[]; waiters: ModelRequest[] },
-  ): boolean {
-    const conflict = (a: ModelRequest, b: ModelRequest) =>
-      a.mode === "exclusive" || b.mode === "exclusive";
-    const edges = new Map<number, Set<number>>();
-    const add = (from: number, to: number) =>
-      edges.set(from, (edges.get(from) ?? new Set()).add(to));
-    const queues = [...this.locks.entries()].map(([name, state]) => ({
-      holders: state.holders,
-      waiters: name === entry.name ? [...state.waiters, entry] : state.waiters,
+  neverFreed(entry: ModelRequest): boolean {
+    const locks = [...this.locks.values()].map((lock) => ({
+      holders: [...lock.holders],
+      waiters: entry.name === lock.holders[0]?.name
+        ? [...lock.waiters, entry]
+        : [...lock.waiters],
     }));
-    if (!this.locks.has(entry.name)) {
-      queues.push({ holders: lock.holders, waiters: [entry] });
-    }
-    for (const { holders, waiters } of queues) {
-      waiters.forEach((waiter, i) => {
-        for (const other of [...holders, ...waiters.slice(0, i)]) {
-          if (conflict(waiter, other)) add(waiter.owner, other.owner);
+    for (let moved = true; moved;) {
+      moved = false;
+      const waiting = new Set(
+        locks.flatMap((lock) => lock.waiters.map((waiter) => waiter.owner)),
+      );
+      for (const lock of locks) {
+        const holders = lock.holders.filter((h) => waiting.has(h.owner));
+        const queued = lock.waiters.length;
+        while (
+          lock.waiters.length > 0 &&
+          Model.grantable(holders, lock.waiters[0]!)
+        ) {
+          holders.push(lock.waiters.shift()!);
         }
-      });
+        if (holders.length !== lock.holders.length) moved = true;
+        if (lock.waiters.length !== queued) moved = true;
+        lock.holders = holders;
+      }
     }
-    const reached = new Set<number>();
-    const frontier = [...(edges.get(entry.owner) ?? [])];
-    while (frontier.length > 0) {
-      const owner = frontier.shift()!;
-      if (owner === entry.owner) return true;
-      if (reached.has(owner)) continue;
-      reached.add(owner);
-      frontier.push(...(edges.get(owner) ?? []));
-    }
-    return false;
+    return locks.some((lock) => lock.waiters.includes(entry));
   }
 
   remove(entry: ModelRequest): number[] {
@@ -824,7 +932,7 @@ class Model {
     const granted: number[] = [];
     while (
       lock.waiters.length > 0 &&
-      Model.grantable(lock.holders, lock.waiters[0]!.mode)
+      Model.grantable(lock.holders, lock.waiters[0]!)
     ) {
       const next = lock.waiters.shift()!;
       lock.holders.push(next);
@@ -846,6 +954,7 @@ const stepArbitrary: fc.Arbitrary<Step> = fc.oneof(
       name: fc.constantFrom("a", "b", "c"),
       mode: fc.constantFrom<LockMode>("exclusive", "shared"),
       wait: fc.boolean(),
+      limit: fc.constantFrom(Infinity, Infinity, 1, 2),
     }),
   },
   {
@@ -902,6 +1011,9 @@ function checkInvariants(
       `${where}: "${name}" mixes an exclusive holder with others`,
     );
     assert.equal(state.mode, holders[0]!.mode, where);
+    // The limit is the one its shared requests agreed on, and holds.
+    assert.equal(state.limit, Model.limitOf(expected) ?? Infinity, where);
+    assert.ok(holders.length <= state.limit, `${where}: over the limit`);
     assert.ok(
       holders.every((holder) => holder.held && holder.token > 0),
       where,
@@ -913,7 +1025,7 @@ function checkInvariants(
     // No lost wake-ups: the head of the queue could not hold now.
     if (waiters.length > 0) {
       assert.equal(
-        Model.grantable(holders, waiters[0]!.mode),
+        Model.grantable(holders, { ...waiters[0]!, limit: state.limit }),
         false,
         `${where}: "${name}" left a grantable waiter`,
       );
@@ -982,6 +1094,7 @@ test("LockTable behaves like a reference model of FIFO queues under random opera
                 name: step.name,
                 mode: step.mode,
                 ticket: ++ticket,
+                limit: step.limit,
               };
               const expected = model.acquire(entry, step.wait);
               const result = table.acquire(
@@ -990,6 +1103,7 @@ test("LockTable behaves like a reference model of FIFO queues under random opera
                 step.mode,
                 entry.ticket,
                 step.wait,
+                step.limit,
               );
               if (typeof result === "string") {
                 assert.equal(result, expected, where);

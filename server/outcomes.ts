@@ -146,7 +146,7 @@ export class LockOutcomes implements LockSpaceEvents<Ticket> {
     } else {
       session.connection.replyError(
         { id: ticket.id },
-        new MessageError(code, refusalText(code, ticket.name)),
+        new MessageError(code, this.#refusalText(code, ticket)),
       );
     }
   }
@@ -172,6 +172,15 @@ export class LockOutcomes implements LockSpaceEvents<Ticket> {
     session.connection.reply(ticket.id, { status: "ok", token: hold?.token });
   }
 
+  /** The sentence of a refusal other than `busy`. */
+  #refusalText(code: Exclude<Refusal, "busy">, ticket: Ticket): string {
+    if (code !== "limit_mismatch") return refusalText(code, ticket.name);
+    const limit = this.space.inspect(ticket.name)?.limit;
+    return `Lock "${ticket.name}" is held or waited for with ${
+      limitText(limit ?? Infinity)
+    }, not ${limitText(ticket.limit ?? Infinity)}`;
+  }
+
   /** A request stopped waiting: granted, withdrawn, timed out or gone. */
   #stopWaiting(request: Request): void {
     clearTimeout(request.ticket.timer);
@@ -192,6 +201,11 @@ export class LockOutcomes implements LockSpaceEvents<Ticket> {
     };
     request.owner.connection.send(event);
   }
+}
+
+/** A limit in words. */
+function limitText(limit: number): string {
+  return limit === Infinity ? "no limit" : `a limit of ${limit}`;
 }
 
 /** The sentence of a refusal, by its code. */

@@ -39,12 +39,14 @@ export function statusReport(
   const locks: StatusLock[] = [];
   for (const name of [...space.names()].sort()) {
     const state = space.inspect(name)!;
-    locks.push({
+    const lock: StatusLock = {
       name,
       mode: state.mode,
       holders: state.holders.map(describe),
       waiters: state.waiters.map(describe),
-    });
+    };
+    if (state.limit !== Infinity) lock.limit = state.limit;
+    locks.push(lock);
   }
   const now = Date.now();
   return {
