@@ -27,7 +27,7 @@ import { LocalLockSpace, type LockSpace } from "./lock_space.ts";
 import { Metrics } from "./metrics.ts";
 import { LockOutcomes, type Ticket } from "./outcomes.ts";
 import { Sessions } from "./session.ts";
-import { statusReport } from "./status.ts";
+import { StatusReports } from "./status.ts";
 
 export type { HoldAlarmSettings };
 
@@ -110,7 +110,7 @@ export class LockServer implements AsyncDisposable {
   readonly #server: MessageServer;
   readonly #space: LockSpace<Ticket>;
   readonly #sessions = new Sessions();
-  readonly #startedAt = Date.now();
+  readonly #status: StatusReports;
 
   /**
    * Starts listening at once.
@@ -137,6 +137,13 @@ export class LockServer implements AsyncDisposable {
       (events) => new LocalLockSpace(events, { nextToken: options.nextToken }),
     );
     const space = this.#space = outcomes.space;
+    const status = this.#status = new StatusReports(space, {
+      startedAt: Date.now(),
+      connections: () => ({
+        current: this.#server.connections.size,
+        total: sessions.opened,
+      }),
+    });
     const { secret, authDeadline = 10_000 } = options;
     const commands = new LockCommands(outcomes, journal, {
       maxLockNameLength: options.maxLockNameLength ??
@@ -156,7 +163,8 @@ export class LockServer implements AsyncDisposable {
         hello: (message, connection) =>
           commands.hello(message, sessions.of(connection)),
         ping: () => PONG,
-        status: () => this.status(),
+        status: (message, connection) =>
+          status.answer(message, sessions.of(connection)),
         lock: (message, connection) =>
           commands.lock(message, sessions.of(connection)),
         release: (message, connection) =>
@@ -205,15 +213,13 @@ export class LockServer implements AsyncDisposable {
   }
 
   /**
-   * Every lock with its holders and waiters, and the server's counters.
+   * Every lock with its holders and waiters, sorted by name, and the server's
+   * counters: the whole report at once, which the network's `status` sends
+   * in pages.
    *
-   * @returns What the `status` request answers.
+   * @returns The report, with its totals.
    */
   status(): StatusResult {
-    return statusReport(this.#space, {
-      startedAt: this.#startedAt,
-      current: this.#server.connections.size,
-      total: this.#sessions.opened,
-    });
+    return this.#status.whole();
   }
 }
