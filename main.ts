@@ -16,7 +16,7 @@ import { ExitCode } from "./cli/exit_codes.ts";
 import { ADMIN_SECRET_VARIABLE, release } from "./cli/release.ts";
 import { run } from "./cli/run.ts";
 import { serve } from "./cli/serve.ts";
-import { status } from "./cli/status.ts";
+import { parseLimit, status } from "./cli/status.ts";
 import { parsePort, withServerFlags } from "./cli/server_flags.ts";
 import { tryLock } from "./cli/try_lock.ts";
 import { VERSION } from "./protocol/version.ts";
@@ -148,10 +148,12 @@ on a terminal) are passed on to the command.`,
     });
 
   withServerFlags(program.command("status"))
-    .description("show every lock with its holders and waiters")
+    .description("show the locks with their holders and waiters")
+    .argument("[pattern]", "only locks whose name matches (* and ?)")
+    .option("--limit <locks>", "list at most this many locks", parseLimit)
     .option("--json", "print the server's reply as JSON")
-    .action(async (options) => {
-      code = await status(options);
+    .action(async (pattern: string | undefined, options) => {
+      code = await status(pattern, options);
     });
 
   try {

@@ -28,6 +28,7 @@ export {
   type ConnectOptions,
   LockClient,
   type LockOptions,
+  type StatusOptions,
 } from "./client/client.ts";
 export { Lock } from "./client/lock.ts";
 export { LockLostError, LockTimeoutError } from "./client/errors.ts";

@@ -19,6 +19,8 @@ import type {
   LockResult,
   PositionEvent,
   ReleaseResult,
+  StatusLock,
+  StatusParameters,
   StatusResult,
 } from "../protocol/lock_protocol.ts";
 import { DEFAULT_PORT } from "../protocol/lock_protocol.ts";
@@ -87,6 +89,25 @@ export interface LockOptions {
    * also dispatches these as `contention` events.
    */
   onContention?: (waiters: number) => void;
+}
+
+/** Options of {@linkcode LockClient.status}. */
+export interface StatusOptions {
+  /**
+   * List only the locks whose name matches: `*` matches any run of
+   * characters, `?` any one, everything else itself.
+   *
+   * @default {Every lock}
+   */
+  pattern?: string | undefined;
+  /**
+   * List at most this many locks; the totals still count every match.
+   *
+   * @default {No limit}
+   */
+  limit?: number | undefined;
+  /** Stops waiting for the report; pages already read are dropped. */
+  signal?: AbortSignal | undefined;
 }
 
 /** A request this client has under way or holds. */
@@ -318,13 +339,58 @@ export class LockClient implements AsyncDisposable {
   }
 
   /**
-   * Asks the server for every lock with its holders and waiters.
+   * Asks the server for the locks with their holders and waiters. The server
+   * sends the report in pages of bounded size, which this method asks for one
+   * after the other and joins, so no report is too large for the connection:
+   * asking for status never costs a lock. The pages are not one snapshot:
+   * a lock taken or released meanwhile may be listed or not.
    *
-   * @returns The server's status report.
+   * @param options Which locks (`pattern`: `*` any run of characters, `?`
+   *   any one), how many at most (`limit`; the totals count every match),
+   *   and a signal to stop waiting.
+   * @returns The whole report, its locks sorted by name, with its `totals`.
+   * @throws {RemoteError} `invalid_parameters` for a bad pattern or limit.
    * @throws {ConnectionError} When the connection closes first.
+   *
+   * @example The locks of one family, and how many there are
+   * ```ts ignore
+   * const report = await client.status({ pattern: "jobs.*", limit: 20 });
+   * console.log(`${report.locks.length} of ${report.totals?.locks}`);
+   * ```
    */
-  status(): Promise<StatusResult> {
-    return this.#messages.rpc<StatusResult>("status");
+  async status(options: StatusOptions = {}): Promise<StatusResult> {
+    const { pattern, limit, signal } = options;
+    const start: StatusParameters = {};
+    if (pattern !== undefined) start.pattern = pattern;
+    if (limit !== undefined) start.limit = limit;
+    const rpc = signal === undefined ? {} : { signal };
+    let page = await this.#messages.rpc<StatusResult>(
+      "status",
+      start as Record<string, unknown>,
+      rpc,
+    );
+    const locks: StatusLock[] = [];
+    while (true) {
+      for (const lock of page.locks) {
+        const last = locks.at(-1);
+        if (last?.more && last.name === lock.name) {
+          last.holders.push(...lock.holders);
+          last.waiters.push(...lock.waiters);
+        } else {
+          locks.push(lock);
+        }
+        if (!lock.more) delete locks.at(-1)!.more;
+      }
+      if (page.next === undefined) break;
+      page = await this.#messages.rpc<StatusResult>(
+        "status",
+        { cursor: page.next },
+        rpc,
+      );
+    }
+    for (const lock of locks) delete lock.more;
+    locks.sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
+    return { ...page, locks };
   }
 
   /**
