@@ -53,6 +53,7 @@ export interface StatusSources {
 }
 
 type Space = LockSpace<LockAsk & Timing>;
+type State = NonNullable<ReturnType<Space["inspect"]>>;
 const NO_NAMES: Iterator<string> = [][Symbol.iterator]();
 
 /** The bounds of one page and of a report's idle time (for tests). */
@@ -180,8 +181,9 @@ export class StatusReports {
 
 /**
  * One report in progress: a walk of the lock table in its own order (a `Map`
- * walk sees every lock that stays, once, and locks taken meanwhile), where it
- * stands inside the lock it is listing, and what it has counted.
+ * walk sees every lock that stays once, and again each lock taken anew
+ * meanwhile, which it leaves out), where it stands inside the lock it is
+ * listing, and what it has counted.
  */
 export class StatusScan {
   /** The `next` of its pages. */
@@ -196,6 +198,8 @@ export class StatusScan {
   #current: { name: string; holders: number; waiters: number } | undefined;
   #done = false;
   #timer: ReturnType<typeof setTimeout> | undefined;
+  /** When the walk started (ms since the epoch). */
+  readonly #started = Date.now();
 
   /**
    * Starts a walk.
@@ -236,32 +240,40 @@ export class StatusScan {
     const budget = { bytes: maxBytes - PAGE_OVERHEAD, first: true };
     const cost = this.#match === undefined ? 0 : 1 / 4096;
     for (let units = 0; units < maxUnits;) {
-      if (this.#current !== undefined) {
-        const state = this.#space.inspect(this.#current.name);
+      let state: State | null;
+      if (this.#current === undefined) {
+        const step = this.#names.next();
+        if (step.done) {
+          this.#done = true;
+          return locks;
+        }
+        const name = step.value;
+        units += 1 + name.length * cost;
+        if (this.#match !== undefined && !this.#match(name)) continue;
+        state = this.#space.inspect(name);
+        if (state === null) continue;
+        units += (state.holders.length + state.waiters.length) / 64;
+        if (this.#bornDuring(state)) continue;
+        this.totals.locks++;
+        this.totals.holders += state.holders.length;
+        this.totals.waiters += state.waiters.length;
+        if (this.#unlisted === 0) continue;
+        this.#unlisted--;
+        this.#current = { name, holders: 0, waiters: 0 };
+      } else {
+        state = this.#space.inspect(this.#current.name);
         units += 1 +
           (state === null
             ? 0
             : (state.holders.length + state.waiters.length) / 64);
-        if (state !== null && !this.#list(state, locks, budget)) return locks;
-        this.#current = undefined;
-        continue;
       }
-      const step = this.#names.next();
-      if (step.done) {
-        this.#done = true;
+      if (
+        state !== null && !this.#bornDuring(state) &&
+        !this.#list(state, locks, budget)
+      ) {
         return locks;
       }
-      const name = step.value;
-      units += 1 + name.length * cost;
-      if (this.#match !== undefined && !this.#match(name)) continue;
-      const count = this.#space.count(name);
-      if (count === null) continue;
-      this.totals.locks++;
-      this.totals.holders += count.holders;
-      this.totals.waiters += count.waiters;
-      if (this.#unlisted === 0) continue;
-      this.#unlisted--;
-      this.#current = { name, holders: 0, waiters: 0 };
+      this.#current = undefined;
     }
     return locks;
   }
@@ -288,12 +300,26 @@ export class StatusScan {
   }
 
   /**
+   * Whether every request of a lock came after the walk started: then the
+   * lock was taken (or taken again) meanwhile, and the walk may already have
+   * listed its earlier life. Leaving such locks out lists each lock once.
+   */
+  #bornDuring(state: State): boolean {
+    for (const list of [state.holders, state.waiters]) {
+      for (const request of list) {
+        if (request.ticket.asked <= this.#started) return false;
+      }
+    }
+    return true;
+  }
+
+  /**
    * Lists the rest of the current lock, as far as the page has room.
    *
    * @returns `false` when the page is full.
    */
   #list(
-    state: NonNullable<ReturnType<Space["inspect"]>>,
+    state: State,
     locks: StatusLock[],
     budget: { bytes: number; first: boolean },
   ): boolean {
@@ -322,7 +348,9 @@ export class StatusScan {
             ? 0
             : jsonBytes(request.owner.label));
         if (bytes > budget.bytes && !budget.first) {
-          lock.more = true;
+          // A lock none of whose entries fit waits for the next page whole.
+          if (lock.holders.length + lock.waiters.length === 0) locks.pop();
+          else lock.more = true;
           return false;
         }
         budget.bytes -= bytes;

@@ -38,13 +38,17 @@ const IGNORE: LockSpaceEvents<Ticket> = {
   changed: () => {},
 };
 
-function ticket(name: string, mode: "exclusive" | "shared" = "exclusive") {
+function ticket(
+  name: string,
+  mode: "exclusive" | "shared" = "exclusive",
+  asked = Date.now(),
+) {
   return {
     name,
     mode,
     wait: undefined,
-    asked: Date.now(),
-    granted: Date.now(),
+    asked,
+    granted: asked,
   } as unknown as Ticket;
 }
 
@@ -140,6 +144,34 @@ test("a large report comes in bounded pages, every lock exactly once", () => {
     Array.from({ length: 5_000 }, (_, i) => `jobs.${i}`),
   );
   assert.deepEqual(last.totals, { locks: 5_000, holders: 5_000, waiters: 0 });
+});
+
+test("locks taken and released while a report is read are listed once at most", () => {
+  const { space, reports } = setup({ pageBytes: 2048 });
+  const holder = session(), churner = session();
+  for (let i = 0; i < 500; i++) space.acquire(holder, ticket(`stays.${i}`));
+  const asker = session();
+  const names: string[] = [];
+  let page = reports.answer({ command: "status", id: 1 }, asker)!;
+  for (let round = 0; page.next !== undefined; round++) {
+    names.push(...page.locks.map((lock) => lock.name));
+    // Taken anew each page, later than the report began (the clock moves
+    // on): a walk of the table meets it again every time.
+    const later = Date.now() + 1 + round;
+    space.release(churner, "churn");
+    space.acquire(churner, ticket("churn", "exclusive", later));
+    space.acquire(churner, ticket(`new.${round}`, "exclusive", later));
+    page = reports.answer({
+      command: "status",
+      id: 1,
+      parameters: { cursor: page.next },
+    }, asker)!;
+  }
+  names.push(...page.locks.map((lock) => lock.name));
+  const stays = names.filter((name) => name.startsWith("stays."));
+  assert.deepEqual(stays, Array.from({ length: 500 }, (_, i) => `stays.${i}`));
+  assert.equal(new Set(names).size, names.length, "no lock twice");
+  assert.equal(page.totals!.locks, names.length);
 });
 
 test("a lock with more waiters than a page holds is split, marked more", () => {
