@@ -143,7 +143,7 @@ export class LockServer implements AsyncDisposable {
         current: this.#server.connections.size,
         total: sessions.opened,
       }),
-    });
+    }, { maxOutputBytes: options.maxOutputBytes });
     const { secret, authDeadline = 10_000 } = options;
     const commands = new LockCommands(outcomes, journal, {
       maxLockNameLength: options.maxLockNameLength ??

@@ -15,6 +15,7 @@
  * @module
  */
 
+import { DEFAULT_MAX_OUTPUT_BYTES } from "../message/connection.ts";
 import { MessageError } from "../message/errors.ts";
 import type { Message } from "../protocol/frame.ts";
 import {
@@ -56,7 +57,7 @@ type Space = LockSpace<LockAsk & Timing>;
 type State = NonNullable<ReturnType<Space["inspect"]>>;
 const NO_NAMES: Iterator<string> = [][Symbol.iterator]();
 
-/** The bounds of one page and of a report's idle time (for tests). */
+/** The bounds of one page and of a report's idle time. */
 export interface StatusBounds {
   /**
    * The most bytes of JSON in one page.
@@ -70,6 +71,13 @@ export interface StatusBounds {
    * @default {IDLE_MS}
    */
   idleMs?: number | undefined;
+  /**
+   * The connections' output cap: a page is at most a quarter of it, so two
+   * pages unread and the next one never reach it.
+   *
+   * @default {4194304}
+   */
+  maxOutputBytes?: number | undefined;
 }
 
 /** Answers `status` requests, one report in progress per connection. */
@@ -90,7 +98,10 @@ export class StatusReports {
   constructor(space: Space, sources: StatusSources, bounds: StatusBounds = {}) {
     this.#space = space;
     this.#sources = sources;
-    this.#pageBytes = bounds.pageBytes ?? PAGE_BYTES;
+    this.#pageBytes = Math.min(
+      bounds.pageBytes ?? PAGE_BYTES,
+      Math.floor((bounds.maxOutputBytes ?? DEFAULT_MAX_OUTPUT_BYTES) / 4),
+    );
     this.#idleMs = bounds.idleMs ?? IDLE_MS;
   }
 

@@ -52,7 +52,9 @@ function ticket(
   } as unknown as Ticket;
 }
 
-function setup(bounds: { pageBytes?: number; idleMs?: number } = {}) {
+function setup(
+  bounds: { pageBytes?: number; idleMs?: number; maxOutputBytes?: number } = {},
+) {
   const space = new LocalLockSpace<Ticket>(IGNORE);
   const reports = new StatusReports(space, {
     startedAt: Date.now(),
@@ -144,6 +146,15 @@ test("a large report comes in bounded pages, every lock exactly once", () => {
     Array.from({ length: 5_000 }, (_, i) => `jobs.${i}`),
   );
   assert.deepEqual(last.totals, { locks: 5_000, holders: 5_000, waiters: 0 });
+});
+
+test("a page is at most a quarter of the output cap, so status never reaches it", () => {
+  const { space, reports } = setup({ maxOutputBytes: 8192 });
+  const holder = session("label");
+  for (let i = 0; i < 200; i++) space.acquire(holder, ticket(`n.${i}`));
+  const { locks, pages } = readAll(reports, session(), {}, 2048);
+  assert.equal(locks.length, 200);
+  assert.ok(pages > 5, `${pages} pages`);
 });
 
 test("locks taken and released while a report is read are listed once at most", () => {
