@@ -19,14 +19,15 @@ import type {
   LockResult,
   PositionEvent,
   ReleaseResult,
-  StatusLock,
-  StatusParameters,
   StatusResult,
 } from "../protocol/lock_protocol.ts";
 import { DEFAULT_PORT } from "../protocol/lock_protocol.ts";
 import { PROTOCOL_VERSION } from "../protocol/version.ts";
 import { LockLostError, LockTimeoutError } from "./errors.ts";
 import { Lock } from "./lock.ts";
+import { readStatus, type StatusOptions } from "./status_report.ts";
+
+export type { StatusOptions };
 
 /** Options of {@linkcode connect}. */
 export interface ConnectOptions {
@@ -89,25 +90,6 @@ export interface LockOptions {
    * also dispatches these as `contention` events.
    */
   onContention?: (waiters: number) => void;
-}
-
-/** Options of {@linkcode LockClient.status}. */
-export interface StatusOptions {
-  /**
-   * List only the locks whose name matches: `*` matches any run of
-   * characters, `?` any one, everything else itself.
-   *
-   * @default {Every lock}
-   */
-  pattern?: string | undefined;
-  /**
-   * List at most this many locks; the totals still count every match.
-   *
-   * @default {No limit}
-   */
-  limit?: number | undefined;
-  /** Stops waiting for the report; pages already read are dropped. */
-  signal?: AbortSignal | undefined;
 }
 
 /** A request this client has under way or holds. */
@@ -358,39 +340,17 @@ export class LockClient implements AsyncDisposable {
    * console.log(`${report.locks.length} of ${report.totals?.locks}`);
    * ```
    */
-  async status(options: StatusOptions = {}): Promise<StatusResult> {
-    const { pattern, limit, signal } = options;
-    const start: StatusParameters = {};
-    if (pattern !== undefined) start.pattern = pattern;
-    if (limit !== undefined) start.limit = limit;
-    const rpc = signal === undefined ? {} : { signal };
-    let page = await this.#messages.rpc<StatusResult>(
-      "status",
-      start as Record<string, unknown>,
-      rpc,
+  status(options: StatusOptions = {}): Promise<StatusResult> {
+    const rpc = options.signal === undefined ? {} : { signal: options.signal };
+    return readStatus(
+      (parameters) =>
+        this.#messages.rpc<StatusResult>(
+          "status",
+          parameters as Record<string, unknown>,
+          rpc,
+        ),
+      options,
     );
-    const locks: StatusLock[] = [];
-    while (true) {
-      for (const lock of page.locks) {
-        const last = locks.at(-1);
-        if (last?.more && last.name === lock.name) {
-          last.holders.push(...lock.holders);
-          last.waiters.push(...lock.waiters);
-        } else {
-          locks.push(lock);
-        }
-        if (!lock.more) delete locks.at(-1)!.more;
-      }
-      if (page.next === undefined) break;
-      page = await this.#messages.rpc<StatusResult>(
-        "status",
-        { cursor: page.next },
-        rpc,
-      );
-    }
-    for (const lock of locks) delete lock.more;
-    locks.sort((a, b) => a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
-    return { ...page, locks };
   }
 
   /**

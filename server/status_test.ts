@@ -1,12 +1,11 @@
 import assert from "node:assert/strict";
-import fc from "fast-check";
 import type { Connection } from "../message/connection.ts";
 import { MessageError } from "../message/errors.ts";
 import type { StatusLock, StatusResult } from "../protocol/lock_protocol.ts";
 import { LocalLockSpace, type LockSpaceEvents } from "./lock_space.ts";
 import type { Ticket } from "./outcomes.ts";
 import { Session } from "./session.ts";
-import { jsonBytes, PAGE_BYTES, StatusReports } from "./status.ts";
+import { PAGE_BYTES, StatusReports } from "./status.ts";
 
 function test(name: string, fn: () => void | Promise<void>): void {
   Deno.test({ name, permissions: "none", fn });
@@ -93,22 +92,6 @@ function readAll(
     pages++;
   }
 }
-
-test("jsonBytes() is the UTF-8 size of JSON.stringify, for any string", () => {
-  const unit = fc.integer({ min: 0, max: 0xffff }).map((c) =>
-    String.fromCharCode(c)
-  );
-  fc.assert(
-    fc.property(fc.string({ unit }), (text) => {
-      assert.equal(
-        jsonBytes(text),
-        encoder.encode(JSON.stringify(text)).length,
-      );
-    }),
-    { numRuns: 5_000 },
-  );
-  assert.equal(jsonBytes('😀\ud800"\n\u0001é'), 4 + 6 + 2 + 2 + 6 + 2 + 2);
-});
 
 test("a small report is one page, with every lock and its totals", () => {
   const { space, reports } = setup();
