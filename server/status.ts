@@ -145,7 +145,7 @@ export class StatusReports {
     } else if (scan === undefined || scan.cursor !== cursor) {
       throw new MessageError(
         "invalid_parameters",
-        `Status cursor "${cursor}" is not this connection's report in progress (it ended, was replaced, or waited over ${this.#idleMs} ms): ask again without "cursor"`,
+        `Status cursor "${cursor}" is not the next page of this connection's report (used already, or the report ended, was replaced or waited over ${this.#idleMs} ms): ask again without "cursor"`,
       );
     }
     const page = this.#page(scan.page(this.#pageBytes, SCAN_UNITS));
@@ -198,8 +198,13 @@ export class StatusReports {
  * listing, and what it has counted.
  */
 export class StatusScan {
-  /** The `next` of its pages. */
-  readonly cursor: string;
+  /**
+   * The `next` of its last page: good for one page, so requests pipelined
+   * with the same cursor are refused, not answered page after page.
+   */
+  get cursor(): string {
+    return `${this.#id}.${this.#pages}`;
+  }
   /** What it counted so far; the whole count once it is done. */
   readonly totals: StatusTotals = { locks: 0, holders: 0, waiters: 0 };
   readonly #space: Space;
@@ -210,6 +215,8 @@ export class StatusScan {
   #current: { name: string; holders: number; waiters: number } | undefined;
   #done = false;
   #timer: ReturnType<typeof setTimeout> | undefined;
+  readonly #id: string;
+  #pages = 0;
   /** When the walk started (ms since the epoch). */
   readonly #started = Date.now();
 
@@ -217,18 +224,18 @@ export class StatusScan {
    * Starts a walk.
    *
    * @param space Where the locks are.
-   * @param cursor What its pages' `next` is.
+   * @param id What its pages' `next` starts with, unique in the process.
    * @param match Which names to list and count; all without it.
    * @param limit How many locks to list.
    */
   constructor(
     space: Space,
-    cursor: string,
+    id: string,
     match: ((name: string) => boolean) | undefined,
     limit: number,
   ) {
     this.#space = space;
-    this.cursor = cursor;
+    this.#id = id;
     this.#names = space.names()[Symbol.iterator]();
     this.#match = match;
     this.#unlisted = limit;
@@ -248,6 +255,7 @@ export class StatusScan {
    */
   page(maxBytes: number, maxUnits: number): StatusLock[] {
     clearTimeout(this.#timer);
+    this.#pages++;
     const locks: StatusLock[] = [];
     const budget = { bytes: maxBytes - PAGE_OVERHEAD, first: true };
     const cost = this.#match === undefined ? 0 : 1 / 4096;

@@ -229,6 +229,22 @@ test("a new report replaces the one in progress; its cursor is refused", () => {
     (error) =>
       error instanceof MessageError && error.code === "invalid_parameters",
   );
+  const next = reports.answer({
+    command: "status",
+    id: 4,
+    parameters: { cursor: second.next },
+  }, asker)!;
+  assert.notEqual(next.next, second.next, "a cursor is good for one page");
+  assert.throws(
+    () =>
+      reports.answer({
+        command: "status",
+        id: 5,
+        parameters: { cursor: second.next },
+      }, asker),
+    (error) =>
+      error instanceof MessageError && error.code === "invalid_parameters",
+  );
   asker.end("peer_closed");
   assert.equal(asker.statusScan, undefined, "a closed connection's is let go");
 });
