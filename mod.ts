@@ -23,15 +23,20 @@
  * @module
  */
 
+export { connect, LockClient } from "./client/client.ts";
+export type {
+  ConnectOptions,
+  LockOptions,
+  ServerAddress,
+} from "./client/options.ts";
+export type { StatusOptions } from "./client/status_report.ts";
+export { Lock, type LockEventMap } from "./client/lock.ts";
 export {
-  connect,
-  type ConnectOptions,
-  LockClient,
-  type LockOptions,
-  type StatusOptions,
-} from "./client/client.ts";
-export { Lock } from "./client/lock.ts";
-export { LockLostError, LockTimeoutError } from "./client/errors.ts";
+  LockLostError,
+  LockTimeoutError,
+  type LostReason,
+  RequestRefusedError,
+} from "./client/errors.ts";
 export {
   ConnectionError,
   ProtocolError,

@@ -10,6 +10,7 @@
  */
 
 import type { LockMode } from "../protocol/lock_protocol.ts";
+import { CycleSearch } from "./deadlock.ts";
 
 export type { LockMode };
 
@@ -303,7 +304,8 @@ export class LockTable<O, T> {
    * `before` (or at the tail when `null`), would wait for itself: the owners it
    * would wait for are the holders whose mode conflicts with it and the
    * conflicting requests ahead of it in the queue, and so on transitively
-   * through what those owners wait for. Costs O(requests reached).
+   * through what those owners wait for. Each owner is visited once and each
+   * queue entry at most once per mode: O(owners and requests reached).
    */
   #closesCycle(
     requester: O,
@@ -311,16 +313,14 @@ export class LockTable<O, T> {
     mode: LockMode,
     before: Entry<O, T> | null,
   ): boolean {
-    const seen = new Set<O>();
-    const pending: O[] = [];
-    blockers(lock, mode, before, pending);
-    while (pending.length > 0) {
-      const owner = pending.pop()!;
-      if (owner === requester) return true;
-      if (seen.has(owner)) continue;
-      seen.add(owner);
-      for (const entry of this.#owners.get(owner)?.values() ?? []) {
-        if (!entry.held) blockers(entry.lock, entry.mode, entry, pending);
+    const search = new CycleSearch(requester);
+    if (search.blockers(lock, mode, before)) return true;
+    // The list grows while it is read: each owner found is visited in turn.
+    for (let i = 0; i < search.found.length; i++) {
+      for (const entry of this.#owners.get(search.found[i]!)?.values() ?? []) {
+        if (!entry.held && search.blockers(entry.lock, entry.mode, entry)) {
+          return true;
+        }
       }
     }
     return false;
@@ -368,29 +368,6 @@ export class LockTable<O, T> {
       this.#hold(lock, head, token);
       granted.push(head);
       head = lock.head;
-    }
-  }
-}
-
-/** Adds the owners a request in `mode`, queued before `stop`, waits for. */
-function blockers<O, T>(
-  lock: Lock<O, T>,
-  mode: LockMode,
-  stop: Entry<O, T> | null,
-  into: O[],
-): void {
-  for (const holder of lock.holders) {
-    if (mode === "exclusive" || holder.mode === "exclusive") {
-      into.push(holder.owner);
-    }
-  }
-  for (
-    let entry = lock.head;
-    entry !== stop && entry !== null;
-    entry = entry.next
-  ) {
-    if (mode === "exclusive" || entry.mode === "exclusive") {
-      into.push(entry.owner);
     }
   }
 }

@@ -55,7 +55,6 @@ Deno.test("the audit log records every grant, release, timeout, refusal and forc
             LockTimeoutError,
           );
           assert.equal(await c.tryLock("audit.x"), null);
-          await assert.rejects(b.lock("audit.x"), remote("already_held"));
           const y = await a.lock("audit.y");
           tokens.y = y.token;
           const controller = new AbortController();
@@ -121,7 +120,6 @@ Deno.test("the audit log records every grant, release, timeout, refusal and forc
           { event: "grant", lock: "audit.x", token: tokens.x2, ...B },
           { event: "timeout", lock: "audit.x", ...C, mode: "shared" },
           { event: "refusal", lock: "audit.x", ...C, code: "busy" },
-          { event: "refusal", lock: "audit.x", ...B, code: "already_held" },
           { event: "grant", lock: "audit.y", token: tokens.y, ...A },
           { event: "refusal", lock: "audit.y", ...B, code: "deadlock" },
           { event: "withdraw", lock: "audit.x", ...A },
