@@ -25,7 +25,7 @@ import { markCommand, withLockFlags } from "./cli/lock_flags.ts";
 import { ADMIN_SECRET_VARIABLE, release } from "./cli/release.ts";
 import { run } from "./cli/run.ts";
 import { serve } from "./cli/serve.ts";
-import { status } from "./cli/status.ts";
+import { parseLimit, status } from "./cli/status.ts";
 import { tryLock } from "./cli/try_lock.ts";
 import { VERSION } from "./protocol/version.ts";
 import { DEFAULT_PORT } from "./protocol/lock_protocol.ts";
@@ -156,10 +156,12 @@ export async function main(args: string[]): Promise<number> {
     });
 
   withConnectionFlags(program.command("status"))
-    .description("show every lock with its holders and waiters")
+    .description("show the locks with their holders and waiters")
+    .argument("[pattern]", "only locks whose name matches (* and ?)")
+    .option("--limit <locks>", "list at most this many locks", parseLimit)
     .option("--json", "print the server's reply as JSON")
-    .action(async (options) => {
-      code = await status(options);
+    .action(async (pattern: string | undefined, options) => {
+      code = await status(pattern, options);
     });
 
   if (args[0] === "run") {

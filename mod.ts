@@ -29,6 +29,7 @@ export type {
   LockOptions,
   ServerAddress,
 } from "./client/options.ts";
+export type { StatusOptions } from "./client/status_report.ts";
 export { Lock, type LockEventMap } from "./client/lock.ts";
 export {
   LockLostError,

@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { MessageClient } from "../message/client.ts";
+import type { MessageClient, RpcOptions } from "../message/client.ts";
 import type { CloseInfo } from "../message/connection.ts";
 import {
   ConnectionError,
@@ -24,6 +24,7 @@ import { MAX_WAIT_MS } from "../protocol/lock_protocol.ts";
 import { LockTimeoutError, RequestRefusedError } from "./errors.ts";
 import { Farewell, type FarewellMessage } from "./farewell.ts";
 import { Lock } from "./lock.ts";
+import { readStatus, type StatusOptions } from "./status_report.ts";
 import {
   checkLockArguments,
   LOCK_REPLY_GRACE_MS,
@@ -259,15 +260,42 @@ export class LockClient implements AsyncDisposable {
   }
 
   /**
-   * Asks the server for every lock with its holders and waiters.
+   * Asks the server for the locks with their holders and waiters. The server
+   * sends the report in pages of bounded size, which this method asks for one
+   * after the other and joins, so no report is too large for the connection:
+   * asking for status never costs a lock. The pages are not one snapshot:
+   * a lock taken or released meanwhile may be listed or not.
    *
-   * @returns The server's status report.
+   * @param options Which locks (`pattern`: `*` any run of characters, `?`
+   *   any one), how many at most (`limit`; the totals count every match),
+   *   and a signal to stop waiting.
+   * @returns The whole report, its locks sorted by name, with its `totals`.
+   * @throws {RequestRefusedError} `invalid_parameters` for a bad pattern or
+   *   limit.
    * @throws {ConnectionError} When the connection closes first.
-   * @throws {RequestTimeoutError} When the server does not answer in time;
-   *   the connection and its locks stay as they are.
+   * @throws {RequestTimeoutError} When the server does not answer a page in
+   *   time; the connection and its locks stay as they are.
+   *
+   * @example The locks of one family, and how many there are
+   * ```ts ignore
+   * const report = await client.status({ pattern: "jobs.*", limit: 20 });
+   * console.log(`${report.locks.length} of ${report.totals?.locks}`);
+   * ```
    */
-  status(): Promise<StatusResult> {
-    return this.#rpc<StatusResult>("status");
+  status(options: StatusOptions = {}): Promise<StatusResult> {
+    const rpc: RpcOptions = { timeout: this.#timeout };
+    if (options.signal !== undefined) rpc.signal = options.signal;
+    return readStatus(async (parameters) => {
+      try {
+        return await this.#messages.rpc<StatusResult>(
+          "status",
+          parameters as Record<string, unknown>,
+          rpc,
+        );
+      } catch (error) {
+        throw this.#refused(error);
+      }
+    }, options);
   }
 
   /**

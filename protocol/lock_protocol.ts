@@ -108,6 +108,11 @@ export interface StatusEntry {
   mode: LockMode;
   /** When the lock was granted (holders) or asked for (waiters), ISO 8601. */
   since: string;
+  /**
+   * Seconds since then, by the server's clock (millisecond precision): how
+   * long it has held, or waited.
+   */
+  elapsed: number;
   /** The fencing token of the grant (holders only). */
   token?: number;
   /** The label the client gave in `hello`, if any. */
@@ -147,9 +152,52 @@ export interface StatusLock {
   holders: StatusEntry[];
   /** Waiters, first in line first. */
   waiters: StatusEntry[];
+  /**
+   * `true` when the page ended inside this lock: the next page starts with
+   * the same lock and the rest of its holders and waiters.
+   */
+  more?: true;
 }
 
-/** The `result` of a `status` request. */
+/** The most locks a `status` request may ask to list. */
+export const MAX_STATUS_LIMIT = 1_000_000_000;
+
+/** The longest `pattern` of a `status` request, in characters. */
+export const MAX_STATUS_PATTERN_LENGTH = 1024;
+
+/** The `parameters` of a `status` request; every one is optional. */
+export interface StatusParameters {
+  /**
+   * List only the locks whose name matches this pattern: `*` matches any run
+   * of characters, `?` any one, everything else itself.
+   *
+   * @default {Every lock}
+   */
+  pattern?: string;
+  /**
+   * List at most this many locks; the totals still count every match.
+   *
+   * @default {No limit}
+   */
+  limit?: number;
+  /**
+   * Continue the report: the `next` of the page before. The pattern and the
+   * limit are those of the request that started the report.
+   */
+  cursor?: string;
+}
+
+/** What the last page of a report counts: every matching lock. */
+export interface StatusTotals {
+  /** Locks that match the pattern, listed or not. */
+  locks: number;
+  /** Their holders. */
+  holders: number;
+  /** Their waiters. */
+  waiters: number;
+}
+
+/** The `result` of a `status` request: one page of the report. */
 export interface StatusResult {
   /** Always `ok`. */
   status: "ok";
@@ -171,8 +219,61 @@ export interface StatusResult {
     /** Accepted since start-up. */
     total: number;
   };
-  /** Every lock held or waited for, by name. */
+  /**
+   * Locks held or waited for, on this page: in the server's order (the
+   * longest held or waited for first), the client library sorts them by name.
+   */
   locks: StatusLock[];
+  /** Present when more pages follow: send it as `cursor` for the next one. */
+  next?: string;
+  /** On the last page (no `next`): what the whole report counted. */
+  totals?: StatusTotals;
+}
+
+/**
+ * Checks the `parameters` of a `status` request.
+ *
+ * @param value The `parameters` received (absent is fine).
+ * @returns The parameters, or why they are invalid.
+ */
+export function parseStatusParameters(
+  value: unknown,
+): StatusParameters | ParameterError {
+  if (value === undefined) return {};
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    return invalid('"parameters" must be an object');
+  }
+  const { pattern, limit, cursor } = value as Record<string, unknown>;
+  const parameters: StatusParameters = {};
+  if (cursor !== undefined) {
+    if (typeof cursor !== "string") {
+      return invalid('"cursor" must be the "next" of the page before');
+    }
+    parameters.cursor = cursor;
+  }
+  if (pattern !== undefined) {
+    if (
+      typeof pattern !== "string" || pattern.length === 0 ||
+      pattern.length > MAX_STATUS_PATTERN_LENGTH
+    ) {
+      return invalid(
+        `"pattern" must be a string of 1 to ${MAX_STATUS_PATTERN_LENGTH} characters`,
+      );
+    }
+    parameters.pattern = pattern;
+  }
+  if (limit !== undefined) {
+    if (
+      typeof limit !== "number" || !Number.isInteger(limit) || limit < 0 ||
+      limit > MAX_STATUS_LIMIT
+    ) {
+      return invalid(
+        `"limit" must be an integer from 0 to ${MAX_STATUS_LIMIT}`,
+      );
+    }
+    parameters.limit = limit;
+  }
+  return parameters;
 }
 
 /**

@@ -32,7 +32,7 @@ import {
   type RequestBudgetLimits,
 } from "./request_budget.ts";
 import { Sessions } from "./session.ts";
-import { statusReport } from "./status.ts";
+import { StatusReports } from "./status.ts";
 
 export type { HoldAlarmSettings };
 
@@ -140,7 +140,7 @@ export class LockServer implements AsyncDisposable {
   readonly #space: LockSpace<Ticket>;
   readonly #budget: RequestBudget<Ticket>;
   readonly #sessions = new Sessions();
-  readonly #startedAt = Date.now();
+  readonly #status: StatusReports;
 
   /**
    * Starts listening at once.
@@ -177,6 +177,13 @@ export class LockServer implements AsyncDisposable {
       this.#budget = new RequestBudget(budget),
     );
     const space = this.#space = outcomes.space;
+    const status = this.#status = new StatusReports(space, {
+      startedAt: Date.now(),
+      connections: () => ({
+        current: this.#server.connections.size,
+        total: sessions.opened,
+      }),
+    }, { maxOutputBytes: options.maxOutputBytes });
     const { secret, authDeadline = 10_000 } = options;
     const commands = new LockCommands(outcomes, journal, {
       maxLockNameLength: options.maxLockNameLength ??
@@ -197,7 +204,8 @@ export class LockServer implements AsyncDisposable {
         hello: (message, connection) =>
           commands.hello(message, sessions.of(connection)),
         ping: () => PONG,
-        status: () => this.status(),
+        status: (message, connection) =>
+          status.answer(message, sessions.of(connection)),
         lock: (message, connection) =>
           commands.lock(message, sessions.of(connection)),
         release: (message, connection) =>
@@ -246,15 +254,13 @@ export class LockServer implements AsyncDisposable {
   }
 
   /**
-   * Every lock with its holders and waiters, and the server's counters.
+   * Every lock with its holders and waiters, sorted by name, and the server's
+   * counters: the whole report at once, which the network's `status` sends
+   * in pages.
    *
-   * @returns What the `status` request answers.
+   * @returns The report, with its totals.
    */
   status(): StatusResult {
-    return statusReport(this.#space, {
-      startedAt: this.#startedAt,
-      current: this.#server.connections.size,
-      total: this.#sessions.opened,
-    });
+    return this.#status.whole();
   }
 }

@@ -9,6 +9,7 @@
  */
 
 import type { CloseReason, Connection } from "../message/connection.ts";
+import type { StatusScan } from "./status.ts";
 
 /** How many lock names the log line of a closed connection lists. */
 export const MAX_LOGGED_NAMES = 10;
@@ -36,6 +37,8 @@ export class Session {
   releasedCount = 0;
   /** The first {@linkcode MAX_LOGGED_NAMES} of them, for the log line. */
   releasedNames: string[] | undefined = undefined;
+  /** The connection's `status` report in progress, if any. */
+  statusScan: StatusScan | undefined = undefined;
   #authTimer: ReturnType<typeof setTimeout> | undefined;
 
   /**
@@ -79,6 +82,8 @@ export class Session {
   end(reason: CloseReason): void {
     this.closeReason = reason;
     clearTimeout(this.#authTimer);
+    this.statusScan?.stop();
+    this.statusScan = undefined;
   }
 
   /**

@@ -280,6 +280,7 @@ Deno.test("status prints every lock with its holder and waiters in queue order",
   const id = (client: LockClient) => client.server.connectionId;
   const peer = "127\\.0\\.0\\.1:\\d+";
   const iso = "\\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\d\\.\\d{3}Z";
+  const held = "\\d+\\.\\ds";
   assert.match(
     result.stdout,
     new RegExp(
@@ -288,13 +289,14 @@ Deno.test("status prints every lock with its holder and waiters in queue order",
         `lock "jobs" \\(exclusive\\)`,
         `  held by connection ${
           id(holder)
-        } from ${peer} since ${iso}, token ${lock.token}`,
+        } from ${peer} for ${held} \\(since ${iso}\\), token ${lock.token}`,
         `  1\\. waiting: connection ${
           id(first)
-        } from ${peer} \\(exclusive\\) since ${iso}`,
+        } from ${peer} \\(exclusive\\) for ${held} \\(since ${iso}\\)`,
         `  2\\. waiting: connection ${
           id(second)
-        } from ${peer} \\(shared\\) since ${iso}`,
+        } from ${peer} \\(shared\\) for ${held} \\(since ${iso}\\)`,
+        "1 lock: 1 holder, 2 waiters",
         "$",
       ].join("\n"),
     ),
@@ -328,8 +330,14 @@ const ISO_DATE = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
 
 /** Checks every field of a status report against the documented schema. */
 function assertStatusSchema(value: unknown): asserts value is StatusResult {
-  assertKeys(value, ["status", "server", "connections", "locks"], "status");
-  const { status, server, connections, locks } = value as StatusResult;
+  assertKeys(
+    value,
+    ["status", "server", "connections", "locks", "totals"],
+    "status",
+  );
+  const { status, server, connections, locks, totals } = value as StatusResult;
+  assertKeys(totals, ["locks", "holders", "waiters"], "totals");
+  assert.equal(totals!.locks, locks.length);
   assert.equal(status, "ok");
   assertKeys(server, ["version", "protocol", "startedAt", "uptime"], "server");
   assert.match(server.version, /^\d+\.\d+\.\d+/);
@@ -354,7 +362,7 @@ function assertStatusSchema(value: unknown): asserts value is StatusResult {
     ) {
       for (const request of list) {
         // `label` is there only for a client that gave one.
-        const keys = ["connectionId", "peer", "mode", "since"];
+        const keys = ["connectionId", "peer", "mode", "since", "elapsed"];
         if ("label" in request) {
           keys.push("label");
           assert.equal(typeof request.label, "string");
@@ -367,6 +375,7 @@ function assertStatusSchema(value: unknown): asserts value is StatusResult {
         );
         assert.ok(["exclusive", "shared"].includes(request.mode));
         assert.match(request.since, ISO_DATE);
+        assert.ok(typeof request.elapsed === "number" && request.elapsed >= 0);
         if (token) {
           assert.ok(Number.isInteger(request.token) && request.token! > 0);
         }

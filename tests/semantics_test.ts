@@ -624,14 +624,17 @@ Deno.test("status() reports locks by name with holders, waiters, connections and
     StatusLock,
     StatusLock,
   ];
-  // The fields that vary (peer, since) are checked below, on their own.
+  // The fields that vary (peer, since, elapsed) are checked below, on their
+  // own.
   const entry = (client: LockClient, mode: string, token?: number) => ({
     connectionId: client.server.connectionId,
     mode,
     ...(token === undefined ? {} : { token }),
   });
   const fixed = (list: StatusLock["holders"]) =>
-    list.map(({ since: _since, peer: _peer, ...rest }) => rest);
+    list.map(({ since: _since, peer: _peer, elapsed: _elapsed, ...rest }) =>
+      rest
+    );
   assert.equal(alphaState.mode, "shared");
   assert.deepEqual(fixed(alphaState.holders), [
     entry(d, "shared", alpha.token),
@@ -659,6 +662,12 @@ Deno.test("status() reports locks by name with holders, waiters, connections and
       const since = Date.parse(request.since);
       assert.equal(new Date(since).toISOString(), request.since);
       assert.ok(before <= since && since <= asked, request.since);
+      // Held or waited for from `since` to the reply, by the server's clock.
+      assert.ok(request.elapsed >= 0, `${request.elapsed}`);
+      assert.ok(
+        request.elapsed <= (after - since) / 1000,
+        `${request.elapsed}`,
+      );
     }
   }
   // Peers are the clients' own addresses: distinct per connection.
