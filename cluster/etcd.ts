@@ -288,17 +288,22 @@ export class EtcdClient {
     for (let tried = 0;; tried++) {
       signal?.throwIfAborted();
       const endpoint = this.endpoint;
-      const timeout = AbortSignal.timeout(this.#timeoutMs);
       try {
-        const response = await fetch(endpoint + path, {
-          method: "POST",
-          headers: { "content-type": "application/json" },
-          body: json,
-          signal: signal ? AbortSignal.any([signal, timeout]) : timeout,
-        });
-        const answer = await response.json();
-        if (response.ok) return answer;
-        const error = etcdError(path, answer, response.status);
+        const [ok, status, answer] = await withTimeout(
+          this.#timeoutMs,
+          signal,
+          async (bounded) => {
+            const response = await fetch(endpoint + path, {
+              method: "POST",
+              headers: { "content-type": "application/json" },
+              body: json,
+              signal: bounded,
+            });
+            return [response.ok, response.status, await response.json()];
+          },
+        );
+        if (ok) return answer;
+        const error = etcdError(path, answer, status);
         if (error.code !== UNAVAILABLE) throw error;
         last = error;
       } catch (error) {
@@ -320,6 +325,37 @@ export class EtcdClient {
       // hammered.
       if ((tried + 1) % this.#endpoints.length === 0) await delay(100, signal);
     }
+  }
+}
+
+/**
+ * Runs `run` with a signal that aborts after `ms`, or when `signal` does; the
+ * timer is cleared as soon as `run` settles.
+ *
+ * @param ms The bound, in milliseconds.
+ * @param signal Aborts earlier.
+ * @param run What to bound.
+ * @returns What `run` returns.
+ */
+export async function withTimeout<T>(
+  ms: number,
+  signal: AbortSignal | undefined,
+  run: (signal: AbortSignal) => Promise<T>,
+): Promise<T> {
+  const timeout = new AbortController();
+  const timer = setTimeout(
+    () =>
+      timeout.abort(
+        new DOMException(`Timed out after ${ms} ms`, "TimeoutError"),
+      ),
+    ms,
+  );
+  try {
+    return await run(
+      signal ? AbortSignal.any([signal, timeout.signal]) : timeout.signal,
+    );
+  } finally {
+    clearTimeout(timer);
   }
 }
 

@@ -16,7 +16,7 @@
 
 import { PklockError } from "../protocol/errors.ts";
 import { delay } from "../message/io.ts";
-import type { EtcdClient } from "./etcd.ts";
+import { type EtcdClient, withTimeout } from "./etcd.ts";
 
 /** Options of {@linkcode NodeLease.grant}. */
 export interface NodeLeaseOptions {
@@ -172,9 +172,10 @@ export class NodeLease implements AsyncDisposable {
     while (!(await delay(pause, stop))) {
       const sent = this.#now();
       try {
-        const ttl = await this.#etcd.leaseKeepAlive(
-          this.id,
-          AbortSignal.any([stop, AbortSignal.timeout(every)]),
+        const ttl = await withTimeout(
+          every,
+          stop,
+          (signal) => this.#etcd.leaseKeepAlive(this.id, signal),
         );
         if (ttl <= 0) {
           this.#lose(`Node lease ${this.id} lost: etcd says it has expired`);
