@@ -15,13 +15,20 @@
  * @module
  */
 
-import type { LockMode } from "../protocol/lock_protocol.ts";
+import {
+  type AcquireOptions,
+  type AcquireResult,
+  ClusterRequest,
+  OwnRequests,
+} from "./own_requests.ts";
+
+export { type AcquireOptions, type AcquireResult, ClusterRequest };
 import { delay } from "../message/io.ts";
 import { type EtcdClient, EtcdError } from "./etcd.ts";
-import { EtcdCompactedError, watch } from "./etcd_watch.ts";
-import type { KeyValue, TxnOp } from "./etcd_codec.ts";
+import type { TxnOp } from "./etcd_codec.ts";
+import { MirrorFeed } from "./mirror_feed.ts";
 import {
-  LockMirror,
+  type LockMirror,
   lockPrefix,
   type MirroredRequest,
   requestKey,
@@ -54,69 +61,8 @@ export interface LockSpaceOptions {
   onLost: (request: ClusterRequest, reason: string) => void;
 }
 
-/** What {@linkcode EtcdLockSpace.acquire} asks. */
-export interface AcquireOptions {
-  /**
-   * The mode.
-   *
-   * @default {"exclusive"}
-   */
-  mode?: LockMode | undefined;
-  /**
-   * Whether to queue when the lock is taken; otherwise the answer is
-   * `"busy"`.
-   *
-   * @default {true}
-   */
-  wait?: boolean | undefined;
-  /** Who asks, for status. */
-  peer?: string | undefined;
-  /** The client's label, for status. */
-  label?: string | undefined;
-}
-
-/** The answer of {@linkcode EtcdLockSpace.acquire}. */
-export type AcquireResult =
-  | { status: "granted"; request: ClusterRequest }
-  | { status: "queued"; request: ClusterRequest }
-  | { status: "busy" };
-
-type State = "pending" | "waiting" | "marking" | "held" | "ended";
-
-/** One request of this node, from acquire to its end. */
-export class ClusterRequest {
-  /** The fencing token, once held; 0 before. */
-  token = 0;
-  /** The revision that queued it (its place in line); 0 before it is known. */
-  createRevision = 0;
-  /** @internal */
-  state: State = "pending";
-  /** @internal Settles once the acquire txn has answered. */
-  queued: Promise<unknown> = Promise.resolve();
-
-  /**
-   * @param key Its etcd key.
-   * @param name The lock's name.
-   * @param mode Its mode.
-   * @param conn Its connection.
-   */
-  constructor(
-    readonly key: string,
-    readonly name: string,
-    readonly mode: LockMode,
-    readonly conn: number,
-  ) {}
-
-  /** Whether it holds the lock. */
-  get held(): boolean {
-    return this.state === "held";
-  }
-}
-
 /** etcd's default `--max-txn-ops`. */
 const MAX_TXN_OPS = 128;
-/** Keys read per page when listing. */
-const PAGE = 1_000;
 /** The pause before retrying a write etcd did not take. */
 const RETRY_AFTER_MS = 100;
 
@@ -134,8 +80,6 @@ const RETRY_AFTER_MS = 100;
  * ```
  */
 export class EtcdLockSpace implements AsyncDisposable {
-  /** Every request of the cluster, as of the watch's revision. */
-  readonly mirror: LockMirror;
   /** Added to every revision to make a fencing token. */
   readonly tokenBase: number;
   readonly #etcd: EtcdClient;
@@ -143,10 +87,9 @@ export class EtcdLockSpace implements AsyncDisposable {
   readonly #node: string;
   readonly #root: string;
   readonly #options: LockSpaceOptions;
-  readonly #own = new Map<string, ClusterRequest>();
-  readonly #byName = new Map<string, Set<ClusterRequest>>();
+  readonly #own = new OwnRequests();
   readonly #closed = new AbortController();
-  #following: Promise<void> = Promise.resolve();
+  #feed: MirrorFeed | null = null;
   #seq = 0;
 
   private constructor(
@@ -161,7 +104,6 @@ export class EtcdLockSpace implements AsyncDisposable {
     this.#root = options.prefix ?? "/pklock/v1";
     this.#options = options;
     this.tokenBase = tokenBase;
-    this.mirror = new LockMirror(this.#root);
   }
 
   /**
@@ -187,12 +129,22 @@ export class EtcdLockSpace implements AsyncDisposable {
       value: JSON.stringify({ since: Date.now() }),
       lease: lease.id,
     });
-    await space.#list();
+    space.#feed = await MirrorFeed.open(etcd, {
+      root,
+      progressTimeoutMs: options.progressTimeoutMs,
+      signal: AbortSignal.any([space.#closed.signal, lease.lost]),
+      onChange: (touched, deleted) => space.#changed(touched, deleted),
+      onReset: () => space.#reset(),
+    });
     lease.lost.addEventListener("abort", () => space.#leaseLost(), {
       once: true,
     });
-    space.#following = space.#follow();
     return space;
+  }
+
+  /** Every request of the cluster, as of the watch's revision. */
+  get mirror(): LockMirror {
+    return this.#feed!.mirror;
   }
 
   /**
@@ -215,18 +167,10 @@ export class EtcdLockSpace implements AsyncDisposable {
     const mode = options.mode ?? "exclusive";
     const wait = options.wait ?? true;
     const seq = ++this.#seq;
-    const key = requestKey(this.#root, {
-      name,
-      mode,
-      node: this.#node,
-      conn,
-      seq,
-    });
+    const node = this.#node;
+    const key = requestKey(this.#root, { name, mode, node, conn, seq });
     const request = new ClusterRequest(key, name, mode, conn);
-    this.#own.set(key, request);
-    const ofName = this.#byName.get(name);
-    if (ofName) ofName.add(request);
-    else this.#byName.set(name, new Set([request]));
+    this.#own.add(request);
     const value: RequestValue = {
       since: Date.now(),
       peer: options.peer,
@@ -246,14 +190,9 @@ export class EtcdLockSpace implements AsyncDisposable {
     });
     // A retried txn whose first try committed finds its own key: the failure
     // branch reads it, so its real place in line is known.
+    const free = { key: conflict, prefix: true, value: 0 } as const;
     const asked = this.#etcd.txn(
-      [{
-        key: conflict,
-        prefix: true,
-        target: "create",
-        result: "==",
-        value: 0,
-      }],
+      [{ ...free, target: "create", result: "==" }],
       [put(true)],
       wait ? [put(false), { range: { key } }] : [{ range: { key } }],
     );
@@ -262,11 +201,12 @@ export class EtcdLockSpace implements AsyncDisposable {
     try {
       answer = await asked;
     } catch (error) {
-      this.#end(request);
+      this.#own.end(request);
       throw error;
     }
+    this.#feed!.seen(answer.revision);
     if (this.#lease.lost.aborted) {
-      this.#end(request);
+      this.#own.end(request);
       throw this.#lease.lost.reason;
     }
     if (request.state === "ended") {
@@ -282,7 +222,7 @@ export class EtcdLockSpace implements AsyncDisposable {
     }
     const mine = answer.responses.at(-1)?.range?.kvs[0];
     if (!wait) {
-      this.#end(request);
+      this.#own.end(request);
       if (mine) await this.#deleteKeys([key]);
       return { status: "busy" };
     }
@@ -303,7 +243,7 @@ export class EtcdLockSpace implements AsyncDisposable {
   async release(request: ClusterRequest): Promise<boolean> {
     if (request.state === "ended") return false;
     const held = request.state === "held";
-    this.#end(request);
+    this.#own.end(request);
     await request.queued;
     await this.#deleteKeys([request.key]);
     return held;
@@ -316,8 +256,8 @@ export class EtcdLockSpace implements AsyncDisposable {
    * @param conn The connection.
    */
   async disconnect(conn: number): Promise<void> {
-    const requests = [...this.#own.values()].filter((r) => r.conn === conn);
-    for (const request of requests) this.#end(request);
+    const requests = this.#own.ofConn(conn);
+    for (const request of requests) this.#own.end(request);
     await Promise.all(requests.map((r) => r.queued));
     await this.#deleteKeys(requests.map((r) => r.key));
   }
@@ -335,83 +275,29 @@ export class EtcdLockSpace implements AsyncDisposable {
   /** Stops following etcd; the requests' keys stay until the lease goes. */
   async [Symbol.asyncDispose](): Promise<void> {
     this.#closed.abort();
-    await this.#following;
+    await this.#feed?.done;
   }
 
-  async #list(): Promise<void> {
-    const prefix = `${this.#root}/q/`;
-    const kvs: KeyValue[] = [];
-    let revision = 0;
-    let from = prefix;
-    while (true) {
-      const page = await this.#etcd.range({
-        key: from,
-        end: `${this.#root}/q0`, // the end of the prefix: "0" follows "/"
-        limit: PAGE,
-        revision: revision || undefined,
-      });
-      revision ||= page.revision;
-      kvs.push(...page.kvs);
-      if (!page.more || page.kvs.length === 0) break;
-      from = `${page.kvs.at(-1)!.key}\0`;
-    }
-    this.mirror.reset(kvs, revision);
-    for (const request of [...this.#own.values()]) {
+  /** After a re-list: requests whose keys went meanwhile are lost. */
+  #reset(): void {
+    for (const request of this.#own.all()) {
       if (request.state === "pending") continue;
       if (!this.mirror.get(request.key)) {
-        this.#lost(request, "Its key was deleted");
+        this.#lost(request, "Its key was deleted by another party");
       } else this.#consider(request);
     }
   }
 
-  async #follow(): Promise<void> {
-    const signal = AbortSignal.any([this.#closed.signal, this.#lease.lost]);
-    while (!signal.aborted) {
-      const batches = watch(this.#etcd, {
-        key: `${this.#root}/q/`,
-        prefix: true,
-      }, {
-        startRevision: this.mirror.revision + 1,
-        progressTimeoutMs: this.#options.progressTimeoutMs,
-        signal,
-      });
-      try {
-        for await (const batch of batches) {
-          this.#apply(batch.events, batch.revision);
-        }
-      } catch (error) {
-        if (!(error instanceof EtcdCompactedError)) throw error;
-        await this.#relist(signal);
-      }
-    }
-  }
-
-  async #relist(signal: AbortSignal): Promise<void> {
-    while (!signal.aborted) {
-      try {
-        return await this.#list();
-      } catch (error) {
-        if (!(error instanceof EtcdError)) throw error;
-        await delay(RETRY_AFTER_MS, signal);
-      }
-    }
-  }
-
-  #apply(
-    events: { type: "put" | "delete"; kv: KeyValue }[],
-    revision: number,
-  ): void {
-    const deleted: MirroredRequest[] = [];
-    const touched = this.mirror.apply(events, revision, deleted);
+  #changed(touched: Iterable<string>, deleted: MirroredRequest[]): void {
     for (const gone of deleted) {
       const request = this.#own.get(gone.key);
-      if (request?.state === "pending") this.#end(request);
+      if (request?.state === "pending") this.#own.end(request);
       else if (request) {
         this.#lost(request, "Its key was deleted by another party");
       }
     }
     for (const name of touched) {
-      for (const request of this.#byName.get(name) ?? []) {
+      for (const request of this.#own.ofName(name)) {
         this.#consider(request);
       }
     }
@@ -438,6 +324,7 @@ export class EtcdLockSpace implements AsyncDisposable {
           }],
           [{ put: { key: request.key, value, lease: this.#lease.id } }],
         );
+        this.#feed!.seen(answer.revision);
         if (request.state !== "marking" || this.#lease.lost.aborted) return;
         if (!answer.succeeded) {
           this.#lost(request, "Its key was deleted by another party");
@@ -477,24 +364,16 @@ export class EtcdLockSpace implements AsyncDisposable {
     }));
   }
 
-  #end(request: ClusterRequest): void {
-    request.state = "ended";
-    this.#own.delete(request.key);
-    const ofName = this.#byName.get(request.name);
-    ofName?.delete(request);
-    if (ofName?.size === 0) this.#byName.delete(request.name);
-  }
-
   #lost(request: ClusterRequest, reason: string): void {
     if (request.state === "ended") return;
-    this.#end(request);
+    this.#own.end(request);
     this.#options.onLost(request, reason);
   }
 
   /** Ends every request; those still being queued throw from `acquire`. */
   #leaseLost(): void {
     const reason = (this.#lease.lost.reason as Error).message;
-    for (const request of [...this.#own.values()]) {
+    for (const request of this.#own.all()) {
       if (request.state !== "pending") this.#lost(request, reason);
     }
   }
