@@ -8,6 +8,7 @@ import {
   startEtcdCluster,
 } from "../tests/etcd_cluster.ts";
 import { deadline } from "../tests/helpers.ts";
+import { delay } from "../message/io.ts";
 
 /** One lock-space instance, as if on its own node, recording its events. */
 class Node implements AsyncDisposable {
@@ -22,11 +23,16 @@ class Node implements AsyncDisposable {
     public space: EtcdLockSpace | null,
   ) {}
 
-  static async start(endpoints: string[]): Promise<Node> {
+  static async start(
+    endpoints: string[],
+    options: { prefix?: string; ttlSeconds?: number | undefined } = {},
+  ): Promise<Node> {
     const etcd = new EtcdClient(endpoints);
-    const lease = await NodeLease.grant(etcd, { ttlSeconds: 2, marginMs: 500 });
+    const ttlSeconds = options.ttlSeconds ?? 2;
+    const lease = await NodeLease.grant(etcd, { ttlSeconds, marginMs: 500 });
     const node = new Node(etcd, lease, null);
     node.space = await EtcdLockSpace.open(etcd, lease, {
+      prefix: options.prefix,
       progressTimeoutMs: 3_000,
       onGrant: (request) => node.#record(() => node.grants.push(request)),
       onLost: (request, reason) =>
@@ -96,10 +102,14 @@ class Node implements AsyncDisposable {
   }
 }
 
-async function nodes(cluster: EtcdCluster, count: number): Promise<Node[]> {
+async function nodes(
+  cluster: EtcdCluster,
+  count: number,
+  ttlSeconds?: number,
+): Promise<Node[]> {
   const started: Node[] = [];
   for (let i = 0; i < count; i++) {
-    started.push(await Node.start(cluster.endpoints));
+    started.push(await Node.start(cluster.endpoints, { ttlSeconds }));
   }
   return started;
 }
@@ -233,5 +243,148 @@ etcdTest(
     assert.ok(next.token > held.token);
     await a!.space![Symbol.asyncDispose]();
     await assert.rejects(a!.locks.acquire(4, "n"), /revoked/);
+  },
+);
+
+etcdTest(
+  "kill -9 of the etcd leader while locks are held and waited for loses nothing",
+  async () => {
+    // TTL 5: an election may take longer than TTL 2 - margin; the lease must
+    // outlive it, and this test waits for no expiry.
+    await using cluster = await startEtcdCluster({ members: 3 });
+    const [a, b] = await nodes(cluster, 2, 5);
+    await using _a = a!, _b = b!;
+    const held = await a!.held(1, "k");
+    const shared = await a!.held(2, "s", "shared");
+    const waiter = await b!.queued(1, "k");
+    const writer = await b!.queued(2, "s");
+    const leader = await cluster.leader();
+    const killedAt = performance.now();
+    await cluster.kill(leader);
+    // Service is back once a write commits; the lease must then have been
+    // renewed past the kill without a gap.
+    const probe = new EtcdClient(cluster.endpoints);
+    while (true) {
+      try {
+        await probe.put({ key: "/probe", value: "" });
+        break;
+      } catch {
+        // The election is still on; the client already paused between rounds.
+      }
+    }
+    const resumed = performance.now() - killedAt;
+    const renewed = await deadline(
+      a!.lease.renewed(),
+      5_000,
+      "a renewal after the kill",
+    );
+    assert.ok(renewed > a!.lease.now());
+    console.log(
+      `writes resumed ${Math.round(resumed)} ms after the leader's kill`,
+    );
+    assert.equal(a!.losses.length, 0, "no holder lost its lock");
+    assert.equal(
+      b!.grants.length,
+      0,
+      "no waiter was granted while the holder holds",
+    );
+    await a!.locks.release(held);
+    await a!.locks.release(shared);
+    const granted = await b!.granted(2);
+    assert.deepEqual(new Set(granted), new Set([waiter, writer]));
+    assert.ok(waiter.token > held.token && writer.token > shared.token);
+  },
+);
+
+etcdTest(
+  "a node cut off from etcd declares its locks lost before another node is granted them",
+  async () => {
+    await using cluster = await startEtcdCluster({ members: 3 });
+    const leader = await cluster.leader();
+    const only = (leader + 1) % 3;
+    const others = [0, 1, 2].filter((n) => n !== only).map((n) =>
+      cluster.endpoint(n)
+    );
+    await using a = await Node.start([cluster.endpoint(only)]);
+    await using b = await Node.start(others);
+    const held = await a.held(1, "cut");
+    const waiter = await b.queued(1, "cut");
+    cluster.stop(only);
+    const stoppedAt = Date.now();
+    await a.lost(1);
+    await b.granted(1);
+    const lostAt = a.losses[0]!.at;
+    const grantedAt = Date.now();
+    console.log(
+      `member frozen at ${stoppedAt}; node A declared its lock lost at ${lostAt} ` +
+        `(+${lostAt - stoppedAt} ms); node B was granted it at ${grantedAt} ` +
+        `(+${grantedAt - stoppedAt} ms), ${grantedAt - lostAt} ms later`,
+    );
+    assert.equal(a.losses[0]!.request, held);
+    assert.match(a.losses[0]!.reason, /cannot confirm it with etcd/);
+    assert.ok(lostAt < grantedAt);
+    assert.ok(waiter.token > held.token);
+  },
+);
+
+etcdTest("tokens start above the token base kept in etcd", async () => {
+  await using cluster = await startEtcdCluster({ members: 3 });
+  const etcd = new EtcdClient(cluster.endpoints);
+  await etcd.put({ key: "/base/meta/tokenBase", value: "1000000000" });
+  await using a = await Node.start(cluster.endpoints, { prefix: "/base" });
+  assert.equal(a.locks.tokenBase, 1_000_000_000);
+  const held = await a.held(1, "t");
+  assert.ok(held.token > 1_000_000_000 && held.token < 1_000_001_000);
+  const queued = await a.queued(2, "t");
+  await a.locks.release(held);
+  await a.granted(1);
+  assert.ok(queued.token > held.token);
+  assert.equal(a.locks.tokenOf(a.locks.mirror.get(queued.key)!), queued.token);
+});
+
+etcdTest(
+  "a contended lock across three nodes: never two holders, tokens rising in hold order",
+  async () => {
+    await using cluster = await startEtcdCluster({ members: 3 });
+    const all = await nodes(cluster, 3);
+    await using _a = all[0]!, _b = all[1]!, _c = all[2]!;
+    const rounds = 30;
+    let holding = 0;
+    let overlaps = 0;
+    const tokens: number[] = [];
+    async function worker(node: Node, conn: number): Promise<void> {
+      for (let i = 0; i < rounds; i++) {
+        const result = await node.locks.acquire(conn, "hot");
+        let request: ClusterRequest;
+        if (result.status === "granted") request = result.request;
+        else {
+          assert.equal(result.status, "queued");
+          request = (result as { request: ClusterRequest }).request;
+          await deadline(
+            (async () => {
+              while (!request.held) await node.granted(node.grants.length + 1);
+            })(),
+            10_000,
+            "a grant",
+          );
+        }
+        if (++holding > 1) overlaps++;
+        tokens.push(request.token);
+        await delay(2); // the holder's work: a wrong grant would land here
+        holding--;
+        await node.locks.release(request);
+      }
+    }
+    await Promise.all(
+      all.flatMap((node) => [worker(node, 1), worker(node, 2)]),
+    );
+    assert.equal(overlaps, 0);
+    assert.equal(tokens.length, 6 * rounds);
+    for (let i = 1; i < tokens.length; i++) {
+      assert.ok(
+        tokens[i]! > tokens[i - 1]!,
+        `token ${i}: ${tokens[i]} after ${tokens[i - 1]}`,
+      );
+    }
   },
 );

@@ -82,6 +82,7 @@ export class NodeLease implements AsyncDisposable {
   readonly #check: ReturnType<typeof setInterval>;
   readonly #keeping: Promise<void>;
   #aliveUntil: number;
+  #renewed = Promise.withResolvers<number>();
 
   private constructor(
     etcd: EtcdClient,
@@ -139,6 +140,15 @@ export class NodeLease implements AsyncDisposable {
   }
 
   /**
+   * Waits for the next answered keep-alive.
+   *
+   * @returns The deadline it set.
+   */
+  renewed(): Promise<number> {
+    return this.#renewed.promise;
+  }
+
+  /**
    * The lease's clock.
    *
    * @returns Milliseconds since the lease was asked for.
@@ -182,6 +192,8 @@ export class NodeLease implements AsyncDisposable {
           return;
         }
         this.#aliveUntil = Math.max(this.#aliveUntil, sent + ttl * 1000);
+        this.#renewed.resolve(this.deadline);
+        this.#renewed = Promise.withResolvers();
         pause = every;
       } catch {
         pause = RETRY_AFTER_MS;
