@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { EtcdClient } from "./etcd.ts";
+import { EtcdClient, EtcdNoSpaceError } from "./etcd.ts";
 import { type ClusterRequest, EtcdLockSpace } from "./lock_space.ts";
 import { NodeLease } from "./node_lease.ts";
 import {
@@ -7,7 +7,7 @@ import {
   etcdTest,
   startEtcdCluster,
 } from "../tests/etcd_cluster.ts";
-import { deadline } from "../tests/helpers.ts";
+import { deadline, DenoProcess } from "../tests/helpers.ts";
 import { delay } from "../message/io.ts";
 
 /** One lock-space instance, as if on its own node, recording its events. */
@@ -48,10 +48,10 @@ class Node implements AsyncDisposable {
   }
 
   /** Waits until `n` requests have been granted after queueing. */
-  async granted(n: number): Promise<ClusterRequest[]> {
+  async granted(n: number, within = 10_000): Promise<ClusterRequest[]> {
     await deadline(
       this.#until(() => this.grants.length >= n),
-      10_000,
+      within,
       `${n} grants`,
     );
     return this.grants.slice(0, n);
@@ -386,5 +386,61 @@ etcdTest(
         `token ${i}: ${tokens[i]} after ${tokens[i - 1]}`,
       );
     }
+  },
+);
+
+etcdTest(
+  "kill -9 of a node's process: its lock goes to a waiter on another node within TTL + 1 s",
+  async () => {
+    await using cluster = await startEtcdCluster({ members: 3 });
+    await using holder = new DenoProcess(
+      new URL("../tests/fixtures/cluster_holder.ts", import.meta.url).pathname,
+      [cluster.endpoints.join(","), "crash"],
+    );
+    const token = Number((await holder.waitFor(/held (\d+)\n/))[1]);
+    await using b = await Node.start(cluster.endpoints);
+    const waiter = await b.queued(1, "crash");
+    holder.kill("SIGKILL");
+    await holder.result();
+    const killedAt = performance.now();
+    await b.granted(1);
+    const after = performance.now() - killedAt;
+    console.log(
+      `waiter granted ${
+        Math.round(after)
+      } ms after the holder's node was killed (TTL 2 s)`,
+    );
+    assert.ok(after < 3_000, `${after} ms`);
+    assert.ok(waiter.token > token);
+  },
+);
+
+etcdTest(
+  "a full etcd quota refuses acquire with EtcdNoSpaceError and grants nothing",
+  async () => {
+    await using cluster = await startEtcdCluster({
+      members: 1,
+      flags: ["--quota-backend-bytes=262144"],
+    });
+    await using a = await Node.start(cluster.endpoints);
+    const held = await a.held(1, "q");
+    const waiter = await a.queued(2, "q");
+    const filler = new EtcdClient(cluster.endpoints);
+    await assert.rejects(
+      (async () => {
+        for (let i = 0; i < 20; i++) {
+          await filler.put({ key: `/fill/${i}`, value: "x".repeat(60_000) });
+        }
+      })(),
+      EtcdNoSpaceError,
+    );
+    await assert.rejects(a.locks.acquire(3, "other"), EtcdNoSpaceError);
+    assert.equal(a.locks.mirror.queue("other").length, 0);
+    await a.locks.release(held);
+    // The waiter now holds by the rule, but its mark cannot be written: a
+    // negative, so it is shown over a bounded window.
+    await assert.rejects(a.granted(1, 1_000), /Timed out after 1000 ms/);
+    assert.ok(!waiter.held);
+    assert.equal(await a.locks.release(waiter), false);
   },
 );
