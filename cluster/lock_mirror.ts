@@ -49,6 +49,8 @@ export interface MirroredRequest {
   readonly node: string;
   /** Its connection on that node. */
   readonly conn: number;
+  /** Its owner across the cluster: {@linkcode ownerOf} its node and conn. */
+  readonly owner: string;
   /** Its place in the queue. */
   readonly createRevision: number;
   /** The revision of its last write (its grant's, once granted). */
@@ -101,6 +103,17 @@ export function requestKey(root: string, request: RequestKey): string {
   return `${
     lockPrefix(root, request.name)
   }${mode}/${request.node}.${request.conn}.${request.seq}`;
+}
+
+/**
+ * A connection's name across the cluster: the owner of its requests.
+ *
+ * @param node The node's lease id in hex.
+ * @param conn The connection on that node.
+ * @returns The owner.
+ */
+export function ownerOf(node: string, conn: number): string {
+  return `${node}.${conn}`;
 }
 
 /**
@@ -161,6 +174,7 @@ export class LockMirror {
   readonly #root: string;
   readonly #queues = new Map<string, MirroredRequest[]>();
   readonly #byKey = new Map<string, MirroredRequest>();
+  readonly #byOwner = new Map<string, Set<MirroredRequest>>();
 
   /** @param root The root prefix. */
   constructor(root: string) {
@@ -176,6 +190,7 @@ export class LockMirror {
   reset(kvs: KeyValue[], revision: number): void {
     this.#queues.clear();
     this.#byKey.clear();
+    this.#byOwner.clear();
     for (const kv of kvs) this.#put(kv);
     for (const queue of this.#queues.values()) {
       queue.sort((a, b) => a.createRevision - b.createRevision);
@@ -252,6 +267,91 @@ export class LockMirror {
     return false;
   }
 
+  /**
+   * The requests that one in `mode` waits for: the earlier requests of its
+   * queue whose mode conflicts with it, held or waiting.
+   *
+   * @param name The lock's name.
+   * @param mode The mode asked for.
+   * @param stop The request itself; absent for one that would join the tail.
+   * @param into Receives their owners.
+   * @param skip Requests to leave out: those the caller knows are gone.
+   */
+  blockers(
+    name: string,
+    mode: LockMode,
+    stop: MirroredRequest | undefined,
+    into: string[],
+    skip?: (request: MirroredRequest) => boolean,
+  ): void {
+    for (const other of this.queue(name)) {
+      if (other === stop) return;
+      if (skip?.(other)) continue;
+      if (mode === "exclusive" || other.mode === "exclusive") {
+        into.push(other.owner);
+      }
+    }
+  }
+
+  /**
+   * Whether `owner`, waiting for `waitsFor`, would wait for itself through
+   * the owners those wait for, and so on. Only waiting requests created
+   * before `before` count: edges are only added by new waiting requests, so
+   * the request that closed a cycle is its youngest, and each node asks this
+   * of its own requests alone; exactly one request per cycle is refused.
+   *
+   * @param owner The owner that would wait.
+   * @param waitsFor The owners it would wait for ({@linkcode blockers}).
+   * @param before Ignore requests created at or after this revision.
+   * @param skip Requests to leave out: those the caller knows are gone.
+   * @returns Whether waiting would close a cycle.
+   */
+  closesCycle(
+    owner: string,
+    waitsFor: string[],
+    before = Infinity,
+    skip?: (request: MirroredRequest) => boolean,
+  ): boolean {
+    const seen = new Set<string>();
+    const pending = [...waitsFor];
+    while (pending.length > 0) {
+      const next = pending.pop()!;
+      if (next === owner) return true;
+      if (seen.has(next)) continue;
+      seen.add(next);
+      for (const request of this.#byOwner.get(next) ?? []) {
+        if (request.createRevision >= before || skip?.(request)) continue;
+        if (this.holds(request.key)) continue;
+        this.blockers(request.name, request.mode, request, pending, skip);
+      }
+    }
+    return false;
+  }
+
+  /**
+   * Whether a request's wait closes a cycle: {@linkcode closesCycle} of its
+   * {@linkcode blockers}, counting only requests older than it.
+   *
+   * @param owner Its owner.
+   * @param name Its lock's name.
+   * @param mode Its mode.
+   * @param request It, in the mirror; absent for one not yet queued.
+   * @param skip Requests to leave out: those the caller knows are gone.
+   * @returns Whether waiting would close a cycle.
+   */
+  waitClosesCycle(
+    owner: string,
+    name: string,
+    mode: LockMode,
+    request?: MirroredRequest,
+    skip?: (request: MirroredRequest) => boolean,
+  ): boolean {
+    const waitsFor: string[] = [];
+    this.blockers(name, mode, request, waitsFor, skip);
+    const before = request?.createRevision ?? Infinity;
+    return this.closesCycle(owner, waitsFor, before, skip);
+  }
+
   #put(kv: KeyValue): MirroredRequest | null {
     const known = this.#byKey.get(kv.key);
     if (known) {
@@ -267,11 +367,15 @@ export class LockMirror {
       mode: parts.mode,
       node: parts.node,
       conn: parts.conn,
+      owner: ownerOf(parts.node, parts.conn),
       createRevision: kv.createRevision,
       modRevision: kv.modRevision,
       value: parseRequestValue(kv.value),
     };
     this.#byKey.set(kv.key, request);
+    const owned = this.#byOwner.get(request.owner);
+    if (owned) owned.add(request);
+    else this.#byOwner.set(request.owner, new Set([request]));
     const queue = this.#queues.get(parts.name);
     if (!queue) {
       this.#queues.set(parts.name, [request]);
@@ -289,6 +393,9 @@ export class LockMirror {
     const request = this.#byKey.get(key);
     if (!request) return null;
     this.#byKey.delete(key);
+    const owned = this.#byOwner.get(request.owner)!;
+    owned.delete(request);
+    if (owned.size === 0) this.#byOwner.delete(request.owner);
     const queue = this.#queues.get(request.name)!;
     queue.splice(queue.indexOf(request), 1);
     if (queue.length === 0) this.#queues.delete(request.name);

@@ -198,3 +198,78 @@ Deno.test(
     assert.equal(mirror.holds(stray.key), false);
   },
 );
+
+function put(
+  mirror: LockMirror,
+  revision: number,
+  parts: Omit<RequestKey, "seq">,
+): string {
+  const key = requestKey(ROOT, { ...parts, seq: revision });
+  const kv = {
+    key,
+    value: "{}",
+    createRevision: revision,
+    modRevision: revision,
+    lease: "1",
+  };
+  mirror.apply([{ type: "put", kv }], revision);
+  return key;
+}
+
+Deno.test(
+  "closesCycle() finds a wait that closes a cycle across nodes, counting only older requests",
+  pure,
+  () => {
+    const mirror = new LockMirror(ROOT);
+    const x = { mode: "exclusive", conn: 1 } as const;
+    put(mirror, 2, { ...x, name: "a", node: "a1" }); // a1.1 holds a
+    put(mirror, 3, { ...x, name: "b", node: "b2" }); // b2.1 holds b
+    put(mirror, 4, { ...x, name: "b", node: "a1" }); // a1.1 waits for b2.1
+    const waitsFor: string[] = [];
+    mirror.blockers("a", "exclusive", undefined, waitsFor);
+    assert.deepEqual(waitsFor, ["a1.1"]);
+    assert.equal(
+      mirror.closesCycle("b2.1", waitsFor),
+      true,
+      "b2.1 asking for a would close it",
+    );
+    assert.equal(mirror.closesCycle("c3.1", waitsFor), false);
+    const closing = put(mirror, 5, { ...x, name: "a", node: "b2" }); // b2.1 waits for a: cycle
+    const mine: string[] = [];
+    mirror.blockers("a", "exclusive", mirror.get(closing), mine);
+    assert.equal(
+      mirror.closesCycle("b2.1", mine, 5),
+      true,
+      "the youngest closed it",
+    );
+    const older: string[] = [];
+    mirror.blockers(
+      "b",
+      "exclusive",
+      mirror.get(requestKey(ROOT, { ...x, name: "b", node: "a1", seq: 4 })),
+      older,
+    );
+    assert.equal(
+      mirror.closesCycle("a1.1", older, 4),
+      false,
+      "the older one did not",
+    );
+  },
+);
+
+Deno.test(
+  "blockers() of a shared request are the exclusive ones before it",
+  pure,
+  () => {
+    const mirror = new LockMirror(ROOT);
+    put(mirror, 2, { name: "r", mode: "shared", node: "a", conn: 1 });
+    put(mirror, 3, { name: "r", mode: "exclusive", node: "a", conn: 2 });
+    put(mirror, 4, { name: "r", mode: "shared", node: "b", conn: 1 });
+    const shared: string[] = [];
+    mirror.blockers("r", "shared", undefined, shared);
+    assert.deepEqual(shared, ["a.2"]);
+    const exclusive: string[] = [];
+    mirror.blockers("r", "exclusive", undefined, exclusive);
+    assert.deepEqual(exclusive, ["a.1", "a.2", "b.1"]);
+  },
+);

@@ -20,21 +20,24 @@ import {
   type AcquireResult,
   ClusterRequest,
   OwnRequests,
+  type Refusal,
 } from "./own_requests.ts";
-
-export { type AcquireOptions, type AcquireResult, ClusterRequest };
-import { delay } from "../message/io.ts";
-import { type EtcdClient, EtcdError } from "./etcd.ts";
+import type { EtcdClient } from "./etcd.ts";
 import type { TxnOp } from "./etcd_codec.ts";
+import { deleteKeys, untilTaken } from "./etcd_retry.ts";
 import { MirrorFeed } from "./mirror_feed.ts";
 import {
   type LockMirror,
   lockPrefix,
   type MirroredRequest,
+  ownerOf,
   requestKey,
   type RequestValue,
 } from "./lock_mirror.ts";
 import type { NodeLease } from "./node_lease.ts";
+
+export type { AcquireOptions, AcquireResult, Refusal };
+export { ClusterRequest };
 
 /** Options of {@linkcode EtcdLockSpace.open}. */
 export interface LockSpaceOptions {
@@ -59,12 +62,14 @@ export interface LockSpaceOptions {
    * lost. The owner must treat its lock as gone (close the connection).
    */
   onLost: (request: ClusterRequest, reason: string) => void;
+  /**
+   * Called once for a queued request refused after the fact: its enqueue,
+   * racing one on another node, closed a cycle of owners waiting for each
+   * other, and it is the cycle's youngest request. Its key is deleted; the
+   * owner answers `deadlock`.
+   */
+  onDeadlock: (request: ClusterRequest) => void;
 }
-
-/** etcd's default `--max-txn-ops`. */
-const MAX_TXN_OPS = 128;
-/** The pause before retrying a write etcd did not take. */
-const RETRY_AFTER_MS = 100;
 
 /**
  * The lock space of one node, shared with every other node on the same etcd
@@ -75,6 +80,7 @@ const RETRY_AFTER_MS = 100;
  * await using space = await EtcdLockSpace.open(etcd, lease, {
  *   onGrant: (request) => reply(request.conn, request.token),
  *   onLost: (request) => closeConnection(request.conn),
+ *   onDeadlock: (request) => replyDeadlock(request.conn),
  * });
  * const result = await space.acquire(7, "jobs");
  * ```
@@ -89,8 +95,18 @@ export class EtcdLockSpace implements AsyncDisposable {
   readonly #options: LockSpaceOptions;
   readonly #own = new OwnRequests();
   readonly #closed = new AbortController();
+  /** Ends the background writes: the node stops, or its lease is gone. */
+  readonly #stop: AbortSignal;
+  readonly #tasks = new Set<Promise<void>>();
   #feed: MirrorFeed | null = null;
   #seq = 0;
+  /**
+   * This node's requests the mirror still shows but that have ended here
+   * (their deletes are on the way): a wait-for graph must not count them, or
+   * a client that released and asks again would be refused.
+   */
+  readonly #gone = (request: MirroredRequest): boolean =>
+    request.node === this.#node && this.#own.get(request.key) === undefined;
 
   private constructor(
     etcd: EtcdClient,
@@ -104,6 +120,7 @@ export class EtcdLockSpace implements AsyncDisposable {
     this.#root = options.prefix ?? "/pklock/v1";
     this.#options = options;
     this.tokenBase = tokenBase;
+    this.#stop = AbortSignal.any([this.#closed.signal, lease.lost]);
   }
 
   /**
@@ -132,7 +149,7 @@ export class EtcdLockSpace implements AsyncDisposable {
     space.#feed = await MirrorFeed.open(etcd, {
       root,
       progressTimeoutMs: options.progressTimeoutMs,
-      signal: AbortSignal.any([space.#closed.signal, lease.lost]),
+      signal: space.#stop,
       onChange: (touched, deleted) => space.#changed(touched, deleted),
       onReset: () => space.#reset(),
     });
@@ -166,6 +183,18 @@ export class EtcdLockSpace implements AsyncDisposable {
     this.#lease.lost.throwIfAborted();
     const mode = options.mode ?? "exclusive";
     const wait = options.wait ?? true;
+    const existing = this.#own.find(conn, name);
+    if (existing) {
+      const reason = existing.held ? "already_held" : "already_waiting";
+      return { status: "refused", reason };
+    }
+    const owner = ownerOf(this.#node, conn);
+    const mirror = this.mirror;
+    if (
+      wait && mirror.waitClosesCycle(owner, name, mode, undefined, this.#gone)
+    ) {
+      return { status: "refused", reason: "deadlock" };
+    }
     const seq = ++this.#seq;
     const node = this.#node;
     const key = requestKey(this.#root, { name, mode, node, conn, seq });
@@ -201,7 +230,9 @@ export class EtcdLockSpace implements AsyncDisposable {
     try {
       answer = await asked;
     } catch (error) {
+      // The txn may have committed before the answer was lost.
       this.#own.end(request);
+      this.#deleteKeys([key]);
       throw error;
     }
     this.#feed!.seen(answer.revision);
@@ -263,6 +294,16 @@ export class EtcdLockSpace implements AsyncDisposable {
   }
 
   /**
+   * Waits until the mirror shows every change up to `revision`.
+   *
+   * @param revision A revision, as of a request's `createRevision`.
+   * @returns Once the mirror is at or past it.
+   */
+  caughtUp(revision: number): Promise<void> {
+    return this.#feed!.caughtUp(revision);
+  }
+
+  /**
    * The fencing token of a request the mirror shows granted.
    *
    * @param request A request of the mirror.
@@ -276,6 +317,7 @@ export class EtcdLockSpace implements AsyncDisposable {
   async [Symbol.asyncDispose](): Promise<void> {
     this.#closed.abort();
     await this.#feed?.done;
+    await Promise.all(this.#tasks);
   }
 
   /** After a re-list: requests whose keys went meanwhile are lost. */
@@ -303,65 +345,66 @@ export class EtcdLockSpace implements AsyncDisposable {
     }
   }
 
-  /** Marks a waiting request granted once the mirror shows it holding. */
+  /**
+   * Marks a waiting request granted once the mirror shows it holding; the
+   * first time the mirror shows it waiting, refuses it if its enqueue closed
+   * a cycle.
+   */
   #consider(request: ClusterRequest): void {
-    if (request.state !== "waiting" || !this.mirror.holds(request.key)) return;
-    request.state = "marking";
-    this.#mark(request);
+    const mirrored = this.mirror.get(request.key);
+    if (request.state !== "waiting" || !mirrored) return;
+    if (this.mirror.holds(request.key)) {
+      request.state = "marking";
+      this.#track(this.#mark(request));
+    } else if (!request.checked) {
+      request.checked = true;
+      const { owner, name, mode } = mirrored;
+      if (
+        this.mirror.waitClosesCycle(owner, name, mode, mirrored, this.#gone)
+      ) {
+        this.#own.end(request);
+        this.#options.onDeadlock(request);
+        this.#deleteKeys([request.key]);
+      }
+    }
   }
 
   async #mark(request: ClusterRequest): Promise<void> {
     const known = this.mirror.get(request.key)!;
     const value = JSON.stringify({ ...known.value, granted: true });
-    while (request.state === "marking" && !this.#lease.lost.aborted) {
-      try {
-        const answer = await this.#etcd.txn(
-          [{
-            key: request.key,
-            target: "create",
-            result: "==",
-            value: request.createRevision,
-          }],
-          [{ put: { key: request.key, value, lease: this.#lease.id } }],
-        );
-        this.#feed!.seen(answer.revision);
-        if (request.state !== "marking" || this.#lease.lost.aborted) return;
-        if (!answer.succeeded) {
-          this.#lost(request, "Its key was deleted by another party");
-          return;
-        }
-        request.token = answer.revision + this.tokenBase;
-        request.state = "held";
-        this.#options.onGrant(request);
-        return;
-      } catch (error) {
-        if (!(error instanceof EtcdError)) throw error;
-        await delay(RETRY_AFTER_MS, this.#lease.lost);
-      }
+    const stop = AbortSignal.any([this.#stop, request.withdrawn.signal]);
+    const answer = await untilTaken(stop, () =>
+      this.#etcd.txn(
+        [{
+          key: request.key,
+          target: "create",
+          result: "==",
+          value: request.createRevision,
+        }],
+        [{ put: { key: request.key, value, lease: this.#lease.id } }],
+      ));
+    if (!answer || request.state !== "marking" || this.#lease.lost.aborted) {
+      return;
     }
+    this.#feed!.seen(answer.revision);
+    if (!answer.succeeded) {
+      this.#lost(request, "Its key was deleted by another party");
+      return;
+    }
+    request.token = answer.revision + this.tokenBase;
+    request.state = "held";
+    this.#options.onGrant(request);
   }
 
-  /**
-   * Deletes keys until etcd has taken every delete, or the lease is lost (its
-   * keys then go with it).
-   */
-  async #deleteKeys(keys: string[]): Promise<void> {
-    const batches: TxnOp[][] = [];
-    for (let i = 0; i < keys.length; i += MAX_TXN_OPS) {
-      batches.push(
-        keys.slice(i, i + MAX_TXN_OPS).map((key) => ({ deleteRange: { key } })),
-      );
-    }
-    await Promise.all(batches.map(async (ops) => {
-      while (!this.#lease.lost.aborted) {
-        try {
-          return await this.#etcd.txn([], ops);
-        } catch (error) {
-          if (!(error instanceof EtcdError)) throw error;
-          await delay(RETRY_AFTER_MS, this.#lease.lost);
-        }
-      }
-    }));
+  /** Deletes keys until etcd takes it, in the background of `dispose`. */
+  #deleteKeys(keys: string[]): Promise<void> {
+    return this.#track(deleteKeys(this.#etcd, keys, this.#stop));
+  }
+
+  /** Keeps a background task, so that disposal waits for it. */
+  #track(task: Promise<void>): Promise<void> {
+    this.#tasks.add(task);
+    return task.finally(() => this.#tasks.delete(task));
   }
 
   #lost(request: ClusterRequest, reason: string): void {

@@ -15,6 +15,7 @@ class Node implements AsyncDisposable {
   readonly grants: ClusterRequest[] = [];
   readonly losses: { request: ClusterRequest; reason: string; at: number }[] =
     [];
+  readonly deadlocks: ClusterRequest[] = [];
   #changed = Promise.withResolvers<void>();
 
   private constructor(
@@ -35,6 +36,7 @@ class Node implements AsyncDisposable {
       prefix: options.prefix,
       progressTimeoutMs: 3_000,
       onGrant: (request) => node.#record(() => node.grants.push(request)),
+      onDeadlock: (request) => node.#record(() => node.deadlocks.push(request)),
       onLost: (request, reason) =>
         node.#record(() =>
           node.losses.push({ request, reason, at: Date.now() })
@@ -89,6 +91,11 @@ class Node implements AsyncDisposable {
   async [Symbol.asyncDispose](): Promise<void> {
     await this.space?.[Symbol.asyncDispose]();
     await this.lease[Symbol.asyncDispose]();
+  }
+
+  /** Waits, for at most 10 s, until `done()` holds after an event. */
+  async until(what: string, done: () => boolean): Promise<void> {
+    await deadline(this.#until(done), 10_000, what);
   }
 
   async #until(done: () => boolean): Promise<void> {
@@ -442,5 +449,89 @@ etcdTest(
     await assert.rejects(a.granted(1, 1_000), /Timed out after 1000 ms/);
     assert.ok(!waiter.held);
     assert.equal(await a.locks.release(waiter), false);
+  },
+);
+
+etcdTest(
+  "a connection's second request for a lock is refused as already held or waiting",
+  async () => {
+    await using cluster = await startEtcdCluster({ members: 3 });
+    const [a] = await nodes(cluster, 1);
+    await using _a = a!;
+    await a!.held(1, "twice");
+    await a!.queued(2, "twice");
+    assert.deepEqual(await a!.locks.acquire(1, "twice"), {
+      status: "refused",
+      reason: "already_held",
+    });
+    assert.deepEqual(await a!.locks.acquire(2, "twice"), {
+      status: "refused",
+      reason: "already_waiting",
+    });
+  },
+);
+
+etcdTest(
+  "a wait that would close a cycle across two nodes is refused before queueing",
+  async () => {
+    await using cluster = await startEtcdCluster({ members: 3 });
+    const [a, b] = await nodes(cluster, 2);
+    await using _a = a!, _b = b!;
+    await a!.held(1, "x");
+    await b!.held(1, "y");
+    const waiting = await a!.queued(1, "y");
+    await b!.locks.caughtUp(waiting.createRevision);
+    assert.deepEqual(await b!.locks.acquire(1, "x"), {
+      status: "refused",
+      reason: "deadlock",
+    });
+    assert.equal(b!.locks.mirror.queue("x").length, 1, "nothing was queued");
+    assert.equal(a!.deadlocks.length + b!.deadlocks.length, 0);
+  },
+);
+
+etcdTest(
+  "two requests racing to close one cycle: exactly one, the younger, is refused",
+  async () => {
+    await using cluster = await startEtcdCluster({ members: 3 });
+    const [a, b] = await nodes(cluster, 2);
+    await using _a = a!, _b = b!;
+    let raced = 0;
+    for (let round = 0; round < 5; round++) {
+      const x = `x${round}`, y = `y${round}`;
+      const hx = await a!.held(1, x);
+      const hy = await b!.held(1, y);
+      const [ra, rb] = await Promise.all([
+        a!.locks.acquire(1, y),
+        b!.locks.acquire(1, x),
+      ]);
+      let survivor: ClusterRequest;
+      if (ra.status === "queued" && rb.status === "queued") {
+        raced++;
+        const aYounger = ra.request.createRevision > rb.request.createRevision;
+        const [node, younger] = aYounger ? [a!, ra.request] : [b!, rb.request];
+        survivor = aYounger ? rb.request : ra.request;
+        await node.until(
+          "the younger's refusal",
+          () => node.deadlocks.includes(younger),
+        );
+      } else {
+        const refused = [ra, rb].filter((r) => r.status === "refused");
+        assert.deepEqual(refused, [{ status: "refused", reason: "deadlock" }]);
+        survivor = ra.status === "queued"
+          ? ra.request
+          : (rb as { request: ClusterRequest }).request;
+      }
+      await a!.locks.release(hx);
+      await b!.locks.release(hy);
+      const node = survivor.name === y ? a! : b!;
+      await node.until("the survivor's grant", () => survivor.held);
+      await a!.locks.disconnect(1);
+      await b!.locks.disconnect(1);
+    }
+    assert.equal(a!.deadlocks.length + b!.deadlocks.length, raced);
+    console.log(
+      `${raced} of 5 rounds raced past both pre-checks and were refused after the fact`,
+    );
   },
 );

@@ -58,6 +58,7 @@ export class MirrorFeed {
   readonly #options: MirrorFeedOptions;
   readonly #timeoutMs: number;
   #generation = new AbortController();
+  readonly #catchUps: { revision: number; resolve: () => void }[] = [];
   #lagTimer: ReturnType<typeof setTimeout> | undefined;
 
   private constructor(
@@ -88,6 +89,21 @@ export class MirrorFeed {
     const { kvs, revision } = await list(etcd, options.root);
     mirror.reset(kvs, revision);
     return new MirrorFeed(etcd, options, mirror);
+  }
+
+  /**
+   * Waits until the mirror has applied every change up to `revision` (a
+   * write's, to read one's own writes in it).
+   *
+   * @param revision The revision.
+   * @returns Once the mirror is at or past it.
+   */
+  caughtUp(revision: number): Promise<void> {
+    if (this.mirror.revision >= revision) return Promise.resolve();
+    this.seen(revision);
+    const { promise, resolve } = Promise.withResolvers<void>();
+    this.#catchUps.push({ revision, resolve });
+    return promise;
   }
 
   /**
@@ -128,6 +144,7 @@ export class MirrorFeed {
           const deleted: MirroredRequest[] = [];
           const touched = this.mirror.apply(events, revision, deleted);
           this.#options.onChange(touched, deleted);
+          this.#settleCatchUps();
         }
       } catch (error) {
         if (!(error instanceof EtcdCompactedError)) throw error;
@@ -143,11 +160,21 @@ export class MirrorFeed {
         const { kvs, revision } = await list(this.#etcd, this.#options.root);
         this.mirror.reset(kvs, revision);
         this.#options.onReset();
+        this.#settleCatchUps();
         return;
       } catch (error) {
         if (!(error instanceof EtcdError)) throw error;
         await delay(RETRY_AFTER_MS, signal);
       }
+    }
+  }
+
+  #settleCatchUps(): void {
+    for (let i = this.#catchUps.length - 1; i >= 0; i--) {
+      const waiter = this.#catchUps[i]!;
+      if (waiter.revision > this.mirror.revision) continue;
+      this.#catchUps.splice(i, 1);
+      waiter.resolve();
     }
   }
 }

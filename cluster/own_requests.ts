@@ -33,7 +33,15 @@ export interface AcquireOptions {
 export type AcquireResult =
   | { status: "granted"; request: ClusterRequest }
   | { status: "queued"; request: ClusterRequest }
-  | { status: "busy" };
+  | { status: "busy" }
+  | { status: "refused"; reason: Refusal };
+
+/**
+ * Why a request was turned away before queueing: the connection already
+ * holds or waits for that lock, or waiting would close a cycle of owners
+ * waiting for each other, as this node's mirror shows it.
+ */
+export type Refusal = "already_held" | "already_waiting" | "deadlock";
 
 type State = "pending" | "waiting" | "marking" | "held" | "ended";
 
@@ -47,6 +55,10 @@ export class ClusterRequest {
   state: State = "pending";
   /** @internal Settles once the acquire txn has answered. */
   queued: Promise<unknown> = Promise.resolve();
+  /** @internal Whether its wait was checked for a cycle it closed. */
+  checked = false;
+  /** @internal Aborts once it has ended, to stop writes on its behalf. */
+  readonly withdrawn = new AbortController();
 
   /**
    * @param key Its etcd key.
@@ -67,10 +79,11 @@ export class ClusterRequest {
   }
 }
 
-/** A node's requests that have not ended, by key and by lock name. */
+/** A node's requests that have not ended, by key, lock and connection. */
 export class OwnRequests {
   readonly #byKey = new Map<string, ClusterRequest>();
   readonly #byName = new Map<string, Set<ClusterRequest>>();
+  readonly #byConn = new Map<number, Map<string, ClusterRequest>>();
 
   /**
    * Adds a request.
@@ -82,6 +95,9 @@ export class OwnRequests {
     const ofName = this.#byName.get(request.name);
     if (ofName) ofName.add(request);
     else this.#byName.set(request.name, new Set([request]));
+    const ofConn = this.#byConn.get(request.conn);
+    if (ofConn) ofConn.set(request.name, request);
+    else this.#byConn.set(request.conn, new Map([[request.name, request]]));
   }
 
   /**
@@ -91,10 +107,25 @@ export class OwnRequests {
    */
   end(request: ClusterRequest): void {
     request.state = "ended";
+    request.withdrawn.abort();
     this.#byKey.delete(request.key);
     const ofName = this.#byName.get(request.name);
     ofName?.delete(request);
     if (ofName?.size === 0) this.#byName.delete(request.name);
+    const ofConn = this.#byConn.get(request.conn);
+    ofConn?.delete(request.name);
+    if (ofConn?.size === 0) this.#byConn.delete(request.conn);
+  }
+
+  /**
+   * A connection's request for one lock.
+   *
+   * @param conn The connection.
+   * @param name The lock's name.
+   * @returns It, or `undefined` when the connection has none.
+   */
+  find(conn: number, name: string): ClusterRequest | undefined {
+    return this.#byConn.get(conn)?.get(name);
   }
 
   /**
@@ -124,7 +155,7 @@ export class OwnRequests {
    * @returns Them.
    */
   ofConn(conn: number): ClusterRequest[] {
-    return [...this.#byKey.values()].filter((r) => r.conn === conn);
+    return [...this.#byConn.get(conn)?.values() ?? []];
   }
 
   /** Every live request, as a copy that ending them does not disturb. */

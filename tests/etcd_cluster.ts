@@ -9,6 +9,7 @@
  */
 
 import { delay } from "../message/io.ts";
+import { deadline } from "./helpers.ts";
 
 /** Options of {@linkcode startEtcdCluster}. */
 export interface EtcdClusterOptions {
@@ -28,6 +29,9 @@ export interface EtcdClusterOptions {
 
 /** How long a member may take to answer `/health` after its spawn. */
 const HEALTHY_WITHIN_MS = 15_000;
+
+/** How long one etcd test may run before it fails instead of hanging. */
+const TEST_BOUND_MS = 120_000;
 
 /** The progress-notify interval of every member; watches expect it. */
 export const PROGRESS_NOTIFY_MS = 1_000;
@@ -227,7 +231,7 @@ export function etcdTest(
   fn: (t: Deno.TestContext) => Promise<void>,
 ): void {
   if (ETCD_MISSING === null) {
-    Deno.test(name, fn);
+    Deno.test(name, (t) => deadline(fn(t), TEST_BOUND_MS, `"${name}" to end`));
   } else if (Deno.env.get("CI") === "true") {
     Deno.test(name, () => {
       throw new Error(`${ETCD_MISSING}; CI=true requires it`);
