@@ -1,0 +1,309 @@
+/**
+ * The JSON mapping of etcd's v3 gateway, as pure functions: keys and values
+ * are UTF-8 strings here and base64 on the wire, int64 fields are decimal
+ * strings on the wire and numbers here (revisions fit 2^53 for millennia),
+ * lease ids stay decimal strings, and fields at their default value are left
+ * out by etcd.
+ *
+ * @module
+ */
+
+/**
+ * A gateway answer as parsed JSON: loosely typed on purpose, read only by the
+ * decoders of this module and the client.
+ */
+// deno-lint-ignore no-explicit-any
+export type GatewayJson = any;
+
+/** A key and its revisions, as etcd stores it. */
+export interface KeyValue {
+  /** The key. */
+  key: string;
+  /** The value. */
+  value: string;
+  /** The revision of the key's creation. */
+  createRevision: number;
+  /** The revision of the key's last change. */
+  modRevision: number;
+  /** The lease the key is attached to, `"0"` for none. */
+  lease: string;
+}
+
+/** Which keys a request covers: one key, a prefix, or `[key, end)`. */
+export interface KeyRange {
+  /** The key, or the first key of the range. */
+  key: string;
+  /** Covers every key starting with `key`. */
+  prefix?: boolean | undefined;
+  /** The end of the range, exclusive (ignored with `prefix`). */
+  end?: string | undefined;
+}
+
+/** A range read. */
+export interface RangeRequest extends KeyRange {
+  /** Read at this revision; the latest when absent. */
+  revision?: number | undefined;
+  /** At most this many keys, in key order. */
+  limit?: number | undefined;
+}
+
+/** A range read's answer. */
+export interface RangeResponse {
+  /** The keys read. */
+  kvs: KeyValue[];
+  /** Whether `limit` left keys out. */
+  more: boolean;
+  /** The store's revision the read saw. */
+  revision: number;
+}
+
+/** A put. */
+export interface PutRequest {
+  /** The key. */
+  key: string;
+  /** The value. */
+  value: string;
+  /** The lease to attach the key to. */
+  lease?: string | undefined;
+}
+
+/** A comparison of a txn: `target(key) result value`. */
+export interface Compare extends KeyRange {
+  /** What to compare. */
+  target: "create" | "mod" | "version" | "value" | "lease";
+  /** How. */
+  result: "==" | "!=" | "<" | ">";
+  /** With what: a revision, version or lease id, or a value. */
+  value: number | string;
+}
+
+/** One operation of a txn branch. */
+export type TxnOp =
+  | { put: PutRequest }
+  | { range: RangeRequest }
+  | { deleteRange: KeyRange };
+
+/** The answer to one operation of a txn branch, in order. */
+export interface TxnOpResponse {
+  /** Set for a range. */
+  range?: RangeResponse;
+  /** Set for a deleteRange: how many keys went. */
+  deleted?: number;
+}
+
+/** A txn's answer. */
+export interface TxnResponse {
+  /** Whether every comparison held (the success branch ran). */
+  succeeded: boolean;
+  /** The store's revision after the txn: the txn's own revision if it wrote. */
+  revision: number;
+  /** The branch's answers. */
+  responses: TxnOpResponse[];
+}
+
+const encoder = new TextEncoder();
+const decoder = new TextDecoder();
+
+/**
+ * The key right after every key that starts with `prefix`, as etcd's
+ * `range_end` wants it.
+ *
+ * @param prefix The prefix.
+ * @returns The range end, base64.
+ */
+export function prefixEnd(prefix: string): string {
+  // UTF-8 never contains 0xff, so raising the last byte cannot overflow.
+  const bytes = encoder.encode(prefix);
+  if (bytes.length === 0) return toBase64(new Uint8Array([0]));
+  bytes[bytes.length - 1]!++;
+  return toBase64(bytes);
+}
+
+/**
+ * Base64 of a string's UTF-8 bytes.
+ *
+ * @param text The string.
+ * @returns Its base64.
+ */
+export function b64(text: string): string {
+  return toBase64(encoder.encode(text));
+}
+
+/**
+ * A base64 field of the gateway back to a string.
+ *
+ * @param base64 The field; absent means empty.
+ * @returns The string.
+ */
+export function unb64(base64: string | undefined): string {
+  if (!base64) return "";
+  const binary = atob(base64);
+  const bytes = new Uint8Array(binary.length);
+  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
+  return decoder.decode(bytes);
+}
+
+/**
+ * One key of a gateway answer, decoded.
+ *
+ * @param kv The gateway's `mvccpb.KeyValue`.
+ * @returns The key.
+ */
+export function decodeKeyValue(kv: GatewayJson): KeyValue {
+  return {
+    key: unb64(kv.key),
+    value: unb64(kv.value),
+    createRevision: Number(kv.create_revision ?? 0),
+    modRevision: Number(kv.mod_revision ?? 0),
+    lease: String(kv.lease ?? "0"),
+  };
+}
+
+/**
+ * The gateway's key and range end of a range.
+ *
+ * @param range The range.
+ * @returns `{key, range_end?}`, base64.
+ */
+export function rangeKeys(
+  range: KeyRange,
+): { key: string; range_end?: string } {
+  const keys: { key: string; range_end?: string } = { key: b64(range.key) };
+  if (range.prefix) keys.range_end = prefixEnd(range.key);
+  else if (range.end !== undefined) keys.range_end = b64(range.end);
+  return keys;
+}
+
+function toBase64(bytes: Uint8Array): string {
+  let binary = "";
+  for (const byte of bytes) binary += String.fromCharCode(byte);
+  return btoa(binary);
+}
+
+/**
+ * The revision in a gateway answer's header.
+ *
+ * @param body The answer.
+ * @returns The revision, 0 when absent.
+ */
+export function revisionOf(body: GatewayJson): number {
+  return Number(body.header?.revision ?? 0);
+}
+
+/**
+ * The gateway body of a range read.
+ *
+ * @param request The read.
+ * @returns Its JSON.
+ */
+export function rangeBody(request: RangeRequest): Record<string, unknown> {
+  return {
+    ...rangeKeys(request),
+    ...(request.revision ? { revision: String(request.revision) } : {}),
+    ...(request.limit ? { limit: String(request.limit) } : {}),
+  };
+}
+
+/**
+ * The gateway body of a put.
+ *
+ * @param request The put.
+ * @returns Its JSON.
+ */
+export function putBody(request: PutRequest): Record<string, unknown> {
+  return {
+    key: b64(request.key),
+    value: b64(request.value),
+    ...(request.lease ? { lease: request.lease } : {}),
+  };
+}
+
+const TARGETS = {
+  create: ["CREATE", "create_revision"],
+  mod: ["MOD", "mod_revision"],
+  version: ["VERSION", "version"],
+  value: ["VALUE", "value"],
+  lease: ["LEASE", "lease"],
+} as const;
+
+const RESULTS = {
+  "==": "EQUAL",
+  "!=": "NOT_EQUAL",
+  "<": "LESS",
+  ">": "GREATER",
+} as const;
+
+function compareBody(compare: Compare): Record<string, unknown> {
+  const [target, field] = TARGETS[compare.target];
+  return {
+    ...rangeKeys(compare),
+    target,
+    result: RESULTS[compare.result],
+    [field]: compare.target === "value"
+      ? b64(String(compare.value))
+      : String(compare.value),
+  };
+}
+
+function opBody(op: TxnOp): Record<string, unknown> {
+  if ("put" in op) return { request_put: putBody(op.put) };
+  if ("range" in op) return { request_range: rangeBody(op.range) };
+  return { request_delete_range: rangeKeys(op.deleteRange) };
+}
+
+/**
+ * A range answer, decoded.
+ *
+ * @param body The gateway's answer.
+ * @returns The keys read.
+ */
+export function decodeRange(body: GatewayJson): RangeResponse {
+  return {
+    kvs: (body.kvs ?? []).map(decodeKeyValue),
+    more: body.more === true,
+    revision: revisionOf(body),
+  };
+}
+
+/**
+ * The gateway body of a txn.
+ *
+ * @param compare The comparisons.
+ * @param success Run when they all hold.
+ * @param failure Run otherwise.
+ * @returns Its JSON.
+ */
+export function txnBody(
+  compare: Compare[],
+  success: TxnOp[],
+  failure: TxnOp[],
+): Record<string, unknown> {
+  return {
+    compare: compare.map(compareBody),
+    success: success.map(opBody),
+    failure: failure.map(opBody),
+  };
+}
+
+/**
+ * A txn answer, decoded.
+ *
+ * @param body The gateway's answer.
+ * @returns Which branch ran, its answers and the revision.
+ */
+export function decodeTxn(body: GatewayJson): TxnResponse {
+  const responses = (body.responses ?? []).map(
+    (r: GatewayJson): TxnOpResponse => {
+      if (r.response_range) return { range: decodeRange(r.response_range) };
+      if (r.response_delete_range) {
+        return { deleted: Number(r.response_delete_range.deleted ?? 0) };
+      }
+      return {};
+    },
+  );
+  return {
+    succeeded: body.succeeded === true,
+    revision: revisionOf(body),
+    responses,
+  };
+}

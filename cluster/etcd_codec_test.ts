@@ -1,0 +1,140 @@
+import assert from "node:assert/strict";
+import {
+  b64,
+  decodeKeyValue,
+  decodeTxn,
+  prefixEnd,
+  rangeKeys,
+  txnBody,
+  unb64,
+} from "./etcd_codec.ts";
+
+const pure = { permissions: "none" } as const;
+
+Deno.test(
+  "b64() and unb64() round-trip UTF-8, and an absent field is empty",
+  pure,
+  () => {
+    assert.equal(b64("/q/é"), btoa("/q/\xc3\xa9"));
+    assert.equal(unb64(b64("zwei ✓ 🔒")), "zwei ✓ 🔒");
+    assert.equal(unb64(undefined), "");
+  },
+);
+
+Deno.test(
+  "prefixEnd() is the prefix with its last UTF-8 byte raised",
+  pure,
+  () => {
+    assert.equal(prefixEnd("/a/"), b64("/a0"));
+    assert.equal(prefixEnd("é"), btoa("\xc3\xaa"));
+    assert.equal(
+      prefixEnd(""),
+      btoa("\0"),
+      "the empty prefix covers every key",
+    );
+  },
+);
+
+Deno.test("rangeKeys() covers one key, a prefix, or [key, end)", pure, () => {
+  assert.deepEqual(rangeKeys({ key: "k" }), { key: b64("k") });
+  assert.deepEqual(rangeKeys({ key: "/p/", prefix: true }), {
+    key: b64("/p/"),
+    range_end: b64("/p0"),
+  });
+  assert.deepEqual(rangeKeys({ key: "a", end: "c" }), {
+    key: b64("a"),
+    range_end: b64("c"),
+  });
+});
+
+Deno.test(
+  "txnBody() maps compares and ops to the gateway's field names",
+  pure,
+  () => {
+    assert.deepEqual(
+      txnBody(
+        [
+          {
+            key: "/q/",
+            prefix: true,
+            target: "create",
+            result: "==",
+            value: 0,
+          },
+          { key: "k", target: "value", result: "!=", value: "v" },
+        ],
+        [{ put: { key: "k", value: "v", lease: "7" } }],
+        [{ range: { key: "k", limit: 1 } }, { deleteRange: { key: "d" } }],
+      ),
+      {
+        compare: [
+          {
+            key: b64("/q/"),
+            range_end: b64("/q0"),
+            target: "CREATE",
+            result: "EQUAL",
+            create_revision: "0",
+          },
+          {
+            key: b64("k"),
+            target: "VALUE",
+            result: "NOT_EQUAL",
+            value: b64("v"),
+          },
+        ],
+        success: [{
+          request_put: { key: b64("k"), value: b64("v"), lease: "7" },
+        }],
+        failure: [
+          { request_range: { key: b64("k"), limit: "1" } },
+          { request_delete_range: { key: b64("d") } },
+        ],
+      },
+    );
+  },
+);
+
+Deno.test(
+  "decodeTxn() and decodeKeyValue() read strings as numbers and fill defaults",
+  pure,
+  () => {
+    const kv = {
+      key: b64("k"),
+      create_revision: "5",
+      mod_revision: "9",
+      lease: "12",
+    };
+    assert.deepEqual(decodeKeyValue(kv), {
+      key: "k",
+      value: "",
+      createRevision: 5,
+      modRevision: 9,
+      lease: "12",
+    });
+    assert.deepEqual(
+      decodeTxn({
+        header: { revision: "10" },
+        responses: [
+          {
+            response_range: {
+              header: { revision: "10" },
+              kvs: [kv],
+              more: true,
+            },
+          },
+          { response_delete_range: { deleted: "2" } },
+          { response_put: {} },
+        ],
+      }),
+      {
+        succeeded: false,
+        revision: 10,
+        responses: [
+          { range: { kvs: [decodeKeyValue(kv)], more: true, revision: 10 } },
+          { deleted: 2 },
+          {},
+        ],
+      },
+    );
+  },
+);

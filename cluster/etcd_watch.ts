@@ -1,0 +1,179 @@
+/**
+ * etcd's streamed watch over the JSON gateway: one POST whose response is one
+ * JSON object per line. The watch survives member failures by starting again,
+ * on the next endpoint, from the revision after the last one delivered; it
+ * treats a stream that stays silent longer than `progressTimeoutMs` as dead
+ * (members must run with `--experimental-watch-progress-notify-interval` well
+ * below it). Compaction past that revision cannot be survived: it ends the
+ * watch with {@linkcode EtcdCompactedError}, and the caller re-lists.
+ *
+ * @module
+ */
+
+import { type EtcdClient, EtcdError, etcdError } from "./etcd.ts";
+import {
+  decodeKeyValue,
+  type GatewayJson,
+  type KeyRange,
+  type KeyValue,
+  rangeKeys,
+} from "./etcd_codec.ts";
+import { delay } from "../message/io.ts";
+
+/** Options of {@linkcode watch}. */
+export interface WatchOptions {
+  /** The first revision to deliver events of (the revision listed + 1). */
+  startRevision: number;
+  /**
+   * How long the stream may stay silent (no event, no progress notification)
+   * before it is taken for dead and started again elsewhere.
+   *
+   * @default {5000}
+   */
+  progressTimeoutMs?: number | undefined;
+  /** Ends the watch. */
+  signal?: AbortSignal | undefined;
+}
+
+/** One change of a watched key. */
+export interface WatchEvent {
+  /** A put (create or update) or a delete. */
+  type: "put" | "delete";
+  /** The key after the put, or as deleted (a delete's `modRevision` is its own). */
+  kv: KeyValue;
+}
+
+/** What one watch response delivered. */
+export interface WatchBatch {
+  /**
+   * Every change up to this revision has been delivered (a progress
+   * notification has no events and only moves this).
+   */
+  revision: number;
+  /** The changes, in revision order. */
+  events: WatchEvent[];
+}
+
+/** The watch's start revision has been compacted away: re-list, watch again. */
+export class EtcdCompactedError extends EtcdError {
+  /** Always `"EtcdCompactedError"`. */
+  override name = "EtcdCompactedError";
+  /** The revision etcd compacted up to. */
+  readonly compactRevision: number;
+
+  /**
+   * @param compactRevision The revision etcd compacted up to.
+   * @param startRevision The revision the watch wanted.
+   */
+  constructor(compactRevision: number, startRevision: number) {
+    super(
+      `Cannot watch etcd from revision ${startRevision}: compacted up to ${compactRevision}`,
+      11,
+    );
+    this.compactRevision = compactRevision;
+  }
+}
+
+/**
+ * Watches a key or range from a revision on, until `options.signal` aborts.
+ *
+ * @param client The etcd client (its endpoints and failover).
+ * @param range What to watch.
+ * @param options Where to start, the silence bound, the end.
+ * @returns Batches of changes and progress, in revision order, each revision
+ *   once.
+ * @throws {EtcdCompactedError} When the revision to continue from is compacted.
+ *
+ * @example Following a prefix
+ * ```ts ignore
+ * for await (const batch of watch(etcd, { key: "/a/", prefix: true }, { startRevision: 1 })) {
+ *   for (const event of batch.events) console.log(event.type, event.kv.key);
+ * }
+ * ```
+ */
+export async function* watch(
+  client: EtcdClient,
+  range: KeyRange,
+  options: WatchOptions,
+): AsyncGenerator<WatchBatch, void, undefined> {
+  const silence = options.progressTimeoutMs ?? 5_000;
+  const outer = options.signal;
+  let next = options.startRevision;
+  while (!outer?.aborted) {
+    const endpoint = client.endpoint;
+    const stream = new AbortController();
+    const signal = outer
+      ? AbortSignal.any([outer, stream.signal])
+      : stream.signal;
+    let timer = setTimeout(() => stream.abort(), silence);
+    try {
+      const response = await fetch(`${endpoint}/v3/watch`, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({
+          create_request: {
+            ...rangeKeys(range),
+            start_revision: String(next),
+            progress_notify: true,
+          },
+        }),
+        signal,
+      });
+      if (!response.ok) {
+        throw etcdError("/v3/watch", await response.json(), response.status);
+      }
+      for await (const message of lines(response.body!)) {
+        clearTimeout(timer);
+        timer = setTimeout(() => stream.abort(), silence);
+        if (message.error) throw etcdError("/v3/watch", message.error, 200);
+        const result = message.result ?? {};
+        const compacted = Number(result.compact_revision ?? 0);
+        if (compacted > 0) throw new EtcdCompactedError(compacted, next);
+        if (result.canceled) {
+          throw new EtcdError(
+            `Cannot watch etcd: cancelled: ${
+              result.cancel_reason ?? "no reason"
+            }`,
+            1,
+          );
+        }
+        if (result.created) continue;
+        const events: WatchEvent[] = (result.events ?? []).map((
+          e: GatewayJson,
+        ) => ({
+          type: e.type === "DELETE" ? "delete" : "put",
+          kv: decodeKeyValue(e.kv),
+        }));
+        const last = events.at(-1);
+        const revision = Number(result.header?.revision ?? 0);
+        if (last) next = Math.max(next, last.kv.modRevision + 1);
+        else next = Math.max(next, revision + 1);
+        yield { revision: next - 1, events };
+      }
+    } catch (error) {
+      if (outer?.aborted) return;
+      if (error instanceof EtcdCompactedError) throw error;
+    } finally {
+      clearTimeout(timer);
+      stream.abort();
+    }
+    client.rotate(endpoint);
+    await delay(100, outer);
+  }
+}
+
+/** The JSON objects of a newline-delimited stream. */
+async function* lines(
+  body: ReadableStream<Uint8Array>,
+): AsyncGenerator<GatewayJson> {
+  let buffered = "";
+  for await (const chunk of body.pipeThrough(new TextDecoderStream())) {
+    buffered += chunk;
+    let newline: number;
+    while ((newline = buffered.indexOf("\n")) >= 0) {
+      const line = buffered.slice(0, newline).trim();
+      buffered = buffered.slice(newline + 1);
+      if (line) yield JSON.parse(line);
+    }
+  }
+}

@@ -1,0 +1,404 @@
+/**
+ * The cluster's lock space as etcd holds it, pure: the key layout of one lock
+ * request, and a node's mirror of every request at one revision, with the
+ * grant rule. It knows nothing of etcd's wire, sockets or clocks.
+ *
+ * Layout under a root prefix (`/pklock/v1`):
+ *
+ * ```
+ * <root>/q/<enc(name)>/x/<node>.<conn>.<seq>   an exclusive request   (lease: the node's)
+ * <root>/q/<enc(name)>/s/<node>.<conn>.<seq>   a shared request       (lease: the node's)
+ * <root>/nodes/<node>                          a live node            (lease: the node's)
+ * <root>/meta/tokenBase                        added to every fencing token
+ * ```
+ *
+ * `enc` is `encodeURIComponent`, which escapes `/`, so the prefix of one name
+ * never covers another. `node` is the node lease's id in hex. Order is by
+ * create revision, across both modes.
+ *
+ * @module
+ */
+
+import type { LockMode } from "../protocol/lock_protocol.ts";
+import type { KeyValue } from "./etcd_codec.ts";
+
+/** What a request's key holds besides its place in the key. */
+export interface RequestValue {
+  /** Who asked, for status. */
+  peer?: string | undefined;
+  /** The client's label, for status. */
+  label?: string | undefined;
+  /** When the node received the request (ms since the epoch). */
+  since: number;
+  /**
+   * Set by the write that granted the request, so the key's mod revision is
+   * the grant's revision, and its fencing token that plus the token base.
+   */
+  granted?: boolean | undefined;
+}
+
+/** A lock request as the mirror knows it. */
+export interface MirroredRequest {
+  /** Its etcd key. */
+  readonly key: string;
+  /** The lock's name. */
+  readonly name: string;
+  /** Its mode. */
+  readonly mode: LockMode;
+  /** The node that owns it (its lease id in hex). */
+  readonly node: string;
+  /** Its connection on that node. */
+  readonly conn: number;
+  /** Its owner across the cluster: {@linkcode ownerOf} its node and conn. */
+  readonly owner: string;
+  /** Its place in the queue. */
+  readonly createRevision: number;
+  /** The revision of its last write (its grant's, once granted). */
+  modRevision: number;
+  /** What the key holds. */
+  value: RequestValue;
+}
+
+/** The parts of a request's key. */
+export interface RequestKey {
+  /** The lock's name. */
+  name: string;
+  /** The mode asked for. */
+  mode: LockMode;
+  /** The owning node's lease id in hex. */
+  node: string;
+  /** The connection on that node. */
+  conn: number;
+  /** The request's number on that node. */
+  seq: number;
+}
+
+/**
+ * Where the requests of one lock live: every request of it, or, for
+ * `"exclusive"` only, its exclusive requests.
+ *
+ * @param root The root prefix.
+ * @param name The lock's name.
+ * @param mode Only the exclusive requests, when `"exclusive"`.
+ * @returns The prefix.
+ */
+export function lockPrefix(
+  root: string,
+  name: string,
+  mode?: LockMode,
+): string {
+  const prefix = `${root}/q/${encodeURIComponent(name)}/`;
+  return mode === "exclusive" ? `${prefix}x/` : prefix;
+}
+
+/**
+ * The key of one request.
+ *
+ * @param root The root prefix.
+ * @param request Its parts.
+ * @returns The key.
+ */
+export function requestKey(root: string, request: RequestKey): string {
+  const mode = request.mode === "exclusive" ? "x" : "s";
+  return `${
+    lockPrefix(root, request.name)
+  }${mode}/${request.node}.${request.conn}.${request.seq}`;
+}
+
+/**
+ * A connection's name across the cluster: the owner of its requests.
+ *
+ * @param node The node's lease id in hex.
+ * @param conn The connection on that node.
+ * @returns The owner.
+ */
+export function ownerOf(node: string, conn: number): string {
+  return `${node}.${conn}`;
+}
+
+/**
+ * Reads a request's key back.
+ *
+ * @param root The root prefix.
+ * @param key The key.
+ * @returns Its parts, or `null` when it is no request key.
+ */
+export function parseRequestKey(root: string, key: string): RequestKey | null {
+  const queues = `${root}/q/`;
+  if (!key.startsWith(queues)) return null;
+  const parts = key.slice(queues.length).split("/");
+  if (parts.length !== 3) return null;
+  const [encoded, mode, id] = parts as [string, string, string];
+  const match = /^([0-9a-f]+)\.(\d+)\.(\d+)$/.exec(id);
+  if (!match || (mode !== "x" && mode !== "s")) return null;
+  let name: string;
+  try {
+    name = decodeURIComponent(encoded);
+  } catch {
+    return null;
+  }
+  return {
+    name,
+    mode: mode === "x" ? "exclusive" : "shared",
+    node: match[1]!,
+    conn: Number(match[2]),
+    seq: Number(match[3]),
+  };
+}
+
+/**
+ * Reads a request key's value; a value that is not ours reads as empty.
+ *
+ * @param text The value.
+ * @returns What it holds.
+ */
+export function parseRequestValue(text: string): RequestValue {
+  try {
+    const value = JSON.parse(text);
+    if (value && typeof value === "object" && typeof value.since === "number") {
+      return value;
+    }
+  } catch {
+    // Not ours: an operator's write. The key still counts in the queue.
+  }
+  return { since: 0 };
+}
+
+/**
+ * Every lock request of the cluster at one revision, kept from a listing and
+ * the watch that follows it. Queues are ordered by create revision.
+ */
+export class LockMirror {
+  /** Every change up to this revision is applied. */
+  revision = 0;
+  readonly #root: string;
+  readonly #queues = new Map<string, MirroredRequest[]>();
+  readonly #byKey = new Map<string, MirroredRequest>();
+  readonly #byOwner = new Map<string, Set<MirroredRequest>>();
+
+  /** @param root The root prefix. */
+  constructor(root: string) {
+    this.#root = root;
+  }
+
+  /**
+   * Starts again from a listing.
+   *
+   * @param kvs Every key under `<root>/q/` at `revision`.
+   * @param revision The listing's revision.
+   */
+  reset(kvs: KeyValue[], revision: number): void {
+    this.#queues.clear();
+    this.#byKey.clear();
+    this.#byOwner.clear();
+    for (const kv of kvs) this.#put(kv);
+    for (const queue of this.#queues.values()) {
+      queue.sort((a, b) => a.createRevision - b.createRevision);
+    }
+    this.revision = revision;
+  }
+
+  /**
+   * Applies one watch batch.
+   *
+   * @param events The batch's changes, in order.
+   * @param revision The revision the batch brings the mirror to.
+   * @param deleted Receives the requests the batch deleted.
+   * @returns The names of the locks whose queues changed.
+   */
+  apply(
+    events: { type: "put" | "delete"; kv: KeyValue }[],
+    revision: number,
+    deleted: MirroredRequest[] = [],
+  ): Set<string> {
+    const touched = new Set<string>();
+    for (const { type, kv } of events) {
+      const request = type === "put" ? this.#put(kv) : this.#delete(kv.key);
+      if (!request) continue;
+      touched.add(request.name);
+      if (type === "delete") deleted.push(request);
+    }
+    this.revision = Math.max(this.revision, revision);
+    return touched;
+  }
+
+  /**
+   * One lock's queue, first in line first.
+   *
+   * @param name The lock's name.
+   * @returns Its requests; empty when it has none.
+   */
+  queue(name: string): readonly MirroredRequest[] {
+    return this.#queues.get(name) ?? [];
+  }
+
+  /** The names of every lock with a request. */
+  names(): IterableIterator<string> {
+    return this.#queues.keys();
+  }
+
+  /**
+   * One request, by key.
+   *
+   * @param key Its key.
+   * @returns It, or `undefined` when the mirror has no such key.
+   */
+  get(key: string): MirroredRequest | undefined {
+    return this.#byKey.get(key);
+  }
+
+  /**
+   * The grant rule: an exclusive request holds when it is first in its queue;
+   * a shared one when no exclusive request is before it. Once a request
+   * holds it holds until deleted, since later keys queue after it.
+   *
+   * @param key The request's key.
+   * @returns Whether it holds; `false` when the mirror has no such key.
+   */
+  holds(key: string): boolean {
+    const request = this.#byKey.get(key);
+    if (!request) return false;
+    const queue = this.queue(request.name);
+    if (request.mode === "exclusive") return queue[0] === request;
+    for (const other of queue) {
+      if (other === request) return true;
+      if (other.mode === "exclusive") return false;
+    }
+    return false;
+  }
+
+  /**
+   * The requests that one in `mode` waits for: the earlier requests of its
+   * queue whose mode conflicts with it, held or waiting.
+   *
+   * @param name The lock's name.
+   * @param mode The mode asked for.
+   * @param stop The request itself; absent for one that would join the tail.
+   * @param into Receives their owners.
+   * @param skip Requests to leave out: those the caller knows are gone.
+   */
+  blockers(
+    name: string,
+    mode: LockMode,
+    stop: MirroredRequest | undefined,
+    into: string[],
+    skip?: (request: MirroredRequest) => boolean,
+  ): void {
+    for (const other of this.queue(name)) {
+      if (other === stop) return;
+      if (skip?.(other)) continue;
+      if (mode === "exclusive" || other.mode === "exclusive") {
+        into.push(other.owner);
+      }
+    }
+  }
+
+  /**
+   * Whether `owner`, waiting for `waitsFor`, would wait for itself through
+   * the owners those wait for, and so on. Only waiting requests created
+   * before `before` count: edges are only added by new waiting requests, so
+   * the request that closed a cycle is its youngest, and each node asks this
+   * of its own requests alone; exactly one request per cycle is refused.
+   *
+   * @param owner The owner that would wait.
+   * @param waitsFor The owners it would wait for ({@linkcode blockers}).
+   * @param before Ignore requests created at or after this revision.
+   * @param skip Requests to leave out: those the caller knows are gone.
+   * @returns Whether waiting would close a cycle.
+   */
+  closesCycle(
+    owner: string,
+    waitsFor: string[],
+    before = Infinity,
+    skip?: (request: MirroredRequest) => boolean,
+  ): boolean {
+    const seen = new Set<string>();
+    const pending = [...waitsFor];
+    while (pending.length > 0) {
+      const next = pending.pop()!;
+      if (next === owner) return true;
+      if (seen.has(next)) continue;
+      seen.add(next);
+      for (const request of this.#byOwner.get(next) ?? []) {
+        if (request.createRevision >= before || skip?.(request)) continue;
+        if (this.holds(request.key)) continue;
+        this.blockers(request.name, request.mode, request, pending, skip);
+      }
+    }
+    return false;
+  }
+
+  /**
+   * Whether a request's wait closes a cycle: {@linkcode closesCycle} of its
+   * {@linkcode blockers}, counting only requests older than it.
+   *
+   * @param owner Its owner.
+   * @param name Its lock's name.
+   * @param mode Its mode.
+   * @param request It, in the mirror; absent for one not yet queued.
+   * @param skip Requests to leave out: those the caller knows are gone.
+   * @returns Whether waiting would close a cycle.
+   */
+  waitClosesCycle(
+    owner: string,
+    name: string,
+    mode: LockMode,
+    request?: MirroredRequest,
+    skip?: (request: MirroredRequest) => boolean,
+  ): boolean {
+    const waitsFor: string[] = [];
+    this.blockers(name, mode, request, waitsFor, skip);
+    const before = request?.createRevision ?? Infinity;
+    return this.closesCycle(owner, waitsFor, before, skip);
+  }
+
+  #put(kv: KeyValue): MirroredRequest | null {
+    const known = this.#byKey.get(kv.key);
+    if (known) {
+      known.value = parseRequestValue(kv.value);
+      known.modRevision = kv.modRevision;
+      return known;
+    }
+    const parts = parseRequestKey(this.#root, kv.key);
+    if (!parts) return null;
+    const request: MirroredRequest = {
+      key: kv.key,
+      name: parts.name,
+      mode: parts.mode,
+      node: parts.node,
+      conn: parts.conn,
+      owner: ownerOf(parts.node, parts.conn),
+      createRevision: kv.createRevision,
+      modRevision: kv.modRevision,
+      value: parseRequestValue(kv.value),
+    };
+    this.#byKey.set(kv.key, request);
+    const owned = this.#byOwner.get(request.owner);
+    if (owned) owned.add(request);
+    else this.#byOwner.set(request.owner, new Set([request]));
+    const queue = this.#queues.get(parts.name);
+    if (!queue) {
+      this.#queues.set(parts.name, [request]);
+      return request;
+    }
+    let at = queue.length;
+    while (at > 0 && queue[at - 1]!.createRevision > request.createRevision) {
+      at--;
+    }
+    queue.splice(at, 0, request);
+    return request;
+  }
+
+  #delete(key: string): MirroredRequest | null {
+    const request = this.#byKey.get(key);
+    if (!request) return null;
+    this.#byKey.delete(key);
+    const owned = this.#byOwner.get(request.owner)!;
+    owned.delete(request);
+    if (owned.size === 0) this.#byOwner.delete(request.owner);
+    const queue = this.#queues.get(request.name)!;
+    queue.splice(queue.indexOf(request), 1);
+    if (queue.length === 0) this.#queues.delete(request.name);
+    return request;
+  }
+}

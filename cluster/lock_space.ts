@@ -1,0 +1,423 @@
+/**
+ * The cluster's lock space on etcd: every lock request is a key under its
+ * lock's prefix, attached to this node's lease; the queue is the create
+ * revision order; who holds follows from the store by the grant rule of
+ * `lock_mirror.ts`, which one node-wide watch keeps mirrored. A request is
+ * granted at once by the txn that queues it when nothing conflicts; otherwise
+ * the node sees, in its mirror, the moment it holds, records the grant with a
+ * txn on the key (the "mark"), and only then tells the caller. Fencing tokens
+ * are the revision of the txn that granted (strictly increasing over the whole
+ * cluster, as revisions never go back) plus a token base kept in etcd.
+ *
+ * Release, withdrawal and disconnect delete keys at once; a dead node's keys
+ * go when its lease expires; this node's lease lost ends every request here.
+ *
+ * @module
+ */
+
+import {
+  type AcquireOptions,
+  type AcquireResult,
+  ClusterRequest,
+  OwnRequests,
+  type Refusal,
+} from "./own_requests.ts";
+import type { EtcdClient } from "./etcd.ts";
+import type { TxnOp } from "./etcd_codec.ts";
+import { deleteKeys, untilTaken } from "./etcd_retry.ts";
+import { MirrorFeed } from "./mirror_feed.ts";
+import {
+  type LockMirror,
+  lockPrefix,
+  type MirroredRequest,
+  ownerOf,
+  requestKey,
+  type RequestValue,
+} from "./lock_mirror.ts";
+import type { NodeLease } from "./node_lease.ts";
+
+export type { AcquireOptions, AcquireResult, Refusal };
+export { ClusterRequest };
+
+/** Options of {@linkcode EtcdLockSpace.open}. */
+export interface LockSpaceOptions {
+  /**
+   * The root prefix of every key.
+   *
+   * @default {"/pklock/v1"}
+   */
+  prefix?: string | undefined;
+  /**
+   * How long the watch may stay silent before it is restarted elsewhere (the
+   * members' progress-notify interval must be well below it).
+   *
+   * @default {5000}
+   */
+  progressTimeoutMs?: number | undefined;
+  /** Called once for each request granted after it was queued. */
+  onGrant: (request: ClusterRequest) => void;
+  /**
+   * Called once for each request, held or queued, that ends without its
+   * owner's say: its key was deleted by someone else, or the node lease is
+   * lost. The owner must treat its lock as gone (close the connection).
+   */
+  onLost: (request: ClusterRequest, reason: string) => void;
+  /**
+   * Called once for a queued request refused after the fact: its enqueue,
+   * racing one on another node, closed a cycle of owners waiting for each
+   * other, and it is the cycle's youngest request. Its key is deleted; the
+   * owner answers `deadlock`.
+   */
+  onDeadlock: (request: ClusterRequest) => void;
+}
+
+/**
+ * The lock space of one node, shared with every other node on the same etcd
+ * prefix.
+ *
+ * @example Taking a lock that another node may hold
+ * ```ts ignore
+ * await using space = await EtcdLockSpace.open(etcd, lease, {
+ *   onGrant: (request) => reply(request.conn, request.token),
+ *   onLost: (request) => closeConnection(request.conn),
+ *   onDeadlock: (request) => replyDeadlock(request.conn),
+ * });
+ * const result = await space.acquire(7, "jobs");
+ * ```
+ */
+export class EtcdLockSpace implements AsyncDisposable {
+  /** Added to every revision to make a fencing token. */
+  readonly tokenBase: number;
+  readonly #etcd: EtcdClient;
+  readonly #lease: NodeLease;
+  readonly #node: string;
+  readonly #root: string;
+  readonly #options: LockSpaceOptions;
+  readonly #own = new OwnRequests();
+  readonly #closed = new AbortController();
+  /** Ends the background writes: the node stops, or its lease is gone. */
+  readonly #stop: AbortSignal;
+  readonly #tasks = new Set<Promise<void>>();
+  #feed: MirrorFeed | null = null;
+  #seq = 0;
+  /**
+   * This node's requests the mirror still shows but that have ended here
+   * (their deletes are on the way): a wait-for graph must not count them, or
+   * a client that released and asks again would be refused.
+   */
+  readonly #gone = (request: MirroredRequest): boolean =>
+    request.node === this.#node && this.#own.get(request.key) === undefined;
+
+  private constructor(
+    etcd: EtcdClient,
+    lease: NodeLease,
+    tokenBase: number,
+    options: LockSpaceOptions,
+  ) {
+    this.#etcd = etcd;
+    this.#lease = lease;
+    this.#node = BigInt(lease.id).toString(16);
+    this.#root = options.prefix ?? "/pklock/v1";
+    this.#options = options;
+    this.tokenBase = tokenBase;
+    this.#stop = AbortSignal.any([this.#closed.signal, lease.lost]);
+  }
+
+  /**
+   * Registers this node, lists the lock space and starts following it.
+   *
+   * @param etcd The etcd client.
+   * @param lease This node's lease; its loss ends every request here.
+   * @param options The prefix and the event sinks.
+   * @returns The lock space.
+   * @throws {EtcdError} When etcd cannot be read.
+   */
+  static async open(
+    etcd: EtcdClient,
+    lease: NodeLease,
+    options: LockSpaceOptions,
+  ): Promise<EtcdLockSpace> {
+    const root = options.prefix ?? "/pklock/v1";
+    const base = await etcd.range({ key: `${root}/meta/tokenBase` });
+    const tokenBase = Number(base.kvs[0]?.value ?? 0) || 0;
+    const space = new EtcdLockSpace(etcd, lease, tokenBase, options);
+    await etcd.put({
+      key: `${root}/nodes/${space.#node}`,
+      value: JSON.stringify({ since: Date.now() }),
+      lease: lease.id,
+    });
+    space.#feed = await MirrorFeed.open(etcd, {
+      root,
+      progressTimeoutMs: options.progressTimeoutMs,
+      signal: space.#stop,
+      onChange: (touched, deleted) => space.#changed(touched, deleted),
+      onReset: () => space.#reset(),
+    });
+    lease.lost.addEventListener("abort", () => space.#leaseLost(), {
+      once: true,
+    });
+    return space;
+  }
+
+  /** Every request of the cluster, as of the watch's revision. */
+  get mirror(): LockMirror {
+    return this.#feed!.mirror;
+  }
+
+  /**
+   * Asks for a lock: granted at once when nothing conflicts, else queued
+   * (granted later through `onGrant`), or `"busy"` when `wait` is false.
+   *
+   * @param conn The asking connection.
+   * @param name The lock's name.
+   * @param options The mode, whether to wait, status details.
+   * @returns What became of the request.
+   * @throws {EtcdError} When etcd does not take the request; nothing is queued.
+   * @throws {NodeLeaseLostError} When this node's lease is lost.
+   */
+  async acquire(
+    conn: number,
+    name: string,
+    options: AcquireOptions = {},
+  ): Promise<AcquireResult> {
+    this.#lease.lost.throwIfAborted();
+    const mode = options.mode ?? "exclusive";
+    const wait = options.wait ?? true;
+    const existing = this.#own.find(conn, name);
+    if (existing) {
+      const reason = existing.held ? "already_held" : "already_waiting";
+      return { status: "refused", reason };
+    }
+    const owner = ownerOf(this.#node, conn);
+    const mirror = this.mirror;
+    if (
+      wait && mirror.waitClosesCycle(owner, name, mode, undefined, this.#gone)
+    ) {
+      return { status: "refused", reason: "deadlock" };
+    }
+    const seq = ++this.#seq;
+    const node = this.#node;
+    const key = requestKey(this.#root, { name, mode, node, conn, seq });
+    const request = new ClusterRequest(key, name, mode, conn);
+    this.#own.add(request);
+    const value: RequestValue = {
+      since: Date.now(),
+      peer: options.peer,
+      label: options.label,
+    };
+    const conflict = lockPrefix(
+      this.#root,
+      name,
+      mode === "shared" ? "exclusive" : undefined,
+    );
+    const put = (granted: boolean): TxnOp => ({
+      put: {
+        key,
+        value: JSON.stringify({ ...value, granted }),
+        lease: this.#lease.id,
+      },
+    });
+    // A retried txn whose first try committed finds its own key: the failure
+    // branch reads it, so its real place in line is known.
+    const free = { key: conflict, prefix: true, value: 0 } as const;
+    const asked = this.#etcd.txn(
+      [{ ...free, target: "create", result: "==" }],
+      [put(true)],
+      wait ? [put(false), { range: { key } }] : [{ range: { key } }],
+    );
+    request.queued = asked.catch(() => {});
+    let answer;
+    try {
+      answer = await asked;
+    } catch (error) {
+      // The txn may have committed before the answer was lost.
+      this.#own.end(request);
+      this.#deleteKeys([key]);
+      throw error;
+    }
+    this.#feed!.seen(answer.revision);
+    if (this.#lease.lost.aborted) {
+      this.#own.end(request);
+      throw this.#lease.lost.reason;
+    }
+    if (request.state === "ended") {
+      // Released while being queued, or its key deleted by someone else.
+      await this.#deleteKeys([key]);
+      return { status: "busy" };
+    }
+    if (answer.succeeded) {
+      request.createRevision = answer.revision;
+      request.token = answer.revision + this.tokenBase;
+      request.state = "held";
+      return { status: "granted", request };
+    }
+    const mine = answer.responses.at(-1)?.range?.kvs[0];
+    if (!wait) {
+      this.#own.end(request);
+      if (mine) await this.#deleteKeys([key]);
+      return { status: "busy" };
+    }
+    request.createRevision = mine?.createRevision ?? answer.revision;
+    request.state = "waiting";
+    this.#consider(request);
+    return { status: "queued", request };
+  }
+
+  /**
+   * Releases a hold or withdraws a queued request, deleting its key. A
+   * request being granted at that moment is withdrawn: `onGrant` will not be
+   * called for it.
+   *
+   * @param request The request.
+   * @returns Whether it was held.
+   */
+  async release(request: ClusterRequest): Promise<boolean> {
+    if (request.state === "ended") return false;
+    const held = request.state === "held";
+    this.#own.end(request);
+    await request.queued;
+    await this.#deleteKeys([request.key]);
+    return held;
+  }
+
+  /**
+   * Ends every request of a connection at once (it closed): their keys are
+   * deleted in txns of at most 128 deletes, sent together.
+   *
+   * @param conn The connection.
+   */
+  async disconnect(conn: number): Promise<void> {
+    const requests = this.#own.ofConn(conn);
+    for (const request of requests) this.#own.end(request);
+    await Promise.all(requests.map((r) => r.queued));
+    await this.#deleteKeys(requests.map((r) => r.key));
+  }
+
+  /**
+   * Waits until the mirror shows every change up to `revision`.
+   *
+   * @param revision A revision, as of a request's `createRevision`.
+   * @returns Once the mirror is at or past it.
+   */
+  caughtUp(revision: number): Promise<void> {
+    return this.#feed!.caughtUp(revision);
+  }
+
+  /**
+   * The fencing token of a request the mirror shows granted.
+   *
+   * @param request A request of the mirror.
+   * @returns Its token, or 0 when it is not (yet) marked granted.
+   */
+  tokenOf(request: MirroredRequest): number {
+    return request.value.granted ? request.modRevision + this.tokenBase : 0;
+  }
+
+  /** Stops following etcd; the requests' keys stay until the lease goes. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    this.#closed.abort();
+    await this.#feed?.done;
+    await Promise.all(this.#tasks);
+  }
+
+  /** After a re-list: requests whose keys went meanwhile are lost. */
+  #reset(): void {
+    for (const request of this.#own.all()) {
+      if (request.state === "pending") continue;
+      if (!this.mirror.get(request.key)) {
+        this.#lost(request, "Its key was deleted by another party");
+      } else this.#consider(request);
+    }
+  }
+
+  #changed(touched: Iterable<string>, deleted: MirroredRequest[]): void {
+    for (const gone of deleted) {
+      const request = this.#own.get(gone.key);
+      if (request?.state === "pending") this.#own.end(request);
+      else if (request) {
+        this.#lost(request, "Its key was deleted by another party");
+      }
+    }
+    for (const name of touched) {
+      for (const request of this.#own.ofName(name)) {
+        this.#consider(request);
+      }
+    }
+  }
+
+  /**
+   * Marks a waiting request granted once the mirror shows it holding; the
+   * first time the mirror shows it waiting, refuses it if its enqueue closed
+   * a cycle.
+   */
+  #consider(request: ClusterRequest): void {
+    const mirrored = this.mirror.get(request.key);
+    if (request.state !== "waiting" || !mirrored) return;
+    if (this.mirror.holds(request.key)) {
+      request.state = "marking";
+      this.#track(this.#mark(request));
+    } else if (!request.checked) {
+      request.checked = true;
+      const { owner, name, mode } = mirrored;
+      if (
+        this.mirror.waitClosesCycle(owner, name, mode, mirrored, this.#gone)
+      ) {
+        this.#own.end(request);
+        this.#options.onDeadlock(request);
+        this.#deleteKeys([request.key]);
+      }
+    }
+  }
+
+  async #mark(request: ClusterRequest): Promise<void> {
+    const known = this.mirror.get(request.key)!;
+    const value = JSON.stringify({ ...known.value, granted: true });
+    const stop = AbortSignal.any([this.#stop, request.withdrawn.signal]);
+    const answer = await untilTaken(stop, () =>
+      this.#etcd.txn(
+        [{
+          key: request.key,
+          target: "create",
+          result: "==",
+          value: request.createRevision,
+        }],
+        [{ put: { key: request.key, value, lease: this.#lease.id } }],
+      ));
+    if (!answer || request.state !== "marking" || this.#lease.lost.aborted) {
+      return;
+    }
+    this.#feed!.seen(answer.revision);
+    if (!answer.succeeded) {
+      this.#lost(request, "Its key was deleted by another party");
+      return;
+    }
+    request.token = answer.revision + this.tokenBase;
+    request.state = "held";
+    this.#options.onGrant(request);
+  }
+
+  /** Deletes keys until etcd takes it, in the background of `dispose`. */
+  #deleteKeys(keys: string[]): Promise<void> {
+    return this.#track(deleteKeys(this.#etcd, keys, this.#stop));
+  }
+
+  /** Keeps a background task, so that disposal waits for it. */
+  #track(task: Promise<void>): Promise<void> {
+    this.#tasks.add(task);
+    return task.finally(() => this.#tasks.delete(task));
+  }
+
+  #lost(request: ClusterRequest, reason: string): void {
+    if (request.state === "ended") return;
+    this.#own.end(request);
+    this.#options.onLost(request, reason);
+  }
+
+  /** Ends every request; those still being queued throw from `acquire`. */
+  #leaseLost(): void {
+    const reason = (this.#lease.lost.reason as Error).message;
+    for (const request of this.#own.all()) {
+      if (request.state !== "pending") this.#lost(request, reason);
+    }
+  }
+}

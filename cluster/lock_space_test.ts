@@ -1,0 +1,537 @@
+import assert from "node:assert/strict";
+import { EtcdClient, EtcdNoSpaceError } from "./etcd.ts";
+import { type ClusterRequest, EtcdLockSpace } from "./lock_space.ts";
+import { NodeLease } from "./node_lease.ts";
+import {
+  type EtcdCluster,
+  etcdTest,
+  startEtcdCluster,
+} from "../tests/etcd_cluster.ts";
+import { deadline, DenoProcess } from "../tests/helpers.ts";
+import { delay } from "../message/io.ts";
+
+/** One lock-space instance, as if on its own node, recording its events. */
+class Node implements AsyncDisposable {
+  readonly grants: ClusterRequest[] = [];
+  readonly losses: { request: ClusterRequest; reason: string; at: number }[] =
+    [];
+  readonly deadlocks: ClusterRequest[] = [];
+  #changed = Promise.withResolvers<void>();
+
+  private constructor(
+    readonly etcd: EtcdClient,
+    readonly lease: NodeLease,
+    public space: EtcdLockSpace | null,
+  ) {}
+
+  static async start(
+    endpoints: string[],
+    options: { prefix?: string; ttlSeconds?: number | undefined } = {},
+  ): Promise<Node> {
+    const etcd = new EtcdClient(endpoints);
+    const ttlSeconds = options.ttlSeconds ?? 2;
+    const lease = await NodeLease.grant(etcd, { ttlSeconds, marginMs: 500 });
+    const node = new Node(etcd, lease, null);
+    node.space = await EtcdLockSpace.open(etcd, lease, {
+      prefix: options.prefix,
+      progressTimeoutMs: 3_000,
+      onGrant: (request) => node.#record(() => node.grants.push(request)),
+      onDeadlock: (request) => node.#record(() => node.deadlocks.push(request)),
+      onLost: (request, reason) =>
+        node.#record(() =>
+          node.losses.push({ request, reason, at: Date.now() })
+        ),
+    });
+    return node;
+  }
+
+  get locks(): EtcdLockSpace {
+    return this.space!;
+  }
+
+  /** Waits until `n` requests have been granted after queueing. */
+  async granted(n: number, within = 10_000): Promise<ClusterRequest[]> {
+    await deadline(
+      this.#until(() => this.grants.length >= n),
+      within,
+      `${n} grants`,
+    );
+    return this.grants.slice(0, n);
+  }
+
+  /** Waits until `n` requests have been lost. */
+  async lost(n: number): Promise<void> {
+    await deadline(
+      this.#until(() => this.losses.length >= n),
+      10_000,
+      `${n} losses`,
+    );
+  }
+
+  async queued(
+    conn: number,
+    name: string,
+    mode?: "shared",
+  ): Promise<ClusterRequest> {
+    const result = await this.locks.acquire(conn, name, { mode });
+    assert.equal(result.status, "queued");
+    return (result as { request: ClusterRequest }).request;
+  }
+
+  async held(
+    conn: number,
+    name: string,
+    mode?: "shared",
+  ): Promise<ClusterRequest> {
+    const result = await this.locks.acquire(conn, name, { mode });
+    assert.equal(result.status, "granted");
+    return (result as { request: ClusterRequest }).request;
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.space?.[Symbol.asyncDispose]();
+    await this.lease[Symbol.asyncDispose]();
+  }
+
+  /** Waits, for at most 10 s, until `done()` holds after an event. */
+  async until(what: string, done: () => boolean): Promise<void> {
+    await deadline(this.#until(done), 10_000, what);
+  }
+
+  async #until(done: () => boolean): Promise<void> {
+    while (!done()) await this.#changed.promise;
+  }
+
+  #record(change: () => void): void {
+    change();
+    this.#changed.resolve();
+    this.#changed = Promise.withResolvers();
+  }
+}
+
+async function nodes(
+  cluster: EtcdCluster,
+  count: number,
+  ttlSeconds?: number,
+): Promise<Node[]> {
+  const started: Node[] = [];
+  for (let i = 0; i < count; i++) {
+    started.push(await Node.start(cluster.endpoints, { ttlSeconds }));
+  }
+  return started;
+}
+
+etcdTest(
+  "an exclusive lock passes in FIFO order across three nodes, tokens rising",
+  async () => {
+    await using cluster = await startEtcdCluster({ members: 3 });
+    const [a, b, c] = await nodes(cluster, 3);
+    await using _a = a!, _b = b!, _c = c!;
+    const first = await a!.held(1, "jobs");
+    const second = await b!.queued(1, "jobs");
+    const third = await c!.queued(1, "jobs");
+    assert.equal(
+      (await a!.locks.acquire(2, "jobs", { wait: false })).status,
+      "busy",
+    );
+    assert.ok(second.createRevision < third.createRevision);
+
+    assert.equal(await a!.locks.release(first), true);
+    const [granted] = await b!.granted(1);
+    assert.equal(granted, second);
+    assert.ok(second.token > first.token);
+    assert.equal(c!.grants.length, 0, "the third waits behind the second");
+
+    await b!.locks.release(second);
+    await c!.granted(1);
+    assert.ok(third.token > second.token);
+    assert.equal(
+      c!.locks.tokenOf(c!.locks.mirror.get(third.key)!) || third.token,
+      third.token,
+    );
+    await c!.locks.release(third);
+    assert.equal(
+      (await a!.locks.acquire(3, "jobs", { wait: false })).status,
+      "granted",
+    );
+  },
+);
+
+etcdTest(
+  "shared holders share across nodes; an exclusive waiter blocks later shared ones",
+  async () => {
+    await using cluster = await startEtcdCluster({ members: 3 });
+    const [a, b] = await nodes(cluster, 2);
+    await using _a = a!, _b = b!;
+    const s1 = await a!.held(1, "db", "shared");
+    const s2 = await b!.held(1, "db", "shared");
+    const x = await a!.queued(2, "db");
+    const s3 = await b!.queued(2, "db", "shared");
+    const s4 = await b!.queued(3, "db", "shared");
+    await a!.locks.release(s1);
+    assert.equal(
+      a!.grants.length,
+      0,
+      "the exclusive waits for every shared holder",
+    );
+    await b!.locks.release(s2);
+    await a!.granted(1);
+    assert.ok(x.held && x.token > s2.token);
+    assert.equal(b!.grants.length, 0);
+    await a!.locks.release(x);
+    const [g3, g4] = await b!.granted(2);
+    assert.deepEqual(
+      new Set([g3, g4]),
+      new Set([s3, s4]),
+      "the shared run is granted together",
+    );
+    assert.ok(s3.token > x.token && s4.token > x.token);
+  },
+);
+
+etcdTest(
+  "withdrawing a queued exclusive request lets the shared ones behind it in",
+  async () => {
+    await using cluster = await startEtcdCluster({ members: 3 });
+    const [a, b] = await nodes(cluster, 2);
+    await using _a = a!, _b = b!;
+    await a!.held(1, "r", "shared");
+    const x = await a!.queued(2, "r");
+    const s = await b!.queued(1, "r", "shared");
+    assert.equal(await a!.locks.release(x), false, "it was only queued");
+    await b!.granted(1);
+    assert.ok(s.held);
+    assert.equal(a!.grants.length, 0, "no grant after a withdrawal");
+  },
+);
+
+etcdTest(
+  "disconnect() ends every request of a connection and grants each waiter on another node",
+  async () => {
+    await using cluster = await startEtcdCluster({ members: 3 });
+    const [a, b] = await nodes(cluster, 2);
+    await using _a = a!, _b = b!;
+    const count = 300;
+    for (let i = 0; i < count; i++) await a!.held(1, `lock-${i}`);
+    await Promise.all(
+      Array.from({ length: count }, (_, i) => b!.queued(1, `lock-${i}`)),
+    );
+    const started = performance.now();
+    await a!.locks.disconnect(1);
+    await b!.granted(count);
+    console.log(
+      `${count} locks of one connection re-granted on another node in ${
+        Math.round(performance.now() - started)
+      } ms`,
+    );
+    const tokens = b!.grants.map((r) => r.token);
+    assert.equal(new Set(tokens).size, count, "every grant has its own token");
+    assert.equal(a!.losses.length, 0);
+  },
+);
+
+etcdTest(
+  "a node whose lease is revoked loses its requests; the next waiter is granted",
+  async () => {
+    await using cluster = await startEtcdCluster({ members: 3 });
+    const [a, b] = await nodes(cluster, 2);
+    await using _b = b!;
+    const held = await a!.held(1, "n");
+    const other = await a!.held(3, "m");
+    const waiting = await a!.queued(2, "m");
+    const next = await b!.queued(1, "n");
+    await a!.lease.revoke();
+    await a!.lost(3);
+    assert.deepEqual(
+      new Set(a!.losses.map((l) => l.request)),
+      new Set([held, other, waiting]),
+    );
+    await b!.granted(1);
+    assert.ok(next.token > held.token);
+    await a!.space![Symbol.asyncDispose]();
+    await assert.rejects(a!.locks.acquire(4, "n"), /revoked/);
+  },
+);
+
+etcdTest(
+  "kill -9 of the etcd leader while locks are held and waited for loses nothing",
+  async () => {
+    // TTL 5: an election may take longer than TTL 2 - margin; the lease must
+    // outlive it, and this test waits for no expiry.
+    await using cluster = await startEtcdCluster({ members: 3 });
+    const [a, b] = await nodes(cluster, 2, 5);
+    await using _a = a!, _b = b!;
+    const held = await a!.held(1, "k");
+    const shared = await a!.held(2, "s", "shared");
+    const waiter = await b!.queued(1, "k");
+    const writer = await b!.queued(2, "s");
+    const leader = await cluster.leader();
+    const killedAt = performance.now();
+    await cluster.kill(leader);
+    // Service is back once a write commits; the lease must then have been
+    // renewed past the kill without a gap.
+    const probe = new EtcdClient(cluster.endpoints);
+    while (true) {
+      try {
+        await probe.put({ key: "/probe", value: "" });
+        break;
+      } catch {
+        // The election is still on; the client already paused between rounds.
+      }
+    }
+    const resumed = performance.now() - killedAt;
+    const renewed = await deadline(
+      a!.lease.renewed(),
+      5_000,
+      "a renewal after the kill",
+    );
+    assert.ok(renewed > a!.lease.now());
+    console.log(
+      `writes resumed ${Math.round(resumed)} ms after the leader's kill`,
+    );
+    assert.equal(a!.losses.length, 0, "no holder lost its lock");
+    assert.equal(
+      b!.grants.length,
+      0,
+      "no waiter was granted while the holder holds",
+    );
+    await a!.locks.release(held);
+    await a!.locks.release(shared);
+    const granted = await b!.granted(2);
+    assert.deepEqual(new Set(granted), new Set([waiter, writer]));
+    assert.ok(waiter.token > held.token && writer.token > shared.token);
+  },
+);
+
+etcdTest(
+  "a node cut off from etcd declares its locks lost before another node is granted them",
+  async () => {
+    await using cluster = await startEtcdCluster({ members: 3 });
+    const leader = await cluster.leader();
+    const only = (leader + 1) % 3;
+    const others = [0, 1, 2].filter((n) => n !== only).map((n) =>
+      cluster.endpoint(n)
+    );
+    await using a = await Node.start([cluster.endpoint(only)]);
+    await using b = await Node.start(others);
+    const held = await a.held(1, "cut");
+    const waiter = await b.queued(1, "cut");
+    cluster.stop(only);
+    const stoppedAt = Date.now();
+    await a.lost(1);
+    await b.granted(1);
+    const lostAt = a.losses[0]!.at;
+    const grantedAt = Date.now();
+    console.log(
+      `member frozen at ${stoppedAt}; node A declared its lock lost at ${lostAt} ` +
+        `(+${lostAt - stoppedAt} ms); node B was granted it at ${grantedAt} ` +
+        `(+${grantedAt - stoppedAt} ms), ${grantedAt - lostAt} ms later`,
+    );
+    assert.equal(a.losses[0]!.request, held);
+    assert.match(a.losses[0]!.reason, /cannot confirm it with etcd/);
+    assert.ok(lostAt < grantedAt);
+    assert.ok(waiter.token > held.token);
+  },
+);
+
+etcdTest("tokens start above the token base kept in etcd", async () => {
+  await using cluster = await startEtcdCluster({ members: 3 });
+  const etcd = new EtcdClient(cluster.endpoints);
+  await etcd.put({ key: "/base/meta/tokenBase", value: "1000000000" });
+  await using a = await Node.start(cluster.endpoints, { prefix: "/base" });
+  assert.equal(a.locks.tokenBase, 1_000_000_000);
+  const held = await a.held(1, "t");
+  assert.ok(held.token > 1_000_000_000 && held.token < 1_000_001_000);
+  const queued = await a.queued(2, "t");
+  await a.locks.release(held);
+  await a.granted(1);
+  assert.ok(queued.token > held.token);
+  assert.equal(a.locks.tokenOf(a.locks.mirror.get(queued.key)!), queued.token);
+});
+
+etcdTest(
+  "a contended lock across three nodes: never two holders, tokens rising in hold order",
+  async () => {
+    await using cluster = await startEtcdCluster({ members: 3 });
+    const all = await nodes(cluster, 3);
+    await using _a = all[0]!, _b = all[1]!, _c = all[2]!;
+    const rounds = 30;
+    let holding = 0;
+    let overlaps = 0;
+    const tokens: number[] = [];
+    async function worker(node: Node, conn: number): Promise<void> {
+      for (let i = 0; i < rounds; i++) {
+        const result = await node.locks.acquire(conn, "hot");
+        let request: ClusterRequest;
+        if (result.status === "granted") request = result.request;
+        else {
+          assert.equal(result.status, "queued");
+          request = (result as { request: ClusterRequest }).request;
+          await deadline(
+            (async () => {
+              while (!request.held) await node.granted(node.grants.length + 1);
+            })(),
+            10_000,
+            "a grant",
+          );
+        }
+        if (++holding > 1) overlaps++;
+        tokens.push(request.token);
+        await delay(2); // the holder's work: a wrong grant would land here
+        holding--;
+        await node.locks.release(request);
+      }
+    }
+    await Promise.all(
+      all.flatMap((node) => [worker(node, 1), worker(node, 2)]),
+    );
+    assert.equal(overlaps, 0);
+    assert.equal(tokens.length, 6 * rounds);
+    for (let i = 1; i < tokens.length; i++) {
+      assert.ok(
+        tokens[i]! > tokens[i - 1]!,
+        `token ${i}: ${tokens[i]} after ${tokens[i - 1]}`,
+      );
+    }
+  },
+);
+
+etcdTest(
+  "kill -9 of a node's process: its lock goes to a waiter on another node within TTL + 1 s",
+  async () => {
+    await using cluster = await startEtcdCluster({ members: 3 });
+    await using holder = new DenoProcess(
+      new URL("../tests/fixtures/cluster_holder.ts", import.meta.url).pathname,
+      [cluster.endpoints.join(","), "crash"],
+    );
+    const token = Number((await holder.waitFor(/held (\d+)\n/))[1]);
+    await using b = await Node.start(cluster.endpoints);
+    const waiter = await b.queued(1, "crash");
+    holder.kill("SIGKILL");
+    await holder.result();
+    const killedAt = performance.now();
+    await b.granted(1);
+    const after = performance.now() - killedAt;
+    console.log(
+      `waiter granted ${
+        Math.round(after)
+      } ms after the holder's node was killed (TTL 2 s)`,
+    );
+    assert.ok(after < 3_000, `${after} ms`);
+    assert.ok(waiter.token > token);
+  },
+);
+
+etcdTest(
+  "a full etcd quota refuses acquire with EtcdNoSpaceError and grants nothing",
+  async () => {
+    await using cluster = await startEtcdCluster({
+      members: 1,
+      flags: ["--quota-backend-bytes=262144"],
+    });
+    await using a = await Node.start(cluster.endpoints);
+    const held = await a.held(1, "q");
+    const waiter = await a.queued(2, "q");
+    const filler = new EtcdClient(cluster.endpoints);
+    await assert.rejects(
+      (async () => {
+        for (let i = 0; i < 20; i++) {
+          await filler.put({ key: `/fill/${i}`, value: "x".repeat(60_000) });
+        }
+      })(),
+      EtcdNoSpaceError,
+    );
+    await assert.rejects(a.locks.acquire(3, "other"), EtcdNoSpaceError);
+    assert.equal(a.locks.mirror.queue("other").length, 0);
+    await a.locks.release(held);
+    // The waiter now holds by the rule, but its mark cannot be written: a
+    // negative, so it is shown over a bounded window.
+    await assert.rejects(a.granted(1, 1_000), /Timed out after 1000 ms/);
+    assert.ok(!waiter.held);
+    assert.equal(await a.locks.release(waiter), false);
+  },
+);
+
+etcdTest(
+  "a connection's second request for a lock is refused as already held or waiting",
+  async () => {
+    await using cluster = await startEtcdCluster({ members: 3 });
+    const [a] = await nodes(cluster, 1);
+    await using _a = a!;
+    await a!.held(1, "twice");
+    await a!.queued(2, "twice");
+    assert.deepEqual(await a!.locks.acquire(1, "twice"), {
+      status: "refused",
+      reason: "already_held",
+    });
+    assert.deepEqual(await a!.locks.acquire(2, "twice"), {
+      status: "refused",
+      reason: "already_waiting",
+    });
+  },
+);
+
+etcdTest(
+  "a wait that would close a cycle across two nodes is refused before queueing",
+  async () => {
+    await using cluster = await startEtcdCluster({ members: 3 });
+    const [a, b] = await nodes(cluster, 2);
+    await using _a = a!, _b = b!;
+    await a!.held(1, "x");
+    await b!.held(1, "y");
+    const waiting = await a!.queued(1, "y");
+    await b!.locks.caughtUp(waiting.createRevision);
+    assert.deepEqual(await b!.locks.acquire(1, "x"), {
+      status: "refused",
+      reason: "deadlock",
+    });
+    assert.equal(b!.locks.mirror.queue("x").length, 1, "nothing was queued");
+    assert.equal(a!.deadlocks.length + b!.deadlocks.length, 0);
+  },
+);
+
+etcdTest(
+  "two requests racing to close one cycle: exactly one, the younger, is refused",
+  async () => {
+    await using cluster = await startEtcdCluster({ members: 3 });
+    const [a, b] = await nodes(cluster, 2);
+    await using _a = a!, _b = b!;
+    let raced = 0;
+    for (let round = 0; round < 5; round++) {
+      const x = `x${round}`, y = `y${round}`;
+      const hx = await a!.held(1, x);
+      const hy = await b!.held(1, y);
+      const [ra, rb] = await Promise.all([
+        a!.locks.acquire(1, y),
+        b!.locks.acquire(1, x),
+      ]);
+      let survivor: ClusterRequest;
+      if (ra.status === "queued" && rb.status === "queued") {
+        raced++;
+        const aYounger = ra.request.createRevision > rb.request.createRevision;
+        const [node, younger] = aYounger ? [a!, ra.request] : [b!, rb.request];
+        survivor = aYounger ? rb.request : ra.request;
+        await node.until(
+          "the younger's refusal",
+          () => node.deadlocks.includes(younger),
+        );
+      } else {
+        const refused = [ra, rb].filter((r) => r.status === "refused");
+        assert.deepEqual(refused, [{ status: "refused", reason: "deadlock" }]);
+        survivor = ra.status === "queued"
+          ? ra.request
+          : (rb as { request: ClusterRequest }).request;
+      }
+      await a!.locks.release(hx);
+      await b!.locks.release(hy);
+      const node = survivor.name === y ? a! : b!;
+      await node.until("the survivor's grant", () => survivor.held);
+      await a!.locks.disconnect(1);
+      await b!.locks.disconnect(1);
+    }
+    assert.equal(a!.deadlocks.length + b!.deadlocks.length, raced);
+    console.log(
+      `${raced} of 5 rounds raced past both pre-checks and were refused after the fact`,
+    );
+  },
+);

@@ -1,0 +1,319 @@
+/**
+ * Test helper: a throw-away etcd cluster on free loopback ports in a temp dir,
+ * with the failures the cluster tests need (SIGKILL, SIGSTOP/SIGCONT, restart).
+ * Tests that need etcd are declared with {@linkcode etcdTest}: they are skipped
+ * with a printed reason when `etcd` is missing, except under `CI=true`, where a
+ * missing etcd fails them.
+ *
+ * @module
+ */
+
+import { delay } from "../message/io.ts";
+import { deadline } from "./helpers.ts";
+
+/** Options of {@linkcode startEtcdCluster}. */
+export interface EtcdClusterOptions {
+  /**
+   * How many members.
+   *
+   * @default {3}
+   */
+  members?: number;
+  /**
+   * Extra flags for every member (for example `--quota-backend-bytes=…`).
+   *
+   * @default {[]}
+   */
+  flags?: string[];
+}
+
+/** How long a member may take to answer `/health` after its spawn. */
+const HEALTHY_WITHIN_MS = 15_000;
+
+/** How long one etcd test may run before it fails instead of hanging. */
+const TEST_BOUND_MS = 120_000;
+
+/** The progress-notify interval of every member; watches expect it. */
+export const PROGRESS_NOTIFY_MS = 1_000;
+
+interface Member {
+  name: string;
+  clientPort: number;
+  peerPort: number;
+  child: Deno.ChildProcess | null;
+  log: Promise<void>;
+}
+
+/** A running etcd cluster; dispose of it with `await using`. */
+export class EtcdCluster implements AsyncDisposable {
+  readonly #dir: string;
+  readonly #members: Member[];
+  readonly #flags: string[];
+
+  /** @internal Use {@linkcode startEtcdCluster}. */
+  constructor(dir: string, members: Member[], flags: string[]) {
+    this.#dir = dir;
+    this.#members = members;
+    this.#flags = flags;
+  }
+
+  /** Every member's client URL, member 0 first. */
+  get endpoints(): string[] {
+    return this.#members.map((m) => url(m.clientPort));
+  }
+
+  /**
+   * One member's client URL.
+   *
+   * @param n The member's index.
+   * @returns Its URL.
+   */
+  endpoint(n: number): string {
+    return url(this.#member(n).clientPort);
+  }
+
+  /** The process id of member `n`. */
+  pid(n: number): number {
+    const child = this.#member(n).child;
+    if (!child) throw new Error(`Member ${n} is not running`);
+    return child.pid;
+  }
+
+  /**
+   * Which member leads, as the running members report it.
+   *
+   * @returns The leader's index.
+   * @throws {Error} When no member reports a leader within 10 s.
+   */
+  async leader(): Promise<number> {
+    const until = Date.now() + 10_000;
+    while (Date.now() < until) {
+      for (const [n, member] of this.#members.entries()) {
+        if (!member.child) continue;
+        const status = await post(member.clientPort, "/v3/maintenance/status")
+          .catch(() => null);
+        if (status && status.leader === status.header?.member_id) return n;
+      }
+      await delay(50);
+    }
+    throw new Error("No etcd member reports being the leader");
+  }
+
+  /** Kills member `n` with SIGKILL and waits for it to exit. */
+  async kill(n: number): Promise<void> {
+    const member = this.#member(n);
+    const child = member.child;
+    if (!child) return;
+    member.child = null;
+    child.kill("SIGKILL");
+    await child.status;
+    await member.log;
+  }
+
+  /** Freezes member `n` (SIGSTOP). */
+  stop(n: number): void {
+    this.#running(n).kill("SIGSTOP");
+  }
+
+  /** Resumes member `n` (SIGCONT). */
+  cont(n: number): void {
+    this.#running(n).kill("SIGCONT");
+  }
+
+  /**
+   * Kills member `n` if it runs, starts it again on its data dir and ports,
+   * and waits until it is healthy.
+   */
+  async restart(n: number): Promise<void> {
+    await this.kill(n);
+    this.#spawn(this.#member(n), "existing");
+    await waitHealthy([this.#member(n)]);
+  }
+
+  /** Kills every member and removes the temp dir. */
+  async [Symbol.asyncDispose](): Promise<void> {
+    await Promise.all(this.#members.map((_, n) => this.kill(n)));
+    await Deno.remove(this.#dir, { recursive: true });
+  }
+
+  /** @internal Starts every member and waits until all are healthy. */
+  async start(): Promise<void> {
+    for (const member of this.#members) this.#spawn(member, "new");
+    await waitHealthy(this.#members);
+  }
+
+  #spawn(member: Member, state: "new" | "existing"): void {
+    const cluster = this.#members.map((m) => `${m.name}=${url(m.peerPort)}`)
+      .join(",");
+    const child = new Deno.Command("etcd", {
+      args: [
+        `--name=${member.name}`,
+        `--data-dir=${this.#dir}/${member.name}`,
+        `--listen-client-urls=${url(member.clientPort)}`,
+        `--advertise-client-urls=${url(member.clientPort)}`,
+        `--listen-peer-urls=${url(member.peerPort)}`,
+        `--initial-advertise-peer-urls=${url(member.peerPort)}`,
+        `--initial-cluster=${cluster}`,
+        `--initial-cluster-token=pklock-test`,
+        `--initial-cluster-state=${state}`,
+        "--logger=zap",
+        "--log-level=error",
+        "--unsafe-no-fsync",
+        `--experimental-watch-progress-notify-interval=${PROGRESS_NOTIFY_MS}ms`,
+        ...this.#flags,
+      ],
+      stdin: "null",
+      stdout: "null",
+      stderr: "piped",
+    }).spawn();
+    member.child = child;
+    member.log = appendTo(`${this.#dir}/${member.name}.log`, child.stderr);
+  }
+
+  #member(n: number): Member {
+    const member = this.#members[n];
+    if (!member) throw new Error(`No member ${n}`);
+    return member;
+  }
+
+  #running(n: number): Deno.ChildProcess {
+    const child = this.#member(n).child;
+    if (!child) throw new Error(`Member ${n} is not running`);
+    return child;
+  }
+}
+
+/**
+ * Starts an etcd cluster on fresh loopback ports (never 2379/2380) in a temp
+ * dir, and waits until every member answers `/health`.
+ *
+ * @param options How many members, extra flags.
+ * @returns The cluster; dispose of it with `await using`.
+ */
+export async function startEtcdCluster(
+  options: EtcdClusterOptions = {},
+): Promise<EtcdCluster> {
+  const count = options.members ?? 3;
+  const dir = await Deno.makeTempDir({ prefix: "pklock-etcd-" });
+  const ports = freePorts(2 * count);
+  const members: Member[] = [];
+  for (let i = 0; i < count; i++) {
+    members.push({
+      name: `m${i}`,
+      clientPort: ports[2 * i]!,
+      peerPort: ports[2 * i + 1]!,
+      child: null,
+      log: Promise.resolve(),
+    });
+  }
+  const cluster = new EtcdCluster(dir, members, options.flags ?? []);
+  try {
+    await cluster.start();
+  } catch (error) {
+    await cluster[Symbol.asyncDispose]();
+    throw error;
+  }
+  return cluster;
+}
+
+/** Why etcd tests cannot run here, or `null` when `etcd` is on PATH. */
+export const ETCD_MISSING: string | null = await findEtcd();
+
+/**
+ * Declares a test that needs etcd: skipped with the reason printed when `etcd`
+ * is missing, failed instead under `CI=true`.
+ *
+ * @param name The test's name.
+ * @param fn The test.
+ */
+export function etcdTest(
+  name: string,
+  fn: (t: Deno.TestContext) => Promise<void>,
+): void {
+  if (ETCD_MISSING === null) {
+    Deno.test(name, (t) => deadline(fn(t), TEST_BOUND_MS, `"${name}" to end`));
+  } else if (Deno.env.get("CI") === "true") {
+    Deno.test(name, () => {
+      throw new Error(`${ETCD_MISSING}; CI=true requires it`);
+    });
+  } else {
+    console.log(`Skipping "${name}": ${ETCD_MISSING}`);
+    Deno.test({ name, ignore: true, fn });
+  }
+}
+
+async function findEtcd(): Promise<string | null> {
+  try {
+    const output = await new Deno.Command("etcd", {
+      args: ["--version"],
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    return output.success ? null : "etcd --version failed";
+  } catch (error) {
+    if (error instanceof Deno.errors.NotFound) {
+      return "etcd is not installed (apt-get install etcd-server)";
+    }
+    throw error;
+  }
+}
+
+function url(port: number): string {
+  return `http://127.0.0.1:${port}`;
+}
+
+/** Ports the OS picked as free, all distinct, each released at once. */
+function freePorts(count: number): number[] {
+  const listeners = Array.from(
+    { length: count },
+    () => Deno.listen({ hostname: "127.0.0.1", port: 0 }),
+  );
+  const ports = listeners.map((l) => l.addr.port);
+  for (const listener of listeners) listener.close();
+  return ports;
+}
+
+async function post(
+  port: number,
+  path: string,
+): Promise<
+  { leader?: string; header?: { member_id?: string } } | null
+> {
+  const response = await fetch(`${url(port)}${path}`, {
+    method: "POST",
+    body: "{}",
+    signal: AbortSignal.timeout(1_000),
+  });
+  if (!response.ok) {
+    await response.body?.cancel();
+    return null;
+  }
+  return await response.json();
+}
+
+async function waitHealthy(members: Member[]): Promise<void> {
+  const until = Date.now() + HEALTHY_WITHIN_MS;
+  for (const member of members) {
+    while (true) {
+      const healthy = await fetch(`${url(member.clientPort)}/health`, {
+        signal: AbortSignal.timeout(1_000),
+      }).then((r) => r.json()).then((body) => body.health === "true")
+        .catch(() => false);
+      if (healthy) break;
+      if (Date.now() > until || !member.child) {
+        throw new Error(
+          `etcd member ${member.name} not healthy within ${HEALTHY_WITHIN_MS} ms`,
+        );
+      }
+      await delay(50);
+    }
+  }
+}
+
+async function appendTo(
+  path: string,
+  stream: ReadableStream<Uint8Array>,
+): Promise<void> {
+  const file = await Deno.open(path, { create: true, append: true });
+  await stream.pipeTo(file.writable);
+}

@@ -1,0 +1,39 @@
+import assert from "node:assert/strict";
+import { etcdTest, startEtcdCluster } from "./etcd_cluster.ts";
+
+async function health(endpoint: string): Promise<boolean> {
+  return await fetch(`${endpoint}/health`, {
+    signal: AbortSignal.timeout(1_000),
+  })
+    .then((r) => r.json()).then((b) => b.health === "true").catch(() => false);
+}
+
+etcdTest(
+  "startEtcdCluster() starts 3 healthy members that elect one leader",
+  async () => {
+    const started = performance.now();
+    await using cluster = await startEtcdCluster({ members: 3 });
+    console.log(
+      `3 members healthy in ${Math.round(performance.now() - started)} ms`,
+    );
+    assert.equal(cluster.endpoints.length, 3);
+    assert.ok(cluster.endpoints.every((e) => !/:(2379|2380)$/.test(e)));
+    for (const endpoint of cluster.endpoints) assert.ok(await health(endpoint));
+    const leader = await cluster.leader();
+    assert.ok(leader >= 0 && leader < 3);
+  },
+);
+
+etcdTest(
+  "a killed member is unreachable and a restarted one healthy again",
+  async () => {
+    await using cluster = await startEtcdCluster({ members: 3 });
+    const leader = await cluster.leader();
+    await cluster.kill(leader);
+    assert.equal(await health(cluster.endpoint(leader)), false);
+    const next = await cluster.leader();
+    assert.notEqual(next, leader);
+    await cluster.restart(leader);
+    assert.ok(await health(cluster.endpoint(leader)));
+  },
+);
