@@ -183,7 +183,7 @@ Deno.test("run exits 6 when an operator forced the release while its command ran
 });
 
 Deno.test("run exits 6 when the server dropped it for missed heartbeats while the command ran", async () => {
-  const heartbeat = { interval: 50, timeout: 200 };
+  const heartbeat = { interval: 100, timeout: 400 };
   await withServer({ heartbeat }, async (port) => {
     const result = await stalledRun(port, "dropped", "exit 0", async () => {
       // Granted once the server has dropped the stopped run.
