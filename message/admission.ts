@@ -57,18 +57,17 @@ export function openFileLimit(): number | undefined {
  * the open-file limit leaves after {@linkcode RESERVED_DESCRIPTORS}.
  *
  * @param asked The `maxConnections` setting, if any.
- * @param files The open-file limit, if known.
- * @returns The limit, and whether it is lower than what was asked.
+ * @param files The open-file limit, if known ({@linkcode openFileLimit}).
+ * @returns The limit.
  */
 export function connectionLimit(
   asked: number | undefined,
-  files: number | undefined = openFileLimit(),
-): { limit: number; lowered: boolean } {
+  files: number | undefined,
+): number {
   const room = files === undefined
     ? Infinity
     : Math.max(1, files - RESERVED_DESCRIPTORS);
-  const wanted = asked ?? Infinity;
-  return { limit: Math.min(wanted, room), lowered: wanted > room };
+  return Math.min(asked ?? Infinity, room);
 }
 
 /**

@@ -8,7 +8,12 @@
  */
 
 import type { Message } from "../protocol/frame.ts";
-import { Admission, connectionLimit, type RejectReason } from "./admission.ts";
+import {
+  Admission,
+  connectionLimit,
+  openFileLimit,
+  type RejectReason,
+} from "./admission.ts";
 import { LOOPBACK } from "./allow_list.ts";
 import { MessageError } from "./errors.ts";
 import { delay } from "./io.ts";
@@ -210,7 +215,10 @@ export class MessageServer implements AsyncDisposable {
     if (!this.#handlers.has("heartbeat")) {
       this.#handlers.set("heartbeat", () => undefined);
     }
-    this.maxConnections = connectionLimit(options.maxConnections).limit;
+    this.maxConnections = connectionLimit(
+      options.maxConnections,
+      openFileLimit(),
+    );
     this.#admission = new Admission({
       allowed: options.allowed ?? LOOPBACK,
       maxConnections: this.maxConnections,
