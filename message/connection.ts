@@ -81,6 +81,8 @@ export class Connection {
   #inFlight = 0;
   /** While not read because its output is over the cap: resolves on drain. */
   #paused: PromiseWithResolvers<void> | null = null;
+  /** Payloads read while paused, dispatched once it resumes (one read's worth). */
+  readonly #held: Uint8Array[] = [];
   #frameTimer: ReturnType<typeof setTimeout> | undefined;
   /** Frames read so far, to tell a frame that stalls from a stream of them. */
   #frames = 0;
@@ -246,6 +248,15 @@ export class Connection {
   #frame(payload: Uint8Array): void {
     this.#frames++;
     if (this.#state !== "open") return;
+    // Paused mid-read: the rest of the read waits, as requests, not replies.
+    if (this.#paused !== null || this.#held.length > 0) {
+      this.#held.push(payload.slice());
+      return;
+    }
+    this.#dispatch(payload);
+  }
+
+  #dispatch(payload: Uint8Array): void {
     let message: Message;
     try {
       message = decodeMessage(payload);
@@ -334,6 +345,7 @@ export class Connection {
         if (n === null) return this.#finish({ reason: "peer_closed" });
         if (this.#state !== "open") return;
         this.#decoder.push(buffer.subarray(0, n));
+        if (this.#state !== "open") return;
         if (this.#decoder.partial) {
           this.#frameTimer ??= this.#timeFrame();
         } else if (this.#frameTimer !== undefined) {
@@ -345,7 +357,13 @@ export class Connection {
         } else if (n < small.length) {
           buffer = small;
         }
-        if (this.#paused !== null) await this.#paused.promise;
+        while (this.#paused !== null || this.#held.length > 0) {
+          if (this.#paused !== null) await this.#paused.promise;
+          while (this.#held.length > 0 && this.#paused === null) {
+            if (this.#state !== "open") return;
+            this.#dispatch(this.#held.shift()!);
+          }
+        }
       }
     } catch (error) {
       if (this.#state === "closed") return;
@@ -436,6 +454,7 @@ export class Connection {
     this.#appended = 0;
     this.#written();
     this.#notices.clear();
+    this.#held.length = 0;
     this.#paused?.resolve();
     this.#paused = null;
     const final = this.#info ?? info;
