@@ -11,12 +11,12 @@ import {
   decodeMessage,
   DEFAULT_MAX_FRAME_BYTES,
   FrameDecoder,
-  FrameEncoder,
   type Message,
 } from "../protocol/frame.ts";
 import { exactId, mayBeInexact } from "./exact_id.ts";
 import { writeAll } from "./io.ts";
-import { type OutputBudget, SPENT_BUDGET_BYTES } from "./output_budget.ts";
+import { FrameClock } from "./frame_clock.ts";
+import { PeerOutput } from "./peer_output.ts";
 import {
   type CloseInfo,
   type CloseReason,
@@ -69,24 +69,12 @@ export class Connection {
   readonly #conn: Deno.Conn;
   readonly #events: ConnectionEvents;
   readonly #decoder: FrameDecoder;
-  readonly #output = new FrameEncoder();
-  readonly #maxOutputBytes: number;
-  readonly #frameTimeout: number;
-  readonly #budget: OutputBudget | undefined;
-  /** The latest notice of each key, not yet written (see `notify`). */
-  readonly #notices = new Map<unknown, object>();
-  /** Counted bytes appended and not yet taken by the writer. */
-  #appended = 0;
-  /** Counted bytes of the write under way. */
-  #inFlight = 0;
+  readonly #output: PeerOutput;
+  readonly #frameClock: FrameClock;
   /** While not read because its output is over the cap: resolves on drain. */
   #paused: PromiseWithResolvers<void> | null = null;
   /** Payloads read while paused, dispatched once it resumes (one read's worth). */
   readonly #held: Uint8Array[] = [];
-  #frameTimer: ReturnType<typeof setTimeout> | undefined;
-  /** Frames read so far, to tell a frame that stalls from a stream of them. */
-  #frames = 0;
-  #framesAtTimer = 0;
   #writing = false;
   /** Whether this connection is in the list the next flush writes. */
   #queued = false;
@@ -126,9 +114,19 @@ export class Connection {
     this.#conn = conn;
     this.remoteAddr = conn.remoteAddr as Deno.NetAddr;
     this.#events = events;
-    this.#maxOutputBytes = options.maxOutputBytes ?? DEFAULT_MAX_OUTPUT_BYTES;
-    this.#frameTimeout = options.frameTimeout ?? DEFAULT_FRAME_TIMEOUT_MS;
-    this.#budget = options.budget;
+    this.#output = new PeerOutput(
+      options.maxOutputBytes ?? DEFAULT_MAX_OUTPUT_BYTES,
+      options.budget,
+    );
+    const frameTimeout = options.frameTimeout ?? DEFAULT_FRAME_TIMEOUT_MS;
+    this.#frameClock = new FrameClock(frameTimeout, () => {
+      if (!this.#decoder.partial || this.#state !== "open") return;
+      if (this.#events.holdsState?.(this) === true) return;
+      this.replyError(null, {
+        code: "frame_timeout",
+        message: `Frame not finished within ${frameTimeout} ms`,
+      }, { close: { reason: "protocol_error" } });
+    });
     this.#decoder = new FrameDecoder(
       (payload) => this.#frame(payload),
       { maxFrameBytes: options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES },
@@ -166,7 +164,7 @@ export class Connection {
 
   /** Bytes queued for the peer and not yet written. */
   get pendingBytes(): number {
-    return this.#output.length + this.#output.taken;
+    return this.#output.pendingBytes;
   }
 
   /**
@@ -181,16 +179,7 @@ export class Connection {
    */
   send(message: object): boolean {
     if (this.#state !== "open") return false;
-    const size = this.#output.append(message);
-    this.#appended += size;
-    const budget = this.#budget;
-    if (budget !== undefined) budget.queued += size;
-    const cap = budget?.spent
-      ? Math.min(this.#maxOutputBytes, SPENT_BUDGET_BYTES)
-      : this.#maxOutputBytes;
-    if (this.#appended + this.#inFlight > cap && !this.#overflowed()) {
-      return false;
-    }
+    if (this.#output.append(message) && !this.#overflowed()) return false;
     this.#schedule();
     return true;
   }
@@ -209,7 +198,7 @@ export class Connection {
    */
   notify(key: unknown, message: object): boolean {
     if (this.#state !== "open") return false;
-    this.#notices.set(key, message);
+    this.#output.notify(key, message);
     this.#schedule();
     return true;
   }
@@ -221,7 +210,7 @@ export class Connection {
    * @param key The key given to {@linkcode Connection.notify}.
    */
   forget(key: unknown): void {
-    this.#notices.delete(key);
+    this.#output.forget(key);
   }
 
   #schedule(): void {
@@ -246,7 +235,7 @@ export class Connection {
   }
 
   #frame(payload: Uint8Array): void {
-    this.#frames++;
+    this.#frameClock.finished();
     if (this.#state !== "open") return;
     // Paused mid-read: the rest of the read waits, as requests, not replies.
     if (this.#paused !== null || this.#held.length > 0) {
@@ -346,12 +335,7 @@ export class Connection {
         if (this.#state !== "open") return;
         this.#decoder.push(buffer.subarray(0, n));
         if (this.#state !== "open") return;
-        if (this.#decoder.partial) {
-          this.#frameTimer ??= this.#timeFrame();
-        } else if (this.#frameTimer !== undefined) {
-          clearTimeout(this.#frameTimer);
-          this.#frameTimer = undefined;
-        }
+        this.#frameClock.read(this.#decoder.partial);
         if (n === small.length && buffer === small) {
           buffer = new Uint8Array(LARGE_READ_BYTES);
         } else if (n < small.length) {
@@ -377,48 +361,21 @@ export class Connection {
     }
   }
 
-  /** Starts the clock of a frame begun and not finished. */
-  #timeFrame(): ReturnType<typeof setTimeout> {
-    this.#framesAtTimer = this.#frames;
-    return setTimeout(() => {
-      this.#frameTimer = undefined;
-      if (!this.#decoder.partial || this.#state !== "open") return;
-      // Frames were finished since: the one pending now gets its own time.
-      if (this.#frames !== this.#framesAtTimer) {
-        this.#frameTimer = this.#timeFrame();
-        return;
-      }
-      if (this.#events.holdsState?.(this) === true) return;
-      this.replyError(null, {
-        code: "frame_timeout",
-        message: `Frame not finished within ${this.#frameTimeout} ms`,
-      }, { close: { reason: "protocol_error" } });
-    }, this.#frameTimeout);
-  }
-
   async #write(): Promise<void> {
     this.#queued = false;
     if (this.#state === "closed") return;
     this.#writing = true;
     try {
       while (!this.#isClosed()) {
-        // Notices are encoded only now, when the socket takes bytes: however
-        // often one is replaced, at most one per key waits here.
-        for (const notice of this.#notices.values()) {
-          this.#output.append(notice);
-        }
-        this.#notices.clear();
-        if (this.#output.length === 0) break;
         const bytes = this.#output.take();
-        this.#inFlight = this.#appended;
-        this.#appended = 0;
+        if (bytes === null) break;
         // Most writes take every byte: awaiting the first one here spares the
         // hot path writeAll's extra promise.
         const written = await this.#conn.write(bytes);
         if (written < bytes.length) {
           await writeAll(this.#conn, bytes.subarray(written));
         }
-        this.#written();
+        if (this.#output.written()) this.#resume();
       }
     } catch (error) {
       this.#finish({ reason: "io_error", error });
@@ -434,29 +391,20 @@ export class Connection {
     return this.#state === "closed";
   }
 
-  /** The write under way is done: its bytes leave the budget. */
-  #written(): void {
-    if (this.#budget !== undefined) this.#budget.queued -= this.#inFlight;
-    this.#inFlight = 0;
-    if (this.#paused !== null && this.#appended === 0) {
-      this.#paused.resolve();
-      this.#paused = null;
-    }
+  /** Reads again, if paused. */
+  #resume(): void {
+    this.#paused?.resolve();
+    this.#paused = null;
   }
 
   #finish(info: CloseInfo): void {
     if (this.#state === "closed") return;
     this.#state = "closed";
     clearTimeout(this.#closeTimer);
-    clearTimeout(this.#frameTimer);
-    // Unwritten output is dropped: it leaves the budget now.
-    this.#inFlight += this.#appended;
-    this.#appended = 0;
-    this.#written();
-    this.#notices.clear();
+    this.#frameClock.stop();
+    this.#output.drop();
     this.#held.length = 0;
-    this.#paused?.resolve();
-    this.#paused = null;
+    this.#resume();
     const final = this.#info ?? info;
     // Release and grant first, then close: after a burst of disconnects the
     // grants do not wait behind every close syscall.
