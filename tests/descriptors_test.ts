@@ -6,7 +6,7 @@ import { connect } from "../mod.ts";
 import { writeAll } from "../message/io.ts";
 import { connectionLimit, RESERVED_DESCRIPTORS } from "../message/admission.ts";
 import { encodeFrame, FrameDecoder, type Message } from "../protocol/frame.ts";
-import { deadline, inTempDir, MAIN } from "./helpers.ts";
+import { deadline, inTempDir, MAIN, settingsFile } from "./helpers.ts";
 import { concat } from "./wire.ts";
 
 const FILES = 256;
@@ -48,19 +48,25 @@ class Peer {
 Deno.test("with ulimit -n 256, peers past the limit are refused at once, and holders and token reservations carry on", async () => {
   await inTempDir(async (dir) => {
     const stateFile = `${dir}/state.json`;
+    // More than the descriptors allow: lowered, with a warning.
+    const config = await settingsFile(dir, {
+      limits: { maxConnections: 100_000 },
+    });
     const child = new Deno.Command("sh", {
       args: [
         "-c",
-        `ulimit -n ${FILES}; exec "$0" run -A "$1" serve --port 0 --state-file "$2"`,
+        `ulimit -n ${FILES}; exec "$0" run -A "$1" serve --port 0 --state-file "$2" --config "$3"`,
         Deno.execPath(),
         MAIN,
         stateFile,
+        config,
       ],
       env: { NO_COLOR: "1" },
       stdin: "null",
       stdout: "piped",
-      stderr: "null",
+      stderr: "piped",
     }).spawn();
+    const stderr = new Response(child.stderr).text();
     const peers: Peer[] = [];
     try {
       const reader = child.stdout.pipeThrough(new TextDecoderStream())
@@ -135,5 +141,9 @@ Deno.test("with ulimit -n 256, peers past the limit are refused at once, and hol
       await child.status;
       await child.stdout.cancel().catch(() => {});
     }
+    assert.match(
+      await stderr,
+      /maxConnections 100000 is more than the open-file limit allows: serving at most 192 connections/,
+    );
   });
 });
