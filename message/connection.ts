@@ -23,7 +23,6 @@ import {
   type CodedError,
   type ConnectionEvents,
   type ConnectionOptions,
-  DEFAULT_FRAME_TIMEOUT_MS,
   DEFAULT_MAX_OUTPUT_BYTES,
   type ReplyErrorOptions,
 } from "./connection_types.ts";
@@ -70,7 +69,7 @@ export class Connection {
   readonly #events: ConnectionEvents;
   readonly #decoder: FrameDecoder;
   readonly #output: PeerOutput;
-  readonly #frameClock: FrameClock;
+  readonly #frameClock: FrameClock | undefined;
   /** While not read because its output is over the cap: resolves on drain. */
   #paused: PromiseWithResolvers<void> | null = null;
   /** Payloads read while paused, dispatched once it resumes (one read's worth). */
@@ -118,15 +117,19 @@ export class Connection {
       options.maxOutputBytes ?? DEFAULT_MAX_OUTPUT_BYTES,
       options.budget,
     );
-    const frameTimeout = options.frameTimeout ?? DEFAULT_FRAME_TIMEOUT_MS;
-    this.#frameClock = new FrameClock(frameTimeout, () => {
-      if (!this.#decoder.partial || this.#state !== "open") return;
-      if (this.#events.holdsState?.(this) === true) return;
-      this.replyError(null, {
-        code: "frame_timeout",
-        message: `Frame not finished within ${frameTimeout} ms`,
-      }, { close: { reason: "protocol_error" } });
-    });
+    // Only a server times frames: a client that did would drop its own
+    // locks when a stopped server resumes mid-frame.
+    const frameTimeout = options.frameTimeout;
+    this.#frameClock = frameTimeout === undefined
+      ? undefined
+      : new FrameClock(frameTimeout, () => {
+        if (!this.#decoder.partial || this.#state !== "open") return;
+        if (this.#events.holdsState?.(this) === true) return;
+        this.replyError(null, {
+          code: "frame_timeout",
+          message: `Frame not finished within ${frameTimeout} ms`,
+        }, { close: { reason: "protocol_error" } });
+      });
     this.#decoder = new FrameDecoder(
       (payload) => this.#frame(payload),
       { maxFrameBytes: options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES },
@@ -235,7 +238,7 @@ export class Connection {
   }
 
   #frame(payload: Uint8Array): void {
-    this.#frameClock.finished();
+    this.#frameClock?.finished();
     if (this.#state !== "open") return;
     // Paused mid-read: the rest of the read waits, as requests, not replies.
     if (this.#paused !== null || this.#held.length > 0) {
@@ -335,7 +338,7 @@ export class Connection {
         if (this.#state !== "open") return;
         this.#decoder.push(buffer.subarray(0, n));
         if (this.#state !== "open") return;
-        this.#frameClock.read(this.#decoder.partial);
+        this.#frameClock?.read(this.#decoder.partial);
         if (n === small.length && buffer === small) {
           buffer = new Uint8Array(LARGE_READ_BYTES);
         } else if (n < small.length) {
@@ -401,7 +404,7 @@ export class Connection {
     if (this.#state === "closed") return;
     this.#state = "closed";
     clearTimeout(this.#closeTimer);
-    this.#frameClock.stop();
+    this.#frameClock?.stop();
     this.#output.drop();
     this.#held.length = 0;
     this.#resume();

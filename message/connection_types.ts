@@ -65,7 +65,8 @@ export interface ConnectionLimits {
   /**
    * How long a peer may take to finish a frame it started, in milliseconds;
    * past it, a connection that holds no state gets `frame_timeout` and is
-   * closed.
+   * closed. A `MessageServer` applies the default; a connection made
+   * without it (a client's) never times frames.
    *
    * @default {30000}
    */

@@ -23,6 +23,7 @@ import {
   type ConnectionEvents,
   type ConnectionLimits,
   type ConnectionOptions,
+  DEFAULT_FRAME_TIMEOUT_MS,
 } from "./connection.ts";
 import { OutputBudget } from "./output_budget.ts";
 
@@ -229,7 +230,7 @@ export class MessageServer implements AsyncDisposable {
     this.#connectionOptions = {
       maxFrameBytes: options.maxFrameBytes,
       maxOutputBytes: options.maxOutputBytes,
-      frameTimeout: options.frameTimeout,
+      frameTimeout: options.frameTimeout ?? DEFAULT_FRAME_TIMEOUT_MS,
       budget: new OutputBudget(options.maxTotalOutputBytes),
     };
     this.#events = {
@@ -345,7 +346,7 @@ export class MessageServer implements AsyncDisposable {
     for (const connection of this.#connections) {
       const silent = now - connection.lastRead;
       if (silent >= timeout) connection.close("heartbeat_timeout");
-      else if (silent >= interval) connection.send(HEARTBEAT);
+      else if (silent >= interval) connection.notify(HEARTBEAT, HEARTBEAT);
     }
   }
 
