@@ -36,7 +36,7 @@ export class FrameClock {
    */
   read(partial: boolean): void {
     if (partial) this.#timer ??= this.#start();
-    else this.stop();
+    else if (this.#timer !== undefined) this.stop();
   }
 
   /** Stops the clock. */

@@ -83,8 +83,10 @@ export class PeerOutput {
    *   nothing is queued.
    */
   take(): Uint8Array | null {
-    for (const notice of this.#notices.values()) this.#encoder.append(notice);
-    this.#notices.clear();
+    if (this.#notices.size > 0) {
+      for (const notice of this.#notices.values()) this.#encoder.append(notice);
+      this.#notices.clear();
+    }
     if (this.#encoder.length === 0) return null;
     this.#inFlight = this.#appended;
     this.#appended = 0;
