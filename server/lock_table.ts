@@ -10,7 +10,7 @@
  */
 
 import type { LockMode } from "../protocol/lock_protocol.ts";
-import { deadlocked } from "./deadlock.ts";
+import { deadlocked, type SearchCounter } from "./deadlock.ts";
 
 export type { LockMode };
 
@@ -69,6 +69,12 @@ export interface LockTableOptions {
    * @default {A counter starting at 1}
    */
   nextToken?: (() => number) | undefined;
+  /**
+   * Counts the requests each deadlock check looks at (its cost, for tests).
+   *
+   * @default {Not counted}
+   */
+  searchCounter?: SearchCounter | undefined;
 }
 
 class Entry<O, T> implements LockRequest<O, T> {
@@ -121,11 +127,13 @@ export class LockTable<O, T> {
   readonly #locks = new Map<string, Lock<O, T>>();
   readonly #owners = new Map<O, Map<string, Entry<O, T>>>();
   readonly #nextToken: () => number;
+  readonly #counter: SearchCounter | undefined;
 
-  /** @param options The token source. */
+  /** @param options The token source and the search's counter. */
   constructor(options: LockTableOptions = {}) {
     let token = 0;
     this.#nextToken = options.nextToken ?? (() => ++token);
+    this.#counter = options.searchCounter;
   }
 
   /** How many locks are held or waited for. */
@@ -196,7 +204,7 @@ export class LockTable<O, T> {
     }
     this.#enqueue(lock, entry);
     // The search sees the request queued, as it would wait.
-    if (search && deadlocked(entry, this.#owners)) {
+    if (search && deadlocked(entry, this.#owners, this.#counter)) {
       own.delete(name);
       this.#remove(entry, []);
       return "deadlock";
