@@ -18,21 +18,31 @@ class Tokens {
   }
 }
 
-function tableWith(tokens: Tokens): LockTable<string, string> {
-  return new LockTable({ nextToken: () => tokens.next() });
+/**
+ * A test with no permissions (the table is pure), given a table whose tokens
+ * come from `tokens`.
+ */
+function test(
+  name: string,
+  fn: (tokens: Tokens, table: LockTable<string, string>) => void,
+): void {
+  Deno.test({
+    name,
+    permissions: "none",
+    fn() {
+      const tokens = new Tokens();
+      fn(tokens, new LockTable({ nextToken: () => tokens.next() }));
+    },
+  });
 }
 
 function owners(requests: readonly Request[]): string[] {
   return requests.map((request) => request.owner);
 }
 
-Deno.test({
-  name:
-    "a waiter whose turn comes while no token can be had stays at the head, and resume() grants it once one can",
-  permissions: "none",
-  fn() {
-    const tokens = new Tokens();
-    const table = tableWith(tokens);
+test(
+  "a waiter whose turn comes while no token can be had stays at the head, and resume() grants it once one can",
+  (tokens, table) => {
     table.acquire("a", "x", "exclusive", "a");
     table.acquire("b", "x", "exclusive", "b");
     table.acquire("c", "x", "exclusive", "c");
@@ -61,15 +71,11 @@ Deno.test({
     table.release("b", "x", granted);
     assert.deepEqual(owners(granted), ["c"]);
   },
-});
+);
 
-Deno.test({
-  name:
-    "a shared run stops at the first waiter no token can be had for, and resume() grants the rest of it",
-  permissions: "none",
-  fn() {
-    const tokens = new Tokens();
-    const table = tableWith(tokens);
+test(
+  "a shared run stops at the first waiter no token can be had for, and resume() grants the rest of it",
+  (tokens, table) => {
     table.acquire("a", "s", "exclusive", "a");
     for (const owner of ["b", "c", "d"]) {
       table.acquire(owner, "s", "shared", owner);
@@ -85,15 +91,11 @@ Deno.test({
     assert.deepEqual(owners(granted), ["b", "c", "d"]);
     assert.deepEqual(owners(table.inspect("s")!.waiters), ["e"]);
   },
-});
+);
 
-Deno.test({
-  name:
-    "a lock whose stalled waiters all left is gone, and resume() grants nothing for it",
-  permissions: "none",
-  fn() {
-    const tokens = new Tokens();
-    const table = tableWith(tokens);
+test(
+  "a lock whose stalled waiters all left is gone, and resume() grants nothing for it",
+  (tokens, table) => {
     table.acquire("a", "x", "exclusive", "a");
     const waiting = table.acquire("b", "x", "exclusive", "b");
     assert.ok(typeof waiting !== "string");
@@ -107,15 +109,11 @@ Deno.test({
     assert.equal(granted.length, 0);
     assert.equal(table.size, 0);
   },
-});
+);
 
-Deno.test({
-  name:
-    "a request that would be granted at once while no token can be had changes nothing and throws",
-  permissions: "none",
-  fn() {
-    const tokens = new Tokens();
-    const table = tableWith(tokens);
+test(
+  "a request that would be granted at once while no token can be had changes nothing and throws",
+  (tokens, table) => {
     tokens.left = 0;
     assert.throws(
       () => table.acquire("a", "x", "exclusive", "a"),
@@ -124,4 +122,4 @@ Deno.test({
     assert.equal(table.size, 0);
     assert.equal(table.countOf("a"), 0);
   },
-});
+);
