@@ -93,3 +93,24 @@ Deno.test("an audit file that takes no bytes costs entries, not memory, and lock
     assert.ok(recorded >= dropped, `${recorded} < ${dropped}`);
   });
 });
+
+Deno.test("a server whose audit file takes no bytes still exits 0 on SIGTERM", async () => {
+  await inTempDir(async (dir) => {
+    const path = `${dir}/audit.fifo`;
+    const made = await new Deno.Command("mkfifo", { args: [path] }).output();
+    assert.ok(made.success, new TextDecoder().decode(made.stderr));
+    using _fifo = await Deno.open(path, { read: true, write: true });
+    const config = await settingsFile(dir, { audit: { file: path } });
+    const { process: server, port } = await spawnServer(["--config", config]);
+    await using _server = server;
+    // Some 800 KB of entries: the 64 KiB pipe is full, a write is stuck.
+    await deadline(churn(port, 1_000), 60_000, "1,000 cycles");
+    server.kill("SIGTERM");
+    const result = await deadline(
+      server.result(),
+      10_000,
+      "the server to exit",
+    );
+    assert.equal(result.code, 0, result.stderr);
+  });
+});
