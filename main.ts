@@ -12,15 +12,23 @@ import {
   InvalidArgumentError,
   Option,
 } from "commander";
+import { parsePort, withConnectionFlags } from "./cli/connection_flags.ts";
+import { parseDuration } from "./cli/duration.ts";
 import { ExitCode } from "./cli/exit_codes.ts";
+import { HOLD_HELP, RUN_HELP } from "./cli/help.ts";
+import { hold } from "./cli/hold.ts";
+import {
+  ignoreInspectorSignal,
+  inspectorWarning,
+} from "./cli/inspector_signal.ts";
+import { markCommand, withLockFlags } from "./cli/lock_flags.ts";
 import { ADMIN_SECRET_VARIABLE, release } from "./cli/release.ts";
 import { run } from "./cli/run.ts";
 import { serve } from "./cli/serve.ts";
-import { status } from "./cli/status.ts";
-import { parsePort, withServerFlags } from "./cli/server_flags.ts";
+import { parseLimit, status } from "./cli/status.ts";
 import { tryLock } from "./cli/try_lock.ts";
 import { VERSION } from "./protocol/version.ts";
-import { DEFAULT_PORT, MAX_WAIT_MS } from "./protocol/lock_protocol.ts";
+import { DEFAULT_PORT } from "./protocol/lock_protocol.ts";
 import { LOG_LEVELS } from "./server/config.ts";
 
 const encoder = new TextEncoder();
@@ -32,6 +40,8 @@ const encoder = new TextEncoder();
  * @returns The exit code.
  */
 export async function main(args: string[]): Promise<number> {
+  const inspector = ignoreInspectorSignal();
+  if (inspector !== null) console.error(inspectorWarning(inspector));
   let code: number = ExitCode.Ok;
   const program = new Command("pklock")
     .description("A network lock server and its client: flock() across hosts.")
@@ -70,46 +80,42 @@ export async function main(args: string[]): Promise<number> {
       code = await serve(options);
     });
 
-  withServerFlags(program.command("try-lock"))
+  withConnectionFlags(program.command("try-lock"))
     .description("take a lock, hold it, release it, linger, exit")
     .argument("<name>", "the lock's name")
-    .option("--hold <seconds>", "seconds to hold the lock", parseSeconds, 10)
+    .option("--hold <duration>", "how long to hold the lock", parseDuration, 10)
     .option(
-      "--linger <seconds>",
-      "seconds to stay connected after releasing",
-      parseSeconds,
+      "--linger <duration>",
+      "how long to stay connected after releasing",
+      parseDuration,
       0,
     )
     .option(
-      "--wait <seconds>",
-      "give up after this many seconds (0: only if free now)",
-      parseSeconds,
+      "--wait <duration>",
+      "give up after this long (0: only if free now)",
+      parseDuration,
     )
     .action(async (name: string, options) => {
       code = await tryLock(name, options);
     });
 
-  withServerFlags(program.command("run"))
+  const runCommand = withLockFlags(withConnectionFlags(program.command("run")))
     .description("run a command while holding a lock, like flock(1)")
-    .usage("[options] <name> -- <command> [args...]")
+    .usage("[options] <name> [options] [--] <command> [args...]")
     .argument("<name>", "the lock's name")
-    .argument("<command...>", "the command to run, after --")
-    .option("--shared", "take the lock in shared mode")
+    .argument("[command...]", "the command to run and its arguments")
     .option(
-      "--wait <seconds>",
-      "give up after this many seconds (0: only if free now)",
-      parseSeconds,
+      "-c, --command <shell-command>",
+      "run this with $SHELL -c instead (flock's -c)",
     )
     .option(
-      "-E, --conflict-exit-code <code>",
-      `exit code when the lock is not granted within --wait`,
-      parseExitCode,
-      ExitCode.NotAcquired,
+      "-o, --close",
+      "keep the lock's connection from the command (flock's -o): if run dies, the lock is free before the command is gone",
     )
     .option(
-      "--kill-after <seconds>",
+      "--kill-after <duration>",
       "grace between SIGTERM and SIGKILL when the lock is lost",
-      parseSeconds,
+      parseDuration,
       10,
     )
     .option(
@@ -117,20 +123,22 @@ export async function main(args: string[]): Promise<number> {
       "send this signal to the command whenever more requests wait for the lock",
       parseSignal,
     )
-    .addHelpText(
-      "after",
-      `
-Exit codes: the command's own; ${ExitCode.NotAcquired} (or -E) when the lock is not granted in time;
-${ExitCode.Lost} when the lock is lost while the command runs (it is stopped with SIGTERM,
-then SIGKILL); ${ExitCode.Connection} when the server cannot be reached; 127 when the command
-cannot be started. SIGTERM, SIGHUP, SIGUSR1, SIGUSR2 (and SIGINT, SIGQUIT when not
-on a terminal) are passed on to the command.`,
-    )
+    .addHelpText("after", RUN_HELP)
     .action(async (name: string, command: string[], options) => {
       code = await run(name, command, options);
     });
 
-  withServerFlags(program.command("release"))
+  withLockFlags(withConnectionFlags(program.command("hold")))
+    .description(
+      "take a lock, print its fencing token, hold it until stdin closes",
+    )
+    .argument("<name>", "the lock's name")
+    .addHelpText("after", HOLD_HELP)
+    .action(async (name: string, options) => {
+      code = await hold(name, options);
+    });
+
+  withConnectionFlags(program.command("release"))
     .description(
       "force a lock free by disconnecting its holder (operators' last resort)",
     )
@@ -147,26 +155,23 @@ on a terminal) are passed on to the command.`,
       code = await release(name, options);
     });
 
-  withServerFlags(program.command("status"))
-    .description("show every lock with its holders and waiters")
+  withConnectionFlags(program.command("status"))
+    .description("show the locks with their holders and waiters")
+    .argument("[pattern]", "only locks whose name matches (* and ?)")
+    .option("--limit <locks>", "list at most this many locks", parseLimit)
     .option("--json", "print the server's reply as JSON")
-    .action(async (options) => {
-      code = await status(options);
+    .action(async (pattern: string | undefined, options) => {
+      code = await status(pattern, options);
     });
 
+  if (args[0] === "run") {
+    args = ["run", ...markCommand(runCommand, args.slice(1))];
+  }
   try {
     await program.parseAsync(args, { from: "user" });
   } catch (error) {
     if (!(error instanceof CommanderError)) throw error;
     return error.exitCode === 0 ? ExitCode.Ok : ExitCode.Usage;
-  }
-  return code;
-}
-
-function parseExitCode(text: string): number {
-  const code = Number(text);
-  if (!/^\d+$/.test(text) || code > 255) {
-    throw new InvalidArgumentError("expected an exit code from 0 to 255");
   }
   return code;
 }
@@ -191,20 +196,6 @@ function parseSignal(text: string): Deno.Signal {
     );
   }
   return name as Deno.Signal;
-}
-
-function parseSeconds(text: string): number {
-  const seconds = Number(text);
-  if (text.trim() === "" || !Number.isFinite(seconds) || seconds < 0) {
-    throw new InvalidArgumentError("expected a number of seconds, 0 or more");
-  }
-  // Timers cannot wait longer: a longer delay would fire at once.
-  if (seconds * 1000 > MAX_WAIT_MS) {
-    throw new InvalidArgumentError(
-      `expected at most ${MAX_WAIT_MS / 1000} seconds (about 24.8 days)`,
-    );
-  }
-  return seconds;
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));

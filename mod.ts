@@ -4,10 +4,11 @@
  * likes: there are no lease timeouts. A lock is released when its holder
  * releases it or when the holder's connection dies.
  *
- * This module is the client library. It also exports the message layer the
- * lock server is built on ({@linkcode MessageServer}, {@linkcode MessageClient}),
- * for persistent-socket applications of your own. It uses only Deno and Web
- * APIs, so it can be imported by URL.
+ * This module is the client library and the lock protocol's types. The
+ * message layer the lock server is built on, for persistent-socket
+ * applications of your own, has an entry of its own: `message/mod.ts`
+ * (`@pklock/pklock/message`). It uses only Deno and Web APIs, so it can be
+ * imported by URL.
  *
  * @example Holding a lock for the length of a block
  * ```ts ignore
@@ -22,56 +23,29 @@
  * @module
  */
 
+export { connect, LockClient } from "./client/client.ts";
+export type {
+  ConnectOptions,
+  LockOptions,
+  ServerAddress,
+} from "./client/options.ts";
+export type { StatusOptions } from "./client/status_report.ts";
+export { Lock, type LockEventMap } from "./client/lock.ts";
 export {
-  connect,
-  type ConnectOptions,
-  LockClient,
-  type LockOptions,
-} from "./client/client.ts";
-export { Lock } from "./client/lock.ts";
-export { LockLostError, LockTimeoutError } from "./client/errors.ts";
-export {
-  MessageClient,
-  type MessageClientOptions,
-  type RpcOptions,
-} from "./message/client.ts";
-export {
-  type CloseOptions,
-  type Handler,
-  HEARTBEAT,
-  MessageError,
-  MessageServer,
-  type MessageServerOptions,
-  type RejectReason,
-} from "./message/server.ts";
-export {
-  type CloseInfo,
-  type CloseReason,
-  Connection,
-  type ConnectionLimits,
-} from "./message/connection.ts";
+  LockLostError,
+  LockTimeoutError,
+  type LostReason,
+  RequestRefusedError,
+} from "./client/errors.ts";
 export {
   ConnectionError,
   ProtocolError,
   RemoteError,
   RequestTimeoutError,
 } from "./message/errors.ts";
+export type { CloseInfo, CloseReason } from "./message/connection.ts";
 export { FrameError, PklockError } from "./protocol/errors.ts";
 export type { ErrorCode } from "./protocol/errors.ts";
 export type { Message } from "./protocol/frame.ts";
 export { DEFAULT_PORT } from "./protocol/lock_protocol.ts";
-export type {
-  ContentionEvent,
-  ForcedReleaseEvent,
-  ForceReleaseResult,
-  HelloResult,
-  HoldAlarmEvent,
-  LockMode,
-  LockParameters,
-  LockResult,
-  PositionEvent,
-  ReleaseResult,
-  StatusLock,
-  StatusRequest,
-  StatusResult,
-} from "./protocol/lock_protocol.ts";
+export type * from "./protocol/lock_protocol.ts";

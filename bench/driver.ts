@@ -17,6 +17,7 @@
  * @module
  */
 
+import { delay, writeAllSync } from "../message/io.ts";
 import type { BenchClient } from "./peers/common.ts";
 import { PklockLibClient, PklockRawClient } from "./peers/pklock.ts";
 import {
@@ -133,11 +134,7 @@ export type DriverResult = W1Result | W2Result | W3Result;
 const encoder = new TextEncoder();
 
 function emit(message: unknown): void {
-  const bytes = encoder.encode(JSON.stringify(message) + "\n");
-  let written = 0;
-  while (written < bytes.length) {
-    written += Deno.stdout.writeSync(bytes.subarray(written));
-  }
+  writeAllSync(Deno.stdout, encoder.encode(JSON.stringify(message) + "\n"));
 }
 
 const stdinBuffer = new Uint8Array(256);
@@ -154,10 +151,6 @@ async function mark(name: string): Promise<void> {
     if (n === null) throw new Error("The orchestrator went away");
     if (stdinBuffer.subarray(0, n).includes(10)) return;
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 function round(value: number, digits = 3): number {
@@ -230,12 +223,12 @@ async function measure(
   state: LoopState,
   loops: Promise<void>[],
 ): Promise<number> {
-  await sleep((spec.warmup ?? 1) * 1000);
+  await delay((spec.warmup ?? 1) * 1000);
   if (state.error !== null) throw state.error;
   await mark("start");
   state.recording = true;
   const start = performance.now();
-  await sleep((spec.duration ?? 5) * 1000);
+  await delay((spec.duration ?? 5) * 1000);
   state.recording = false;
   const seconds = (performance.now() - start) / 1000;
   await mark("end");

@@ -12,6 +12,7 @@
  * @module
  */
 
+import { writeAll } from "../message/io.ts";
 import { encodeFrame } from "../protocol/frame.ts";
 
 /** Replies to the raw client's `lock` (id 1), `release` (id 2), `ping` (id 3). */
@@ -53,11 +54,7 @@ async function serve(conn: Deno.TcpConn): Promise<void> {
           throw new RangeError(`Frame of ${length} bytes: not a bench request`);
         }
         if (filled - at < 4 + length) break;
-        const reply = replyTo(buffer, at);
-        let written = 0;
-        while (written < reply.length) {
-          written += await conn.write(reply.subarray(written));
-        }
+        await writeAll(conn, replyTo(buffer, at));
         at += 4 + length;
       }
       buffer.copyWithin(0, at, filled);

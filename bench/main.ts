@@ -33,6 +33,7 @@ import {
   snapshotMachine,
   treePssKiB,
 } from "./proc.ts";
+import { delay } from "../message/io.ts";
 import { LOG_LEVELS } from "../server/config.ts";
 import { render, type RunRecord, type Target } from "./report.ts";
 import {
@@ -314,7 +315,7 @@ async function describe(
 /** How busy the machine is now, in cores, over one second. */
 async function busyNow(): Promise<number> {
   const before = snapshotMachine();
-  await new Promise((resolve) => setTimeout(resolve, 1000));
+  await delay(1000);
   return machineShare(before, snapshotMachine());
 }
 
@@ -356,7 +357,7 @@ async function waitIdle(seconds: number): Promise<void> {
   let warned = false;
   while (performance.now() < deadline) {
     const before = snapshotMachine();
-    await new Promise((resolve) => setTimeout(resolve, 500));
+    await delay(500);
     const busy = machineShare(before, snapshotMachine());
     if (busy < IDLE_CORES) return;
     if (!warned) {

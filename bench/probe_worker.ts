@@ -15,6 +15,7 @@
 
 /// <reference lib="deno.worker" />
 
+import { delay } from "../message/io.ts";
 import type { BenchClient } from "./peers/common.ts";
 import { PklockRawClient } from "./peers/pklock.ts";
 import { PostgresLockClient } from "./peers/postgres.ts";
@@ -48,10 +49,6 @@ function now(): number {
   return performance.timeOrigin + performance.now();
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
 /** The drop's time, once the main thread says it has begun. */
 const dropped = Promise.withResolvers<number>();
 let deadline = Infinity;
@@ -68,7 +65,7 @@ async function timed(grant: Promise<unknown>): Promise<number | null> {
 async function redisProbe(client: RedisLockClient): Promise<void> {
   while (!await client.tryLock()) {
     if (now() >= deadline) throw new Error("Not granted before the deadline");
-    await sleep(RETRY_MS);
+    await delay(RETRY_MS);
   }
 }
 
@@ -131,7 +128,7 @@ async function run(setup: ProbeSetup): Promise<ProbeTimes> {
       first = a.lock();
       last = b.lock();
       // pg_advisory_lock blocks without a reply: give both time to queue.
-      await sleep(500);
+      await delay(500);
     }
     const times = [timed(first), timed(last), all === null ? null : timed(all)];
     self.postMessage({ type: "ready" });

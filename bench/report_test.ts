@@ -25,7 +25,9 @@ function w1(target: Target, clients: number, rate: number): RunRecord {
   };
 }
 
-Deno.test("the summary sets the floor's W1 rate against Redis and pklock", () => {
+Deno.test("the summary sets the floor's W1 rate against Redis and pklock", {
+  permissions: "none",
+}, () => {
   const text = render([
     w1("pklock", 64, 40_000),
     w1("redis", 64, 50_000),
@@ -45,7 +47,9 @@ Deno.test("the summary sets the floor's W1 rate against Redis and pklock", () =>
   );
 });
 
-Deno.test("without a floor run the report says nothing of it", () => {
+Deno.test("without a floor run the report says nothing of it", {
+  permissions: "none",
+}, () => {
   const text = render([w1("pklock", 64, 40_000), w1("redis", 64, 50_000)], {
     targets: ["pklock", "redis"],
     clients: [64],

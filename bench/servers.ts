@@ -8,6 +8,7 @@
  * @module
  */
 
+import { delay } from "../message/io.ts";
 import { ByteReader } from "./peers/common.ts";
 
 const decoder = new TextDecoder();
@@ -97,15 +98,9 @@ async function stopChild(
     } catch {
       break; // Exited already.
     }
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const exited = await Promise.race([
-      child.status.then(() => true),
-      new Promise<false>((resolve) => {
-        timer = setTimeout(() => resolve(false), grace);
-      }),
-    ]);
-    clearTimeout(timer);
-    if (exited) return;
+    const exited = new AbortController();
+    child.status.then(() => exited.abort());
+    if (await delay(grace, exited.signal)) return;
   }
   try {
     child.kill("SIGKILL");
@@ -126,10 +121,6 @@ export function freePort(): number {
   const { port } = listener.addr;
   listener.close();
   return port;
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** Where and how to start pklock. */
@@ -377,7 +368,7 @@ export async function startRedis(options: RedisOptions): Promise<Server> {
         `redis-server did not answer within 30 s:\n${await readTail(log)}`,
       );
     }
-    await sleep(50);
+    await delay(50);
   }
   return { kind: "redis", port, pid: child.pid, tree: false, stop };
 }
@@ -551,8 +542,11 @@ export async function startPostgres(options: PostgresOptions): Promise<Server> {
       stderr: "null",
     }).output();
     if (success) break;
-    const status = await Promise.race([child.status, sleep(100)]);
-    if (status !== undefined || performance.now() > deadline) {
+    const exited = await Promise.race([
+      child.status.then(() => true),
+      delay(100).then(() => false),
+    ]);
+    if (exited || performance.now() > deadline) {
       await stop();
       throw new Error(`PostgreSQL did not start:\n${await readTail(log)}`);
     }

@@ -7,17 +7,18 @@
 
 import { ExitCode } from "./exit_codes.ts";
 import {
+  type ConnectionFlags,
   connectWith,
   readSecret,
   reportFailure,
-  type ServerFlags,
-} from "./server_flags.ts";
+} from "./connection_flags.ts";
+import { StopSignals } from "./stop_signals.ts";
 
 /** The environment variable that may hold the admin secret. */
 export const ADMIN_SECRET_VARIABLE = "PKLOCK_ADMIN_SECRET";
 
 /** Options of {@linkcode release}. */
-export interface ReleaseOptions extends ServerFlags {
+export interface ReleaseOptions extends ConnectionFlags {
   /** Must be set: a forced release is never implied. */
   force?: boolean;
   /** A file holding the server's admin secret. */
@@ -54,7 +55,8 @@ export async function release(
     );
     return ExitCode.Usage;
   }
-  const client = await connectWith(options, "release");
+  using stop = new StopSignals();
+  const client = await connectWith(options, "release", stop);
   if (typeof client === "number") return client;
   await using _client = client;
   try {
@@ -71,6 +73,6 @@ export async function release(
     }
     return ExitCode.Ok;
   } catch (error) {
-    return reportFailure(error);
+    return reportFailure(error, options);
   }
 }

@@ -1,28 +1,28 @@
 /**
  * `pklock run`: the flock(1) of the network. Takes a lock, runs a command while
- * holding it, releases it, and exits with the command's exit code.
+ * holding it, releases it, and exits as the command did: with its exit code,
+ * or killed by the same signal. The command never outlives the lock (see
+ * command_process.ts for how, and what Linux leaves open).
  *
  * @module
  */
 
-import { LockTimeoutError } from "../client/errors.ts";
+import type { LockClient } from "../client/client.ts";
 import type { Lock } from "../client/lock.ts";
+import { acquire, release } from "./acquire.ts";
+import { CommandProcess, findTools, type Tools } from "./command_process.ts";
+import { type ConnectionFlags, connectWith } from "./connection_flags.ts";
+import { withInheritedConnection } from "./inherited_connection.ts";
 import { ExitCode } from "./exit_codes.ts";
-import {
-  connectWith,
-  reportFailure,
-  type ServerFlags,
-} from "./server_flags.ts";
-import { WaitProgress } from "./progress.ts";
+import { type LockFlags, lockRequest } from "./lock_flags.ts";
+import { StopSignals } from "./stop_signals.ts";
 
 /** Options of {@linkcode run}. */
-export interface RunOptions extends ServerFlags {
-  /** Take the lock in shared mode. */
-  shared?: boolean;
-  /** Seconds to wait for the lock; absent waits as long as it takes. */
-  wait?: number;
-  /** The exit code when the lock is not granted within `wait`. */
-  conflictExitCode: number;
+export interface RunOptions extends ConnectionFlags, LockFlags {
+  /** A shell command to run instead of a command and its arguments (`-c`). */
+  command?: string;
+  /** Keep the lock's connection from the command (flock's `-o`). */
+  close?: boolean;
   /** Seconds between SIGTERM and SIGKILL when the lock is lost. */
   killAfter: number;
   /** A signal sent to the command whenever more requests wait for the lock. */
@@ -30,21 +30,19 @@ export interface RunOptions extends ServerFlags {
 }
 
 /**
- * The signals `run` catches, with their numbers (for the 128 + n exit code
- * when one stops `run` before its command starts). SIGINT and SIGQUIT are
- * passed on to the command only when standard input is not a terminal: on a
- * terminal they come from the keyboard and reach the command, in the same
- * process group, directly.
+ * The signals `run` catches for its whole life. Before the command starts,
+ * the first one stops `run`; once it runs, they are passed on to it. On a
+ * terminal, SIGHUP, SIGINT and SIGQUIT come from the terminal to the whole
+ * foreground job, the command included, and are not passed on again.
  */
-const CAUGHT: Readonly<Partial<Record<Deno.Signal, number>>> = {
-  SIGHUP: 1,
-  SIGINT: 2,
-  SIGQUIT: 3,
-  SIGUSR1: 10,
-  SIGUSR2: 12,
-  SIGTERM: 15,
-};
-const KEYBOARD: readonly Deno.Signal[] = ["SIGINT", "SIGQUIT"];
+const CAUGHT: readonly Deno.Signal[] = [
+  "SIGHUP",
+  "SIGINT",
+  "SIGQUIT",
+  "SIGTERM",
+  "SIGUSR2",
+];
+const FROM_TERMINAL: readonly Deno.Signal[] = ["SIGHUP", "SIGINT", "SIGQUIT"];
 
 /** The exit code when the command cannot be started, as shells use it. */
 const NOT_FOUND = 127;
@@ -53,8 +51,8 @@ const NOT_FOUND = 127;
  * Runs a command while holding a lock.
  *
  * @param name The lock's name.
- * @param command The command and its arguments.
- * @param options Server address, mode, wait and exit-code settings.
+ * @param command The command and its arguments (empty with `-c`).
+ * @param options Server address, lock and exit-code settings.
  * @returns The command's exit code, or one of pklock's own.
  */
 export async function run(
@@ -62,112 +60,102 @@ export async function run(
   command: string[],
   options: RunOptions,
 ): Promise<number> {
+  if ((command.length === 0) === (options.command === undefined)) {
+    console.error(
+      "pklock: run needs a command after the lock's name, or -c 'shell command' (not both)",
+    );
+    return ExitCode.Usage;
+  }
+  const argv = options.command === undefined
+    ? command
+    : [Deno.env.get("SHELL") || "/bin/sh", "-c", options.command];
+  const tools = findTools();
+  if (typeof tools === "string") {
+    console.error(`pklock: ${tools}`);
+    return ExitCode.Failure;
+  }
   // Caught from the start: a signal must never kill run while it holds the
   // lock, or between starting the command and watching it.
-  using signals = new Signals();
-  const client = await connectWith(options, "run");
+  using stop = new StopSignals(CAUGHT);
+  const code = await holdAndRun(name, argv, options, tools, stop);
+  return stop.received === undefined ? code : await stop.dieOf(stop.received);
+}
+
+async function holdAndRun(
+  name: string,
+  argv: string[],
+  options: RunOptions,
+  tools: Tools,
+  stop: StopSignals,
+): Promise<number> {
+  const client = await connectWith(options, "run", stop);
   if (typeof client === "number") return client;
   await using _client = client;
-  const progress = new WaitProgress(name);
   const contention = new ContentionSignal(options.onContention);
-  let lock: Lock;
-  try {
-    const onPosition = progress.onPosition;
-    lock = await client.lock(name, {
-      mode: options.shared ? "shared" : "exclusive",
-      signal: signals.beforeStart,
-      ...(options.wait === undefined
-        ? {}
-        : { wait: Math.round(options.wait * 1000) }),
-      ...(onPosition ? { onPosition } : {}),
-      ...(contention.onContention
-        ? { onContention: contention.onContention }
-        : {}),
-    });
-  } catch (error) {
-    progress.done();
-    if (signals.stopped !== undefined) return signals.stopped;
-    if (error instanceof LockTimeoutError) {
-      console.error(`pklock: ${error.message}`);
-      return options.conflictExitCode;
-    }
-    return reportFailure(error);
+  const lock = await acquire(client, name, {
+    flags: options,
+    request: lockRequest(options),
+    conflictExitCode: options.conflictExitCode,
+    stop,
+    onContention: contention.onContention,
+  });
+  if (typeof lock === "number") return lock;
+  if (stop.code !== undefined) {
+    await release(client, lock);
+    return stop.code;
   }
-  progress.done();
-  if (signals.stopped !== undefined) {
-    await lock.release();
-    return signals.stopped;
+  if (options.verbose) {
+    console.error(
+      `pklock: got lock "${name}" (token ${lock.token}); running "${argv[0]}"`,
+    );
   }
-
-  const [program, ...args] = command;
-  let child: Deno.ChildProcess;
+  const ownGroup = !Deno.stdin.isTerminal();
+  let child: CommandProcess;
   try {
-    child = new Deno.Command(program!, {
-      args,
-      stdin: "inherit",
-      stdout: "inherit",
-      stderr: "inherit",
-    }).spawn();
+    const start = () =>
+      new CommandProcess(argv, {
+        tools,
+        ownGroup,
+        env: commandEnv(name, lock, options),
+      });
+    // The command holds a copy of the lock's connection, as flock's command
+    // holds the locked file: should run die, the lock outlives the command.
+    child = options.close
+      ? start()
+      : withInheritedConnection(options.port, start);
   } catch (error) {
     console.error(
-      `pklock: Cannot run "${program}": ${(error as Error).message}`,
+      `pklock: Cannot run "${argv[0]}": ${(error as Error).message}`,
     );
-    await lock.release();
+    await release(client, lock);
     return NOT_FOUND;
   }
-  signals.started(child);
+  stop.redirect((signal) => {
+    if (ownGroup || !FROM_TERMINAL.includes(signal)) child.kill(signal);
+  });
   contention.started(child);
-  return await supervise(child, lock, program!, options.killAfter);
+  return await supervise(child, client, lock, argv[0]!, options, stop);
 }
 
 /**
- * Catches the signals `run` handles, for its whole life. Before the command
- * starts, the first one stops `run` (withdrawing its request, or releasing
- * the lock); once it runs, they are passed on to it.
+ * What the command learns of its lock: the lock, its fencing token and mode,
+ * and how to reach the server (so that a `pklock` it runs reaches the same).
  */
-class Signals implements Disposable {
-  readonly #controller = new AbortController();
-  readonly #listeners: [Deno.Signal, () => void][];
-  readonly #fromKeyboard = Deno.stdin.isTerminal();
-  #child: Deno.ChildProcess | undefined;
-  #stopped: number | undefined;
-
-  constructor() {
-    this.#listeners = (Object.keys(CAUGHT) as Deno.Signal[]).map((signal) => {
-      const listener = () => this.#caught(signal);
-      Deno.addSignalListener(signal, listener);
-      return [signal, listener];
-    });
-  }
-
-  /** Aborted by a signal that arrives before the command starts. */
-  get beforeStart(): AbortSignal {
-    return this.#controller.signal;
-  }
-
-  /** The exit code (128 + signal number) when a signal stopped `run`. */
-  get stopped(): number | undefined {
-    return this.#stopped;
-  }
-
-  started(child: Deno.ChildProcess): void {
-    this.#child = child;
-  }
-
-  [Symbol.dispose](): void {
-    for (const [signal, listener] of this.#listeners) {
-      Deno.removeSignalListener(signal, listener);
-    }
-  }
-
-  #caught(signal: Deno.Signal): void {
-    if (this.#child === undefined) {
-      this.#stopped ??= 128 + CAUGHT[signal]!;
-      this.#controller.abort(new Error(`Stopped by ${signal}`));
-    } else if (!(this.#fromKeyboard && KEYBOARD.includes(signal))) {
-      kill(this.#child, signal);
-    }
-  }
+function commandEnv(
+  name: string,
+  lock: Lock,
+  options: RunOptions,
+): Record<string, string> {
+  const env: Record<string, string> = {
+    PKLOCK_LOCK: name,
+    PKLOCK_TOKEN: String(lock.token),
+    PKLOCK_MODE: lock.mode,
+    PKLOCK_HOST: options.host,
+    PKLOCK_PORT: String(options.port),
+  };
+  if (options.tls) env.PKLOCK_TLS = "1";
+  if (options.caFile !== undefined) env.PKLOCK_CA_FILE = options.caFile;
+  return env;
 }
 
 /**
@@ -176,7 +164,7 @@ class Signals implements Disposable {
  */
 class ContentionSignal {
   readonly #signal: Deno.Signal | undefined;
-  #child: Deno.ChildProcess | undefined;
+  #child: CommandProcess | undefined;
   #waiters = 0;
 
   constructor(signal: Deno.Signal | undefined) {
@@ -188,51 +176,66 @@ class ContentionSignal {
     return (waiters) => {
       const more = waiters > this.#waiters;
       this.#waiters = waiters;
-      if (more && this.#child) kill(this.#child, this.#signal!);
+      if (more && this.#child) this.#child.kill(this.#signal!);
     };
   }
 
-  started(child: Deno.ChildProcess): void {
+  started(child: CommandProcess): void {
     this.#child = child;
     if (this.#signal !== undefined && this.#waiters > 0) {
-      kill(child, this.#signal);
+      child.kill(this.#signal);
     }
   }
 }
 
-/** Waits for the command, stopping it if the lock is lost. */
+/**
+ * Waits for the command, stopping its process group if the lock is lost. Once
+ * it has exited, `run` exits as it did only if the server confirms that the
+ * lock was held until then; when the command dies of a signal, `run` is to
+ * die of it too: the signal is recorded in `stop` as if `run` had received it.
+ * Any doubt (the connection closed, the release unanswered) gives exit 6: the
+ * loss of a stalled `run` is noticed only now.
+ */
 async function supervise(
-  child: Deno.ChildProcess,
+  child: CommandProcess,
+  client: LockClient,
   lock: Lock,
   program: string,
-  killAfter: number,
+  options: RunOptions,
+  stop: StopSignals,
 ): Promise<number> {
+  const { killAfter } = options;
   let killer: ReturnType<typeof setTimeout> | undefined;
   const onLost = () => {
+    const whom = child.ownGroup ? "its process group" : `"${program}"`;
     console.error(
       `pklock: ${
         (lock.lost.reason as Error).message
-      }; stopping "${program}" (SIGTERM, SIGKILL after ${killAfter} s)`,
+      }; stopping ${whom} (SIGTERM, SIGKILL after ${killAfter} s)`,
     );
-    kill(child, "SIGTERM");
-    killer = setTimeout(() => kill(child, "SIGKILL"), killAfter * 1000);
+    child.kill("SIGTERM");
+    killer = setTimeout(() => child.kill("SIGKILL"), killAfter * 1000);
   };
   lock.lost.addEventListener("abort", onLost, { once: true });
   try {
     const status = await child.status;
-    if (lock.lost.aborted) return ExitCode.Lost;
-    await lock.release();
-    return status.code;
+    if (!lock.lost.aborted) {
+      const doubt = await release(client, lock);
+      if (doubt === undefined) {
+        if (status.signal !== null) stop.died(status.signal);
+        return status.code;
+      }
+      console.error(
+        `pklock: Lock "${lock.name}" may have been lost while "${program}" ran: its release was not confirmed (${doubt})`,
+      );
+    }
+    // Whatever the group's leader did, the rest of its group goes with the
+    // lock: nothing the command started may run on without it.
+    // (Only a group can be signalled safely once its leader is reaped.)
+    if (child.ownGroup) child.kill("SIGKILL");
+    return ExitCode.Lost;
   } finally {
     clearTimeout(killer);
     lock.lost.removeEventListener("abort", onLost);
-  }
-}
-
-function kill(child: Deno.ChildProcess, signal: Deno.Signal): void {
-  try {
-    child.kill(signal);
-  } catch {
-    // It has exited already.
   }
 }

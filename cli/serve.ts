@@ -15,7 +15,7 @@ import {
 import { AuditLog } from "../server/audit.ts";
 import { LockServer, type LockServerOptions } from "../server/lock_server.ts";
 import { serveMetrics } from "../server/metrics.ts";
-import { configureLogging, flushLogs } from "../server/log.ts";
+import { configureLogging, drainLogs, flushLogs } from "../server/log.ts";
 import { StateFileError, TokenStore } from "../server/token_store.ts";
 import { VERSION } from "../protocol/version.ts";
 import { ExitCode } from "./exit_codes.ts";
@@ -54,11 +54,13 @@ async function secretOf(
 }
 
 /**
- * Issues a token; when no new block of tokens can be reserved (a full or
- * failing disk), stops the server at once. Going on could issue a token again
- * after a restart, and a half-finished grant could leave the lock table
- * inconsistent: stopping releases every lock cleanly, and clients see their
- * locks lost.
+ * Issues a token; when every reserved token is issued and no new block could
+ * be reserved (a full or failing disk, retried since half a block ago), stops
+ * the server at once. The lock server refuses new requests
+ * (`tokens_unavailable`) before that can happen, unless more requests waited
+ * when the reservation failed than tokens were left. A grant without a token cannot be finished, and the
+ * lock table cannot leave such a request waiting: stopping releases every
+ * lock cleanly, and clients see their locks lost.
  */
 function nextTokenOrStop(tokens: TokenStore): number {
   try {
@@ -134,7 +136,7 @@ export async function serve(options: ServeOptions): Promise<number> {
   await running.server.close();
   await running.metrics?.shutdown();
   await running.audit?.close();
-  flushLogs();
+  await drainLogs(1_000);
   return ExitCode.Ok;
 }
 
@@ -148,7 +150,16 @@ async function start(options: ServeOptions): Promise<Running> {
   const { config, ...overrides } = options;
   const settings = await loadSettings(config, overrides);
   await configureLogging(settings.log.level, settings.log.format);
-  const tokens = TokenStore.open(settings.stateFile);
+  const tokens = TokenStore.open(settings.stateFile, {
+    onReserveFailed: (error, retryInMs) =>
+      getLogger(["pklock", "server"]).warn(
+        "Cannot reserve fencing tokens (next attempt: {retry}): {error}",
+        {
+          retry: retryInMs === null ? "none" : `in ${retryInMs} ms`,
+          error: error.message,
+        },
+      ),
+  });
   const secrets = await readSecrets(settings);
   const where = config === undefined ? "" : ` (settings file "${config}")`;
   let audit: AuditLog | undefined;
@@ -179,6 +190,7 @@ async function start(options: ServeOptions): Promise<Running> {
       ...(audit ? { audit } : {}),
       ...secrets,
       nextToken: () => nextTokenOrStop(tokens),
+      tokensLeft: () => tokens.left,
     });
   } catch (cause) {
     await audit?.close();

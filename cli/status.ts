@@ -1,51 +1,99 @@
 /**
- * `pklock status`: every lock with its holders and waiters.
+ * `pklock status [PATTERN]`: the locks with their holders and waiters, how
+ * long each has held or waited, and how many match.
  *
  * @module
  */
 
-import type { StatusRequest, StatusResult } from "../protocol/lock_protocol.ts";
+import { InvalidArgumentError } from "commander";
+import {
+  MAX_STATUS_LIMIT,
+  type StatusEntry,
+  type StatusResult,
+} from "../protocol/lock_protocol.ts";
 import { ExitCode } from "./exit_codes.ts";
 import {
+  type ConnectionFlags,
   connectWith,
   reportFailure,
-  type ServerFlags,
-} from "./server_flags.ts";
+} from "./connection_flags.ts";
+import { StopSignals } from "./stop_signals.ts";
 
 /** Options of {@linkcode status}. */
-export interface StatusOptions extends ServerFlags {
+export interface StatusOptions extends ConnectionFlags {
   /** Print the server's reply as JSON instead of text. */
   json?: boolean;
+  /** List at most this many locks. */
+  limit?: number;
 }
 
 /**
  * Prints the server's status.
  *
- * @param options Server address and output format.
+ * @param pattern Which locks to list (`*` and `?`); all when absent.
+ * @param options Server address, how many locks, and output format.
  * @returns The exit code.
  */
-export async function status(options: StatusOptions): Promise<number> {
-  const client = await connectWith(options, "status");
+export async function status(
+  pattern: string | undefined,
+  options: StatusOptions,
+): Promise<number> {
+  using stop = new StopSignals();
+  const code = await report(pattern, options, stop);
+  return stop.received === undefined ? code : await stop.dieOf(stop.received);
+}
+
+/** Asks for the report and prints it. */
+async function report(
+  pattern: string | undefined,
+  options: StatusOptions,
+  stop: StopSignals,
+): Promise<number> {
+  const client = await connectWith(options, "status", stop);
   if (typeof client === "number") return client;
   await using _client = client;
   let result: StatusResult;
   try {
-    result = await client.status();
+    // The client gives up on a silent server after --connect-timeout.
+    result = await stop.race(
+      client.status({ pattern, limit: options.limit }),
+    );
   } catch (error) {
-    return reportFailure(error);
+    if (stop.code !== undefined) return stop.code;
+    return reportFailure(error, options);
   }
-  console.log(options.json ? JSON.stringify(result, null, 2) : format(result));
+  console.log(
+    options.json ? JSON.stringify(result, null, 2) : format(result, pattern),
+  );
   return ExitCode.Ok;
+}
+
+/**
+ * Parses `--limit`.
+ *
+ * @param text The flag's value.
+ * @returns The limit.
+ * @throws {InvalidArgumentError} When it is not a whole number in range.
+ */
+export function parseLimit(text: string): number {
+  const limit = Number(text);
+  if (!/^\d+$/.test(text) || limit > MAX_STATUS_LIMIT) {
+    throw new InvalidArgumentError(
+      `expected a number of locks from 0 to ${MAX_STATUS_LIMIT}`,
+    );
+  }
+  return limit;
 }
 
 /**
  * Renders a status report for people.
  *
  * @param result The server's status report.
+ * @param pattern The pattern asked for, if any.
  * @returns Lines of text.
  */
-function format(result: StatusResult): string {
-  const { server, connections, locks } = result;
+function format(result: StatusResult, pattern: string | undefined): string {
+  const { server, connections, locks, totals } = result;
   const lines = [
     `pklock ${server.version} (protocol ${server.protocol}), up ${
       duration(server.uptime)
@@ -53,21 +101,39 @@ function format(result: StatusResult): string {
       count(connections.current, "connection")
     } open, ${connections.total} since start`,
   ];
-  if (locks.length === 0) lines.push("No locks held or waited for.");
+  const matching = pattern === undefined ? "" : ` matching "${pattern}"`;
+  if ((totals?.locks ?? locks.length) === 0) {
+    lines.push(`No locks${matching} held or waited for.`);
+  }
   for (const lock of locks) {
-    lines.push(`lock "${lock.name}" (${lock.mode})`);
+    const limit = lock.limit === undefined
+      ? ""
+      : `, ${lock.holders.length} of ${lock.limit} slots`;
+    lines.push(`lock "${lock.name}" (${lock.mode}${limit})`);
     for (const holder of lock.holders) {
       lines.push(
-        `  held by ${who(holder)} since ${holder.since}, token ${holder.token}`,
+        `  held by ${who(holder)} for ${
+          elapsed(holder.elapsed)
+        } (since ${holder.since}), token ${holder.token}`,
       );
     }
     lock.waiters.forEach((waiter, i) => {
       lines.push(
-        `  ${i + 1}. waiting: ${
-          who(waiter)
-        } (${waiter.mode}) since ${waiter.since}`,
+        `  ${i + 1}. waiting: ${who(waiter)} (${waiter.mode}) for ${
+          elapsed(waiter.elapsed)
+        } (since ${waiter.since})`,
       );
     });
+  }
+  if (totals !== undefined && totals.locks > 0) {
+    const listed = locks.length < totals.locks
+      ? `${locks.length} of ${totals.locks}`
+      : `${totals.locks}`;
+    lines.push(
+      `${listed} ${totals.locks === 1 ? "lock" : "locks"}${matching}: ${
+        count(totals.holders, "holder")
+      }, ${count(totals.waiters, "waiter")}`,
+    );
   }
   return lines.join("\n");
 }
@@ -76,9 +142,14 @@ function count(n: number, noun: string): string {
   return `${n} ${noun}${n === 1 ? "" : "s"}`;
 }
 
-function who(request: StatusRequest): string {
+function who(request: StatusEntry): string {
   const label = request.label === undefined ? "" : ` (${request.label})`;
   return `connection ${request.connectionId} from ${request.peer}${label}`;
+}
+
+/** A hold's or wait's length: tenths of a second while it is short. */
+function elapsed(seconds: number): string {
+  return seconds < 10 ? `${seconds.toFixed(1)}s` : duration(seconds);
 }
 
 function duration(seconds: number): string {

@@ -6,16 +6,19 @@
  */
 
 import { LockTimeoutError } from "../client/errors.ts";
-import { ExitCode } from "./exit_codes.ts";
+import { delay } from "../message/io.ts";
+import { release } from "./acquire.ts";
 import {
+  type ConnectionFlags,
   connectWith,
   reportFailure,
-  type ServerFlags,
-} from "./server_flags.ts";
+} from "./connection_flags.ts";
+import { ExitCode } from "./exit_codes.ts";
 import { WaitProgress } from "./progress.ts";
+import { StopSignals } from "./stop_signals.ts";
 
 /** Options of {@linkcode tryLock}. */
-export interface TryLockOptions extends ServerFlags {
+export interface TryLockOptions extends ConnectionFlags {
   /** Seconds to hold the lock. */
   hold: number;
   /** Seconds to stay connected after releasing. */
@@ -35,7 +38,17 @@ export async function tryLock(
   name: string,
   options: TryLockOptions,
 ): Promise<number> {
-  const client = await connectWith(options, "try-lock");
+  using stop = new StopSignals();
+  const code = await demo(name, options, stop);
+  return stop.received === undefined ? code : await stop.dieOf(stop.received);
+}
+
+async function demo(
+  name: string,
+  options: TryLockOptions,
+  stop: StopSignals,
+): Promise<number> {
+  const client = await connectWith(options, "try-lock", stop);
   if (typeof client === "number") return client;
   await using _client = client;
   const id = client.server.connectionId;
@@ -43,54 +56,52 @@ export async function tryLock(
     `Connected to ${options.host}:${options.port} as connection ${id}`,
   );
   console.log(`Asking for lock "${name}"`);
+  const wait = options.wait === undefined
+    ? undefined
+    : Math.round(options.wait * 1000);
   const progress = new WaitProgress(name);
   let lock;
   try {
     const onPosition = progress.onPosition;
     lock = await client.lock(name, {
-      ...(options.wait === undefined
-        ? {}
-        : { wait: Math.round(options.wait * 1000) }),
+      signal: stop.signal,
+      ...(wait === undefined ? {} : { wait }),
       ...(onPosition ? { onPosition } : {}),
     });
   } catch (error) {
-    progress.done();
+    if (stop.code !== undefined) return stop.code;
     if (error instanceof LockTimeoutError) {
       console.log(`Did not get lock "${name}": ${error.message}`);
       return ExitCode.NotAcquired;
     }
-    return reportFailure(error);
+    return reportFailure(error, options);
+  } finally {
+    progress.done();
   }
-  progress.done();
   console.log(
     `Got lock "${name}" (token ${lock.token}); holding it for ${options.hold} s`,
   );
-  if (await sleep(options.hold * 1000, lock.lost)) {
+  await delay(options.hold * 1000, AbortSignal.any([lock.lost, stop.signal]));
+  if (lock.lost.aborted) {
     console.error(`pklock: ${(lock.lost.reason as Error).message}`);
     return ExitCode.Lost;
   }
+  if (stop.code !== undefined) return stop.code;
   console.log(`Offering to unlock "${name}"`);
-  await lock.release();
+  const doubt = await release(client, lock);
+  if (doubt !== undefined) {
+    console.error(
+      `pklock: Lock "${name}" may have been lost while it was held: its release was not confirmed (${doubt})`,
+    );
+    return ExitCode.Lost;
+  }
   console.log(`Released lock "${name}"`);
   if (options.linger > 0) {
     console.log(`Lingering for ${options.linger} s`);
-    await sleep(options.linger * 1000, client.signal);
+    await delay(
+      options.linger * 1000,
+      AbortSignal.any([client.signal, stop.signal]),
+    );
   }
-  return ExitCode.Ok;
-}
-
-/** Waits `ms`; resolves `true` early if `signal` aborts. */
-function sleep(ms: number, signal: AbortSignal): Promise<boolean> {
-  if (signal.aborted) return Promise.resolve(true);
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => {
-      signal.removeEventListener("abort", onAbort);
-      resolve(false);
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(timer);
-      resolve(true);
-    };
-    signal.addEventListener("abort", onAbort, { once: true });
-  });
+  return stop.code ?? ExitCode.Ok;
 }

@@ -1,410 +1,143 @@
 /**
- * The lock client: one persistent connection to a pklock server, on which any
- * number of locks are requested, held and released.
+ * The lock client's entry: {@linkcode connect} tries each server in turn,
+ * each attempt (TCP, TLS, `hello`) bounded on the client's clock, and returns
+ * a {@linkcode LockClient}.
  *
  * @module
  */
 
 import { MessageClient } from "../message/client.ts";
-import type { CloseInfo } from "../message/connection.ts";
-import { ConnectionError, ProtocolError } from "../message/errors.ts";
-import type {
-  ContentionEvent,
-  ForcedReleaseEvent,
-  ForceReleaseResult,
-  HelloResult,
-  HoldAlarmEvent,
-  LockMode,
-  LockParameters,
-  LockResult,
-  PositionEvent,
-  ReleaseResult,
-  StatusResult,
-} from "../protocol/lock_protocol.ts";
-import { DEFAULT_PORT } from "../protocol/lock_protocol.ts";
+import { ConnectionError, RemoteError } from "../message/errors.ts";
+import type { HelloResult } from "../protocol/lock_protocol.ts";
 import { PROTOCOL_VERSION } from "../protocol/version.ts";
-import { LockLostError, LockTimeoutError } from "./errors.ts";
-import { Lock } from "./lock.ts";
+import { LockClient } from "./lock_client.ts";
+import { RequestRefusedError } from "./errors.ts";
+import {
+  checkTimeout,
+  type ConnectOptions,
+  MAX_REPLY_BYTES,
+  type ServerAddress,
+  serverAddresses,
+} from "./options.ts";
 
-/** Options of {@linkcode connect}. */
-export interface ConnectOptions {
-  /**
-   * The server's address.
-   *
-   * @default {"127.0.0.1"}
-   */
-  hostname?: string;
-  /**
-   * The server's port.
-   *
-   * @default {20934}
-   */
-  port?: number;
-  /**
-   * Connect over TLS: `true` trusts the system's root certificates; `caCerts`
-   * adds PEM certificates to trust.
-   */
-  tls?: boolean | { caCerts?: string[] };
-  /** The shared secret, for a server that requires authentication. */
-  secret?: string;
-  /**
-   * A label for this client (host, process, job), shown in the server's
-   * status, logs and audit log. At most 256 characters.
-   */
-  label?: string;
-  /** Abandons connecting. */
-  signal?: AbortSignal;
-}
-
-/** Options of {@linkcode LockClient.lock}. */
-export interface LockOptions {
-  /**
-   * `exclusive` (one holder) or `shared` (any number of shared holders).
-   *
-   * @default {"exclusive"}
-   */
-  mode?: LockMode;
-  /**
-   * How long to wait for the lock, in milliseconds; `0` takes it only if it is
-   * free now. The server ends the wait, so no grant can arrive after it.
-   * Absent: wait for as long as it takes.
-   */
-  wait?: number;
-  /**
-   * Stops waiting. The request is withdrawn on the server before the promise
-   * rejects with the signal's reason, so no stale grant is left behind.
-   */
-  signal?: AbortSignal;
-  /**
-   * Called while the request waits: when it joins the queue, and whenever its
-   * place changes (1 is next in line).
-   */
-  onPosition?: (position: number) => void;
-  /**
-   * Called while the lock is held, whenever the number of requests waiting
-   * for it changes (including right after the grant, if some already wait):
-   * a cue for a cooperative long holder to finish early. The lock handle
-   * also dispatches these as `contention` events.
-   */
-  onContention?: (waiters: number) => void;
-}
-
-/** A request this client has under way or holds. */
-interface Outstanding {
-  options: LockOptions;
-  lock?: Lock;
-  controller?: AbortController;
-  /** Whether the server said it is closing the connection by force. */
-  forced?: boolean;
-}
-
-/** The unsolicited events the server sends about one lock. */
-type LockEvent =
-  | PositionEvent
-  | ContentionEvent
-  | HoldAlarmEvent
-  | ForcedReleaseEvent;
+export { LockClient };
+export type { ConnectOptions };
 
 /**
- * Connects to a pklock server.
+ * Connects to a pklock server: tries each of `servers` in turn (or the one
+ * `hostname`/`port` names) and returns the first that answers `hello`.
+ * Each attempt gets `timeout` ms on the client's clock for the TCP connect,
+ * the TLS handshake and the `hello` reply; `signal` ends them all.
  *
- * @param options Where the server is.
+ * @param options Where the servers are, and how to reach them.
  * @returns A connected client.
- * @throws {ConnectionError} When the server cannot be reached.
+ * @throws {TypeError} When an option has the wrong type.
+ * @throws {RangeError} When an address, port or timeout is invalid.
+ * @throws {ConnectionError} When no server could be reached in time; its
+ *   message names every server tried and why each failed.
+ * @throws {RequestRefusedError} When a server refused the `hello` (e.g.
+ *   `auth_failed`): the next is not tried, as they share the secret.
  *
- * @example Connecting
+ * @example Connecting to the first of two nodes that answers
  * ```ts ignore
  * import { connect } from "./client.ts";
- * await using client = await connect({ port: 20934 });
+ * await using client = await connect({
+ *   servers: ["10.0.0.1:20934", "10.0.0.2:20934"],
+ *   timeout: 2000,
+ * });
+ * console.log(`connected to ${client.address.hostname}`);
  * ```
  */
 export async function connect(
   options: ConnectOptions = {},
 ): Promise<LockClient> {
-  const { signal, tls, secret, label } = options;
-  const messages = await MessageClient.connect({
-    hostname: options.hostname ?? "127.0.0.1",
-    port: options.port ?? DEFAULT_PORT,
-    ...(signal ? { signal } : {}),
-    ...(tls ? { tls } : {}),
-  });
-  try {
-    const hello = await messages.rpc<HelloResult>(
-      "hello",
-      {
-        protocol: PROTOCOL_VERSION,
-        ...(secret === undefined ? {} : { secret }),
-        ...(label === undefined ? {} : { client: label }),
-      },
-      signal ? { signal } : {},
-    );
-    return new LockClient(messages, hello);
-  } catch (error) {
-    await messages.close();
-    throw error;
+  const addresses = serverAddresses(options);
+  const timeout = checkTimeout(options.timeout);
+  const { signal } = options;
+  if (signal !== undefined && !(signal instanceof AbortSignal)) {
+    throw new TypeError('"signal" must be an AbortSignal');
   }
+  signal?.throwIfAborted();
+  const failures: ConnectionError[] = [];
+  for (const address of addresses) {
+    try {
+      return await attempt(address, timeout, options);
+    } catch (error) {
+      if (!(error instanceof ConnectionError)) throw error;
+      failures.push(error);
+    }
+  }
+  if (failures.length === 1) throw failures[0];
+  throw new ConnectionError(
+    `Cannot connect to any of ${failures.length} servers: ${
+      failures.map((error) => error.message).join("; ")
+    }`,
+    { cause: new AggregateError(failures) },
+  );
 }
 
-/**
- * A connection to a pklock server. Every lock it holds is released by the
- * server when the connection closes, however that happens.
- *
- * @example Holding a lock
- * ```ts ignore
- * import { connect } from "./client.ts";
- * await using client = await connect();
- * await using lock = await client.lock("nightly-report", { wait: 10_000 });
- * console.log(`holding with token ${lock.token}`);
- * ```
- */
-export class LockClient implements AsyncDisposable {
-  /** What the server said about itself when the connection opened. */
-  readonly server: HelloResult;
-  readonly #messages: MessageClient;
-  /** What this client holds or has a request under way for, by name. */
-  readonly #requests = new Map<string, Outstanding>();
-
-  /**
-   * Made by {@linkcode connect}; not meant to be built directly.
-   *
-   * @param messages The open connection.
-   * @param server The server's `hello` reply.
-   */
-  constructor(messages: MessageClient, server: HelloResult) {
-    this.#messages = messages;
-    this.server = server;
-    messages.signal.addEventListener("abort", () => {
-      for (const [name, { controller, forced }] of this.#requests) {
-        const why = forced
-          ? "an operator forced its release"
-          : (messages.signal.reason as Error).message;
-        controller?.abort(
-          new LockLostError(`Lost lock "${name}": ${why}`, {
-            cause: messages.signal.reason,
-          }),
+/** One server: connect and `hello` within `timeout`, or nothing left open. */
+async function attempt(
+  address: ServerAddress,
+  timeout: number,
+  options: ConnectOptions,
+): Promise<LockClient> {
+  const { hostname, port } = address;
+  const where = hostname.includes(":")
+    ? `[${hostname}]:${port}`
+    : `${hostname}:${port}`;
+  const expired = new AbortController();
+  const timer = setTimeout(
+    () =>
+      expired.abort(
+        new ConnectionError(
+          `Cannot connect to ${where}: no answer within ${timeout} ms`,
+        ),
+      ),
+    timeout,
+  );
+  const signals = [expired.signal];
+  if (options.signal !== undefined) signals.push(options.signal);
+  const signal = AbortSignal.any(signals);
+  try {
+    const messages = await MessageClient.connect({
+      hostname,
+      port,
+      signal,
+      maxFrameBytes: MAX_REPLY_BYTES,
+      ...(options.tls ? { tls: options.tls } : {}),
+    });
+    try {
+      const { secret, label } = options;
+      const hello = await messages.rpc<HelloResult>(
+        "hello",
+        {
+          protocol: PROTOCOL_VERSION,
+          ...(secret === undefined ? {} : { secret }),
+          ...(label === undefined ? {} : { client: label }),
+        },
+        { signal },
+      );
+      return new LockClient(messages, hello, { hostname, port }, timeout);
+    } catch (error) {
+      await messages.close();
+      if (error instanceof RemoteError) {
+        throw new RequestRefusedError(error.code, error.message);
+      }
+      if (error instanceof ConnectionError && !signal.aborted) {
+        throw new ConnectionError(
+          `Cannot connect to ${where}: ${error.message}`,
+          { cause: error },
         );
       }
-      this.#requests.clear();
-    }, { once: true });
-    messages.addEventListener("message", (event) => {
-      const data = (event as MessageEvent<LockEvent>).data;
-      const outstanding = this.#requests.get(data.lockName);
-      if (outstanding === undefined) return;
-      const { options, lock } = outstanding;
-      switch (data.event) {
-        case "position":
-          options.onPosition?.(data.position);
-          break;
-        case "contention":
-          options.onContention?.(data.waiters);
-          lock?.dispatchEvent(new CustomEvent("contention", { detail: data }));
-          break;
-        case "hold_alarm":
-          lock?.dispatchEvent(new CustomEvent("alarm", { detail: data }));
-          break;
-        case "forced_release":
-          outstanding.forced = true;
-          break;
-      }
-    });
-  }
-
-  /** Aborted, with a {@linkcode ConnectionError}, when the connection closes. */
-  get signal(): AbortSignal {
-    return this.#messages.signal;
-  }
-
-  /** Resolves with the reason once the connection has closed. */
-  get closed(): Promise<CloseInfo> {
-    return this.#messages.closed;
-  }
-
-  /**
-   * Asks for a lock and waits until it is granted.
-   *
-   * @param name The lock's name.
-   * @param options Mode, bounded wait and cancellation.
-   * @returns The held lock.
-   * @throws {LockTimeoutError} When `wait` passes first (or, with `wait: 0`,
-   *   the lock is taken).
-   * @throws {RemoteError} When the server refuses the request, with its
-   *   `code`: `already_held`, `already_waiting`, `deadlock`,
-   *   `invalid_parameters`.
-   * @throws {ConnectionError} When the connection closes first.
-   */
-  async lock(name: string, options: LockOptions = {}): Promise<Lock> {
-    const { mode = "exclusive", wait, signal } = options;
-    signal?.throwIfAborted();
-    const parameters: LockParameters = { lockName: name };
-    if (mode !== "exclusive") parameters.mode = mode;
-    if (wait !== undefined) parameters.wait = wait;
-    if (options.onPosition !== undefined) parameters.notify = true;
-    if (options.onContention !== undefined) parameters.contention = true;
-    const reply = this.#messages.rpc<LockResult>(
-      "lock",
-      parameters as unknown as Record<string, unknown>,
-    );
-    if (this.#requests.has(name)) {
-      // The server refuses this request (already_held or already_waiting),
-      // unless the other one ended first (an aborted wait, withdrawn just
-      // before): then this one is granted and must be tracked like any other.
-      // Either way it is not withdrawn on abort: by name, that would hit the
-      // other request.
-      const outstanding: Outstanding = { options };
-      const lock = this.#settle(name, mode, wait, await reply, outstanding);
-      this.#requests.set(name, outstanding);
-      return lock;
-    }
-    const outstanding: Outstanding = { options };
-    this.#requests.set(name, outstanding);
-    let withdrawn: Promise<unknown> | undefined;
-    const withdraw = () => {
-      withdrawn = this.#messages.rpc("release", { lockName: name })
-        .catch(() => {});
-    };
-    signal?.addEventListener("abort", withdraw, { once: true });
-    let lock: Lock | undefined;
-    try {
-      const result = await reply;
-      if (withdrawn !== undefined) {
-        await withdrawn;
-        throw signal!.reason;
-      }
-      lock = this.#settle(name, mode, wait, result, outstanding);
-      return lock;
-    } finally {
-      signal?.removeEventListener("abort", withdraw);
-      if (lock === undefined) this.#forget(name, outstanding);
-    }
-  }
-
-  /**
-   * Takes a lock only if it is free now.
-   *
-   * @param name The lock's name.
-   * @param options The mode.
-   * @returns The held lock, or `null` when another client holds it.
-   * @throws {RemoteError} When the server refuses the request.
-   * @throws {ConnectionError} When the connection closes first.
-   */
-  async tryLock(
-    name: string,
-    options: Pick<LockOptions, "mode"> = {},
-  ): Promise<Lock | null> {
-    try {
-      return await this.lock(name, { ...options, wait: 0 });
-    } catch (error) {
-      if (error instanceof LockTimeoutError) return null;
       throw error;
     }
-  }
-
-  /**
-   * Forces a lock free: the server closes the connection of every holder (so
-   * their `lost` signals fire) and grants the next waiter. For operators, when
-   * a holder's host has vanished; needs the server's admin secret.
-   *
-   * @param name The lock's name.
-   * @param adminSecret The server's admin secret.
-   * @returns Whom the server disconnected, or `notFound`.
-   * @throws {RemoteError} `admin_disabled` when the server has no admin
-   *   secret, `auth_failed` (and the connection closes) when it is wrong.
-   */
-  forceRelease(name: string, adminSecret: string): Promise<ForceReleaseResult> {
-    return this.#messages.rpc<ForceReleaseResult>("forceRelease", {
-      lockName: name,
-      adminSecret,
-    });
-  }
-
-  /**
-   * Asks the server for every lock with its holders and waiters.
-   *
-   * @returns The server's status report.
-   * @throws {ConnectionError} When the connection closes first.
-   */
-  status(): Promise<StatusResult> {
-    return this.#messages.rpc<StatusResult>("status");
-  }
-
-  /**
-   * Makes a round trip to the server. Replies come in request order, so once
-   * it resolves every request made before it has been handled.
-   *
-   * @returns The round-trip time, in milliseconds.
-   * @throws {ConnectionError} When the connection closes first.
-   */
-  async ping(): Promise<number> {
-    const start = performance.now();
-    await this.#messages.rpc("ping");
-    return performance.now() - start;
-  }
-
-  /**
-   * Closes the connection; the server releases every lock it held, and their
-   * `lost` signals fire.
-   */
-  close(): Promise<void> {
-    return this.#messages.close();
-  }
-
-  /** Same as {@linkcode LockClient.close}. */
-  [Symbol.asyncDispose](): Promise<void> {
-    return this.close();
-  }
-
-  #settle(
-    name: string,
-    mode: LockMode,
-    wait: number | undefined,
-    result: LockResult,
-    outstanding: Outstanding,
-  ): Lock {
-    switch (result.status) {
-      case "ok":
-        return this.#hold(name, mode, result.token ?? 0, outstanding);
-      case "busy":
-        throw new LockTimeoutError(
-          `Cannot acquire lock "${name}": it is held by another client`,
-        );
-      case "timeout":
-        throw new LockTimeoutError(
-          `Cannot acquire lock "${name}": timed out after ${wait} ms`,
-        );
-      default:
-        throw new ProtocolError(
-          `Unexpected reply to lock "${name}": status "${result.status}"`,
-        );
-    }
-  }
-
-  #hold(
-    name: string,
-    mode: LockMode,
-    token: number,
-    outstanding: Outstanding,
-  ): Lock {
-    const controller = new AbortController();
-    const lock = new Lock(name, mode, token, controller.signal, () => {
-      this.#forget(name, outstanding);
-      return this.#releaseOnServer(name);
-    });
-    outstanding.lock = lock;
-    outstanding.controller = controller;
-    return lock;
-  }
-
-  /** Stops tracking a name, unless a newer request for it took its place. */
-  #forget(name: string, outstanding: Outstanding): void {
-    if (this.#requests.get(name) === outstanding) this.#requests.delete(name);
-  }
-
-  async #releaseOnServer(name: string): Promise<void> {
-    try {
-      await this.#messages.rpc<ReleaseResult>("release", { lockName: name });
-    } catch (error) {
-      // A closed connection has released the lock already.
-      if (!(error instanceof ConnectionError)) throw error;
-    }
+  } catch (error) {
+    // The user's abort wins over the deadline; either leaves nothing open.
+    if (options.signal?.aborted) throw options.signal.reason;
+    if (expired.signal.aborted) throw expired.signal.reason;
+    throw error;
+  } finally {
+    clearTimeout(timer);
   }
 }

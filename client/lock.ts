@@ -4,7 +4,19 @@
  * @module
  */
 
-import type { LockMode } from "../protocol/lock_protocol.ts";
+import type {
+  ContentionEvent,
+  HoldAlarmEvent,
+  LockMode,
+} from "../protocol/lock_protocol.ts";
+
+/** The events a {@linkcode Lock} dispatches, by type. */
+export interface LockEventMap {
+  /** The hold passed the server's hold-time alarm threshold (advice only). */
+  alarm: CustomEvent<HoldAlarmEvent>;
+  /** The number of waiters changed (the lock was taken with `onContention`). */
+  contention: CustomEvent<ContentionEvent>;
+}
 
 /**
  * A lock held through a {@linkcode LockClient}. Release it with
@@ -18,6 +30,9 @@ import type { LockMode } from "../protocol/lock_protocol.ts";
  * @example Holding a lock for a block
  * ```ts ignore
  * await using lock = await client.lock("nightly-report");
+ * lock.addEventListener("alarm", (event) => {
+ *   console.warn(`held for ${event.detail.heldFor} ms`);
+ * });
  * await writeReport({ fence: lock.token });
  * ```
  */
@@ -61,9 +76,41 @@ export class Lock extends EventTarget implements AsyncDisposable {
   }
 
   /**
-   * Aborted, with a {@linkcode LockLostError}, if the connection dies while
-   * the lock is held: from then on another client may hold it. Never aborted
-   * by {@linkcode Lock.release}.
+   * Listens for one of the lock's events, typed by {@linkcode LockEventMap}.
+   *
+   * @param type `alarm` or `contention`.
+   * @param listener Called with the event.
+   * @param options As for `EventTarget.addEventListener`.
+   */
+  override addEventListener<K extends keyof LockEventMap>(
+    type: K,
+    listener: (this: Lock, event: LockEventMap[K]) => void,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  /**
+   * Listens for an event by any name.
+   *
+   * @param type The event's type.
+   * @param listener Called with the event.
+   * @param options As for `EventTarget.addEventListener`.
+   */
+  override addEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | AddEventListenerOptions,
+  ): void;
+  override addEventListener(
+    type: string,
+    listener: EventListenerOrEventListenerObject | null,
+    options?: boolean | AddEventListenerOptions,
+  ): void {
+    super.addEventListener(type, listener, options);
+  }
+
+  /**
+   * Aborted, with a {@linkcode LockLostError} whose `reason` says why, if the
+   * connection dies while the lock is held: from then on another client may
+   * hold it. Never aborted by {@linkcode Lock.release}.
    */
   get lost(): AbortSignal {
     return this.#lost;

@@ -90,33 +90,19 @@ export class MessageClient extends EventTarget implements AsyncDisposable {
     const { tls } = options;
     let conn: Deno.Conn;
     try {
-      if (tls) {
-        const tlsConn = await Deno.connectTls({
-          hostname,
-          port: options.port,
-          ...(typeof tls === "object" && tls.caCerts
-            ? { caCerts: tls.caCerts }
-            : {}),
-        });
-        try {
-          await tlsConn.handshake();
-        } catch (error) {
-          tlsConn.close();
-          throw error;
-        }
-        conn = tlsConn;
-      } else {
-        conn = await Deno.connect({
-          hostname,
-          port: options.port,
-          ...(options.signal ? { signal: options.signal } : {}),
-        });
-        try {
-          (conn as Deno.TcpConn).setNoDelay(true);
-        } catch {
-          // The server is already gone; the reader will notice.
-        }
+      conn = await Deno.connect({
+        hostname,
+        port: options.port,
+        ...(options.signal ? { signal: options.signal } : {}),
+      });
+      try {
+        (conn as Deno.TcpConn).setNoDelay(true);
+      } catch {
+        // The server is already gone; the reader will notice.
       }
+      // Deno.connectTls takes no signal: a plain connect, then startTls,
+      // whose handshake a close interrupts.
+      if (tls) conn = await handshake(conn as Deno.TcpConn, hostname, options);
     } catch (cause) {
       if (options.signal?.aborted) throw options.signal.reason;
       throw new ConnectionError(
@@ -268,5 +254,47 @@ export class MessageClient extends EventTarget implements AsyncDisposable {
     this.#pending.clear();
     this.#controller.abort(error);
     this.#closed.resolve(info);
+  }
+}
+
+/**
+ * Starts TLS on a connected socket and completes the handshake; the signal
+ * interrupts it by closing the socket. On failure the socket is closed.
+ */
+async function handshake(
+  tcp: Deno.TcpConn,
+  hostname: string,
+  { tls, signal }: MessageClientOptions,
+): Promise<Deno.TlsConn> {
+  const caCerts = typeof tls === "object" ? tls.caCerts : undefined;
+  let conn: Deno.TlsConn;
+  try {
+    conn = await Deno.startTls(tcp, {
+      hostname,
+      ...(caCerts ? { caCerts } : {}),
+    });
+  } catch (error) {
+    closeQuietly(tcp);
+    throw error;
+  }
+  const abort = () => closeQuietly(conn);
+  signal?.addEventListener("abort", abort, { once: true });
+  try {
+    signal?.throwIfAborted();
+    await conn.handshake();
+    return conn;
+  } catch (error) {
+    closeQuietly(conn);
+    throw error;
+  } finally {
+    signal?.removeEventListener("abort", abort);
+  }
+}
+
+function closeQuietly(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch {
+    // Closed already.
   }
 }

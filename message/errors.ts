@@ -1,10 +1,48 @@
 /**
- * Errors a message-layer client throws.
+ * Errors of the message layer: the one a handler throws to refuse a message,
+ * and those a client throws.
  *
  * @module
  */
 
 import { PklockError } from "../protocol/errors.ts";
+
+/**
+ * An error a handler throws to refuse a message; the peer receives
+ * `{"id": N, "error": {"code": code, "message": message}}` and the connection
+ * stays open.
+ *
+ * @example Refusing a request
+ * ```ts
+ * import { MessageError } from "./errors.ts";
+ * function handler(): never {
+ *   throw new MessageError("invalid_parameters", 'Missing "name"');
+ * }
+ * ```
+ */
+export class MessageError extends PklockError {
+  /** Always `"MessageError"`. */
+  override name = "MessageError";
+  /** The stable code sent to the peer. */
+  readonly code: string;
+
+  /**
+   * Creates a refusal to throw from a handler.
+   *
+   * @param code A stable, machine-readable code in `snake_case`, such as the lock
+   *   server's `ErrorCode`s.
+   * @param message A sentence for people.
+   * @param options The underlying cause, if any.
+   */
+  constructor(
+    code: string,
+    message: string,
+    options?: ErrorOptions,
+  ) {
+    super(message, options);
+    this.code = code;
+  }
+}
 
 /**
  * The server could not be reached, or the connection closed while a request

@@ -7,56 +7,30 @@
  * @module
  */
 
-import { PklockError } from "../protocol/errors.ts";
-import { encodeFrame, type Message } from "../protocol/frame.ts";
-import { AllowList, LOOPBACK } from "./allow_list.ts";
+import type { Message } from "../protocol/frame.ts";
+import {
+  Admission,
+  connectionLimit,
+  openFileLimit,
+  type RejectReason,
+} from "./admission.ts";
+import { LOOPBACK } from "./allow_list.ts";
+import { MessageError } from "./errors.ts";
+import { delay } from "./io.ts";
 import {
   type CloseInfo,
   Connection,
   type ConnectionEvents,
   type ConnectionLimits,
+  type ConnectionOptions,
+  DEFAULT_FRAME_TIMEOUT_MS,
 } from "./connection.ts";
+import { OutputBudget } from "./output_budget.ts";
 
-export type { CloseInfo, CloseReason } from "./connection.ts";
-export { Connection } from "./connection.ts";
+export type { RejectReason };
 
-/**
- * An error a handler throws to refuse a message; the peer receives
- * `{"id": N, "error": {"code": code, "message": message}}` and the connection
- * stays open.
- *
- * @example Refusing a request
- * ```ts
- * import { MessageError } from "./server.ts";
- * function handler(): never {
- *   throw new MessageError("invalid_parameters", 'Missing "name"');
- * }
- * ```
- */
-export class MessageError extends PklockError {
-  /** Always `"MessageError"`. */
-  override name = "MessageError";
-  /** The stable code sent to the peer. */
-  readonly code: string;
-
-  /**
-   * Creates a refusal to throw from a handler.
-
-   *
-   * @param code A stable, machine-readable code in `snake_case`, such as the lock
-   *   server's `ErrorCode`s.
-   * @param message A sentence for people.
-   * @param options The underlying cause, if any.
-   */
-  constructor(
-    code: string,
-    message: string,
-    options?: ErrorOptions,
-  ) {
-    super(message, options);
-    this.code = code;
-  }
-}
+/** The default time a TLS peer has to finish its handshake (10 s). */
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 
 /**
  * Handles one message. The message has been checked to be an object whose
@@ -72,14 +46,10 @@ export type Handler = (
   connection: Connection,
 ) => unknown;
 
-/**
- * Why a peer was turned away at once: outside the allow-list, or beyond a
- * connection limit.
- */
-export type RejectReason =
-  | "not_allowed"
-  | "too_many_connections"
-  | "too_many_connections_per_ip";
+const INTERNAL_ERROR = new MessageError(
+  "internal_error",
+  "Internal server error",
+);
 
 /** The event a {@linkcode MessageServer} sends to a silent peer. */
 export const HEARTBEAT = { event: "heartbeat" } as const;
@@ -93,70 +63,112 @@ export interface CloseOptions {
   farewell?: object;
 }
 
-/** Options of {@linkcode MessageServer}. */
-export interface MessageServerOptions extends ConnectionLimits {
+/**
+ * What a {@linkcode MessageServer} listens on and how much it accepts: the
+ * settings an application built on it (the lock server) passes through as they
+ * are.
+ */
+export interface MessageServerSettings extends ConnectionLimits {
   /**
    * The address to listen on.
    *
    * @default {"127.0.0.1"}
    */
-  hostname?: string;
+  hostname?: string | undefined;
   /**
    * The port to listen on; 0 picks a free one (read it from `addr`).
    *
    * @default {0}
    */
-  port?: number;
+  port?: number | undefined;
   /**
    * Peers allowed to connect: addresses or CIDR ranges. Any other peer is
    * disconnected at once and never reaches a handler.
    *
    * @default {["127.0.0.1", "::1"]}
    */
-  allowed?: readonly string[];
-  /** The handler of each command. */
-  handlers: Readonly<Record<string, Handler>>;
-  /** Called when a connection is accepted, before its first message. */
-  onOpen?: (connection: Connection) => void;
-  /** Called exactly once per accepted connection, after it closed. */
-  onClose?: (connection: Connection, info: CloseInfo) => void;
+  allowed?: readonly string[] | undefined;
   /**
    * Serve TLS instead of plain TCP, with this PEM certificate chain and key.
    */
-  tls?: { cert: string; key: string };
+  tls?: { cert: string; key: string } | undefined;
+  /**
+   * With `tls`, how long a peer may take to finish its handshake, in
+   * milliseconds; past it the connection closes with `handshake_timeout`.
+   *
+   * @default {10000}
+   */
+  handshakeTimeout?: number | undefined;
   /**
    * The most connections open at once; a peer beyond it gets a
-   * `too_many_connections` error and is disconnected.
+   * `too_many_connections` error and is disconnected. Never more than the
+   * open-file limit leaves after 64 descriptors kept for the server itself
+   * (see `maxConnections` on the server for the limit applied).
    *
-   * @default {Infinity}
+   * @default {The open-file limit minus 64}
    */
-  maxConnections?: number;
+  maxConnections?: number | undefined;
   /**
    * The most connections open at once from one IP address; a peer beyond it
    * gets a `too_many_connections` error and is disconnected.
    *
-   * @default {Infinity}
+   * @default {1000, for addresses other than loopback}
    */
-  maxConnectionsPerIp?: number;
+  maxConnectionsPerIp?: number | undefined;
+  /**
+   * The most bytes queued for every peer together (coalesced notices not
+   * counted). While more are queued, each connection may queue at most 64 KiB:
+   * past that, one that holds state is no longer read until its output
+   * drains, and one that holds none is closed with `output_overflow`.
+   *
+   * @default {67108864}
+   */
+  maxTotalOutputBytes?: number | undefined;
   /**
    * Application heartbeats, off by default. Every `interval` ms, a peer silent
    * for that long is sent `{"event":"heartbeat"}` (a {@linkcode MessageClient}
    * answers `{"command":"heartbeat"}` by itself); a peer silent for `timeout`
    * ms is disconnected with reason `heartbeat_timeout`.
    */
-  heartbeat?: { interval: number; timeout: number };
+  heartbeat?: { interval: number; timeout: number } | undefined;
+}
+
+/** Options of {@linkcode MessageServer}: its settings, handlers and hooks. */
+export interface MessageServerOptions extends MessageServerSettings {
+  /** The handler of each command. */
+  handlers: Readonly<Record<string, Handler>>;
+  /** Called when a connection is accepted, before its first message. */
+  onOpen?: ((connection: Connection) => void) | undefined;
+  /** Called exactly once per accepted connection, after it closed. */
+  onClose?: ((connection: Connection, info: CloseInfo) => void) | undefined;
   /** Called when a peer is turned away before it could send anything. */
-  onReject?: (remoteAddr: Deno.NetAddr, reason: RejectReason) => void;
+  onReject?:
+    | ((remoteAddr: Deno.NetAddr, reason: RejectReason) => void)
+    | undefined;
   /**
    * Runs before every message is dispatched, unknown commands included;
    * returning `false` drops the message (the hook has answered or closed the
    * connection). The lock server refuses unauthenticated connections here.
    */
-  authorize?: (message: Message, connection: Connection) => boolean;
-  /** Called with the code of every error reply sent, for metrics. */
-  onErrorReply?: (code: string, connection: Connection) => void;
+  authorize?:
+    | ((message: Message, connection: Connection) => boolean)
+    | undefined;
+  /**
+   * Whether closing a connection would take something from its peer (the
+   * lock server: it holds or waits for a lock). Such a connection is never
+   * closed for being slow; see {@linkcode ConnectionEvents.holdsState}.
+   */
+  holdsState?: ((connection: Connection) => boolean) | undefined;
+  /**
+   * Called with the code of every error reply a connection sends (every
+   * {@linkcode Connection.replyError}: handler errors, frame errors, the
+   * application's own), for metrics.
+   */
+  onErrorReply?: ((code: string, connection: Connection) => void) | undefined;
   /** Called when a handler throws something other than a MessageError. */
-  onError?: (error: unknown, message: Message, connection: Connection) => void;
+  onError?:
+    | ((error: unknown, message: Message, connection: Connection) => void)
+    | undefined;
 }
 
 /**
@@ -176,16 +188,19 @@ export interface MessageServerOptions extends ConnectionLimits {
 export class MessageServer implements AsyncDisposable {
   /** The bound address; read `addr.port` after listening on port 0. */
   readonly addr: Deno.NetAddr;
+  /**
+   * The connection limit applied: `maxConnections`, lowered to what the
+   * open-file limit leaves after the server's own descriptors.
+   */
+  readonly maxConnections: number;
   readonly #listener: Deno.Listener;
   readonly #handlers: Map<string, Handler>;
-  readonly #allowList: AllowList;
+  readonly #admission: Admission;
   readonly #options: MessageServerOptions;
-  readonly #limits: ConnectionLimits;
+  readonly #connectionOptions: ConnectionOptions;
   readonly #connections = new Set<Connection>();
   readonly #events: ConnectionEvents;
   readonly #accepting: Promise<void>;
-  readonly #perIp = new Map<string, number>();
-  readonly #refusing = new Set<Promise<void>>();
   readonly #heartbeat: ReturnType<typeof setInterval> | undefined;
 
   /**
@@ -201,17 +216,28 @@ export class MessageServer implements AsyncDisposable {
     if (!this.#handlers.has("heartbeat")) {
       this.#handlers.set("heartbeat", () => undefined);
     }
-    this.#allowList = new AllowList(options.allowed ?? LOOPBACK);
-    this.#limits = {};
-    if (options.maxFrameBytes !== undefined) {
-      this.#limits.maxFrameBytes = options.maxFrameBytes;
-    }
-    if (options.maxOutputBytes !== undefined) {
-      this.#limits.maxOutputBytes = options.maxOutputBytes;
-    }
+    this.maxConnections = connectionLimit(
+      options.maxConnections,
+      openFileLimit(),
+    );
+    this.#admission = new Admission({
+      allowed: options.allowed ?? LOOPBACK,
+      maxConnections: this.maxConnections,
+      maxConnectionsPerIp: options.maxConnectionsPerIp,
+      tls: options.tls !== undefined,
+      onReject: options.onReject,
+    });
+    this.#connectionOptions = {
+      maxFrameBytes: options.maxFrameBytes,
+      maxOutputBytes: options.maxOutputBytes,
+      frameTimeout: options.frameTimeout ?? DEFAULT_FRAME_TIMEOUT_MS,
+      budget: new OutputBudget(options.maxTotalOutputBytes),
+    };
     this.#events = {
       onMessage: (message, connection) => this.#dispatch(message, connection),
       onClose: (connection, info) => this.#closed(connection, info),
+      onErrorReply: options.onErrorReply,
+      holdsState: options.holdsState,
     };
     const address = {
       hostname: options.hostname ?? "127.0.0.1",
@@ -258,7 +284,7 @@ export class MessageServer implements AsyncDisposable {
       }
       return connection.finished;
     });
-    await Promise.all([...closing, ...this.#refusing]);
+    await Promise.all([...closing, this.#admission.refusing]);
   }
 
   /** Same as {@linkcode MessageServer.close}. */
@@ -276,32 +302,10 @@ export class MessageServer implements AsyncDisposable {
         if (error instanceof Deno.errors.Interrupted) return;
         // Transient failures (EMFILE, ECONNABORTED): keep serving, without
         // spinning while the process is out of file descriptors.
-        await new Promise((resolve) => setTimeout(resolve, 10));
+        await delay(10);
         continue;
       }
-      const remote = conn.remoteAddr as Deno.NetAddr;
-      const ip = remote.hostname;
-      if (!this.#allowList.allows(ip)) {
-        conn.close();
-        this.#options.onReject?.(remote, "not_allowed");
-        continue;
-      }
-      const fromIp = this.#perIp.get(ip) ?? 0;
-      const { maxConnections = Infinity, maxConnectionsPerIp = Infinity } =
-        this.#options;
-      if (this.#connections.size >= maxConnections) {
-        this.#refuse(conn, "too_many_connections", maxConnections, "");
-        continue;
-      }
-      if (fromIp >= maxConnectionsPerIp) {
-        this.#refuse(
-          conn,
-          "too_many_connections_per_ip",
-          maxConnectionsPerIp,
-          ` from ${ip}`,
-        );
-        continue;
-      }
+      if (!this.#admission.admit(conn)) continue;
       if (!this.#options.tls) {
         try {
           (conn as Deno.TcpConn).setNoDelay(true);
@@ -310,42 +314,30 @@ export class MessageServer implements AsyncDisposable {
           // The peer may already be gone; the reader will notice.
         }
       }
-      this.#perIp.set(ip, fromIp + 1);
-      const connection = new Connection(conn, this.#events, this.#limits);
+      const connection = new Connection(
+        conn,
+        this.#events,
+        this.#connectionOptions,
+      );
       this.#connections.add(connection);
+      if (this.#options.tls) this.#timeHandshake(conn, connection);
       this.#options.onOpen?.(connection);
     }
   }
 
-  /** Tells a peer beyond a connection limit why, then disconnects it. */
-  #refuse(
-    conn: Deno.Conn,
-    reason: "too_many_connections" | "too_many_connections_per_ip",
-    limit: number,
-    where: string,
-  ): void {
-    const frame = encodeFrame({
-      error: {
-        code: "too_many_connections",
-        message: `Too many connections${where}: the limit is ${limit}`,
-      },
-    });
-    // Under TLS the write would wait for a handshake a silent peer never
-    // does, and the socket would stay open until it did: close at once.
-    if (this.#options.tls) {
-      conn.close();
-      this.#options.onReject?.(conn.remoteAddr as Deno.NetAddr, reason);
-      return;
-    }
-    const refusing: Promise<void> = conn.write(frame).then(
-      () => {},
-      () => {},
-    ).finally(() => {
-      conn.close();
-      this.#refusing.delete(refusing);
-    });
-    this.#refusing.add(refusing);
-    this.#options.onReject?.(conn.remoteAddr as Deno.NetAddr, reason);
+  /** Closes a TLS connection whose handshake does not finish in time. */
+  #timeHandshake(conn: Deno.Conn, connection: Connection): void {
+    const timer = setTimeout(
+      () => connection.close("handshake_timeout"),
+      this.#options.handshakeTimeout ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,
+    );
+    // A failed handshake ends the connection's reads too: only the clock
+    // needs stopping here.
+    (conn as Deno.TlsConn).handshake().then(
+      () => clearTimeout(timer),
+      () => clearTimeout(timer),
+    );
+    connection.finished.then(() => clearTimeout(timer));
   }
 
   /** Pings silent peers and drops those silent past the timeout. */
@@ -354,16 +346,13 @@ export class MessageServer implements AsyncDisposable {
     for (const connection of this.#connections) {
       const silent = now - connection.lastRead;
       if (silent >= timeout) connection.close("heartbeat_timeout");
-      else if (silent >= interval) connection.send(HEARTBEAT);
+      else if (silent >= interval) connection.notify(HEARTBEAT, HEARTBEAT);
     }
   }
 
   #closed(connection: Connection, info: CloseInfo): void {
     this.#connections.delete(connection);
-    const ip = connection.remoteAddr.hostname;
-    const fromIp = this.#perIp.get(ip)! - 1;
-    if (fromIp === 0) this.#perIp.delete(ip);
-    else this.#perIp.set(ip, fromIp);
+    this.#admission.left(connection.remoteAddr);
     this.#options.onClose?.(connection, info);
   }
 
@@ -401,7 +390,7 @@ export class MessageServer implements AsyncDisposable {
   #reply(result: unknown, message: Message, connection: Connection): void {
     if (result === undefined || message.id === undefined) return;
     try {
-      connection.send({ id: message.id, result });
+      connection.reply(message.id, result);
     } catch (error) {
       // The result cannot be encoded (a BigInt, a cycle): a handler bug that
       // must not drop the connection, or the process when the handler was async.
@@ -410,20 +399,11 @@ export class MessageServer implements AsyncDisposable {
   }
 
   #fail(error: unknown, message: Message, connection: Connection): void {
-    let code: string;
-    let text: string;
     if (error instanceof MessageError) {
-      code = error.code;
-      text = error.message;
-    } else {
-      code = "internal_error";
-      text = "Internal server error";
-      this.#options.onError?.(error, message, connection);
+      connection.replyError(message, error);
+      return;
     }
-    const reply = message.id === undefined
-      ? { command: message.command, error: { code, message: text } }
-      : { id: message.id, error: { code, message: text } };
-    this.#options.onErrorReply?.(code, connection);
-    connection.send(reply);
+    this.#options.onError?.(error, message, connection);
+    connection.replyError(message, INTERNAL_ERROR);
   }
 }

@@ -11,6 +11,7 @@
  */
 export type ErrorCode =
   | "frame_too_large"
+  | "frame_timeout"
   | "invalid_utf8"
   | "invalid_json"
   | "not_an_object"
@@ -18,12 +19,14 @@ export type ErrorCode =
   | "invalid_parameters"
   | "name_too_long"
   | "limit_exceeded"
+  | "tokens_unavailable"
   | "too_many_connections"
   | "auth_required"
   | "auth_failed"
   | "admin_disabled"
   | "already_held"
   | "already_waiting"
+  | "limit_mismatch"
   | "deadlock"
   | "internal_error";
 

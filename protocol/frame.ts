@@ -20,6 +20,7 @@ export const DEFAULT_MAX_FRAME_BYTES = 65_536;
 const encoder = new TextEncoder();
 const decoder = new TextDecoder("utf-8");
 const strictDecoder = new TextDecoder("utf-8", { fatal: true });
+const NOTHING = new Uint8Array(0);
 
 /**
  * Encodes one message as a complete frame in a new buffer.
@@ -110,7 +111,14 @@ export class FrameDecoder {
   /** The length prefix read so far, when a chunk ended inside it. */
   #header = 0;
   #headerFill = 0;
-  #body: Uint8Array | null = null;
+  /** The announced length of the unfinished frame's body; -1 between frames. */
+  #bodyLength = -1;
+  /**
+   * The body bytes received so far, in a buffer that grows as they arrive: a
+   * peer that sends only a length prefix costs nothing for the body it
+   * announced.
+   */
+  #body: Uint8Array = NOTHING;
   #bodyFill = 0;
 
   /**
@@ -131,7 +139,15 @@ export class FrameDecoder {
 
   /** Whether a frame has been started but not finished. */
   get partial(): boolean {
-    return this.#headerFill > 0 || this.#body !== null;
+    return this.#headerFill > 0 || this.#bodyLength >= 0;
+  }
+
+  /**
+   * The bytes the decoder holds for an unfinished frame: at most about twice
+   * the body bytes received, whatever length its prefix announced.
+   */
+  get buffered(): number {
+    return this.#body.length;
   }
 
   /**
@@ -145,8 +161,7 @@ export class FrameDecoder {
     const end = chunk.length;
     let at = 0;
     while (at < end) {
-      let body = this.#body;
-      if (body === null) {
+      if (this.#bodyLength < 0) {
         let length: number;
         if (this.#headerFill === 0 && end - at >= HEADER_BYTES) {
           length = readLength(chunk, at);
@@ -172,20 +187,40 @@ export class FrameDecoder {
           at += length;
           continue;
         }
-        body = this.#body = new Uint8Array(length);
+        this.#bodyLength = length;
         this.#bodyFill = 0;
       }
-      const take = Math.min(body.length - this.#bodyFill, end - at);
+      const take = Math.min(this.#bodyLength - this.#bodyFill, end - at);
+      const body = this.#grow(this.#bodyFill + take);
       body.set(chunk.subarray(at, at + take), this.#bodyFill);
       this.#bodyFill += take;
       at += take;
-      if (this.#bodyFill === body.length) {
-        this.#body = null;
+      if (this.#bodyFill === this.#bodyLength) {
+        this.#body = NOTHING;
+        this.#bodyLength = -1;
+        // The buffer never grows past the announced length: it is the body.
         this.#onFrame(body);
       }
     }
   }
+
+  /** The body buffer with room for `size` bytes, doubled as it fills. */
+  #grow(size: number): Uint8Array {
+    const body = this.#body;
+    if (size <= body.length) return body;
+    const capacity = Math.min(
+      this.#bodyLength,
+      Math.max(size, body.length * 2, MIN_BODY_BYTES),
+    );
+    const grown = new Uint8Array(capacity);
+    grown.set(body.subarray(0, this.#bodyFill));
+    this.#body = grown;
+    return grown;
+  }
 }
+
+/** The smallest body buffer: most frames are a few hundred bytes at most. */
+const MIN_BODY_BYTES = 256;
 
 function readLength(bytes: Uint8Array, at: number): number {
   return bytes[at]! * 0x1000000 + (bytes[at + 1]! << 16) +
@@ -248,7 +283,6 @@ export class BufferPool {
 
 /** The pool of every {@linkcode FrameEncoder} built without one. */
 const sharedPool = new BufferPool();
-const NOTHING = new Uint8Array(0);
 
 /**
  * Collects outgoing frames into one buffer so that all frames sent in the same

@@ -542,6 +542,50 @@ Deno.test("FrameDecoder limits payloads to 64 KiB by default", () => {
   );
 });
 
+Deno.test({
+  name:
+    "FrameDecoder holds memory for the body bytes received, not for the length prefix",
+  permissions: "none",
+  fn() {
+    const { decoder, payloads } = collector();
+    decoder.push(Uint8Array.of(0, 1, 0, 0));
+    assert.equal(decoder.partial, true);
+    assert.equal(decoder.buffered, 0, "a bare 64 KiB prefix holds no body");
+    const body = new Uint8Array(65_536).map((_, i) => i * 7);
+    decoder.push(body.subarray(0, 100));
+    assert.ok(decoder.buffered >= 100 && decoder.buffered <= 1024);
+    // Growing as bytes arrive, the buffer stays within twice what came in.
+    for (let at = 100; at < body.length; at += 1000) {
+      decoder.push(body.subarray(at, Math.min(at + 1000, body.length)));
+      const received = Math.min(at + 1000, body.length);
+      if (payloads.length === 0) {
+        assert.ok(
+          decoder.buffered <= Math.max(1024, 2 * received),
+          `${decoder.buffered} bytes held for ${received} received`,
+        );
+      }
+    }
+    assert.deepEqual(payloads, [body]);
+    assert.equal(decoder.buffered, 0);
+    assert.equal(decoder.partial, false);
+  },
+});
+
+Deno.test({
+  name:
+    "FrameDecoder delivers a frame that arrives whole in one chunk as a view of that chunk",
+  permissions: "none",
+  fn() {
+    const chunk = concat(rawFrame("{}"), rawFrame('{"a":1}'));
+    const views: Uint8Array[] = [];
+    const decoder = new FrameDecoder((payload) => views.push(payload));
+    decoder.push(chunk);
+    assert.equal(views.length, 2);
+    for (const view of views) assert.equal(view.buffer, chunk.buffer);
+    assert.equal(decoder.buffered, 0);
+  },
+});
+
 Deno.test("FrameDecoder with a limit of 0 accepts only zero-length frames", () => {
   const { decoder, payloads } = collector(0);
   decoder.push(rawFrame(""));

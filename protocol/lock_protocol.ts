@@ -17,6 +17,9 @@ export const DEFAULT_MAX_LOCK_NAME_LENGTH = 256;
 /** The longest `wait` a request may name, in milliseconds (about 24.8 days). */
 export const MAX_WAIT_MS = 2 ** 31 - 1;
 
+/** The largest `limit` a shared request may name. */
+export const MAX_LOCK_LIMIT = 2 ** 31 - 1;
+
 /** The `parameters` of a `lock` request. */
 export interface LockParameters {
   /** The lock's name. */
@@ -24,9 +27,15 @@ export interface LockParameters {
   /**
    * `exclusive` or `shared`.
    *
-   * @default {"exclusive"}
+   * @default {"exclusive", or "shared" with a limit}
    */
   mode?: LockMode;
+  /**
+   * The most shared holders at once (a semaphore of that many slots); every
+   * shared request holding or waiting for the lock must name the same limit.
+   * Only for shared requests. Absent means unbounded.
+   */
+  limit?: number;
   /**
    * How long the server keeps the request queued, in milliseconds; `0` means
    * "only if free now". Absent means wait for as long as it takes.
@@ -90,7 +99,7 @@ export interface PositionEvent {
 }
 
 /** A holder or waiter, as `status` reports it. */
-export interface StatusRequest {
+export interface StatusEntry {
   /** The server's id of the connection that asked. */
   connectionId: number;
   /** The peer's address and port. */
@@ -99,6 +108,11 @@ export interface StatusRequest {
   mode: LockMode;
   /** When the lock was granted (holders) or asked for (waiters), ISO 8601. */
   since: string;
+  /**
+   * Seconds since then, by the server's clock (millisecond precision): how
+   * long it has held, or waited.
+   */
+  elapsed: number;
   /** The fencing token of the grant (holders only). */
   token?: number;
   /** The label the client gave in `hello`, if any. */
@@ -123,7 +137,7 @@ export interface ForceReleaseResult {
   /** `ok` when holders were disconnected, `notFound` when nobody held it. */
   status: "ok" | "notFound";
   /** The holders whose connections were closed. */
-  released?: StatusRequest[];
+  released?: StatusEntry[];
 }
 
 /** One lock, as `status` reports it. */
@@ -132,13 +146,58 @@ export interface StatusLock {
   name: string;
   /** The holders' mode. */
   mode: LockMode;
+  /** The most shared holders at once, when its shared requests set one. */
+  limit?: number;
   /** Current holders, in grant order. */
-  holders: StatusRequest[];
+  holders: StatusEntry[];
   /** Waiters, first in line first. */
-  waiters: StatusRequest[];
+  waiters: StatusEntry[];
+  /**
+   * `true` when the page ended inside this lock: the next page starts with
+   * the same lock and the rest of its holders and waiters.
+   */
+  more?: true;
 }
 
-/** The `result` of a `status` request. */
+/** The most locks a `status` request may ask to list. */
+export const MAX_STATUS_LIMIT = 1_000_000_000;
+
+/** The longest `pattern` of a `status` request, in characters. */
+export const MAX_STATUS_PATTERN_LENGTH = 1024;
+
+/** The `parameters` of a `status` request; every one is optional. */
+export interface StatusParameters {
+  /**
+   * List only the locks whose name matches this pattern: `*` matches any run
+   * of characters, `?` any one, everything else itself.
+   *
+   * @default {Every lock}
+   */
+  pattern?: string;
+  /**
+   * List at most this many locks; the totals still count every match.
+   *
+   * @default {No limit}
+   */
+  limit?: number;
+  /**
+   * Continue the report: the `next` of the page before. The pattern and the
+   * limit are those of the request that started the report.
+   */
+  cursor?: string;
+}
+
+/** What the last page of a report counts: every matching lock. */
+export interface StatusTotals {
+  /** Locks that match the pattern, listed or not. */
+  locks: number;
+  /** Their holders. */
+  holders: number;
+  /** Their waiters. */
+  waiters: number;
+}
+
+/** The `result` of a `status` request: one page of the report. */
 export interface StatusResult {
   /** Always `ok`. */
   status: "ok";
@@ -160,8 +219,61 @@ export interface StatusResult {
     /** Accepted since start-up. */
     total: number;
   };
-  /** Every lock held or waited for, by name. */
+  /**
+   * Locks held or waited for, on this page: in the server's order (the
+   * longest held or waited for first), the client library sorts them by name.
+   */
   locks: StatusLock[];
+  /** Present when more pages follow: send it as `cursor` for the next one. */
+  next?: string;
+  /** On the last page (no `next`): what the whole report counted. */
+  totals?: StatusTotals;
+}
+
+/**
+ * Checks the `parameters` of a `status` request.
+ *
+ * @param value The `parameters` received (absent is fine).
+ * @returns The parameters, or why they are invalid.
+ */
+export function parseStatusParameters(
+  value: unknown,
+): StatusParameters | ParameterError {
+  if (value === undefined) return {};
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    return invalid('"parameters" must be an object');
+  }
+  const { pattern, limit, cursor } = value as Record<string, unknown>;
+  const parameters: StatusParameters = {};
+  if (cursor !== undefined) {
+    if (typeof cursor !== "string") {
+      return invalid('"cursor" must be the "next" of the page before');
+    }
+    parameters.cursor = cursor;
+  }
+  if (pattern !== undefined) {
+    if (
+      typeof pattern !== "string" || pattern.length === 0 ||
+      pattern.length > MAX_STATUS_PATTERN_LENGTH
+    ) {
+      return invalid(
+        `"pattern" must be a string of 1 to ${MAX_STATUS_PATTERN_LENGTH} characters`,
+      );
+    }
+    parameters.pattern = pattern;
+  }
+  if (limit !== undefined) {
+    if (
+      typeof limit !== "number" || !Number.isInteger(limit) || limit < 0 ||
+      limit > MAX_STATUS_LIMIT
+    ) {
+      return invalid(
+        `"limit" must be an integer from 0 to ${MAX_STATUS_LIMIT}`,
+      );
+    }
+    parameters.limit = limit;
+  }
+  return parameters;
 }
 
 /**
@@ -229,6 +341,32 @@ export function checkLockName(
 }
 
 /**
+ * Checks the `limit` of a `lock` request.
+ *
+ * @param limit The `limit` given, if any.
+ * @param mode The `mode` given, if any.
+ * @returns `null` when valid or absent, else why not.
+ */
+export function checkLimit(
+  limit: unknown,
+  mode: unknown,
+): ParameterError | null {
+  if (limit === undefined) return null;
+  if (
+    typeof limit !== "number" || !Number.isInteger(limit) || limit < 1 ||
+    limit > MAX_LOCK_LIMIT
+  ) {
+    return invalid(`"limit" must be an integer from 1 to ${MAX_LOCK_LIMIT}`);
+  }
+  if (mode === "exclusive") {
+    return invalid(
+      '"limit" is for shared requests: an exclusive one holds alone',
+    );
+  }
+  return null;
+}
+
+/**
  * Checks the `parameters` of a `lock` request.
  *
  * @param value The `parameters` received.
@@ -242,7 +380,7 @@ export function parseLockParameters(
   if (typeof value !== "object" || value === null || Array.isArray(value)) {
     return invalid('"parameters" must be an object with a "lockName"');
   }
-  const { lockName, mode, wait, notify, contention } = value as Record<
+  const { lockName, mode, limit, wait, notify, contention } = value as Record<
     string,
     unknown
   >;
@@ -251,6 +389,8 @@ export function parseLockParameters(
   if (mode !== undefined && mode !== "exclusive" && mode !== "shared") {
     return invalid('"mode" must be "exclusive" or "shared"');
   }
+  const limitError = checkLimit(limit, mode);
+  if (limitError !== null) return limitError;
   if (
     wait !== undefined &&
     (typeof wait !== "number" || !Number.isInteger(wait) || wait < 0 ||
@@ -270,6 +410,10 @@ export function parseLockParameters(
   if (notify === true) parameters.notify = true;
   if (contention === true) parameters.contention = true;
   if (mode !== undefined) parameters.mode = mode;
+  if (limit !== undefined) {
+    parameters.mode = "shared";
+    parameters.limit = limit as number;
+  }
   if (wait !== undefined) parameters.wait = wait;
   return parameters;
 }

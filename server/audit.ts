@@ -7,7 +7,9 @@
  */
 
 import { getLogger } from "@logtape/logtape";
+import { writeAll } from "../message/io.ts";
 import type { LockMode } from "../protocol/lock_protocol.ts";
+import type { Session } from "./session.ts";
 
 const log = getLogger(["pklock", "audit"]);
 
@@ -41,6 +43,20 @@ export interface AuditEntry {
   label?: string;
   /** The code of a refusal. */
   code?: string;
+  /** How long the lock was held, in ms, for the end of a hold. */
+  heldMs?: number;
+  /** Who forced a release: the operator's connection. */
+  forcedBy?: AuditParty;
+}
+
+/** A connection as the audit log names it. */
+export interface AuditParty {
+  /** The server's id of the connection. */
+  connectionId: number;
+  /** The peer's address and port. */
+  peer: string;
+  /** The label the client gave in `hello`. */
+  label?: string;
 }
 
 const encoder = new TextEncoder();
@@ -93,13 +109,53 @@ export class AuditLog {
     if (this.#lines.length === 0) return;
     const bytes = encoder.encode(this.#lines.join("\n") + "\n");
     this.#lines = [];
-    this.#writing = this.#writing.then(async () => {
-      let written = 0;
-      while (written < bytes.length) {
-        written += await this.#file.write(bytes.subarray(written));
-      }
-    }).catch((error) =>
-      log.error("Cannot write the audit log: {error}", { error })
+    this.#writing = this.#writing.then(() => writeAll(this.#file, bytes)).catch(
+      (error) => log.error("Cannot write the audit log: {error}", { error }),
     );
   }
+}
+
+/**
+ * A connection as the audit log names it.
+ *
+ * @param session The connection's session.
+ * @returns Its id, peer and label.
+ */
+export function auditParty(session: Session): AuditParty {
+  const party: AuditParty = { connectionId: session.id, peer: session.peer };
+  if (session.label !== undefined) party.label = session.label;
+  return party;
+}
+
+/**
+ * An audit entry; `token` 0 (waiting) and `code` "" are left out.
+ *
+ * @param event What happened.
+ * @param session Whose request.
+ * @param lock The lock's name.
+ * @param mode The mode held or asked for.
+ * @param token The hold's token, 0 for none.
+ * @param code A refusal's code, "" for none.
+ * @returns The entry, stamped now.
+ */
+export function auditEntry(
+  event: AuditEvent,
+  session: Session,
+  lock: string,
+  mode: LockMode,
+  token: number,
+  code = "",
+): AuditEntry {
+  const entry: AuditEntry = {
+    time: new Date().toISOString(),
+    event,
+    lock,
+    mode,
+    connectionId: session.id,
+    peer: session.peer,
+  };
+  if (token !== 0) entry.token = token;
+  if (code !== "") entry.code = code;
+  if (session.label !== undefined) entry.label = session.label;
+  return entry;
 }

@@ -1,23 +1,32 @@
 /**
  * The lock table: pure and synchronous. Requests go in, grants come out; it
  * knows nothing of sockets, timers or clocks. An owner is any object (the
- * server uses its connections); a ticket is whatever the caller needs to answer
- * a request later (the server keeps the RPC id there).
+ * server uses its sessions); a ticket is whatever the caller needs to answer
+ * a request later (the server keeps the RPC id there). It never calls back:
+ * the grants a release causes are pushed into an array the caller passes in,
+ * and the caller acts on them once the table is consistent again.
  *
  * @module
  */
 
 import type { LockMode } from "../protocol/lock_protocol.ts";
+import { deadlocked } from "./deadlock.ts";
 
 export type { LockMode };
 
 /**
  * Why {@linkcode LockTable.acquire} turned a request away: `busy` (taken, and
  * the caller would not wait), `already_held` / `already_waiting` (the owner
- * already has a request for that lock), `deadlock` (waiting would close a
- * cycle of owners waiting for each other).
+ * already has a request for that lock), `limit_mismatch` (a shared request
+ * whose limit differs from that of the shared requests holding or waiting for
+ * the lock), `deadlock` (its owner would never get to run again).
  */
-export type Refusal = "busy" | "already_held" | "already_waiting" | "deadlock";
+export type Refusal =
+  | "busy"
+  | "already_held"
+  | "already_waiting"
+  | "limit_mismatch"
+  | "deadlock";
 
 /** A request in the table: held, or waiting in its lock's queue. */
 export interface LockRequest<O, T> {
@@ -41,6 +50,11 @@ export interface LockState<O, T> {
   name: string;
   /** The mode of the current holders. */
   mode: LockMode;
+  /**
+   * The most shared holders at once: the limit of its shared requests,
+   * `Infinity` when unbounded or when it has none.
+   */
+  limit: number;
   /** Current holders, in grant order. */
   holders: LockRequest<O, T>[];
   /** Waiting requests, first in line first. */
@@ -48,23 +62,13 @@ export interface LockState<O, T> {
 }
 
 /** Options of {@linkcode LockTable}. */
-export interface LockTableOptions<O, T> {
-  /**
-   * Called, during the call that caused it, for each waiting request that is
-   * granted. Immediate grants are reported by `acquire` itself instead.
-   */
-  onGrant: (request: LockRequest<O, T>) => void;
-  /**
-   * Called, during the call that caused it, for each hold released, before
-   * the grants that follow from it.
-   */
-  onRelease?: (request: LockRequest<O, T>) => void;
+export interface LockTableOptions {
   /**
    * Issues the fencing token of each grant; must strictly increase.
    *
    * @default {A counter starting at 1}
    */
-  nextToken?: () => number;
+  nextToken?: (() => number) | undefined;
 }
 
 class Entry<O, T> implements LockRequest<O, T> {
@@ -88,39 +92,38 @@ class Lock<O, T> {
   head: Entry<O, T> | null = null;
   tail: Entry<O, T> | null = null;
   waiting = 0;
+  /** How many shared requests hold or wait. */
+  shared = 0;
+  /** Their limit, which they all asked for; `Infinity` while there are none. */
+  limit = Infinity;
 
   constructor(readonly name: string) {}
 }
 
 /**
  * Named locks with FIFO queues. Shared requests are granted together while no
- * exclusive request is ahead of them, so writers never starve.
+ * exclusive request is ahead of them, so writers never starve, and while their
+ * number stays within the lock's limit (a semaphore of that many slots).
  *
  * @example Two owners taking turns
  * ```ts
- * import { LockTable } from "./lock_table.ts";
- * const granted: string[] = [];
- * const table = new LockTable<object, string>({
- *   onGrant: (request) => granted.push(request.ticket),
- * });
+ * import { type LockRequest, LockTable } from "./lock_table.ts";
+ * const table = new LockTable<object, string>();
+ * const granted: LockRequest<object, string>[] = [];
  * const a = {}, b = {};
  * table.acquire(a, "jobs", "exclusive", "a1");
  * table.acquire(b, "jobs", "exclusive", "b1");
- * table.release(a, "jobs");
- * console.assert(granted[0] === "b1");
+ * table.release(a, "jobs", granted);
+ * console.assert(granted[0]?.ticket === "b1");
  * ```
  */
 export class LockTable<O, T> {
   readonly #locks = new Map<string, Lock<O, T>>();
   readonly #owners = new Map<O, Map<string, Entry<O, T>>>();
-  readonly #onGrant: (request: LockRequest<O, T>) => void;
-  readonly #onRelease: ((request: LockRequest<O, T>) => void) | undefined;
   readonly #nextToken: () => number;
 
-  /** @param options The grant callback and the token source. */
-  constructor(options: LockTableOptions<O, T>) {
-    this.#onGrant = options.onGrant;
-    this.#onRelease = options.onRelease;
+  /** @param options The token source. */
+  constructor(options: LockTableOptions = {}) {
     let token = 0;
     this.#nextToken = options.nextToken ?? (() => ++token);
   }
@@ -138,6 +141,8 @@ export class LockTable<O, T> {
    * @param mode `exclusive` or `shared`.
    * @param ticket Returned with the grant.
    * @param wait `false` to refuse with `busy` instead of queueing.
+   * @param limit The most shared holders at once, for a shared request;
+   *   exclusive requests hold alone whatever the limit, and ignore it.
    * @returns The request, held (granted now) or waiting; or why it was
    *   refused.
    */
@@ -147,6 +152,7 @@ export class LockTable<O, T> {
     mode: LockMode,
     ticket: T,
     wait = true,
+    limit = Infinity,
   ): LockRequest<O, T> | Refusal {
     let own = this.#owners.get(owner);
     const existing = own?.get(name);
@@ -154,60 +160,71 @@ export class LockTable<O, T> {
       return existing.held ? "already_held" : "already_waiting";
     }
     let lock = this.#locks.get(name);
+    const shared = mode === "shared";
+    if (
+      shared && lock !== undefined && lock.shared > 0 && lock.limit !== limit
+    ) {
+      return "limit_mismatch";
+    }
     const grantable = lock === undefined ||
       (lock.head === null &&
         (lock.holders.size === 0 ||
-          (mode === "shared" && lock.mode === "shared")));
+          (shared && lock.mode === "shared" && lock.holders.size < limit)));
     if (!grantable && !wait) return "busy";
-    // Only an owner that holds or waits for something can be waited for, so
-    // only such an owner can close a cycle: most requests skip the search.
-    if (
-      !grantable && own !== undefined && own.size > 0 &&
-      this.#closesCycle(owner, lock!, mode, null)
-    ) {
-      return "deadlock";
-    }
     // The token comes first: if issuing it fails, nothing has changed.
     const token = grantable ? this.#nextToken() : 0;
     if (lock === undefined) {
       lock = new Lock(name);
       this.#locks.set(name, lock);
     }
+    // Only an owner that holds or waits for something can be waited for, so
+    // only such an owner can be deadlocked: most requests skip the search.
+    const search = !grantable && own !== undefined && own.size > 0;
     if (own === undefined) {
       own = new Map();
       this.#owners.set(owner, own);
     }
     const entry = new Entry(owner, name, mode, ticket, lock);
     own.set(name, entry);
+    if (shared) {
+      lock.shared++;
+      lock.limit = limit;
+    }
     if (grantable) {
       this.#hold(lock, entry, token);
-    } else if (lock.tail === null) {
-      lock.head = lock.tail = entry;
-      lock.waiting++;
-    } else {
-      entry.prev = lock.tail;
-      lock.tail.next = entry;
-      lock.tail = entry;
-      lock.waiting++;
+      return entry;
+    }
+    this.#enqueue(lock, entry);
+    // The search sees the request queued, as it would wait.
+    if (search && deadlocked(entry, this.#owners)) {
+      own.delete(name);
+      this.#remove(entry, []);
+      return "deadlock";
     }
     return entry;
   }
 
   /**
    * Releases an owner's hold on a lock, or withdraws its waiting request.
-   * Waiters that can now hold are granted through `onGrant`.
+   * Waiters that can now hold are granted and pushed into `granted`, already
+   * held, in grant order.
    *
    * @param owner Who releases.
    * @param name The lock's name.
+   * @param granted Where the grants it causes go.
    * @returns The removed request, or `null` when the owner had none.
    */
-  release(owner: O, name: string): LockRequest<O, T> | null {
+  release(
+    owner: O,
+    name: string,
+    granted: LockRequest<O, T>[],
+  ): LockRequest<O, T> | null {
     const own = this.#owners.get(owner);
     const entry = own?.get(name);
     if (own === undefined || entry === undefined) return null;
     own.delete(name);
     if (own.size === 0) this.#owners.delete(owner);
-    this.#remove(entry);
+    this.#remove(entry, granted);
     return entry;
   }
 
@@ -216,12 +233,17 @@ export class LockTable<O, T> {
    * once it is held or gone.
    *
    * @param request A request `acquire` returned.
+   * @param granted Where the grants it causes go (a withdrawn exclusive
+   *   request can free the shared ones behind it).
    * @returns `true` when the request was waiting and is now withdrawn.
    */
-  withdraw(request: LockRequest<O, T>): boolean {
+  withdraw(
+    request: LockRequest<O, T>,
+    granted: LockRequest<O, T>[],
+  ): boolean {
     const own = this.#owners.get(request.owner);
     if (request.held || own?.get(request.name) !== request) return false;
-    return this.release(request.owner, request.name) !== null;
+    return this.release(request.owner, request.name, granted) !== null;
   }
 
   /**
@@ -229,14 +251,18 @@ export class LockTable<O, T> {
    * when its connection dies. Costs O(requests of that owner).
    *
    * @param owner Who is gone.
+   * @param granted Where the grants it causes go.
    * @returns The removed requests.
    */
-  releaseAll(owner: O): LockRequest<O, T>[] {
+  releaseAll(
+    owner: O,
+    granted: LockRequest<O, T>[],
+  ): LockRequest<O, T>[] {
     const own = this.#owners.get(owner);
     if (own === undefined) return [];
     this.#owners.delete(owner);
     const removed = [...own.values()];
-    for (const entry of removed) this.#remove(entry);
+    for (const entry of removed) this.#remove(entry, granted);
     return removed;
   }
 
@@ -273,7 +299,13 @@ export class LockTable<O, T> {
     for (let entry = lock.head; entry !== null; entry = entry.next) {
       waiters.push(entry);
     }
-    return { name, mode: lock.mode, holders: [...lock.holders], waiters };
+    return {
+      name,
+      mode: lock.mode,
+      limit: lock.limit,
+      holders: [...lock.holders],
+      waiters,
+    };
   }
 
   /**
@@ -297,32 +329,15 @@ export class LockTable<O, T> {
     return this.#locks.keys();
   }
 
-  /**
-   * Whether a request by `requester` for `lock` in `mode`, waiting behind
-   * `before` (or at the tail when `null`), would wait for itself: the owners it
-   * would wait for are the holders whose mode conflicts with it and the
-   * conflicting requests ahead of it in the queue, and so on transitively
-   * through what those owners wait for. Costs O(requests reached).
-   */
-  #closesCycle(
-    requester: O,
-    lock: Lock<O, T>,
-    mode: LockMode,
-    before: Entry<O, T> | null,
-  ): boolean {
-    const seen = new Set<O>();
-    const pending: O[] = [];
-    blockers(lock, mode, before, pending);
-    while (pending.length > 0) {
-      const owner = pending.pop()!;
-      if (owner === requester) return true;
-      if (seen.has(owner)) continue;
-      seen.add(owner);
-      for (const entry of this.#owners.get(owner)?.values() ?? []) {
-        if (!entry.held) blockers(entry.lock, entry.mode, entry, pending);
-      }
+  #enqueue(lock: Lock<O, T>, entry: Entry<O, T>): void {
+    if (lock.tail === null) {
+      lock.head = lock.tail = entry;
+    } else {
+      entry.prev = lock.tail;
+      lock.tail.next = entry;
+      lock.tail = entry;
     }
-    return false;
+    lock.waiting++;
   }
 
   #hold(lock: Lock<O, T>, entry: Entry<O, T>, token: number): void {
@@ -332,11 +347,10 @@ export class LockTable<O, T> {
     lock.holders.add(entry);
   }
 
-  #remove(entry: Entry<O, T>): void {
+  #remove(entry: Entry<O, T>, granted: LockRequest<O, T>[]): void {
     const lock = entry.lock;
     if (entry.held) {
       lock.holders.delete(entry);
-      this.#onRelease?.(entry);
     } else {
       if (entry.prev === null) lock.head = entry.next;
       else entry.prev.next = entry.next;
@@ -345,19 +359,24 @@ export class LockTable<O, T> {
       entry.prev = entry.next = null;
       lock.waiting--;
     }
-    this.#promote(lock);
+    if (entry.mode === "shared" && --lock.shared === 0) lock.limit = Infinity;
+    this.#promote(lock, granted);
     if (lock.holders.size === 0 && lock.head === null) {
       this.#locks.delete(lock.name);
     }
   }
 
-  /** Grants the head of the queue, and the shared run behind a shared head. */
-  #promote(lock: Lock<O, T>): void {
+  /**
+   * Grants the head of the queue, and the shared run behind a shared head up
+   * to the limit.
+   */
+  #promote(lock: Lock<O, T>, granted: LockRequest<O, T>[]): void {
     let head = lock.head;
     while (
       head !== null &&
       (lock.holders.size === 0 ||
-        (head.mode === "shared" && lock.mode === "shared"))
+        (head.mode === "shared" && lock.mode === "shared" &&
+          lock.holders.size < lock.limit))
     ) {
       const token = this.#nextToken();
       lock.head = head.next;
@@ -366,31 +385,8 @@ export class LockTable<O, T> {
       head.next = null;
       lock.waiting--;
       this.#hold(lock, head, token);
-      this.#onGrant(head);
+      granted.push(head);
       head = lock.head;
-    }
-  }
-}
-
-/** Adds the owners a request in `mode`, queued before `stop`, waits for. */
-function blockers<O, T>(
-  lock: Lock<O, T>,
-  mode: LockMode,
-  stop: Entry<O, T> | null,
-  into: O[],
-): void {
-  for (const holder of lock.holders) {
-    if (mode === "exclusive" || holder.mode === "exclusive") {
-      into.push(holder.owner);
-    }
-  }
-  for (
-    let entry = lock.head;
-    entry !== stop && entry !== null;
-    entry = entry.next
-  ) {
-    if (mode === "exclusive" || entry.mode === "exclusive") {
-      into.push(entry.owner);
     }
   }
 }

@@ -9,13 +9,42 @@ import {
 
 type Request = LockRequest<string, string>;
 
+/** A test with no permissions at all: the table is pure, and this proves it. */
+function test(name: string, fn: () => void): void {
+  Deno.test({ name, permissions: "none", fn });
+}
+
+/**
+ * A table that passes the same array to every call that can grant, so a test
+ * reads every grant since it began from `grants`.
+ */
+class RecordingTable<O, T> extends LockTable<O, T> {
+  readonly grants: LockRequest<O, T>[] = [];
+
+  override release(
+    owner: O,
+    name: string,
+    granted = this.grants,
+  ): LockRequest<O, T> | null {
+    return super.release(owner, name, granted);
+  }
+
+  override withdraw(
+    request: LockRequest<O, T>,
+    granted = this.grants,
+  ): boolean {
+    return super.withdraw(request, granted);
+  }
+
+  override releaseAll(owner: O, granted = this.grants): LockRequest<O, T>[] {
+    return super.releaseAll(owner, granted);
+  }
+}
+
 /** A table whose owners and tickets are strings, recording every grant. */
 function setup() {
-  const grants: Request[] = [];
-  const table = new LockTable<string, string>({
-    onGrant: (request) => grants.push(request),
-  });
-  return { table, grants };
+  const table = new RecordingTable<string, string>();
+  return { table, grants: table.grants };
 }
 
 /** Acquires and insists the request was not refused. */
@@ -47,7 +76,7 @@ function queue(table: LockTable<string, string>, name: string) {
 
 // acquire
 
-Deno.test("acquire() grants a free lock at once and reports it by its return value, not onGrant", () => {
+test("acquire() grants a free lock at once and reports it by its return value, not in the grants array", () => {
   const { table, grants } = setup();
   const held = table.acquire("a", "jobs", "exclusive", "t1");
   assert.ok(typeof held !== "string");
@@ -65,7 +94,7 @@ Deno.test("acquire() grants a free lock at once and reports it by its return val
   });
 });
 
-Deno.test("acquire() queues exclusive requests and grants them in FIFO order among three owners", () => {
+test("acquire() queues exclusive requests and grants them in FIFO order among three owners", () => {
   const { table, grants } = setup();
   const a = request(table, "a", "jobs");
   const b = request(table, "b", "jobs");
@@ -91,36 +120,21 @@ Deno.test("acquire() queues exclusive requests and grants them in FIFO order amo
   assert.ok([b, c, d].every((entry) => entry.held));
 });
 
-Deno.test("onGrant is called during the release that frees the lock, with the granted request already held", () => {
-  const seen: {
-    ticket: string;
-    held: boolean;
-    token: number;
-    holders: string[] | undefined;
-  }[] = [];
-  const table: LockTable<string, string> = new LockTable<string, string>({
-    onGrant: (granted) =>
-      seen.push({
-        ticket: granted.ticket,
-        held: granted.held,
-        token: granted.token,
-        holders: queue(table, granted.name)?.holders,
-      }),
-  });
+test("release() pushes the request it grants into the caller's array, already held", () => {
+  const table = new LockTable<string, string>();
   request(table, "a", "jobs");
   const b = request(table, "b", "jobs");
-  table.release("a", "jobs");
-  assert.deepEqual(seen, [{
-    ticket: "b:jobs",
-    held: true,
-    token: 2,
-    holders: ["b:jobs"],
-  }]);
-  assert.equal(seen.length, 1);
-  assert.equal(b.token, 2);
+  const granted: Request[] = [];
+  table.release("a", "jobs", granted);
+  assert.deepEqual(
+    granted.map(({ ticket, held, token }) => ({ ticket, held, token })),
+    [{ ticket: "b:jobs", held: true, token: 2 }],
+  );
+  assert.equal(granted[0], b);
+  assert.deepEqual(queue(table, "jobs")?.holders, ["b:jobs"]);
 });
 
-Deno.test("acquire() refuses an owner's second request for the same lock with already_held or already_waiting", () => {
+test("acquire() refuses an owner's second request for the same lock with already_held or already_waiting", () => {
   const { table, grants } = setup();
   request(table, "a", "jobs");
   request(table, "b", "jobs");
@@ -146,14 +160,14 @@ Deno.test("acquire() refuses an owner's second request for the same lock with al
   assert.deepEqual(grants, []);
 });
 
-Deno.test("acquire() refuses already_held for a shared holder asking again", () => {
+test("acquire() refuses already_held for a shared holder asking again", () => {
   const { table } = setup();
   request(table, "a", "jobs", "shared");
   assert.equal(table.acquire("a", "jobs", "shared", "again"), "already_held");
   assert.deepEqual(queue(table, "jobs")?.holders, ["a:jobs"]);
 });
 
-Deno.test("acquire() with wait=false answers busy only when the request cannot be granted now", () => {
+test("acquire() with wait=false answers busy only when the request cannot be granted now", () => {
   const { table } = setup();
   // Free: granted.
   const first = table.acquire("a", "x", "exclusive", "a1", false);
@@ -178,7 +192,7 @@ Deno.test("acquire() with wait=false answers busy only when the request cannot b
   });
 });
 
-Deno.test("A busy refusal leaves no trace in the table", () => {
+test("A busy refusal leaves no trace in the table", () => {
   const { table, grants } = setup();
   request(table, "a", "x");
   const before = queue(table, "x");
@@ -193,11 +207,9 @@ Deno.test("A busy refusal leaves no trace in the table", () => {
   assert.equal(table.size, 0);
 });
 
-Deno.test("Owners are compared by identity, so equal-looking objects are different owners", () => {
-  const grants: LockRequest<object, number>[] = [];
-  const table = new LockTable<object, number>({
-    onGrant: (granted) => grants.push(granted),
-  });
+test("Owners are compared by identity, so equal-looking objects are different owners", () => {
+  const table = new RecordingTable<object, number>();
+  const grants = table.grants;
   const one = {}, two = {};
   assert.ok(typeof table.acquire(one, "x", "exclusive", 1) !== "string");
   const second = table.acquire(two, "x", "exclusive", 2);
@@ -209,7 +221,7 @@ Deno.test("Owners are compared by identity, so equal-looking objects are differe
 
 // release and withdraw
 
-Deno.test("release() returns the removed request, or null when the owner has none on that lock", () => {
+test("release() returns the removed request, or null when the owner has none on that lock", () => {
   const { table } = setup();
   const a = request(table, "a", "x");
   assert.equal(table.release("z", "x"), null);
@@ -219,7 +231,7 @@ Deno.test("release() returns the removed request, or null when the owner has non
   assert.equal(table.size, 0);
 });
 
-Deno.test("release() of a waiting request withdraws it from the middle, tail or head of the queue", () => {
+test("release() of a waiting request withdraws it from the middle, tail or head of the queue", () => {
   const { table, grants } = setup();
   request(table, "a", "x");
   for (const owner of ["b", "c", "d", "e"]) request(table, owner, "x");
@@ -246,7 +258,7 @@ Deno.test("release() of a waiting request withdraws it from the middle, tail or 
   assert.equal(table.inspect("x"), null);
 });
 
-Deno.test("release() of the only waiter empties the queue, which then fills again in order", () => {
+test("release() of the only waiter empties the queue, which then fills again in order", () => {
   const { table, grants } = setup();
   request(table, "a", "x");
   request(table, "b", "x");
@@ -260,7 +272,7 @@ Deno.test("release() of the only waiter empties the queue, which then fills agai
   assert.deepEqual(tickets(grants), ["c:x", "d:x"]);
 });
 
-Deno.test("withdraw() removes a waiting request and returns true", () => {
+test("withdraw() removes a waiting request and returns true", () => {
   const { table, grants } = setup();
   request(table, "a", "x");
   const b = request(table, "b", "x");
@@ -272,7 +284,7 @@ Deno.test("withdraw() removes a waiting request and returns true", () => {
   assert.deepEqual(tickets(grants), ["c:x"]);
 });
 
-Deno.test("withdraw() does nothing to a held request and returns false", () => {
+test("withdraw() does nothing to a held request and returns false", () => {
   const { table } = setup();
   const a = request(table, "a", "x");
   request(table, "b", "x");
@@ -284,7 +296,7 @@ Deno.test("withdraw() does nothing to a held request and returns false", () => {
   });
 });
 
-Deno.test("withdraw() returns false for a request that is gone or was granted meanwhile", () => {
+test("withdraw() returns false for a request that is gone or was granted meanwhile", () => {
   const { table } = setup();
   request(table, "a", "x");
   const b = request(table, "b", "x");
@@ -298,7 +310,7 @@ Deno.test("withdraw() returns false for a request that is gone or was granted me
   assert.deepEqual(queue(table, "x")?.holders, ["c:x"]);
 });
 
-Deno.test("withdraw() of a stale request leaves the owner's newer request on the same lock alone", () => {
+test("withdraw() of a stale request leaves the owner's newer request on the same lock alone", () => {
   const { table } = setup();
   request(table, "a", "x");
   const old = request(table, "b", "x");
@@ -309,7 +321,7 @@ Deno.test("withdraw() of a stale request leaves the owner's newer request on the
   assert.deepEqual(queue(table, "x")?.waiters, ["b:x"]);
 });
 
-Deno.test("withdraw() of an exclusive waiter lets the shared waiters behind it join the shared holders", () => {
+test("withdraw() of an exclusive waiter lets the shared waiters behind it join the shared holders", () => {
   const { table, grants } = setup();
   request(table, "a", "x", "shared");
   const b = request(table, "b", "x", "exclusive");
@@ -328,7 +340,7 @@ Deno.test("withdraw() of an exclusive waiter lets the shared waiters behind it j
 
 // releaseAll
 
-Deno.test("releaseAll() releases an owner's holds and waits, grants the next waiters and touches nobody else", () => {
+test("releaseAll() releases an owner's holds and waits, grants the next waiters and touches nobody else", () => {
   const { table, grants } = setup();
   request(table, "a", "x"); // a holds x
   request(table, "b", "y"); // b holds y
@@ -370,7 +382,7 @@ Deno.test("releaseAll() releases an owner's holds and waits, grants the next wai
   assert.deepEqual(table.releaseAll("a"), []);
 });
 
-Deno.test("releaseAll() removes the locks only that owner used", () => {
+test("releaseAll() removes the locks only that owner used", () => {
   const { table } = setup();
   request(table, "a", "x");
   request(table, "a", "y", "shared");
@@ -380,7 +392,7 @@ Deno.test("releaseAll() removes the locks only that owner used", () => {
   assert.equal(table.size, 1);
 });
 
-Deno.test("releaseAll() of an unknown owner returns nothing and grants nothing", () => {
+test("releaseAll() of an unknown owner returns nothing and grants nothing", () => {
   const { table, grants } = setup();
   request(table, "a", "x");
   request(table, "b", "x");
@@ -395,7 +407,7 @@ Deno.test("releaseAll() of an unknown owner returns nothing and grants nothing",
 
 // Shared and exclusive
 
-Deno.test("Many shared requests hold a lock together, in grant order", () => {
+test("Many shared requests hold a lock together, in grant order", () => {
   const { table, grants } = setup();
   const holders = ["a", "b", "c", "d", "e"].map((owner) =>
     request(table, owner, "x", "shared")
@@ -410,7 +422,7 @@ Deno.test("Many shared requests hold a lock together, in grant order", () => {
   assert.deepEqual(grants, []);
 });
 
-Deno.test("An exclusive request waits for every shared holder and is granted when the last one releases", () => {
+test("An exclusive request waits for every shared holder and is granted when the last one releases", () => {
   const { table, grants } = setup();
   for (const owner of ["a", "b", "c"]) request(table, owner, "x", "shared");
   const d = request(table, "d", "x", "exclusive");
@@ -428,7 +440,7 @@ Deno.test("An exclusive request waits for every shared holder and is granted whe
   });
 });
 
-Deno.test("A shared request behind a queued exclusive waits, so writers do not starve", () => {
+test("A shared request behind a queued exclusive waits, so writers do not starve", () => {
   const { table, grants } = setup();
   request(table, "a", "x", "shared");
   request(table, "b", "x", "exclusive");
@@ -445,7 +457,7 @@ Deno.test("A shared request behind a queued exclusive waits, so writers do not s
   assert.deepEqual(tickets(grants), ["b:x", "c:x"]);
 });
 
-Deno.test("A run of shared waiters at the head is granted together, up to the next exclusive", () => {
+test("A run of shared waiters at the head is granted together, up to the next exclusive", () => {
   const { table, grants } = setup();
   request(table, "a", "x", "exclusive");
   for (const owner of ["b", "c", "d"]) request(table, owner, "x", "shared");
@@ -471,7 +483,7 @@ Deno.test("A run of shared waiters at the head is granted together, up to the ne
   assert.deepEqual(queue(table, "x")?.mode, "shared");
 });
 
-Deno.test("An exclusive at the head is granted alone even with shared waiters behind it", () => {
+test("An exclusive at the head is granted alone even with shared waiters behind it", () => {
   const { table, grants } = setup();
   request(table, "a", "x", "shared");
   request(table, "b", "x", "exclusive");
@@ -485,7 +497,7 @@ Deno.test("An exclusive at the head is granted alone even with shared waiters be
   assert.deepEqual(tickets(grants), ["b:x", "c:x", "d:x"]);
 });
 
-Deno.test("A shared request joins the holders again once the queue ahead of it is empty", () => {
+test("A shared request joins the holders again once the queue ahead of it is empty", () => {
   const { table } = setup();
   request(table, "a", "x", "shared");
   request(table, "b", "x", "exclusive");
@@ -496,12 +508,10 @@ Deno.test("A shared request joins the holders again once the queue ahead of it i
 
 // Tokens
 
-Deno.test("Tokens come from nextToken, one per grant and none for waiting requests", () => {
+test("Tokens come from nextToken, one per grant and none for waiting requests", () => {
   let next = 100;
   const issued: number[] = [];
-  const grants: Request[] = [];
-  const table = new LockTable<string, string>({
-    onGrant: (granted) => grants.push(granted),
+  const table = new RecordingTable<string, string>({
     nextToken: () => {
       next += 10;
       issued.push(next);
@@ -518,7 +528,7 @@ Deno.test("Tokens come from nextToken, one per grant and none for waiting reques
   assert.deepEqual(issued, [110, 120]);
 });
 
-Deno.test("Each table counts its own tokens from 1", () => {
+test("Each table counts its own tokens from 1", () => {
   const first = setup().table;
   const second = setup().table;
   assert.equal(request(first, "a", "x").token, 1);
@@ -528,7 +538,7 @@ Deno.test("Each table counts its own tokens from 1", () => {
 
 // Introspection
 
-Deno.test("inspect(), names(), size and requestsOf() describe the table", () => {
+test("inspect(), names(), size and requestsOf() describe the table", () => {
   const { table } = setup();
   assert.equal(table.inspect("x"), null);
   assert.equal(table.size, 0);
@@ -549,18 +559,20 @@ Deno.test("inspect(), names(), size and requestsOf() describe the table", () => 
   assert.deepEqual(x, {
     name: "x",
     mode: "exclusive",
+    limit: Infinity,
     holders: [ax],
     waiters: [bx],
   });
   assert.deepEqual(table.inspect("z"), {
     name: "z",
     mode: "shared",
+    limit: Infinity,
     holders: [cz, az],
     waiters: [],
   });
 });
 
-Deno.test("requestsOf() lists requests in the order they were made, a re-acquired lock last", () => {
+test("requestsOf() lists requests in the order they were made, a re-acquired lock last", () => {
   const { table } = setup();
   request(table, "a", "x");
   request(table, "a", "y");
@@ -570,7 +582,7 @@ Deno.test("requestsOf() lists requests in the order they were made, a re-acquire
   assert.deepEqual(tickets(table.requestsOf("a")), ["a:y", "a:z", "a:x"]);
 });
 
-Deno.test("inspect() returns copies: changing them does not change the table", () => {
+test("inspect() returns copies: changing them does not change the table", () => {
   const { table } = setup();
   request(table, "a", "x");
   request(table, "b", "x");
@@ -586,7 +598,7 @@ Deno.test("inspect() returns copies: changing them does not change the table", (
   assert.deepEqual(tickets(table.requestsOf("a")), ["a:x"]);
 });
 
-Deno.test("A lock is removed once nobody holds or waits for it", () => {
+test("A lock is removed once nobody holds or waits for it", () => {
   const { table } = setup();
   request(table, "a", "x", "shared");
   request(table, "b", "x", "shared");
@@ -602,30 +614,28 @@ Deno.test("A lock is removed once nobody holds or waits for it", () => {
   assert.equal(request(table, "d", "x", "shared").held, true);
 });
 
-// Re-entrancy
+// Releasing what was just granted
 
-Deno.test("onGrant may release the lock it was just granted, and the next waiter is still granted", () => {
-  const order: string[] = [];
-  const table: LockTable<string, string> = new LockTable<string, string>({
-    onGrant: (granted) => {
-      order.push(granted.ticket);
-      table.release(granted.owner, granted.name);
-    },
-  });
+test("a caller may release each grant as it reads it, and the next waiters are still granted", () => {
+  const table = new LockTable<string, string>();
   request(table, "a", "x");
   request(table, "b", "x");
   request(table, "c", "x", "shared");
   request(table, "d", "x", "shared");
   request(table, "e", "x");
-  table.release("a", "x");
-  assert.deepEqual(order, ["b:x", "c:x", "d:x", "e:x"]);
+  const granted: Request[] = [];
+  table.release("a", "x", granted);
+  for (let i = 0; i < granted.length; i++) {
+    table.release(granted[i]!.owner, "x", granted);
+  }
+  assert.deepEqual(tickets(granted), ["b:x", "c:x", "d:x", "e:x"]);
   assert.equal(table.inspect("x"), null);
   assert.equal(table.size, 0);
 });
 
 // Deadlocks
 
-Deno.test("acquire() refuses a request that closes a two-party cycle", () => {
+test("acquire() refuses a request that closes a two-party cycle", () => {
   const { table } = setup();
   request(table, "a", "x");
   request(table, "b", "y");
@@ -640,7 +650,7 @@ Deno.test("acquire() refuses a request that closes a two-party cycle", () => {
   assert.deepEqual(queue(table, "x")?.waiters, []);
 });
 
-Deno.test("acquire() refuses a request that closes a three-party cycle", () => {
+test("acquire() refuses a request that closes a three-party cycle", () => {
   const { table } = setup();
   request(table, "a", "x");
   request(table, "b", "y");
@@ -654,7 +664,7 @@ Deno.test("acquire() refuses a request that closes a three-party cycle", () => {
   assert.equal(request(table, "c", "x").held, false);
 });
 
-Deno.test("shared holders wait for nobody among themselves, but an exclusive request does", () => {
+test("shared holders wait for nobody among themselves, but an exclusive request does", () => {
   const { table } = setup();
   request(table, "a", "x", "shared");
   request(table, "b", "x", "shared");
@@ -667,7 +677,7 @@ Deno.test("shared holders wait for nobody among themselves, but an exclusive req
   assert.equal(table.acquire("c", "x", "exclusive", "c:x"), "deadlock");
 });
 
-Deno.test("a request waits for the conflicting requests ahead of it in the queue", () => {
+test("a request waits for the conflicting requests ahead of it in the queue", () => {
   const { table } = setup();
   request(table, "a", "x");
   request(table, "b", "x"); // b waits for a
@@ -680,7 +690,7 @@ Deno.test("a request waits for the conflicting requests ahead of it in the queue
   assert.equal(request(table, "d", "y").held, false);
 });
 
-Deno.test("a shared request behind a queued exclusive one waits for it, and a cycle through it is refused", () => {
+test("a shared request behind a queued exclusive one waits for it, and a cycle through it is refused", () => {
   const { table } = setup();
   request(table, "a", "x", "shared");
   request(table, "b", "x"); // exclusive, waits for a
@@ -688,6 +698,94 @@ Deno.test("a shared request behind a queued exclusive one waits for it, and a cy
   request(table, "c", "x", "shared"); // waits behind b, so for b (and a)
   assert.equal(table.acquire("b", "y", "exclusive", "b:y"), "deadlock");
   assert.equal(table.acquire("a", "y", "exclusive", "a:y"), "deadlock");
+});
+
+// limits
+
+test("A shared request with a limit of 3 is granted while fewer than 3 hold; the next ones wait in FIFO order", () => {
+  const { table, grants } = setup();
+  const ask = (owner: string) => {
+    const result = table.acquire(owner, "jobs", "shared", owner, true, 3);
+    assert.ok(typeof result !== "string", `${owner}: ${result}`);
+    return result;
+  };
+  const [a, b, c, d, e] = ["a", "b", "c", "d", "e"].map(ask);
+  assert.deepEqual([a, b, c, d, e].map((entry) => entry!.held), [
+    true,
+    true,
+    true,
+    false,
+    false,
+  ]);
+  assert.equal(table.inspect("jobs")?.limit, 3);
+  assert.equal(table.acquire("f", "jobs", "shared", "f", false, 3), "busy");
+  table.release("b", "jobs");
+  assert.deepEqual(tickets(grants), ["d"]);
+  table.release("a", "jobs");
+  table.release("d", "jobs");
+  assert.deepEqual(tickets(grants), ["d", "e"]);
+  const tokens = [a, b, c, d, e].map((entry) => entry!.token);
+  assert.deepEqual(tokens, [1, 2, 3, 4, 5]);
+  assert.deepEqual(queue(table, "jobs"), {
+    mode: "shared",
+    holders: ["c", "e"],
+    waiters: [],
+  });
+});
+
+test("acquire() refuses limit_mismatch to a shared request whose limit differs from the lock's, and leaves no trace", () => {
+  const { table } = setup();
+  table.acquire("a", "jobs", "shared", "a", true, 2);
+  assert.equal(
+    table.acquire("b", "jobs", "shared", "b", true, 3),
+    "limit_mismatch",
+  );
+  // Unbounded is a limit of its own, and is refused as well.
+  assert.equal(table.acquire("b", "jobs", "shared", "b"), "limit_mismatch");
+  // Mismatch comes before busy: a try-lock learns the same.
+  assert.equal(
+    table.acquire("b", "jobs", "shared", "b", false, 3),
+    "limit_mismatch",
+  );
+  assert.deepEqual(table.requestsOf("b"), []);
+  assert.equal(table.inspect("jobs")?.limit, 2);
+});
+
+test("Exclusive requests hold alone whatever the limit, and the limit lasts only while shared requests hold or wait", () => {
+  const { table, grants } = setup();
+  request(table, "a", "jobs", "exclusive");
+  // The first shared request sets the limit, while it waits too.
+  table.acquire("b", "jobs", "shared", "b", true, 2);
+  assert.equal(table.inspect("jobs")?.limit, 2);
+  assert.equal(
+    table.acquire("c", "jobs", "shared", "c", true, 5),
+    "limit_mismatch",
+  );
+  const x = request(table, "x", "jobs", "exclusive");
+  table.release("b", "jobs");
+  // Only exclusive requests are left: no limit.
+  assert.equal(table.inspect("jobs")?.limit, Infinity);
+  table.acquire("c", "jobs", "shared", "c", true, 5);
+  assert.equal(table.inspect("jobs")?.limit, 5);
+  table.release("a", "jobs");
+  assert.deepEqual(grants, [x]);
+  table.release("x", "jobs");
+  assert.deepEqual(tickets(grants), ["x:jobs", "c"]);
+});
+
+test("An exclusive request waits for every holder of a semaphore, and shared requests behind it wait for it", () => {
+  const { table, grants } = setup();
+  table.acquire("a", "jobs", "shared", "a", true, 2);
+  table.acquire("b", "jobs", "shared", "b", true, 2);
+  const x = request(table, "x", "jobs", "exclusive");
+  table.acquire("c", "jobs", "shared", "c", true, 2);
+  table.acquire("d", "jobs", "shared", "d", true, 2);
+  table.release("a", "jobs");
+  assert.deepEqual(grants, []);
+  table.release("b", "jobs");
+  assert.deepEqual(grants, [x]);
+  table.release("x", "jobs");
+  assert.deepEqual(tickets(grants), ["x:jobs", "c", "d"]);
 });
 
 // Model-based property
@@ -699,6 +797,7 @@ type Step =
     name: string;
     mode: LockMode;
     wait: boolean;
+    limit: number;
   }
   | { kind: "release"; owner: number; name: string }
   | { kind: "releaseAll"; owner: number }
@@ -709,17 +808,20 @@ interface ModelRequest {
   name: string;
   mode: LockMode;
   ticket: number;
+  limit: number;
+}
+
+interface ModelLock {
+  holders: ModelRequest[];
+  waiters: ModelRequest[];
 }
 
 /**
  * The reference: plain arrays and the rules as the documentation states them.
- * Each method returns the tickets granted by `onGrant`, in order.
+ * Each method returns the tickets it grants, in order.
  */
 class Model {
-  readonly locks = new Map<
-    string,
-    { holders: ModelRequest[]; waiters: ModelRequest[] }
-  >();
+  readonly locks = new Map<string, ModelLock>();
   /** Every live request of each owner, in the order it made them. */
   readonly owners = new Map<number, ModelRequest[]>();
 
@@ -731,10 +833,21 @@ class Model {
     return this.locks.get(entry.name)?.holders.includes(entry) ?? false;
   }
 
-  static grantable(holders: readonly ModelRequest[], mode: LockMode): boolean {
+  /** A request's limit, as the shared requests of its lock agree on it. */
+  static grantable(
+    holders: readonly Pick<ModelRequest, "mode">[],
+    { mode, limit }: Pick<ModelRequest, "mode" | "limit">,
+  ): boolean {
     return holders.length === 0 ||
-      (mode === "shared" &&
+      (mode === "shared" && holders.length < limit &&
         holders.every((holder) => holder.mode === "shared"));
+  }
+
+  /** The limit of the shared requests of a lock, if it has any. */
+  static limitOf(lock: ModelLock): number | undefined {
+    return [...lock.holders, ...lock.waiters].find((entry) =>
+      entry.mode === "shared"
+    )?.limit;
   }
 
   acquire(
@@ -746,16 +859,23 @@ class Model {
     | "busy"
     | "already_held"
     | "already_waiting"
+    | "limit_mismatch"
     | "deadlock" {
     const existing = this.find(entry.owner, entry.name);
     if (existing !== undefined) {
       return this.held(existing) ? "already_held" : "already_waiting";
     }
     const lock = this.locks.get(entry.name) ?? { holders: [], waiters: [] };
+    const agreed = Model.limitOf(lock);
+    if (
+      entry.mode === "shared" && agreed !== undefined && agreed !== entry.limit
+    ) {
+      return "limit_mismatch";
+    }
     const now = lock.waiters.length === 0 &&
-      Model.grantable(lock.holders, entry.mode);
+      Model.grantable(lock.holders, entry);
     if (!now && !wait) return "busy";
-    if (!now && this.waitsForItself(entry, lock)) return "deadlock";
+    if (!now && this.neverFreed(entry)) return "deadlock";
     this.locks.set(entry.name, lock);
     this.owners.set(entry.owner, [
       ...(this.owners.get(entry.owner) ?? []),
@@ -766,42 +886,38 @@ class Model {
   }
 
   /**
-   * Builds the whole wait-for graph between owners, with the new request
-   * queued at the tail, and asks whether its owner can reach itself.
+   * With the new request queued at the tail, runs the reduction on copies of
+   * every queue: owners that wait for nothing finish and free all they hold,
+   * each queue grants what then fits, first in line first, until nothing
+   * moves. Deadlocked: its owner still waits.
    */
-  waitsForItself(
-    entry: ModelRequest,
-    lock: { holders: ModelRequest[]; waiters: ModelRequest[] },
-  ): boolean {
-    const conflict = (a: ModelRequest, b: ModelRequest) =>
-      a.mode === "exclusive" || b.mode === "exclusive";
-    const edges = new Map<number, Set<number>>();
-    const add = (from: number, to: number) =>
-      edges.set(from, (edges.get(from) ?? new Set()).add(to));
-    const queues = [...this.locks.entries()].map(([name, state]) => ({
-      holders: state.holders,
-      waiters: name === entry.name ? [...state.waiters, entry] : state.waiters,
+  neverFreed(entry: ModelRequest): boolean {
+    const locks = [...this.locks.values()].map((lock) => ({
+      holders: [...lock.holders],
+      waiters: entry.name === lock.holders[0]?.name
+        ? [...lock.waiters, entry]
+        : [...lock.waiters],
     }));
-    if (!this.locks.has(entry.name)) {
-      queues.push({ holders: lock.holders, waiters: [entry] });
-    }
-    for (const { holders, waiters } of queues) {
-      waiters.forEach((waiter, i) => {
-        for (const other of [...holders, ...waiters.slice(0, i)]) {
-          if (conflict(waiter, other)) add(waiter.owner, other.owner);
+    for (let moved = true; moved;) {
+      moved = false;
+      const waiting = new Set(
+        locks.flatMap((lock) => lock.waiters.map((waiter) => waiter.owner)),
+      );
+      for (const lock of locks) {
+        const holders = lock.holders.filter((h) => waiting.has(h.owner));
+        const queued = lock.waiters.length;
+        while (
+          lock.waiters.length > 0 &&
+          Model.grantable(holders, lock.waiters[0]!)
+        ) {
+          holders.push(lock.waiters.shift()!);
         }
-      });
+        if (holders.length !== lock.holders.length) moved = true;
+        if (lock.waiters.length !== queued) moved = true;
+        lock.holders = holders;
+      }
     }
-    const reached = new Set<number>();
-    const frontier = [...(edges.get(entry.owner) ?? [])];
-    while (frontier.length > 0) {
-      const owner = frontier.shift()!;
-      if (owner === entry.owner) return true;
-      if (reached.has(owner)) continue;
-      reached.add(owner);
-      frontier.push(...(edges.get(owner) ?? []));
-    }
-    return false;
+    return locks.some((lock) => lock.waiters.includes(entry));
   }
 
   remove(entry: ModelRequest): number[] {
@@ -816,7 +932,7 @@ class Model {
     const granted: number[] = [];
     while (
       lock.waiters.length > 0 &&
-      Model.grantable(lock.holders, lock.waiters[0]!.mode)
+      Model.grantable(lock.holders, lock.waiters[0]!)
     ) {
       const next = lock.waiters.shift()!;
       lock.holders.push(next);
@@ -838,6 +954,7 @@ const stepArbitrary: fc.Arbitrary<Step> = fc.oneof(
       name: fc.constantFrom("a", "b", "c"),
       mode: fc.constantFrom<LockMode>("exclusive", "shared"),
       wait: fc.boolean(),
+      limit: fc.constantFrom(Infinity, Infinity, 1, 2),
     }),
   },
   {
@@ -894,6 +1011,9 @@ function checkInvariants(
       `${where}: "${name}" mixes an exclusive holder with others`,
     );
     assert.equal(state.mode, holders[0]!.mode, where);
+    // The limit is the one its shared requests agreed on, and holds.
+    assert.equal(state.limit, Model.limitOf(expected) ?? Infinity, where);
+    assert.ok(holders.length <= state.limit, `${where}: over the limit`);
     assert.ok(
       holders.every((holder) => holder.held && holder.token > 0),
       where,
@@ -905,7 +1025,7 @@ function checkInvariants(
     // No lost wake-ups: the head of the queue could not hold now.
     if (waiters.length > 0) {
       assert.equal(
-        Model.grantable(holders, waiters[0]!.mode),
+        Model.grantable(holders, { ...waiters[0]!, limit: state.limit }),
         false,
         `${where}: "${name}" left a grantable waiter`,
       );
@@ -934,15 +1054,13 @@ function checkInvariants(
   }
 }
 
-Deno.test("LockTable behaves like a reference model of FIFO queues under random operations (property)", () => {
+test("LockTable behaves like a reference model of FIFO queues under random operations (property)", () => {
   fc.assert(
     fc.property(
       fc.array(stepArbitrary, { maxLength: 80, size: "max" }),
       (steps) => {
-        const granted: LockRequest<number, number>[] = [];
-        const table = new LockTable<number, number>({
-          onGrant: (entry) => granted.push(entry),
-        });
+        const table = new RecordingTable<number, number>();
+        const granted = table.grants;
         const model = new Model();
         /** Every request the table returned, by ticket, to withdraw stale ones too. */
         const requests = new Map<string, LockRequest<number, number>>();
@@ -976,6 +1094,7 @@ Deno.test("LockTable behaves like a reference model of FIFO queues under random 
                 name: step.name,
                 mode: step.mode,
                 ticket: ++ticket,
+                limit: step.limit,
               };
               const expected = model.acquire(entry, step.wait);
               const result = table.acquire(
@@ -984,6 +1103,7 @@ Deno.test("LockTable behaves like a reference model of FIFO queues under random 
                 step.mode,
                 entry.ticket,
                 step.wait,
+                step.limit,
               );
               if (typeof result === "string") {
                 assert.equal(result, expected, where);

@@ -9,12 +9,14 @@
 
 import { Counter, Gauge, Histogram, Registry } from "prom-client";
 import { globToRegExp, matchesAny } from "./glob.ts";
+import { PROTOCOL_VERSION, VERSION } from "../protocol/version.ts";
+import type { ReleaseCause } from "./lock_space.ts";
 
-/** How a held lock ended. */
-export type ReleaseCause = "client" | "disconnect" | "force";
-
-/** Why a peer was refused before it could use the server. */
-export type RejectCause = "allow_list" | "limit" | "auth";
+/**
+ * What turned a peer away before it could use the server (the `cause` label):
+ * the allow-list, a connection limit, or authentication.
+ */
+export type RejectedBy = "allow_list" | "limit" | "auth";
 
 /** What the metrics read from the server when scraped. */
 export interface MetricsSources {
@@ -24,7 +26,12 @@ export interface MetricsSources {
   names(): Iterable<string>;
   /** Holders and waiters of one lock, or `null` when nobody has it. */
   lock(name: string): { holders: number; waiters: number } | null;
+  /** When the oldest hold still held was granted (ms since the epoch). */
+  oldestHold(): number | undefined;
 }
+
+/** How a lock request was answered, as `pklock_lock_answers_total` counts. */
+export type AnswerStatus = "ok" | "busy" | "timeout" | "cancelled";
 
 const SECONDS_BUCKETS = [
   0.0005,
@@ -56,6 +63,8 @@ const SECONDS_BUCKETS = [
 export class Metrics {
   /** The registry every metric is in. */
   readonly registry: Registry = new Registry();
+  /** Whether some lock names have series of their own (`lockPatterns`). */
+  readonly perLock: boolean;
   readonly #patterns: RegExp[];
   readonly #connections: Counter;
   readonly #rejected: Counter;
@@ -67,6 +76,7 @@ export class Metrics {
   readonly #wait: Histogram;
   readonly #hold: Histogram;
   readonly #lockGrants: Counter;
+  readonly #answers: Counter;
 
   /**
    * Creates the metrics.
@@ -77,8 +87,19 @@ export class Metrics {
    */
   constructor(lockPatterns: readonly string[], sources: MetricsSources) {
     this.#patterns = lockPatterns.map(globToRegExp);
+    this.perLock = lockPatterns.length > 0;
     const registers = [this.registry];
     const patterns = this.#patterns;
+    new Gauge({
+      name: "pklock_build_info",
+      help: "Always 1: the server's version, protocol and Deno runtime.",
+      labelNames: ["version", "protocol", "deno"],
+      registers,
+    }).set({
+      version: VERSION,
+      protocol: String(PROTOCOL_VERSION),
+      deno: Deno.version.deno,
+    }, 1);
     new Gauge({
       name: "pklock_connections",
       help: "Connections open now.",
@@ -124,6 +145,23 @@ export class Metrics {
       help: "Holds ended, by cause: client, disconnect, force.",
       labelNames: ["cause"],
       registers,
+    });
+    this.#answers = new Counter({
+      name: "pklock_lock_answers_total",
+      help:
+        "Lock requests answered, by status: ok (granted), busy (wait 0 on a taken lock), timeout (the wait ran out), cancelled (withdrawn).",
+      labelNames: ["status"],
+      registers,
+    });
+    new Gauge({
+      name: "pklock_oldest_hold_seconds",
+      help:
+        "How long the oldest hold still held has been held (0 when nothing is): a stuck holder shows before it lets go.",
+      registers,
+      collect() {
+        const since = sources.oldestHold();
+        this.set(since === undefined ? 0 : (Date.now() - since) / 1000);
+      },
     });
     this.#timeouts = new Counter({
       name: "pklock_wait_timeouts_total",
@@ -195,7 +233,7 @@ export class Metrics {
    *
    * @param cause Why it was refused.
    */
-  rejected(cause: RejectCause): void {
+  rejected(cause: RejectedBy): void {
     this.#rejected.inc({ cause });
   }
 
@@ -207,6 +245,7 @@ export class Metrics {
    */
   granted(name: string, waited: number): void {
     this.#grants.inc();
+    this.#answers.inc({ status: "ok" });
     this.#wait.observe(waited);
     if (matchesAny(this.#patterns, name)) this.#lockGrants.inc({ lock: name });
   }
@@ -225,6 +264,28 @@ export class Metrics {
   /** Counts a wait that ran out. */
   timedOut(): void {
     this.#timeouts.inc();
+    this.#answers.inc({ status: "timeout" });
+  }
+
+  /**
+   * Counts a request answered `busy` or `cancelled`.
+   *
+   * @param status The answer.
+   */
+  answered(status: "busy" | "cancelled"): void {
+    this.#answers.inc({ status });
+  }
+
+  /**
+   * Drops a lock's own series once nobody holds or waits for it, so that
+   * names that come and go do not grow the exposition for good.
+   *
+   * @param name The lock, no longer in the table.
+   */
+  vacated(name: string): void {
+    if (matchesAny(this.#patterns, name)) {
+      this.#lockGrants.remove({ lock: name });
+    }
   }
 
   /** Counts a hold-time alarm. */
@@ -282,15 +343,20 @@ export function serveMetrics(
     onListen: () => {},
   }, async (request) => {
     const { pathname } = new URL(request.url);
-    if (request.method !== "GET") {
-      return new Response("Method not allowed\n", { status: 405 });
+    const head = request.method === "HEAD";
+    if (!head && request.method !== "GET") {
+      return new Response("Method not allowed\n", {
+        status: 405,
+        headers: { allow: "GET, HEAD" },
+      });
     }
     if (pathname === "/metrics") {
-      return new Response(await metrics.render(), {
+      // HEAD answers as GET would, without rendering every series.
+      return new Response(head ? null : await metrics.render(), {
         headers: { "content-type": metrics.registry.contentType },
       });
     }
-    if (pathname === "/healthz") return new Response("ok\n");
+    if (pathname === "/healthz") return new Response(head ? null : "ok\n");
     return new Response("Not found\n", { status: 404 });
   });
 }

@@ -1,8 +1,13 @@
 // Bad input harms no one else: the offender gets an error reply and is cut
-// off; every other client and its locks are untouched.
+// off; every other client and its locks are untouched. (A connection that
+// never sent hello speaks the legacy protocol, whose bad payloads are skipped
+// instead: legacy_protocol_test.ts.)
 import assert from "node:assert/strict";
-import { connect, type LockClient } from "../mod.ts";
-import { RawClient, startServer } from "./helpers.ts";
+import { connect, type Lock, type LockClient } from "../mod.ts";
+import { encodeFrame } from "../protocol/frame.ts";
+import { assertConsistent, assertSoleHolder } from "./assertions.ts";
+import { deadline, RawClient, startServer } from "./helpers.ts";
+import { ask } from "./wire.ts";
 
 async function assertStillHeld(
   holder: LockClient,
@@ -11,6 +16,14 @@ async function assertStillHeld(
 ): Promise<void> {
   assert.equal(await other.tryLock(name), null, `"${name}" is still held`);
   await holder.ping();
+}
+
+/** A raw connection that has said hello, so it is not a legacy one. */
+async function offenderAt(port: number): Promise<RawClient> {
+  const offender = await RawClient.connect(port);
+  const reply = await offender.request({ command: "hello", id: 0 });
+  assert.equal(reply?.id, 0);
+  return offender;
 }
 
 Deno.test("an oversize frame closes only the offending connection", async () => {
@@ -55,7 +68,7 @@ for (
     await using holder = await connect({ port });
     await using other = await connect({ port });
     const lock = await holder.lock("precious");
-    await using offender = await RawClient.connect(port);
+    await using offender = await offenderAt(port);
     const payload = new TextEncoder().encode(bytes);
     const frame = new Uint8Array(4 + payload.length);
     new DataView(frame.buffer).setUint32(0, payload.length);
@@ -71,7 +84,7 @@ for (
 
 Deno.test("invalid UTF-8 closes only the offending connection", async () => {
   await using server = startServer();
-  await using offender = await RawClient.connect(server.addr.port);
+  await using offender = await offenderAt(server.addr.port);
   await offender.write(new Uint8Array([0, 0, 0, 2, 0xc3, 0x28]));
   assert.equal(
     ((await offender.next())?.error as { code: string }).code,
@@ -83,7 +96,7 @@ Deno.test("invalid UTF-8 closes only the offending connection", async () => {
 Deno.test("a connection that dies holding locks after bad input releases them", async () => {
   await using server = startServer();
   const port = server.addr.port;
-  await using offender = await RawClient.connect(port);
+  await using offender = await offenderAt(port);
   await offender.request({
     command: "lock",
     parameters: { lockName: "mine" },
@@ -143,3 +156,48 @@ Deno.test("a peer outside the allow-list is disconnected at once", async () => {
   assert.equal(await raw.next(), null);
   await raw.ended();
 });
+
+for (
+  const [where, cut] of [
+    ["inside the length prefix", 2],
+    ["inside the payload", 10],
+  ] as const
+) {
+  Deno.test(`a client that closes ${where} of a frame loses its locks and nobody else does`, async () => {
+    await using server = startServer();
+    const port = server.addr.port;
+    await using keeper = await connect({ port });
+    await using waiter = await connect({ port });
+    const kept = await keeper.lock("kept");
+    const raw = await RawClient.connect(port);
+    let granted: Promise<Lock>;
+    try {
+      const reply = await ask(raw, {
+        command: "lock",
+        parameters: { lockName: "truncated" },
+        id: 1,
+      });
+      assert.equal((reply?.result as { status: string }).status, "ok");
+      granted = waiter.lock("truncated");
+      await waiter.ping();
+      const frame = encodeFrame({
+        command: "lock",
+        parameters: { lockName: "never-finished" },
+        id: 2,
+      });
+      await raw.write(frame.subarray(0, cut));
+    } finally {
+      await raw.close();
+    }
+    const lock = await deadline(granted, 5000, "the grant after the close");
+    assert.equal(kept.lost.aborted, false);
+    await assertSoleHolder(keeper, waiter, "kept");
+    const status = await waiter.status();
+    assert.deepEqual(status.locks.map((lock) => lock.name), [
+      "kept",
+      "truncated",
+    ]);
+    assertConsistent(status);
+    await lock.release();
+  });
+}

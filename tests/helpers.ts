@@ -5,6 +5,7 @@
  * @module
  */
 
+import { writeAll } from "../message/io.ts";
 import { encodeFrame, FrameDecoder, type Message } from "../protocol/frame.ts";
 import { LockServer, type LockServerOptions } from "../server/lock_server.ts";
 
@@ -76,10 +77,7 @@ export class RawClient implements AsyncDisposable {
 
   /** Sends raw bytes. */
   async write(bytes: Uint8Array): Promise<void> {
-    let written = 0;
-    while (written < bytes.length) {
-      written += await this.#conn.write(bytes.subarray(written));
-    }
+    await writeAll(this.#conn, bytes);
   }
 
   /**
@@ -374,3 +372,39 @@ export async function deadline<T>(
     clearTimeout(timer);
   }
 }
+
+/**
+ * Runs `body` with a fresh temporary folder, removed afterwards.
+ *
+ * @param body What to run; it gets the folder's path.
+ * @returns What `body` returns.
+ */
+export async function inTempDir<T>(
+  body: (dir: string) => Promise<T>,
+): Promise<T> {
+  const dir = await Deno.makeTempDir({ prefix: "pklock-test-" });
+  try {
+    return await body(dir);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+/**
+ * Writes a settings file in `dir`.
+ *
+ * @param dir The folder.
+ * @param settings The settings, written as JSON.
+ * @returns The file's path.
+ */
+export async function settingsFile(
+  dir: string,
+  settings: object,
+): Promise<string> {
+  const path = `${dir}/settings.jsonc`;
+  await Deno.writeTextFile(path, JSON.stringify(settings, null, 2));
+  return path;
+}
+
+/** An admin secret long enough for the settings file (16 characters or more). */
+export const ADMIN_SECRET = "operators-only-0123456789";

@@ -1,17 +1,11 @@
 // The legacy pkLockServer exchanges, byte for byte, with hand-built frames: the
 // compatibility contract with existing PHP clients.
 import assert from "node:assert/strict";
+import { writeAll } from "../message/io.ts";
 import { RawClient, startServer } from "./helpers.ts";
+import { errorCode, frameOf } from "./wire.ts";
 
 const encoder = new TextEncoder();
-
-function frameOf(json: string): Uint8Array {
-  const payload = encoder.encode(json);
-  const frame = new Uint8Array(4 + payload.length);
-  new DataView(frame.buffer).setUint32(0, payload.length);
-  frame.set(payload, 4);
-  return frame;
-}
 
 Deno.test("legacy lock is granted with status ok and a token", async () => {
   await using server = startServer();
@@ -27,7 +21,8 @@ Deno.test("legacy lock reply is a 4-byte big-endian length and UTF-8 JSON", asyn
   await using server = startServer();
   const conn = await Deno.connect({ port: server.addr.port });
   try {
-    await conn.write(
+    await writeAll(
+      conn,
       frameOf('{"command":"lock","parameters":{"lockName":"ä"},"id":1}'),
     );
     const expected = encoder.encode(
@@ -223,4 +218,56 @@ Deno.test("a closed connection loses its locks and queued requests; next waiters
       ?.result,
     { status: "ok", token: 6 },
   );
+});
+
+Deno.test("a legacy re-lock of a held lock is answered ok, as pkLockServer did, and one unlock frees it", async () => {
+  await using server = startServer();
+  const port = server.addr.port;
+  await using php = await RawClient.connect(port);
+  await using other = await RawClient.connect(port);
+  // pkLockClient numbers its RPCs from 0 and sends unlock without an id.
+  await php.write(
+    frameOf('{"command":"lock","parameters":{"lockName":"jobs"},"id":0}'),
+  );
+  assert.deepEqual(await php.next(), {
+    id: 0,
+    result: { status: "ok", token: 1 },
+  });
+  await php.write(
+    frameOf('{"command":"lock","parameters":{"lockName":"jobs"},"id":1}'),
+  );
+  assert.deepEqual(await php.next(), {
+    id: 1,
+    result: { status: "ok", token: 1 },
+  });
+  await other.send({
+    command: "lock",
+    parameters: { lockName: "jobs" },
+    id: 0,
+  });
+  assert.equal((await other.request({ command: "ping", id: 1 }))?.id, 1);
+  await php.write(frameOf('{"command":"unlock","lockName":"jobs"}'));
+  assert.deepEqual(await php.next(), {
+    attempted: "unlock",
+    result: "ok",
+    lockName: "jobs",
+  });
+  assert.deepEqual(await other.next(), {
+    id: 0,
+    result: { status: "ok", token: 2 },
+  });
+});
+
+Deno.test("a re-lock from a connection that sent hello is still refused already_held", async () => {
+  await using server = startServer();
+  await using client = await RawClient.connect(server.addr.port);
+  await client.request({ command: "hello", id: 0 });
+  const lock = { command: "lock", parameters: { lockName: "jobs" } };
+  assert.deepEqual(await client.request({ ...lock, id: 1 }), {
+    id: 1,
+    result: { status: "ok", token: 1 },
+  });
+  const reply = await client.request({ ...lock, id: 2 });
+  assert.equal(reply?.result, undefined);
+  assert.equal(errorCode(reply), "already_held");
 });

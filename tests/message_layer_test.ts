@@ -18,7 +18,7 @@ import {
   type MessageServerOptions,
   RemoteError,
   RequestTimeoutError,
-} from "../mod.ts";
+} from "../message/mod.ts";
 import { decodeMessage, encodeFrame, FrameDecoder } from "../protocol/frame.ts";
 
 const CRASH_CLIENT = `${import.meta.dirname}/fixtures/crash_client.ts`;

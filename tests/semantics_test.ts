@@ -7,11 +7,13 @@ import {
   type Lock,
   type LockClient,
   LockTimeoutError,
-  RemoteError,
   type StatusLock,
 } from "../mod.ts";
+import { delay } from "../message/io.ts";
 import { PROTOCOL_VERSION, VERSION } from "../protocol/version.ts";
+import { remote } from "./assertions.ts";
 import { deadline, RawClient, startServer } from "./helpers.ts";
+import { ask, errorCode, nextOf } from "./wire.ts";
 
 /** A tuple of `N` elements of type `T`. */
 type Tuple<N extends number, T, R extends T[] = []> = R["length"] extends N ? R
@@ -91,11 +93,6 @@ function granted<T = Lock>(
     ? pending
     : pending.outcome as Promise<T>;
   return deadline(promise, 5000, what);
-}
-
-function isRemote(code: string) {
-  return (error: unknown) =>
-    error instanceof RemoteError && error.code === code;
 }
 
 // Shared and exclusive
@@ -247,12 +244,7 @@ Deno.test("a release racing a bounded wait's timeout gives the waiter exactly on
     const asking = waiter.lock("race", { wait });
     // A deliberate race: the holder lets go at about the moment the wait
     // ends, up to 2 ms early, so that each side wins some rounds.
-    const released = new Promise<void>((resolve, reject) =>
-      setTimeout(
-        () => held.release().then(resolve, reject),
-        wait - (round % 3),
-      )
-    );
+    const released = delay(wait - (round % 3)).then(() => held.release());
     const outcome = await deadline(
       asking.then((lock) => lock, (error: unknown) => error),
       5000,
@@ -299,31 +291,63 @@ Deno.test("tryLock() in either mode is refused by an exclusive holder and queues
 
 // Re-entrancy
 
-Deno.test("a second request for a lock held in shared mode is refused with already_held", async () => {
+Deno.test("the server refuses a second request for a name the connection holds or waits for, and keeps the first", async () => {
   await using server = startServer();
-  await using client = await connect({ port: server.addr.port });
-  const lock = await client.lock("again", { mode: "shared" });
-  await assert.rejects(
-    client.lock("again", { mode: "shared" }),
-    isRemote("already_held"),
+  await using observer = await connect({ port: server.addr.port });
+  await using holder = await RawClient.connect(server.addr.port);
+  await using waiter = await RawClient.connect(server.addr.port);
+  const lock = (id: number, mode: string) => ({
+    command: "lock",
+    parameters: { lockName: "again", mode },
+    id,
+  });
+  // A connection that never sent hello is a legacy one, whose re-lock of a
+  // held name is answered ok (tests/legacy_protocol_test.ts).
+  for (const raw of [holder, waiter]) {
+    assert.equal((await ask(raw, { command: "hello", id: 0 }))?.id, 0);
+  }
+  assert.deepEqual((await ask(holder, lock(1, "shared")))?.result, {
+    status: "ok",
+    token: 1,
+  });
+  assert.equal(errorCode(await ask(holder, lock(2, "shared"))), "already_held");
+  assert.equal(
+    errorCode(await ask(holder, lock(3, "exclusive"))),
+    "already_held",
   );
-  await assert.rejects(client.lock("again"), isRemote("already_held"));
-  await lock.release();
+  await waiter.send(lock(1, "exclusive"));
+  assert.deepEqual((await ask(waiter, { command: "ping", id: 2 }))?.id, 2);
+  assert.equal(
+    errorCode(await ask(waiter, lock(3, "exclusive"))),
+    "already_waiting",
+  );
+  const state = await lockState(observer, "again");
+  assert.equal(state?.holders.length, 1);
+  assert.equal(state?.waiters.length, 1);
+  await holder.send({ command: "release", parameters: { lockName: "again" } });
+  assert.deepEqual((await nextOf(waiter))?.result, { status: "ok", token: 2 });
 });
 
-Deno.test("tryLock() of a lock this client holds or waits for throws instead of returning null", async () => {
+Deno.test("the client library queues a second request for a name it holds until the first is released", async () => {
   await using server = startServer();
   await using clients = await connectMany(server.addr.port, 2);
   const [a, b] = clients;
-  const lock = await a.lock("mine");
-  await assert.rejects(a.tryLock("mine"), isRemote("already_held"));
-  const waiting = await queue(b, "mine");
-  await assert.rejects(b.tryLock("mine"), isRemote("already_waiting"));
+  const lock = await a.lock("mine", { mode: "shared" });
+  assert.equal(await a.tryLock("mine"), null);
+  assert.equal(await a.tryLock("mine", { mode: "shared" }), null);
+  const again = await queue(a, "mine", { mode: "shared" });
+  assert.deepEqual(await who(b, "mine"), {
+    mode: "shared",
+    holders: ids(a),
+    waiters: [],
+  });
   await lock.release();
-  await (await granted(waiting)).release();
+  const second = await granted(again, "the second request's grant");
+  assert.ok(second.token > lock.token);
+  await second.release();
 });
 
-Deno.test("aborting a lock() refused as already_held leaves the existing hold alone", async () => {
+Deno.test("aborting a second lock() for a name leaves the existing hold alone", async () => {
   await using server = startServer();
   await using clients = await connectMany(server.addr.port, 2);
   const [a, b] = clients;
@@ -331,11 +355,7 @@ Deno.test("aborting a lock() refused as already_held leaves the existing hold al
   const controller = new AbortController();
   const again = a.lock("kept", { signal: controller.signal });
   controller.abort(new Error("abandoned"));
-  await assert.rejects(
-    again,
-    (error: Error) =>
-      isRemote("already_held")(error) || error.message === "abandoned",
-  );
+  await assert.rejects(again, { message: "abandoned" });
   await a.ping();
   assert.equal(lock.held, true);
   assert.equal(await b.tryLock("kept"), null, "the first hold was released");
@@ -345,7 +365,7 @@ Deno.test("aborting a lock() refused as already_held leaves the existing hold al
   await taken.release();
 });
 
-Deno.test("aborting a lock() refused as already_waiting leaves the first request queued", async () => {
+Deno.test("aborting a second lock() for a name leaves the first request queued", async () => {
   await using server = startServer();
   await using clients = await connectMany(server.addr.port, 3);
   const [holder, waiter, observer] = clients;
@@ -354,11 +374,7 @@ Deno.test("aborting a lock() refused as already_waiting leaves the first request
   const controller = new AbortController();
   const again = waiter.lock("kept", { signal: controller.signal });
   controller.abort(new Error("abandoned"));
-  await assert.rejects(
-    again,
-    (error: Error) =>
-      isRemote("already_waiting")(error) || error.message === "abandoned",
-  );
+  await assert.rejects(again, { message: "abandoned" });
   await waiter.ping();
   assert.deepEqual((await who(observer, "kept"))?.waiters, ids(waiter));
   await held.release();
@@ -379,7 +395,7 @@ Deno.test("a request that would close a two-party cycle is refused with deadlock
   await assert.rejects(
     b.lock("x"),
     (error: Error) =>
-      isRemote("deadlock")(error) && error.message.includes('"x"'),
+      remote("deadlock")(error) && error.message.includes('"x"'),
   );
   assert.deepEqual(await who(observer, "x"), {
     mode: "exclusive",
@@ -406,8 +422,8 @@ Deno.test("a request that would close a three-party cycle is refused with deadlo
   const z = await c.lock("z");
   const aWaitsY = await queue(a, "y");
   const bWaitsZ = await queue(b, "z");
-  await assert.rejects(c.lock("x"), isRemote("deadlock"));
-  await assert.rejects(c.lock("x", { wait: 60_000 }), isRemote("deadlock"));
+  await assert.rejects(c.lock("x"), remote("deadlock"));
+  await assert.rejects(c.lock("x", { wait: 60_000 }), remote("deadlock"));
   assert.deepEqual((await who(observer, "x"))?.waiters, []);
   assert.deepEqual((await who(observer, "y"))?.waiters, ids(a));
   assert.deepEqual((await who(observer, "z"))?.waiters, ids(b));
@@ -428,7 +444,7 @@ Deno.test("deadlock detection knows shared holders: exclusive closes the cycle, 
   const xb = await b.lock("x", { mode: "shared" });
   const y = await c.lock("y");
   const bWaitsY = await queue(b, "y");
-  await assert.rejects(c.lock("x"), isRemote("deadlock"));
+  await assert.rejects(c.lock("x"), remote("deadlock"));
   assert.deepEqual((await who(observer, "x"))?.waiters, []);
   // Nobody waits for x and its holders are shared: a shared request neither
   // waits nor closes a cycle.
@@ -608,14 +624,17 @@ Deno.test("status() reports locks by name with holders, waiters, connections and
     StatusLock,
     StatusLock,
   ];
-  // The fields that vary (peer, since) are checked below, on their own.
+  // The fields that vary (peer, since, elapsed) are checked below, on their
+  // own.
   const entry = (client: LockClient, mode: string, token?: number) => ({
     connectionId: client.server.connectionId,
     mode,
     ...(token === undefined ? {} : { token }),
   });
   const fixed = (list: StatusLock["holders"]) =>
-    list.map(({ since: _since, peer: _peer, ...rest }) => rest);
+    list.map(({ since: _since, peer: _peer, elapsed: _elapsed, ...rest }) =>
+      rest
+    );
   assert.equal(alphaState.mode, "shared");
   assert.deepEqual(fixed(alphaState.holders), [
     entry(d, "shared", alpha.token),
@@ -643,6 +662,12 @@ Deno.test("status() reports locks by name with holders, waiters, connections and
       const since = Date.parse(request.since);
       assert.equal(new Date(since).toISOString(), request.since);
       assert.ok(before <= since && since <= asked, request.since);
+      // Held or waited for from `since` to the reply, by the server's clock.
+      assert.ok(request.elapsed >= 0, `${request.elapsed}`);
+      assert.ok(
+        request.elapsed <= (after - since) / 1000,
+        `${request.elapsed}`,
+      );
     }
   }
   // Peers are the clients' own addresses: distinct per connection.

@@ -1,7 +1,7 @@
 /**
  * The repository's own standards, checked by CI: `deno task check` is clean,
- * and mod.ts reaches nothing but relative modules, so that it can be imported
- * by URL.
+ * and both public entries (mod.ts, message/mod.ts) reach nothing but relative
+ * modules, so that they can be imported by URL.
  *
  * @module
  */
@@ -24,20 +24,32 @@ function text(output: Deno.CommandOutput): string {
   return decoder.decode(output.stdout) + decoder.decode(output.stderr);
 }
 
-Deno.test("deno task check passes: fmt, lint, check and doc --lint mod.ts", async () => {
+Deno.test("deno task check passes: fmt, lint, check and doc --lint of both entries", async () => {
   const output = await deno(["task", "check"]);
   assert.equal(output.code, 0, text(output));
 });
 
-Deno.test("mod.ts imports only relative modules and Deno or Web APIs", async () => {
-  const output = await deno(["info", "--json", "mod.ts"]);
-  assert.equal(output.code, 0, text(output));
-  const info = JSON.parse(new TextDecoder().decode(output.stdout)) as {
-    modules: { specifier: string }[];
+for (const entry of ["mod.ts", "message/mod.ts"]) {
+  Deno.test(`${entry} imports only relative modules and Deno or Web APIs`, async () => {
+    const output = await deno(["info", "--json", entry]);
+    assert.equal(output.code, 0, text(output));
+    const info = JSON.parse(new TextDecoder().decode(output.stdout)) as {
+      modules: { specifier: string }[];
+    };
+    const outside = info.modules.map((m) => m.specifier).filter((specifier) =>
+      !specifier.startsWith(`file://${ROOT}`)
+    );
+    assert.deepEqual(outside, []);
+    assert.ok(info.modules.length > 1, `${entry} has modules to check`);
+  });
+}
+
+Deno.test("deno.json exports the lock client and the message layer, each entry its own", async () => {
+  const config = JSON.parse(await Deno.readTextFile(`${ROOT}/deno.json`)) as {
+    exports: Record<string, string>;
   };
-  const outside = info.modules.map((m) => m.specifier).filter((specifier) =>
-    !specifier.startsWith(`file://${ROOT}`)
-  );
-  assert.deepEqual(outside, []);
-  assert.ok(info.modules.length > 1, "mod.ts has modules to check");
+  assert.deepEqual(config.exports, {
+    ".": "./mod.ts",
+    "./message": "./message/mod.ts",
+  });
 });

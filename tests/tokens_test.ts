@@ -3,17 +3,10 @@
 // shut down cleanly or was killed with kill -9.
 import assert from "node:assert/strict";
 import { connect, type LockClient } from "../mod.ts";
-import { deadline, runCli, spawnServer } from "./helpers.ts";
-
-/** Runs `body` with a fresh temporary folder, removed afterwards. */
-async function inTempDir(body: (dir: string) => Promise<void>) {
-  const dir = await Deno.makeTempDir({ prefix: "pklock-tokens-" });
-  try {
-    await body(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
-}
+import { delay, writeAll } from "../message/io.ts";
+import { remote } from "./assertions.ts";
+import { WAIT_MS } from "./events.ts";
+import { deadline, inTempDir, runCli, spawnServer } from "./helpers.ts";
 
 /**
  * Takes and releases locks, exclusive and shared, on several names, and
@@ -89,36 +82,137 @@ Deno.test("a server refuses to start on a corrupt state file and leaves it as it
   });
 });
 
-Deno.test("a server that cannot reserve more tokens stops, and its clients see their locks lost", async () => {
+/**
+ * What a failing disk does to a running server, end to end: the holder and
+ * the waiter of lock "kept" are served, churn on another lock is refused with
+ * `tokens_unavailable` once the tokens left cover only the waiter, and grants
+ * resume once `repair` lets a reservation succeed. Before, the server exited
+ * 1 at the 10,001st grant and every holder lost its lock.
+ */
+async function fullDiskScenario(
+  state: string,
+  breakDisk: () => Promise<void>,
+  repair: () => Promise<void>,
+): Promise<void> {
+  const { process: server, port } = await spawnServer(["--state-file", state]);
+  await using _server = server;
+  await using holder = await connect({ port });
+  await using waiter = await connect({ port });
+  await using churn = await connect({ port });
+  const kept = await holder.lock("kept");
+  const waiting = waiter.lock("kept");
+  await waiter.ping();
+  await breakDisk();
+  let granted = 0;
+  let refusal: unknown;
+  while (refusal === undefined) {
+    try {
+      const lock = await churn.lock("churn");
+      granted++;
+      await lock.release();
+    } catch (error) {
+      refusal = error;
+    }
+  }
+  assert.ok(remote("tokens_unavailable")(refusal), String(refusal));
+  // Token 1 went to the holder; the last one reserved waits for the waiter.
+  assert.equal(granted, 10_000 - 2);
+  await server.waitFor(/Cannot reserve fencing tokens/, "stderr");
+  await churn.ping();
+  assert.equal(kept.lost.aborted, false);
+  await assert.rejects(churn.tryLock("other"), remote("tokens_unavailable"));
+  await kept.release();
+  const handedOver = await deadline(waiting, WAIT_MS, "the waiter's grant");
+  assert.equal(handedOver.token, 10_000);
+  await repair();
+  // The store retries with a backoff of at most 10 s: a client retries too.
+  const resumed = await deadline(
+    (async () => {
+      while (true) {
+        try {
+          return await churn.lock("churn");
+        } catch (error) {
+          if (!remote("tokens_unavailable")(error)) throw error;
+          await delay(100);
+        }
+      }
+    })(),
+    30_000,
+    "a grant once the disk has room again",
+  );
+  assert.ok(resumed.token > 10_000);
+  assert.equal(handedOver.lost.aborted, false);
+}
+
+Deno.test("a server that cannot reserve more tokens refuses new requests with tokens_unavailable, keeps every holder and waiter, and resumes", async () => {
   await inTempDir(async (dir) => {
     const state = `${dir}/state.json`;
-    const { process: server, port } = await spawnServer([
-      "--state-file",
-      state,
-    ]);
-    await using _server = server;
     // The next reservation writes `${state}.tmp` first: a folder there makes
     // it fail, whoever runs the test (root ignores file permissions).
-    await Deno.mkdir(`${state}.tmp`);
-    await using client = await connect({ port });
-    let granted = 0;
-    try {
-      while (true) {
-        const lock = await client.lock("many");
-        granted++;
-        await lock.release();
-      }
-    } catch {
-      // The server stopped while issuing token 10,001.
-    }
-    assert.equal(granted, 10_000);
-    const result = await deadline(
-      server.result(),
-      10_000,
-      "the server to stop",
+    await fullDiskScenario(
+      state,
+      () => Deno.mkdir(`${state}.tmp`),
+      () => Deno.remove(`${state}.tmp`),
     );
-    assert.equal(result.code, 1);
-    assert.match(result.stderr, /Cannot reserve fencing tokens, stopping/);
-    assert.equal(JSON.parse(await Deno.readTextFile(state)).reserved, 10_000);
   });
 });
+
+Deno.test({
+  name:
+    "on a full filesystem (a tiny tmpfs), the server refuses new requests with tokens_unavailable, keeps its holders, and resumes once there is room",
+  ignore: !await canMountTmpfs(),
+  async fn() {
+    await inTempDir(async (dir) => {
+      await mount(dir);
+      try {
+        const filler = `${dir}/filler`;
+        await fullDiskScenario(
+          `${dir}/state.json`,
+          () => fill(filler),
+          () => Deno.remove(filler),
+        );
+      } finally {
+        await run("umount", [dir]);
+      }
+    });
+  },
+});
+
+async function run(command: string, args: string[]): Promise<boolean> {
+  try {
+    const { success } = await new Deno.Command(command, {
+      args,
+      stdout: "null",
+      stderr: "null",
+    }).output();
+    return success;
+  } catch {
+    return false;
+  }
+}
+
+function mount(dir: string): Promise<boolean> {
+  return run("mount", ["-t", "tmpfs", "-o", "size=64k", "tmpfs", dir]);
+}
+
+/** Whether this process may mount a tmpfs (root, outside a tight sandbox). */
+async function canMountTmpfs(): Promise<boolean> {
+  if (Deno.uid() !== 0) return false;
+  return await inTempDir(async (dir) => {
+    if (!await mount(dir)) return false;
+    return await run("umount", [dir]);
+  });
+}
+
+/** Writes to `path` until the filesystem is full. */
+async function fill(path: string): Promise<void> {
+  using file = await Deno.open(path, { write: true, create: true });
+  const chunk = new Uint8Array(4096);
+  try {
+    while (true) await writeAll(file, chunk);
+  } catch (error) {
+    if (!(error instanceof Error) || !/No space left/.test(error.message)) {
+      throw error;
+    }
+  }
+}

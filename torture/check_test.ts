@@ -31,7 +31,7 @@ function hold(pid: number, token: number, gen = 1): LogRecord[] {
   ];
 }
 
-Deno.test("a clean log passes and is counted", () => {
+Deno.test("a clean log passes and is counted", { permissions: "none" }, () => {
   const { stats, violations } = checkLog(formatLog([
     { event: "server_start", gen: 1, port: 4000, pid: 1 },
     { event: "spawn", pid: A, gen: 1 },
@@ -52,7 +52,9 @@ Deno.test("a clean log passes and is counted", () => {
   assert.equal(stats.maxToken, 2);
 });
 
-Deno.test("a start while another holder has not ended is an overlap", () => {
+Deno.test("a start while another holder has not ended is an overlap", {
+  permissions: "none",
+}, () => {
   const log: LogRecord[] = [
     { event: "ask", pid: A, gen: 1 },
     { event: "ask", pid: B, gen: 1 },
@@ -82,7 +84,9 @@ Deno.test("a start while another holder has not ended is an overlap", () => {
   assert.deepEqual(kinds([...hold(A, 1), ...hold(B, 2)]), []);
 });
 
-Deno.test("tokens that do not strictly increase in hold order are caught", () => {
+Deno.test("tokens that do not strictly increase in hold order are caught", {
+  permissions: "none",
+}, () => {
   assert.deepEqual(kinds([...hold(A, 5), ...hold(B, 5)]), ["token_order"]);
   // B's own writes then carry a token below one already started.
   assert.deepEqual(kinds([...hold(A, 7), ...hold(B, 6)]), [
@@ -94,43 +98,49 @@ Deno.test("tokens that do not strictly increase in hold order are caught", () =>
   assert.deepEqual(kinds([...hold(A, 7), ...hold(B, 10_001)]), []);
 });
 
-Deno.test("an ask without an outcome is caught", () => {
-  // The log ends with the ask open.
-  const ended = checkLog(
-    formatLog([...hold(A, 1), { event: "ask", pid: B, gen: 1 }]),
-  );
-  assert.deepEqual(ended.violations.map((v) => [v.kind, v.line]), [
-    ["unanswered", 5],
-  ]);
-  // The worker exits without answering.
-  assert.deepEqual(
-    kinds([{ event: "ask", pid: A, gen: 1 }, {
-      event: "exit",
-      pid: A,
-      code: 0,
-    }]),
-    ["unanswered"],
-  );
-  // The worker asks again without an outcome of its first ask.
-  assert.deepEqual(
-    kinds([
-      { event: "ask", pid: A, gen: 1 },
-      { event: "ask", pid: A, gen: 1 },
-      { event: "refused", pid: A, gen: 1, reason: "timeout" },
-    ]),
-    ["unanswered"],
-  );
-  // Still waiting when the run ended, so the driver killed it.
-  assert.deepEqual(
-    kinds([
-      { event: "ask", pid: A, gen: 1 },
-      { event: "kill", pid: A, reason: "straggler", stopped: true },
-    ]),
-    ["unanswered"],
-  );
-});
+Deno.test(
+  "an ask without an outcome is caught",
+  { permissions: "none" },
+  () => {
+    // The log ends with the ask open.
+    const ended = checkLog(
+      formatLog([...hold(A, 1), { event: "ask", pid: B, gen: 1 }]),
+    );
+    assert.deepEqual(ended.violations.map((v) => [v.kind, v.line]), [
+      ["unanswered", 5],
+    ]);
+    // The worker exits without answering.
+    assert.deepEqual(
+      kinds([{ event: "ask", pid: A, gen: 1 }, {
+        event: "exit",
+        pid: A,
+        code: 0,
+      }]),
+      ["unanswered"],
+    );
+    // The worker asks again without an outcome of its first ask.
+    assert.deepEqual(
+      kinds([
+        { event: "ask", pid: A, gen: 1 },
+        { event: "ask", pid: A, gen: 1 },
+        { event: "refused", pid: A, gen: 1, reason: "timeout" },
+      ]),
+      ["unanswered"],
+    );
+    // Still waiting when the run ended, so the driver killed it.
+    assert.deepEqual(
+      kinds([
+        { event: "ask", pid: A, gen: 1 },
+        { event: "kill", pid: A, reason: "straggler", stopped: true },
+      ]),
+      ["unanswered"],
+    );
+  },
+);
 
-Deno.test("an ask is excused when its worker was killed or lost its server", () => {
+Deno.test("an ask is excused when its worker was killed or lost its server", {
+  permissions: "none",
+}, () => {
   const { stats, violations } = checkLog(formatLog([
     { event: "ask", pid: A, gen: 1 },
     { event: "start", pid: A, gen: 1, token: 1 },
@@ -150,7 +160,9 @@ Deno.test("an ask is excused when its worker was killed or lost its server", () 
   assert.equal(stats.disconnected, 1);
 });
 
-Deno.test("a killed holder's hold ends at its kill line, not before", () => {
+Deno.test("a killed holder's hold ends at its kill line, not before", {
+  permissions: "none",
+}, () => {
   const killed: LogRecord[] = [
     { event: "ask", pid: A, gen: 1 },
     { event: "start", pid: A, gen: 1, token: 1 },
@@ -167,7 +179,9 @@ Deno.test("a killed holder's hold ends at its kill line, not before", () => {
   ]);
 });
 
-Deno.test("a killed worker that writes again breaks the harness's promise", () => {
+Deno.test("a killed worker that writes again breaks the harness's promise", {
+  permissions: "none",
+}, () => {
   assert.deepEqual(
     kinds([
       { event: "ask", pid: A, gen: 1 },
@@ -178,42 +192,48 @@ Deno.test("a killed worker that writes again breaks the harness's promise", () =
   );
 });
 
-Deno.test("a holder of a killed server may finish, but not after a newer token", () => {
-  const before: LogRecord[] = [
-    { event: "ask", pid: A, gen: 1 },
-    { event: "start", pid: A, gen: 1, token: 3 },
-    { event: "server_kill", gen: 1 },
-    // Not yet aware of it: no one else holds, so no harm.
-    { event: "work", pid: A, gen: 1, token: 3 },
-  ];
-  const later: LogRecord[] = [
-    { event: "ask", pid: B, gen: 2 },
-    { event: "start", pid: B, gen: 2, token: 10_001 },
-  ];
-  // A's hold ended with its server: B's start is no overlap.
-  assert.deepEqual(
-    kinds([...before, ...later, { event: "lost", pid: A, gen: 1, token: 3 }]),
-    [],
-  );
-  // A writes with token 3 after token 10001 started: a stale write.
-  assert.deepEqual(
-    kinds([...before, ...later, { event: "end", pid: A, gen: 1, token: 3 }]),
-    ["stale_write"],
-  );
-  // A grant of the dead server that arrives after a newer one.
-  assert.deepEqual(
-    kinds([
+Deno.test(
+  "a holder of a killed server may finish, but not after a newer token",
+  { permissions: "none" },
+  () => {
+    const before: LogRecord[] = [
       { event: "ask", pid: A, gen: 1 },
+      { event: "start", pid: A, gen: 1, token: 3 },
       { event: "server_kill", gen: 1 },
-      ...later,
-      { event: "start", pid: A, gen: 1, token: 4 },
-      { event: "lost", pid: A, gen: 1, token: 4 },
-    ]),
-    ["token_order"],
-  );
-});
+      // Not yet aware of it: no one else holds, so no harm.
+      { event: "work", pid: A, gen: 1, token: 3 },
+    ];
+    const later: LogRecord[] = [
+      { event: "ask", pid: B, gen: 2 },
+      { event: "start", pid: B, gen: 2, token: 10_001 },
+    ];
+    // A's hold ended with its server: B's start is no overlap.
+    assert.deepEqual(
+      kinds([...before, ...later, { event: "lost", pid: A, gen: 1, token: 3 }]),
+      [],
+    );
+    // A writes with token 3 after token 10001 started: a stale write.
+    assert.deepEqual(
+      kinds([...before, ...later, { event: "end", pid: A, gen: 1, token: 3 }]),
+      ["stale_write"],
+    );
+    // A grant of the dead server that arrives after a newer one.
+    assert.deepEqual(
+      kinds([
+        { event: "ask", pid: A, gen: 1 },
+        { event: "server_kill", gen: 1 },
+        ...later,
+        { event: "start", pid: A, gen: 1, token: 4 },
+        { event: "lost", pid: A, gen: 1, token: 4 },
+      ]),
+      ["token_order"],
+    );
+  },
+);
 
-Deno.test("writes for a hold the worker does not have are caught", () => {
+Deno.test("writes for a hold the worker does not have are caught", {
+  permissions: "none",
+}, () => {
   assert.deepEqual(
     kinds([...hold(A, 1), { event: "work", pid: A, gen: 1, token: 1 }]),
     ["write_outside_hold"],
@@ -228,25 +248,34 @@ Deno.test("writes for a hold the worker does not have are caught", () => {
   );
 });
 
-Deno.test("a torn or garbled line is malformed", () => {
-  const text = formatLog(hold(A, 1)) + '{"event":"sta\n' +
-    '{"event":"start","pid":"x","gen":1,"token":1}\n';
-  assert.deepEqual(
-    checkLog(text).violations.map((v) => [v.kind, v.line]),
-    [["malformed", 5], ["malformed", 6]],
-  );
-});
+Deno.test(
+  "a torn or garbled line is malformed",
+  { permissions: "none" },
+  () => {
+    const text = formatLog(hold(A, 1)) + '{"event":"sta\n' +
+      '{"event":"start","pid":"x","gen":1,"token":1}\n';
+    assert.deepEqual(
+      checkLog(text).violations.map((v) => [v.kind, v.line]),
+      [["malformed", 5], ["malformed", 6]],
+    );
+  },
+);
 
-Deno.test("LogChecker.hold follows the open hold", () => {
-  const checker = new LogChecker();
-  const push = (record: LogRecord) => checker.pushLine(JSON.stringify(record));
-  assert.equal(checker.hold, undefined);
-  push({ event: "ask", pid: A, gen: 1 });
-  push({ event: "start", pid: A, gen: 1, token: 1, long: true });
-  assert.deepEqual(checker.hold, { pid: A, token: 1, long: true });
-  push({ event: "server_kill", gen: 1 });
-  assert.equal(checker.hold, undefined);
-});
+Deno.test(
+  "LogChecker.hold follows the open hold",
+  { permissions: "none" },
+  () => {
+    const checker = new LogChecker();
+    const push = (record: LogRecord) =>
+      checker.pushLine(JSON.stringify(record));
+    assert.equal(checker.hold, undefined);
+    push({ event: "ask", pid: A, gen: 1 });
+    push({ event: "start", pid: A, gen: 1, token: 1, long: true });
+    assert.deepEqual(checker.hold, { pid: A, token: 1, long: true });
+    push({ event: "server_kill", gen: 1 });
+    assert.equal(checker.hold, undefined);
+  },
+);
 
 /**
  * A random history of a correct lock service: workers ask (unbounded, try or
@@ -357,7 +386,9 @@ function correctHistory(choices: number[]): LogRecord[] {
   return log;
 }
 
-Deno.test("random histories of a correct service pass; one moved start fails", () => {
+Deno.test("random histories of a correct service pass; one moved start fails", {
+  permissions: "none",
+}, () => {
   fc.assert(
     fc.property(fc.array(fc.nat(1000), { maxLength: 300 }), (choices) => {
       const log = correctHistory(choices);

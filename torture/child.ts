@@ -6,6 +6,8 @@
  * @module
  */
 
+import { delay } from "../message/io.ts";
+
 /** How much of a child's standard error to keep for reports. */
 const KEEP_STDERR = 8192;
 
@@ -78,13 +80,17 @@ export class Child {
     ms: number,
   ): Promise<RegExpMatchArray | null> {
     const end = performance.now() + ms;
-    while (performance.now() < end) {
+    while (true) {
       const match = this.#stdout.match(pattern);
       if (match) return match;
       if (this.#exited) return null;
-      await Promise.race([this.#changed.promise, sleep(50)]);
+      const left = end - performance.now();
+      if (left <= 0) return null;
+      // Wake on the next output or the exit, or at the end.
+      const changed = new AbortController();
+      this.#changed.promise.then(() => changed.abort());
+      if (!await delay(left, changed.signal)) return null;
     }
-    return null;
   }
 
   /**
@@ -119,10 +125,10 @@ export class Child {
       if (state === true) return true;
       if (state === null) {
         // No way to see it: give the signal time to land.
-        await sleep(50);
+        await delay(50);
         return false;
       }
-      await sleep(1);
+      await delay(1);
     }
     return false;
   }
@@ -170,22 +176,4 @@ function stoppedState(pid: number): boolean | null {
     }
   }
   return true;
-}
-
-/**
- * Waits a while.
- *
- * @param ms Milliseconds.
- * @param signal Ends the wait early.
- */
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    function done() {
-      clearTimeout(timer);
-      signal?.removeEventListener("abort", done);
-      resolve();
-    }
-    signal?.addEventListener("abort", done, { once: true });
-  });
 }

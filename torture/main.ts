@@ -19,7 +19,8 @@
 
 import { parseArgs } from "node:util";
 import { type CheckResult, LogChecker, type Violation } from "./check.ts";
-import { Child, sleep } from "./child.ts";
+import { delay } from "../message/io.ts";
+import { Child } from "./child.ts";
 import { LogTail, LogWriter } from "./log_file.ts";
 import { Random } from "./random.ts";
 
@@ -263,7 +264,7 @@ async function run(
     let nextKill = performance.now() + killGap();
     let restartDue: number | undefined;
     while (true) {
-      await sleep(TICK_MS, options.signal);
+      await delay(TICK_MS, options.signal);
       if (options.signal?.aborted) {
         interrupted = true;
         break;
@@ -329,7 +330,7 @@ async function run(
       const drained = new AbortController();
       await Promise.race([
         Promise.all([...workers.values()].map((w) => w.reaped)),
-        sleep(DRAIN_MS, drained.signal),
+        delay(DRAIN_MS, drained.signal),
       ]);
       drained.abort();
       for (const worker of [...workers.values()]) {
@@ -340,7 +341,7 @@ async function run(
       const stopped = new AbortController();
       await Promise.race([
         server.child.done,
-        sleep(SERVER_MS, stopped.signal),
+        delay(SERVER_MS, stopped.signal),
       ]);
       stopped.abort();
       const status = server.child.exited ? await server.child.done : null;

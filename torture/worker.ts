@@ -16,6 +16,7 @@
  */
 
 import { parseArgs } from "node:util";
+import { delay } from "../message/io.ts";
 import {
   connect,
   ConnectionError,
@@ -112,11 +113,11 @@ class Worker {
     );
     const steps = this.#random.int(1, 3);
     for (let step = 0; step < steps; step++) {
-      await sleep(long ? this.#random.int(20, 60) : this.#random.int(0, 2));
+      await delay(long ? this.#random.int(20, 60) : this.#random.int(0, 2));
       if (lock.lost.aborted) return "lost";
       this.#write({ event: "work", token });
     }
-    await sleep(this.#random.int(0, 2));
+    await delay(this.#random.int(0, 2));
     if (lock.lost.aborted) return "lost";
     this.#write({ event: "end", token });
     // From here on the hold is over as far as the log goes.
@@ -133,8 +134,8 @@ class Worker {
     return this.#random.int(1, 200);
   }
 
-  #pause(): Promise<void> {
-    return sleep(this.#random.int(0, 4));
+  async #pause(): Promise<void> {
+    await delay(this.#random.int(0, 4));
   }
 
   #write(
@@ -149,10 +150,6 @@ class Worker {
       { ...record, pid: Deno.pid, gen: this.#gen } as WorkerRecord,
     );
   }
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 function integer(text: string | undefined, name: string): number {

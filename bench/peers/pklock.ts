@@ -8,6 +8,7 @@
  */
 
 import { connect, type Lock, type LockClient } from "../../mod.ts";
+import { writeAll } from "../../message/io.ts";
 import { type BenchClient, ByteReader, bytesEqual, indexOf } from "./common.ts";
 
 const encoder = new TextEncoder();
@@ -229,11 +230,4 @@ function startsWith(bytes: Uint8Array, prefix: Uint8Array): boolean {
     if (bytes[i] !== prefix[i]) return false;
   }
   return true;
-}
-
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
-  let written = 0;
-  while (written < bytes.length) {
-    written += await conn.write(bytes.subarray(written));
-  }
 }

@@ -7,6 +7,7 @@
  * @module
  */
 
+import { delay } from "../../message/io.ts";
 import { type BenchClient, ByteReader } from "./common.ts";
 
 const encoder = new TextEncoder();
@@ -25,10 +26,6 @@ function command(...parts: string[]): Uint8Array {
     text += `$${encoder.encode(part).length}\r\n${part}\r\n`;
   }
   return encoder.encode(text);
-}
-
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /**
@@ -115,7 +112,7 @@ export class RedisLockClient implements BenchClient {
 
   /** Takes the lock, retrying every {@linkcode RETRY_MS} while it is taken. */
   async lock(): Promise<void> {
-    while (!await this.tryLock()) await sleep(RETRY_MS);
+    while (!await this.tryLock()) await delay(RETRY_MS);
   }
 
   /**
@@ -127,7 +124,7 @@ export class RedisLockClient implements BenchClient {
   async lockBefore(deadline: number): Promise<boolean> {
     while (!await this.tryLock()) {
       if (performance.now() >= deadline) return false;
-      await sleep(RETRY_MS);
+      await delay(RETRY_MS);
     }
     return true;
   }

@@ -9,7 +9,7 @@ import {
   type Message,
   MessageClient,
   type MessageClientOptions,
-} from "../../mod.ts";
+} from "../../message/mod.ts";
 
 /** A connection to a counter server. */
 export class CounterClient implements AsyncDisposable {

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { RemoteError } from "../../mod.ts";
+import { RemoteError } from "../../message/mod.ts";
 import { CounterClient } from "./client.ts";
 import { serveCounter } from "./server.ts";
 

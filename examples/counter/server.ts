@@ -13,7 +13,7 @@ import {
   type Message,
   MessageError,
   MessageServer,
-} from "../../mod.ts";
+} from "../../message/mod.ts";
 
 /**
  * Starts a counter at 0.
