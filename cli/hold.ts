@@ -64,11 +64,9 @@ async function holdUntilDone(
     console.error(`pklock: ${(lock.lost.reason as Error).message}`);
     return ExitCode.Lost;
   }
-  const doubt = await release(client, lock);
-  if (doubt !== undefined) {
-    console.error(
-      `pklock: Lock "${name}" may have been lost while it was held: its release was not confirmed (${doubt})`,
-    );
+  const loss = await release(client, lock);
+  if (loss !== undefined) {
+    console.error(`pklock: ${loss}`);
     return ExitCode.Lost;
   }
   if (options.verbose) console.error(`pklock: released lock "${name}"`);

@@ -219,15 +219,15 @@ async function supervise(
   lock.lost.addEventListener("abort", onLost, { once: true });
   try {
     const status = await child.status;
+    // A loss the release finds is said once, below, not as onLost says it.
+    lock.lost.removeEventListener("abort", onLost);
     if (!lock.lost.aborted) {
-      const doubt = await release(client, lock);
-      if (doubt === undefined) {
+      const loss = await release(client, lock, `while "${program}" ran`);
+      if (loss === undefined) {
         if (status.signal !== null) stop.died(status.signal);
         return status.code;
       }
-      console.error(
-        `pklock: Lock "${lock.name}" may have been lost while "${program}" ran: its release was not confirmed (${doubt})`,
-      );
+      console.error(`pklock: ${loss}`);
     }
     // Whatever the group's leader did, the rest of its group goes with the
     // lock: nothing the command started may run on without it.

@@ -88,11 +88,9 @@ async function demo(
   }
   if (stop.code !== undefined) return stop.code;
   console.log(`Offering to unlock "${name}"`);
-  const doubt = await release(client, lock);
-  if (doubt !== undefined) {
-    console.error(
-      `pklock: Lock "${name}" may have been lost while it was held: its release was not confirmed (${doubt})`,
-    );
+  const loss = await release(client, lock);
+  if (loss !== undefined) {
+    console.error(`pklock: ${loss}`);
     return ExitCode.Lost;
   }
   console.log(`Released lock "${name}"`);

@@ -21,7 +21,11 @@ import type {
   StatusResult,
 } from "../protocol/lock_protocol.ts";
 import { MAX_WAIT_MS } from "../protocol/lock_protocol.ts";
-import { LockTimeoutError, RequestRefusedError } from "./errors.ts";
+import {
+  type LockLostError,
+  LockTimeoutError,
+  RequestRefusedError,
+} from "./errors.ts";
 import { Farewell, type FarewellMessage } from "./farewell.ts";
 import { Lock } from "./lock.ts";
 import { readStatus, type StatusOptions } from "./status_report.ts";
@@ -391,14 +395,30 @@ export class LockClient implements AsyncDisposable {
   async #release(name: string, active: Active): Promise<void> {
     const reply = this.#rpc<ReleaseResult>("release", { lockName: name });
     // The release is on its way: the next request for the name goes out
-    // behind it, and the lock's lost signal no longer applies.
+    // behind it, and a close no longer fires the lock's lost signal.
     active.endTurn();
+    let result: ReleaseResult;
     try {
-      await reply;
+      result = await reply;
     } catch (error) {
-      // A closed connection has released the lock already.
       if (!(error instanceof ConnectionError)) throw error;
+      // A closed connection has released the lock already, unless the server
+      // forced it free first: its event came before any reply to the release.
+      if (!this.#farewell.forced(name)) return;
+      const info = await this.#messages.closed;
+      throw this.#lose(active, this.#farewell.lost(name, info, error));
     }
+    // Nothing to release: the server had dropped the hold, so another client
+    // may have held the lock meanwhile.
+    if (result.status === "notFound") {
+      throw this.#lose(active, this.#farewell.notHeld(name));
+    }
+  }
+
+  /** Fires a lock's lost signal, if it has not fired, with `error`. */
+  #lose(active: Active, error: LockLostError): LockLostError {
+    active.lost?.abort(error);
+    return error;
   }
 
   /** A request answered within `timeout`, with the server's codes typed. */
