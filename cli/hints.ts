@@ -14,6 +14,7 @@ import {
 
 /** How the server was reached. */
 interface Target {
+  /** One server, or several separated by commas (as `--host` gives them). */
   host: string;
   port: number;
   tls?: boolean;
@@ -36,6 +37,16 @@ const CERTIFICATE_PROBLEMS: readonly [RegExp, string][] = [
 ];
 
 /**
+ * The servers `target` names, each with its port: `127.0.0.1:20934`, or
+ * `10.0.0.1:20934, [::1]:7000` for a list tried in turn.
+ */
+function serversOf(target: Target): string {
+  return target.host.split(",").map((entry) =>
+    /^(\[[^\]]*\]|[^:]*):\d+$/.test(entry) ? entry : `${entry}:${target.port}`
+  ).join(", ");
+}
+
+/**
  * Describes a failed connection or request, with a hint at the fix.
  *
  * @param error What the client threw.
@@ -46,7 +57,7 @@ export function explain(
   error: ConnectionError | RemoteError | RequestTimeoutError,
   target: Target,
 ): string {
-  const where = `${target.host}:${target.port}`;
+  const where = serversOf(target);
   if (
     error instanceof RequestTimeoutError ||
     /no answer within/.test(error.message)

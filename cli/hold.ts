@@ -7,7 +7,11 @@
  */
 
 import { acquire, release } from "./acquire.ts";
-import { type ConnectionFlags, connectWith } from "./connection_flags.ts";
+import {
+  type ConnectionFlags,
+  connectWith,
+  reachedFlags,
+} from "./connection_flags.ts";
 import { ExitCode } from "./exit_codes.ts";
 import { type LockFlags, lockRequest } from "./lock_flags.ts";
 import { StopSignals } from "./stop_signals.ts";
@@ -46,7 +50,7 @@ async function holdUntilDone(
   if (typeof client === "number") return client;
   await using _client = client;
   const lock = await acquire(client, name, {
-    flags: options,
+    flags: reachedFlags(options, client),
     request: lockRequest(options),
     conflictExitCode: options.conflictExitCode,
     stop,

@@ -11,7 +11,11 @@ import type { LockClient } from "../client/client.ts";
 import type { Lock } from "../client/lock.ts";
 import { acquire, release } from "./acquire.ts";
 import { CommandProcess, findTools, type Tools } from "./command_process.ts";
-import { type ConnectionFlags, connectWith } from "./connection_flags.ts";
+import {
+  type ConnectionFlags,
+  connectWith,
+  reachedFlags,
+} from "./connection_flags.ts";
 import { withInheritedConnection } from "./inherited_connection.ts";
 import { ExitCode } from "./exit_codes.ts";
 import { type LockFlags, lockRequest } from "./lock_flags.ts";
@@ -84,13 +88,15 @@ export async function run(
 async function holdAndRun(
   name: string,
   argv: string[],
-  options: RunOptions,
+  given: RunOptions,
   tools: Tools,
   stop: StopSignals,
 ): Promise<number> {
-  const client = await connectWith(options, "run", stop);
+  const client = await connectWith(given, "run", stop);
   if (typeof client === "number") return client;
   await using _client = client;
+  // From here on, the server is the one of --host's list that answered.
+  const options = reachedFlags(given, client);
   const contention = new ContentionSignal(options.onContention);
   const lock = await acquire(client, name, {
     flags: options,

@@ -11,6 +11,7 @@ import { release } from "./acquire.ts";
 import {
   type ConnectionFlags,
   connectWith,
+  reachedFlags,
   reportFailure,
 } from "./connection_flags.ts";
 import { ExitCode } from "./exit_codes.ts";
@@ -45,12 +46,13 @@ export async function tryLock(
 
 async function demo(
   name: string,
-  options: TryLockOptions,
+  given: TryLockOptions,
   stop: StopSignals,
 ): Promise<number> {
-  const client = await connectWith(options, "try-lock", stop);
+  const client = await connectWith(given, "try-lock", stop);
   if (typeof client === "number") return client;
   await using _client = client;
+  const options = reachedFlags(given, client);
   const id = client.server.connectionId;
   console.log(
     `Connected to ${options.host}:${options.port} as connection ${id}`,
