@@ -38,12 +38,25 @@ const CERTIFICATE_PROBLEMS: readonly [RegExp, string][] = [
 
 /**
  * The servers `target` names, each with its port: `127.0.0.1:20934`, or
- * `10.0.0.1:20934, [::1]:7000` for a list tried in turn.
+ * `one of 10.0.0.1:20934, [::1]:7000` for a list tried in turn.
  */
 function serversOf(target: Target): string {
-  return target.host.split(",").map((entry) =>
+  const entries = target.host.split(",").map((entry) =>
     /^(\[[^\]]*\]|[^:]*):\d+$/.test(entry) ? entry : `${entry}:${target.port}`
-  ).join(", ");
+  );
+  return entries.length === 1 ? entries[0]! : `one of ${entries.join(", ")}`;
+}
+
+/**
+ * What the socket or TLS library said: for several servers tried, what each
+ * said, one after the other.
+ */
+function causeOf(error: Error): string {
+  const { cause } = error;
+  if (cause instanceof AggregateError) {
+    return cause.errors.map((each: Error) => causeOf(each)).join("; ");
+  }
+  return (cause as Error | undefined)?.message ?? "";
 }
 
 /**
@@ -75,7 +88,7 @@ export function explain(
     }
   }
   const tls = target.tls === true || target.caFile !== undefined;
-  const cause = (error.cause as Error | undefined)?.message ?? "";
+  const cause = causeOf(error);
   if (tls) {
     const problem = CERTIFICATE_PROBLEMS.find(([pattern]) =>
       pattern.test(cause)

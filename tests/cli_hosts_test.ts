@@ -5,7 +5,14 @@
 // while the command runs), hints. Real servers, real CLI processes.
 import assert from "node:assert/strict";
 import { parseHosts } from "../cli/connection_flags.ts";
-import { cli, deadline, runCli, spawnServer } from "./helpers.ts";
+import {
+  cli,
+  deadline,
+  inTempDir,
+  runCli,
+  settingsFile,
+  spawnServer,
+} from "./helpers.ts";
 import { killLeftover } from "./fixtures/cli_processes.ts";
 
 /** A loopback port that nothing listens on: bound by the OS, then freed. */
@@ -121,7 +128,7 @@ Deno.test("status with every server dead names each of them and exits 4", async 
   assert.match(
     result.stderr,
     new RegExp(
-      `^pklock: Cannot connect to any of 2 servers: .*127\\.0\\.0\\.1:${first}.*; .*127\\.0\\.0\\.1:${second}.*\n$`,
+      `^pklock: Cannot connect to any of 2 servers: .*127\\.0\\.0\\.1:${first}.*; .*127\\.0\\.0\\.1:${second}.* \\(is pklock serve running there\\? .*\n$`,
     ),
   );
 });
@@ -130,4 +137,23 @@ Deno.test("a bad --host entry is a usage error, and nothing is tried", async () 
   const result = await runCli(["status", "--host", "127.0.0.1,,b"]);
   assert.equal(result.code, 2);
   assert.match(result.stderr, /--host.*none empty/);
+});
+
+Deno.test("a hint at connecting names the servers tried", async () => {
+  await inTempDir(async (dir) => {
+    const secretFile = `${dir}/secret`;
+    await Deno.writeTextFile(secretFile, "0123456789abcdef0123\n");
+    const config = await settingsFile(dir, { auth: { secretFile } });
+    const { process: server, port } = await spawnServer(["--config", config]);
+    await using _server = server;
+    const dead = closedPort();
+    const result = await runCli(
+      ["status", "--host", `127.0.0.1:${dead},127.0.0.1:${port}`],
+    );
+    assert.equal(result.code, 4, result.stderr);
+    assert.equal(
+      result.stderr,
+      `pklock: The server at one of 127.0.0.1:${dead}, 127.0.0.1:${port} requires authentication: give its shared secret with --secret-file FILE or PKLOCK_SECRET\n`,
+    );
+  });
 });
