@@ -42,8 +42,10 @@ export {
   Connection,
   type ConnectionEvents,
   type ConnectionLimits,
+  type ConnectionOptions,
   type ReplyErrorOptions,
 } from "./connection.ts";
+export { OutputBudget } from "./output_budget.ts";
 export * from "./errors.ts";
 export { FrameError, PklockError } from "../protocol/errors.ts";
 export type { ErrorCode } from "../protocol/errors.ts";

@@ -291,7 +291,11 @@ export class LockCommands {
     const ip = session.connection.remoteAddr.hostname;
     const penalty = this.#guesses.remaining(ip);
     if (penalty > 0) {
-      this.#deny(message, session, "auth_failed", {
+      // Refused unchecked, but never closed: the penalty is the address's,
+      // and another client of that address (every local client shares
+      // 127.0.0.1) may hold locks on this connection.
+      this.#journal.denied(session, "auth_failed");
+      session.connection.replyError(message, {
         code: "auth_failed",
         message:
           `Authentication failed: too many wrong admin secrets from ${ip}; the next is checked in ${

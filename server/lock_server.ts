@@ -10,6 +10,7 @@
  * @module
  */
 
+import { getLogger } from "@logtape/logtape";
 import {
   MessageServer,
   type MessageServerSettings,
@@ -200,9 +201,13 @@ export class LockServer implements AsyncDisposable {
         ? undefined
         : (message, connection) =>
           commands.authorize(message, sessions.of(connection)),
+      // Closing a connection with a request in the table takes it away.
+      holdsState: (connection) => space.countOf(sessions.of(connection)) > 0,
       handlers: {
-        hello: (message, connection) =>
-          commands.hello(message, sessions.of(connection)),
+        hello: (message, connection) => {
+          connection.skipsBadPayloads = false;
+          return commands.hello(message, sessions.of(connection));
+        },
         ping: () => PONG,
         status: (message, connection) =>
           status.answer(message, sessions.of(connection)),
@@ -216,6 +221,8 @@ export class LockServer implements AsyncDisposable {
           commands.forceRelease(message, sessions.of(connection)),
       },
       onOpen: (connection) => {
+        // Legacy until hello: the PHP server ignored frames it could not read.
+        connection.skipsBadPayloads = secret === undefined;
         const session = sessions.open(connection, secret === undefined);
         if (secret !== undefined) commands.expectHello(session, authDeadline);
         journal.opened(session);
@@ -233,6 +240,13 @@ export class LockServer implements AsyncDisposable {
       onError: (error, message, connection) =>
         journal.handlerFailed(error, message, connection),
     });
+    const allowed = this.#server.maxConnections;
+    if ((options.maxConnections ?? 0) > allowed) {
+      getLogger(["pklock", "server"]).warn(
+        "maxConnections {asked} is more than the open-file limit allows: serving at most {allowed} connections",
+        { asked: options.maxConnections, allowed },
+      );
+    }
   }
 
   /** The bound address. */
