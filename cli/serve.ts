@@ -53,28 +53,6 @@ async function secretOf(
   return secret;
 }
 
-/**
- * Issues a token; when every reserved token is issued and no new block could
- * be reserved (a full or failing disk, retried since half a block ago), stops
- * the server at once. The lock server refuses new requests
- * (`tokens_unavailable`) before that can happen, unless more requests waited
- * when the reservation failed than tokens were left. A grant without a token cannot be finished, and the
- * lock table cannot leave such a request waiting: stopping releases every
- * lock cleanly, and clients see their locks lost.
- */
-function nextTokenOrStop(tokens: TokenStore): number {
-  try {
-    return tokens.next();
-  } catch (error) {
-    getLogger(["pklock", "server"]).fatal(
-      "Cannot reserve fencing tokens, stopping: {error}",
-      { error },
-    );
-    flushLogs();
-    Deno.exit(ExitCode.Failure);
-  }
-}
-
 /** Options of {@linkcode serve}. */
 export interface ServeOptions extends SettingsOverrides {
   /** The settings file, if any. */
@@ -159,6 +137,8 @@ async function start(options: ServeOptions): Promise<Running> {
           error: error.message,
         },
       ),
+    // Waiters whose turn came while no token could be had get it now.
+    onAvailable: () => server.resumeGrants(),
   });
   const secrets = await readSecrets(settings);
   const where = config === undefined ? "" : ` (settings file "${config}")`;
@@ -189,7 +169,7 @@ async function start(options: ServeOptions): Promise<Running> {
       ...(settings.alarms ? { alarms: settings.alarms } : {}),
       ...(audit ? { audit } : {}),
       ...secrets,
-      nextToken: () => nextTokenOrStop(tokens),
+      nextToken: () => tokens.next(),
       tokensLeft: () => tokens.left,
     });
   } catch (cause) {

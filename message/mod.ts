@@ -30,6 +30,7 @@ export {
   type CloseOptions,
   type Handler,
   HEARTBEAT,
+  HEARTBEAT_TIMEOUT,
   MessageServer,
   type MessageServerOptions,
   type MessageServerSettings,

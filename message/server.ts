@@ -54,6 +54,9 @@ const INTERNAL_ERROR = new MessageError(
 /** The event a {@linkcode MessageServer} sends to a silent peer. */
 export const HEARTBEAT = { event: "heartbeat" } as const;
 
+/** The farewell of a peer dropped for its silence past the heartbeat timeout. */
+export const HEARTBEAT_TIMEOUT = { event: "heartbeat_timeout" } as const;
+
 /** Options of {@linkcode MessageServer.close}. */
 export interface CloseOptions {
   /**
@@ -128,7 +131,8 @@ export interface MessageServerSettings extends ConnectionLimits {
    * Application heartbeats, off by default. Every `interval` ms, a peer silent
    * for that long is sent `{"event":"heartbeat"}` (a {@linkcode MessageClient}
    * answers `{"command":"heartbeat"}` by itself); a peer silent for `timeout`
-   * ms is disconnected with reason `heartbeat_timeout`.
+   * ms is sent `{"event":"heartbeat_timeout"}` and disconnected with reason
+   * `heartbeat_timeout`.
    */
   heartbeat?: { interval: number; timeout: number } | undefined;
 }
@@ -345,8 +349,13 @@ export class MessageServer implements AsyncDisposable {
     const now = performance.now();
     for (const connection of this.#connections) {
       const silent = now - connection.lastRead;
-      if (silent >= timeout) connection.close("heartbeat_timeout");
-      else if (silent >= interval) connection.notify(HEARTBEAT, HEARTBEAT);
+      if (silent >= timeout) {
+        // Said first, so a client that reads again learns why its locks went;
+        // a peer whose socket takes no bytes is closed after the short grace.
+        connection.closeWith(HEARTBEAT_TIMEOUT, {
+          reason: "heartbeat_timeout",
+        });
+      } else if (silent >= interval) connection.notify(HEARTBEAT, HEARTBEAT);
     }
   }
 

@@ -99,9 +99,10 @@ export interface LockServerOptions extends MessageServerSettings {
   /** Where grants, releases, timeouts and refusals are recorded. */
   audit?: AuditLog | undefined;
   /**
-   * Issues fencing tokens; must strictly increase, and must not throw (it is
-   * called in the middle of a release). The `serve` command passes a
-   * {@linkcode TokenStore}, which keeps them increasing across restarts.
+   * Issues fencing tokens; must strictly increase. The `serve` command passes
+   * a {@linkcode TokenStore}, which keeps them increasing across restarts. It
+   * throws when no token can be had now (a full disk): a waiter whose turn
+   * comes then stays first in line until {@linkcode LockServer.resumeGrants}.
    *
    * @default {A counter starting at 1}
    */
@@ -247,6 +248,14 @@ export class LockServer implements AsyncDisposable {
         { asked: options.maxConnections, allowed },
       );
     }
+  }
+
+  /**
+   * Grants the waiters whose turn came while `nextToken` could issue no
+   * token: call it once tokens can be had again.
+   */
+  resumeGrants(): void {
+    this.#space.resumeGrants();
   }
 
   /** The bound address. */
