@@ -7,7 +7,7 @@
  */
 
 import type { LockClient } from "../client/client.ts";
-import { LockTimeoutError } from "../client/errors.ts";
+import { LockLostError, LockTimeoutError } from "../client/errors.ts";
 import type { Lock } from "../client/lock.ts";
 import { type ConnectionFlags, reportFailure } from "./connection_flags.ts";
 import type { LockRequest } from "./lock_flags.ts";
@@ -70,21 +70,24 @@ export async function acquire(
 
 /**
  * Releases a lock and says whether the server confirmed that this connection
- * held it until then. `Lock.release()` takes a closed connection for a
- * release, as it is one; but the server may have dropped the hold before
- * (forced release, heartbeat drop, restart), and then another client may
- * have held the lock meanwhile. A server that does not confirm within
- * `--connect-timeout` is not waited for: closing the connection, next,
- * releases it as surely, and whether it was held is not known.
+ * held it until then. The server may have dropped the hold before (forced
+ * release, heartbeat drop, restart), and then another client may have held
+ * the lock meanwhile: when the client knows (the release found nothing, the
+ * server announced the forced release), that is a loss, said with the
+ * client's reason; when the connection closed or the server did not answer
+ * within `--connect-timeout`, it is a doubt. The server is not waited for
+ * longer: closing the connection, next, releases the lock as surely.
  *
  * @param client The lock's connection.
  * @param lock The held lock.
- * @returns `undefined` once the server has answered the release, else why
- *   it could not be confirmed.
+ * @param during When the lock was held, for the doubt's sentence.
+ * @returns `undefined` once the server has answered the release, else the
+ *   sentence that says the lock was or may have been lost.
  */
 export async function release(
   client: LockClient,
   lock: Lock,
+  during = "while it was held",
 ): Promise<string | undefined> {
   if (lock.lost.aborted) return (lock.lost.reason as Error).message;
   try {
@@ -94,7 +97,10 @@ export async function release(
     await client.ping();
     return undefined;
   } catch (error) {
+    if (error instanceof LockLostError) return error.message;
     const why = client.signal.aborted ? client.signal.reason : error;
-    return (why as Error).message;
+    return `Lock "${lock.name}" may have been lost ${during}: its release was not confirmed (${
+      (why as Error).message
+    })`;
   }
 }

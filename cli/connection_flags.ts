@@ -1,7 +1,9 @@
 /**
- * The flags every client subcommand shares to reach a server (address, TLS,
+ * The flags every client subcommand shares to reach a server (addresses, TLS,
  * secret, label, connect timeout), each with an environment variable for a
  * fleet's defaults, and the one place that turns them into a connection.
+ * `--host` may list several servers, tried in turn: after connecting, what
+ * names the server (hints, the command's environment) names the one reached.
  *
  * @module
  */
@@ -12,6 +14,7 @@ import {
   type ConnectOptions,
   type LockClient,
 } from "../client/client.ts";
+import { serverAddresses } from "../client/options.ts";
 import { DEFAULT_PORT } from "../protocol/lock_protocol.ts";
 import {
   ConnectionError,
@@ -34,9 +37,13 @@ function parseTimeout(text: string): number {
 
 /** Where the server is and how to reach it. */
 export interface ConnectionFlags {
-  /** The server's address. */
+  /**
+   * The servers to try in turn, separated by commas: `host`, `host:port` or
+   * `[ipv6]:port` (as {@linkcode parseHosts} writes them); once connected,
+   * the one reached.
+   */
   host: string;
-  /** The server's port. */
+  /** The port of `host` entries without one; once connected, the one reached. */
   port: number;
   /** Connect over TLS. */
   tls?: boolean;
@@ -69,11 +76,17 @@ const CONNECT_TIMEOUT = 5;
 export function withConnectionFlags(command: Command): Command {
   return command
     .addOption(
-      new Option("--host <address>", "server address")
-        .env("PKLOCK_HOST").default("127.0.0.1"),
+      new Option(
+        "--host <address,...>",
+        "server address, or several separated by commas, tried in turn (host, host:port, [ipv6]:port)",
+      )
+        .env("PKLOCK_HOST").argParser(parseHosts).default("127.0.0.1"),
     )
     .addOption(
-      new Option("-p, --port <port>", "server port")
+      new Option(
+        "-p, --port <port>",
+        "server port (of --host entries without one)",
+      )
         .env("PKLOCK_PORT").argParser(parsePort).default(DEFAULT_PORT),
     )
     .option("--tls", "connect over TLS (or set PKLOCK_TLS=1)")
@@ -120,6 +133,52 @@ export function parsePort(text: string): number {
   return port;
 }
 
+/**
+ * Parses `--host`: servers separated by commas, each `host`, `host:port` or
+ * `[ipv6]:port`; a bare IPv6 address (two colons or more) is one host.
+ *
+ * @param text The flag's value.
+ * @returns The entries, an IPv6 address in brackets, joined by commas.
+ * @throws {InvalidArgumentError} When an entry is empty or not an address.
+ */
+export function parseHosts(text: string): string {
+  const entries = text.split(",").map((entry) => {
+    const trimmed = entry.trim();
+    return /^[^\[\]]*:[^\[\]]*:/.test(trimmed) ? `[${trimmed}]` : trimmed;
+  });
+  if (entries.includes("")) {
+    throw new InvalidArgumentError(
+      "expected servers separated by commas, none empty",
+    );
+  }
+  try {
+    serverAddresses({ servers: entries, port: DEFAULT_PORT });
+  } catch (error) {
+    throw new InvalidArgumentError((error as Error).message);
+  }
+  return entries.join(",");
+}
+
+/**
+ * The flags as they apply once connected: `host` and `port` name the server
+ * the client reached, for hints and for what is handed on.
+ *
+ * @param flags The parsed flags.
+ * @param client The connected client.
+ * @returns A copy of `flags` with the reached `host` and `port`.
+ */
+export function reachedFlags<T extends ConnectionFlags>(
+  flags: T,
+  client: LockClient,
+): T {
+  const { hostname, port } = client.address;
+  return {
+    ...flags,
+    host: hostname.includes(":") ? `[${hostname}]` : hostname,
+    port,
+  };
+}
+
 /** Whether PKLOCK_TLS asks for TLS: any value but empty, 0, false, no, off. */
 function tlsFromEnvironment(): boolean {
   const value = (Deno.env.get("PKLOCK_TLS") ?? "").trim().toLowerCase();
@@ -135,10 +194,11 @@ function hostname(): string {
 }
 
 /**
- * Connects as the flags say, labelled with `--label` or with the subcommand,
- * process and host. Connecting, TLS and `hello` together get
- * `--connect-timeout` on this process's clock, whatever the server does, and
- * so does every reply later; a stop signal ends them too. On failure, prints
+ * Connects as the flags say, to the first of `--host`'s servers that answers,
+ * labelled with `--label` or with the subcommand, process and host.
+ * Connecting, TLS and `hello` together get `--connect-timeout` on this
+ * process's clock for each server tried, whatever the server does, and so
+ * does every reply later; a stop signal ends them too. On failure, prints
  * why.
  *
  * @param flags The parsed flags.
@@ -152,7 +212,7 @@ export async function connectWith(
   stop: StopSignals,
 ): Promise<LockClient | number> {
   const options: ConnectOptions = {
-    hostname: flags.host,
+    servers: flags.host.split(","),
     port: flags.port,
     label: flags.label ??
       `pklock ${command} (pid ${Deno.pid} on ${hostname()})`,
@@ -175,6 +235,11 @@ export async function connectWith(
     return await connect(options);
   } catch (error) {
     if (stop.code !== undefined) return stop.code;
+    if (error instanceof RangeError) {
+      // An address the flags let through, such as --port 0.
+      console.error(`pklock: ${error.message}`);
+      return ExitCode.Usage;
+    }
     reportFailure(error, flags);
     // Refused at hello (a wrong secret) or unreachable: no server to use.
     return ExitCode.Connection;

@@ -16,12 +16,15 @@ command, as "--" does, and nothing from there on is read as pklock's:
   pklock run -n job -c 'backup.sh >> log'       # flock's spelling, as in cron
 Durations: 30 or 30s, 500ms, 1.5m, 2h, 1d. Defaults from the environment:
 PKLOCK_HOST, PKLOCK_PORT, PKLOCK_TLS=1, PKLOCK_CA_FILE, PKLOCK_SECRET_FILE (or
-PKLOCK_SECRET), PKLOCK_LABEL, PKLOCK_CONNECT_TIMEOUT.
+PKLOCK_SECRET), PKLOCK_LABEL, PKLOCK_CONNECT_TIMEOUT. --host (PKLOCK_HOST) may
+list servers separated by commas, tried in turn until one answers, each within
+--connect-timeout; entries without a port use --port:
+  pklock run --host 10.0.0.1,10.0.0.2:7000,[fd00::3]:7000 job -- ./job.sh
 
 The command gets PKLOCK_LOCK, PKLOCK_TOKEN (the fencing token to hand to the
-resources the lock protects), PKLOCK_MODE, PKLOCK_HOST and PKLOCK_PORT (and
-PKLOCK_TLS, PKLOCK_CA_FILE when used), so that a pklock it runs reaches the
-same server.
+resources the lock protects), PKLOCK_MODE, PKLOCK_HOST and PKLOCK_PORT (the
+server reached, an IPv6 address in brackets; and PKLOCK_TLS, PKLOCK_CA_FILE
+when used), so that a pklock it runs reaches the same server.
 It never outlives the lock: it holds a copy of the lock's connection and dies
 with run, even when run is killed -9 (the lock is free once it has exited), and
 when the lock is lost its process group gets SIGTERM, then SIGKILL.

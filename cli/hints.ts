@@ -14,6 +14,7 @@ import {
 
 /** How the server was reached. */
 interface Target {
+  /** One server, or several separated by commas (as `--host` gives them). */
   host: string;
   port: number;
   tls?: boolean;
@@ -36,6 +37,29 @@ const CERTIFICATE_PROBLEMS: readonly [RegExp, string][] = [
 ];
 
 /**
+ * The servers `target` names, each with its port: `127.0.0.1:20934`, or
+ * `one of 10.0.0.1:20934, [::1]:7000` for a list tried in turn.
+ */
+function serversOf(target: Target): string {
+  const entries = target.host.split(",").map((entry) =>
+    /^(\[[^\]]*\]|[^:]*):\d+$/.test(entry) ? entry : `${entry}:${target.port}`
+  );
+  return entries.length === 1 ? entries[0]! : `one of ${entries.join(", ")}`;
+}
+
+/**
+ * What the socket or TLS library said: for several servers tried, what each
+ * said, one after the other.
+ */
+function causeOf(error: Error): string {
+  const { cause } = error;
+  if (cause instanceof AggregateError) {
+    return cause.errors.map((each: Error) => causeOf(each)).join("; ");
+  }
+  return (cause as Error | undefined)?.message ?? "";
+}
+
+/**
  * Describes a failed connection or request, with a hint at the fix.
  *
  * @param error What the client threw.
@@ -46,7 +70,7 @@ export function explain(
   error: ConnectionError | RemoteError | RequestTimeoutError,
   target: Target,
 ): string {
-  const where = `${target.host}:${target.port}`;
+  const where = serversOf(target);
   if (
     error instanceof RequestTimeoutError ||
     /no answer within/.test(error.message)
@@ -64,7 +88,7 @@ export function explain(
     }
   }
   const tls = target.tls === true || target.caFile !== undefined;
-  const cause = (error.cause as Error | undefined)?.message ?? "";
+  const cause = causeOf(error);
   if (tls) {
     const problem = CERTIFICATE_PROBLEMS.find(([pattern]) =>
       pattern.test(cause)

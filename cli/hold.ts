@@ -7,7 +7,11 @@
  */
 
 import { acquire, release } from "./acquire.ts";
-import { type ConnectionFlags, connectWith } from "./connection_flags.ts";
+import {
+  type ConnectionFlags,
+  connectWith,
+  reachedFlags,
+} from "./connection_flags.ts";
 import { ExitCode } from "./exit_codes.ts";
 import { type LockFlags, lockRequest } from "./lock_flags.ts";
 import { StopSignals } from "./stop_signals.ts";
@@ -46,7 +50,7 @@ async function holdUntilDone(
   if (typeof client === "number") return client;
   await using _client = client;
   const lock = await acquire(client, name, {
-    flags: options,
+    flags: reachedFlags(options, client),
     request: lockRequest(options),
     conflictExitCode: options.conflictExitCode,
     stop,
@@ -64,11 +68,9 @@ async function holdUntilDone(
     console.error(`pklock: ${(lock.lost.reason as Error).message}`);
     return ExitCode.Lost;
   }
-  const doubt = await release(client, lock);
-  if (doubt !== undefined) {
-    console.error(
-      `pklock: Lock "${name}" may have been lost while it was held: its release was not confirmed (${doubt})`,
-    );
+  const loss = await release(client, lock);
+  if (loss !== undefined) {
+    console.error(`pklock: ${loss}`);
     return ExitCode.Lost;
   }
   if (options.verbose) console.error(`pklock: released lock "${name}"`);

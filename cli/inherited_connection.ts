@@ -60,7 +60,8 @@ function socketTo(port: number): number | undefined {
  * Runs `spawn` with the connection to `port` inheritable, and marks it
  * close-on-exec again once the child has started.
  *
- * @param port The server's port.
+ * @param port The port of the server reached (of several given, the one
+ *   that answered, which need not be `--port`).
  * @param spawn Starts the child.
  * @returns What `spawn` returned.
  * @throws Whatever `spawn` throws.

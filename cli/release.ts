@@ -9,6 +9,7 @@ import { ExitCode } from "./exit_codes.ts";
 import {
   type ConnectionFlags,
   connectWith,
+  reachedFlags,
   readSecret,
   reportFailure,
 } from "./connection_flags.ts";
@@ -73,6 +74,6 @@ export async function release(
     }
     return ExitCode.Ok;
   } catch (error) {
-    return reportFailure(error, options);
+    return reportFailure(error, reachedFlags(options, client));
   }
 }

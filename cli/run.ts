@@ -11,7 +11,11 @@ import type { LockClient } from "../client/client.ts";
 import type { Lock } from "../client/lock.ts";
 import { acquire, release } from "./acquire.ts";
 import { CommandProcess, findTools, type Tools } from "./command_process.ts";
-import { type ConnectionFlags, connectWith } from "./connection_flags.ts";
+import {
+  type ConnectionFlags,
+  connectWith,
+  reachedFlags,
+} from "./connection_flags.ts";
 import { withInheritedConnection } from "./inherited_connection.ts";
 import { ExitCode } from "./exit_codes.ts";
 import { type LockFlags, lockRequest } from "./lock_flags.ts";
@@ -84,13 +88,15 @@ export async function run(
 async function holdAndRun(
   name: string,
   argv: string[],
-  options: RunOptions,
+  given: RunOptions,
   tools: Tools,
   stop: StopSignals,
 ): Promise<number> {
-  const client = await connectWith(options, "run", stop);
+  const client = await connectWith(given, "run", stop);
   if (typeof client === "number") return client;
   await using _client = client;
+  // From here on, the server is the one of --host's list that answered.
+  const options = reachedFlags(given, client);
   const contention = new ContentionSignal(options.onContention);
   const lock = await acquire(client, name, {
     flags: options,
@@ -219,15 +225,15 @@ async function supervise(
   lock.lost.addEventListener("abort", onLost, { once: true });
   try {
     const status = await child.status;
+    // A loss the release finds is said once, below, not as onLost says it.
+    lock.lost.removeEventListener("abort", onLost);
     if (!lock.lost.aborted) {
-      const doubt = await release(client, lock);
-      if (doubt === undefined) {
+      const loss = await release(client, lock, `while "${program}" ran`);
+      if (loss === undefined) {
         if (status.signal !== null) stop.died(status.signal);
         return status.code;
       }
-      console.error(
-        `pklock: Lock "${lock.name}" may have been lost while "${program}" ran: its release was not confirmed (${doubt})`,
-      );
+      console.error(`pklock: ${loss}`);
     }
     // Whatever the group's leader did, the rest of its group goes with the
     // lock: nothing the command started may run on without it.

@@ -15,6 +15,7 @@ import { ExitCode } from "./exit_codes.ts";
 import {
   type ConnectionFlags,
   connectWith,
+  reachedFlags,
   reportFailure,
 } from "./connection_flags.ts";
 import { StopSignals } from "./stop_signals.ts";
@@ -60,7 +61,7 @@ async function report(
     );
   } catch (error) {
     if (stop.code !== undefined) return stop.code;
-    return reportFailure(error, options);
+    return reportFailure(error, reachedFlags(options, client));
   }
   console.log(
     options.json ? JSON.stringify(result, null, 2) : format(result, pattern),

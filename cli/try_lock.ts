@@ -11,6 +11,7 @@ import { release } from "./acquire.ts";
 import {
   type ConnectionFlags,
   connectWith,
+  reachedFlags,
   reportFailure,
 } from "./connection_flags.ts";
 import { ExitCode } from "./exit_codes.ts";
@@ -45,12 +46,13 @@ export async function tryLock(
 
 async function demo(
   name: string,
-  options: TryLockOptions,
+  given: TryLockOptions,
   stop: StopSignals,
 ): Promise<number> {
-  const client = await connectWith(options, "try-lock", stop);
+  const client = await connectWith(given, "try-lock", stop);
   if (typeof client === "number") return client;
   await using _client = client;
+  const options = reachedFlags(given, client);
   const id = client.server.connectionId;
   console.log(
     `Connected to ${options.host}:${options.port} as connection ${id}`,
@@ -88,11 +90,9 @@ async function demo(
   }
   if (stop.code !== undefined) return stop.code;
   console.log(`Offering to unlock "${name}"`);
-  const doubt = await release(client, lock);
-  if (doubt !== undefined) {
-    console.error(
-      `pklock: Lock "${name}" may have been lost while it was held: its release was not confirmed (${doubt})`,
-    );
+  const loss = await release(client, lock);
+  if (loss !== undefined) {
+    console.error(`pklock: ${loss}`);
     return ExitCode.Lost;
   }
   console.log(`Released lock "${name}"`);

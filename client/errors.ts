@@ -45,7 +45,9 @@ export class LockTimeoutError extends PklockError {
  * - `io_error`: reading or writing failed (connection reset, ...);
  * - `protocol_error`: the server sent a frame this client could not read;
  * - `output_overflow`: the server read nothing while 4 MiB waited for it;
- * - `closed`: this program closed the client while holding the lock.
+ * - `closed`: this program closed the client while holding the lock;
+ * - `not_held`: the server answered the lock's release with `notFound`
+ *   although the connection stayed open: it had dropped the hold.
  */
 export type LostReason =
   | "shutdown"
@@ -56,7 +58,8 @@ export type LostReason =
   | "io_error"
   | "protocol_error"
   | "output_overflow"
-  | "closed";
+  | "closed"
+  | "not_held";
 
 /**
  * The reason a lock's `lost` signal carries: the connection that held it

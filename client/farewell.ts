@@ -103,6 +103,34 @@ export class Farewell {
     return new LockLostError(`Lost lock "${name}": ${why}`, reason, { cause });
   }
 
+  /**
+   * Whether the server said it forced the release of `name`.
+   *
+   * @param name The lock's name.
+   * @returns `true` once its `forced_release` event was heard.
+   */
+  forced(name: string): boolean {
+    return this.#forced === name;
+  }
+
+  /**
+   * The error of a release the server answered `notFound` while the client
+   * held the lock: the server had dropped the hold, the connection still
+   * open.
+   *
+   * @param name The lock's name.
+   * @returns The error, with the server's reason when it gave one.
+   */
+  notHeld(name: string): LockLostError {
+    if (this.#said !== undefined) {
+      return this.lost(name, { reason: "peer_closed" });
+    }
+    return new LockLostError(
+      `Lost lock "${name}": the server no longer held it when it was released`,
+      "not_held",
+    );
+  }
+
   #say(reason: LostReason, why: string): void {
     this.#said ??= { reason, why };
   }

@@ -110,7 +110,8 @@ export class Lock extends EventTarget implements AsyncDisposable {
   /**
    * Aborted, with a {@linkcode LockLostError} whose `reason` says why, if the
    * connection dies while the lock is held: from then on another client may
-   * hold it. Never aborted by {@linkcode Lock.release}.
+   * hold it. {@linkcode Lock.release} aborts it only when it finds the lock
+   * lost already (the server no longer held it).
    */
   get lost(): AbortSignal {
     return this.#lost;
@@ -122,10 +123,25 @@ export class Lock extends EventTarget implements AsyncDisposable {
   }
 
   /**
-   * Releases the lock; calling it again, or after the lock was lost, does
-   * nothing.
+   * Releases the lock; calling it again returns the same promise, and after
+   * the lock was lost it does nothing. A connection that closes before the
+   * server answers has released the lock as surely, and resolves it too.
    *
    * @returns Once the server has released the lock.
+   * @throws {LockLostError} When the release finds the lock lost already:
+   *   the server answered that this connection no longer held it (reason
+   *   `not_held`, or the reason the server gave), or it had announced a
+   *   forced release of it (`forced_release`). Another client may have held
+   *   the lock meanwhile; `lost` fires with the same error.
+   *
+   * @example Telling a clean release from a loss noticed at the end
+   * ```ts ignore
+   * try {
+   *   await lock.release();
+   * } catch (error) {
+   *   if (error instanceof LockLostError) console.error(error.message);
+   * }
+   * ```
    */
   release(): Promise<void> {
     if (this.#released !== null) return this.#released;

@@ -81,6 +81,7 @@ export class LockClient implements AsyncDisposable {
       timeout,
       rpc: (command, parameters) => this.#rpc(command, parameters),
       refused: (error) => this.#refused(error),
+      farewell: this.#farewell,
     });
     messages.closed.then((info) => this.#onClose(info));
     messages.addEventListener("message", (event) => {

@@ -16,7 +16,8 @@ import {
   MAX_WAIT_MS,
   type ReleaseResult,
 } from "../protocol/lock_protocol.ts";
-import { LockTimeoutError } from "./errors.ts";
+import { type LockLostError, LockTimeoutError } from "./errors.ts";
+import type { Farewell } from "./farewell.ts";
 import { Lock } from "./lock.ts";
 import { LOCK_REPLY_GRACE_MS, type LockOptions } from "./options.ts";
 import {
@@ -37,6 +38,8 @@ export interface LockRequestsOptions {
   rpc<T>(command: string, parameters?: Record<string, unknown>): Promise<T>;
   /** Gives a server's error reply its typed class; other errors pass. */
   refused(error: unknown): unknown;
+  /** What the server said before closing, for a release that finds a loss. */
+  farewell: Farewell;
 }
 
 /**
@@ -53,6 +56,7 @@ export class LockRequests {
   readonly #timeout: number;
   readonly #rpc: LockRequestsOptions["rpc"];
   readonly #refused: LockRequestsOptions["refused"];
+  readonly #farewell: Farewell;
   readonly #turns = new Turns();
   readonly #active = new Map<string, Active>();
 
@@ -65,6 +69,7 @@ export class LockRequests {
     this.#timeout = options.timeout;
     this.#rpc = options.rpc;
     this.#refused = options.refused;
+    this.#farewell = options.farewell;
   }
 
   /**
@@ -185,13 +190,29 @@ export class LockRequests {
   async #release(name: string, active: Active): Promise<void> {
     const reply = this.#rpc<ReleaseResult>("release", { lockName: name });
     // The release is on its way: the next request for the name goes out
-    // behind it, and the lock's lost signal no longer applies.
+    // behind it, and a close no longer fires the lock's lost signal.
     active.endTurn();
+    let result: ReleaseResult;
     try {
-      await reply;
+      result = await reply;
     } catch (error) {
-      // A closed connection has released the lock already.
       if (!(error instanceof ConnectionError)) throw error;
+      // A closed connection has released the lock already, unless the server
+      // forced it free first: its event came before any reply to the release.
+      if (!this.#farewell.forced(name)) return;
+      const info = await this.#messages.closed;
+      throw lose(active, this.#farewell.lost(name, info, error));
+    }
+    // Nothing to release: the server had dropped the hold, so another client
+    // may have held the lock meanwhile.
+    if (result.status === "notFound") {
+      throw lose(active, this.#farewell.notHeld(name));
     }
   }
+}
+
+/** Fires a lock's lost signal, if it has not fired, with `error`. */
+function lose(active: Active, error: LockLostError): LockLostError {
+  active.lost?.abort(error);
+  return error;
 }

@@ -132,7 +132,7 @@ function stalledRun(
 /** What `run` says when the loss is noticed before or after the command. */
 function lossMessage(name: string): RegExp {
   return new RegExp(
-    `^pklock: (Lost lock "${name}": .*; stopping its process group \\(SIGTERM, SIGKILL after 10 s\\)|` +
+    `^pklock: (Lost lock "${name}": [^;\\n]*(; stopping its process group \\(SIGTERM, SIGKILL after 10 s\\))?|` +
       `Lock "${name}" may have been lost while "sh" ran: its release was not confirmed \\(.*\\))\\n$`,
   );
 }
