@@ -129,7 +129,11 @@ function parseIpv4(text: string): Uint8Array | null {
 
 function parseIpv6(text: string): Uint8Array | null {
   const zone = text.indexOf("%");
-  if (zone !== -1) text = text.slice(0, zone);
+  if (zone !== -1) {
+    // A zone id (an interface's name or number) is ignored, but it must be one.
+    if (!/^[\w.-]+$/.test(text.slice(zone + 1))) return null;
+    text = text.slice(0, zone);
+  }
   const halves = text.split("::");
   if (halves.length > 2) return null;
   const head = halves[0] === "" ? [] : halves[0]!.split(":");

@@ -309,6 +309,16 @@ Deno.test("AllowList accepts dotted quads at the end of an IPv6 address", {
   ]);
 });
 
+Deno.test("AllowList refuses an empty zone id or one with a slash", {
+  permissions: "none",
+}, () => {
+  const everything = new AllowList(["0.0.0.0/0", "::/0"]);
+  for (const text of ["::%/", "::%", "fe80::1%a/b"]) {
+    assert.equal(everything.allows(text), false, text);
+    assert.notEqual(checkAllowEntry(text), null, text);
+  }
+});
+
 Deno.test("AllowList ignores the zone id of a link-local peer or entry", {
   permissions: "none",
 }, () => {
