@@ -117,6 +117,8 @@ export interface StatusEntry {
   token?: number;
   /** The label the client gave in `hello`, if any. */
   label?: string;
+  /** In a cluster: the node the client is connected to. */
+  node?: string;
 }
 
 /**
@@ -130,6 +132,23 @@ export interface ForcedReleaseEvent {
   lockName: string;
   /** The fencing token of the hold that ended. */
   token: number;
+}
+
+/**
+ * Sent by a cluster node just before it closes a connection whose lock it can
+ * no longer vouch for: the node lost its etcd lease (cut off from etcd), or
+ * the request's key was deleted by someone else (a forced release on another
+ * node, an operator).
+ */
+export interface LockLostEvent {
+  /** Always `lock_lost`. */
+  event: "lock_lost";
+  /** The lock held or waited for. */
+  lockName: string;
+  /** The fencing token of the hold that ended; 0 for a waiting request. */
+  token: number;
+  /** Why. */
+  message: string;
 }
 
 /** The `result` of a `forceRelease` request. */
@@ -228,6 +247,8 @@ export interface StatusResult {
   next?: string;
   /** On the last page (no `next`): what the whole report counted. */
   totals?: StatusTotals;
+  /** In a cluster: the node that answered, and every live node. */
+  cluster?: { node: string; nodes: string[] };
 }
 
 /**

@@ -29,7 +29,12 @@ import { PROTOCOL_VERSION, VERSION } from "../protocol/version.ts";
 import { globMatcher } from "./glob.ts";
 import { jsonBytes } from "./json_bytes.ts";
 import type { Timing } from "./journal.ts";
-import type { LockAsk, LockRequest, LockSpace } from "./lock_space.ts";
+import type {
+  ClusterView,
+  LockRequest,
+  LockView,
+  RequestOwner,
+} from "./lock_space.ts";
 import type { Session } from "./session.ts";
 
 /** The most bytes of JSON in one page: half the client's frame limit. */
@@ -52,9 +57,11 @@ export interface StatusSources {
   startedAt: number;
   /** Connections open now, and accepted since start-up. */
   connections(): { current: number; total: number };
+  /** In a cluster: this node and the live nodes. */
+  cluster?: (() => ClusterView) | undefined;
 }
 
-type Space = LockSpace<LockAsk & Timing>;
+type Space = LockView<Timing>;
 type State = NonNullable<ReturnType<Space["inspect"]>>;
 const NO_NAMES: Iterator<string> = [][Symbol.iterator]();
 
@@ -187,6 +194,7 @@ export class StatusReports {
       },
       connections: this.#sources.connections(),
       locks,
+      ...(this.#sources.cluster ? { cluster: this.#sources.cluster() } : {}),
     };
   }
 }
@@ -392,7 +400,7 @@ export class StatusScan {
  * @returns Its entry.
  */
 export function describe(
-  request: LockRequest<Session, Timing>,
+  request: LockRequest<RequestOwner, Timing>,
   now: number = Date.now(),
 ): StatusEntry {
   const ticket = request.ticket;
@@ -407,5 +415,7 @@ export function describe(
   const label = request.owner.label;
   if (label !== undefined) described.label = label;
   if (request.held) described.token = request.token;
+  const node = request.owner.node;
+  if (node !== undefined) described.node = node;
   return described;
 }
