@@ -475,9 +475,10 @@ export class ClusterLockSpace
 
   #watchLease(space: EtcdLockSpace): void {
     space.lease.lost.addEventListener("abort", () => {
+      this.#space = null;
+      if (this.#closed.signal.aborted) return;
       const reason = (space.lease.lost.reason as Error).message;
       this.#options.onLease?.("lost", reason);
-      this.#space = null;
       this.#track(this.#recover(space));
     }, { once: true });
   }
