@@ -35,7 +35,8 @@ import {
   type ClusterRequest,
   EtcdLockSpace,
 } from "./lock_space.ts";
-import type { MirroredRequest } from "./lock_mirror.ts";
+import { followNodes } from "./live_nodes.ts";
+import { NodeRequest, NodeRequests, wholeState } from "./node_requests.ts";
 import { NodeLease, type NodeLeaseOptions } from "./node_lease.ts";
 
 /** Options of {@linkcode ClusterLockSpace.open}. */
@@ -56,36 +57,8 @@ export interface ClusterLockSpaceOptions extends NodeLeaseOptions {
   onLease?: ((state: "lost" | "renewed", detail: string) => void) | undefined;
 }
 
-type State = "pending" | "waiting" | "held" | "ended";
-
 /** The pause between two tries at a new lease, in milliseconds. */
 const RECOVER_EVERY_MS = 500;
-/** How often the list of live nodes is read, in milliseconds. */
-const NODES_EVERY_MS = 1_000;
-
-/** A request of this node as the lock server sees it. */
-class NodeRequest implements LockRequest<Session, Ticket> {
-  state: State = "pending";
-  token = 0;
-  /** The etcd request, once the acquire has answered. */
-  cluster: ClusterRequest | null = null;
-  /** Released while its acquire was under way: answered `cancelled`. */
-  cancelled = false;
-
-  constructor(readonly owner: Session, readonly ticket: Ticket) {}
-
-  get name(): string {
-    return this.ticket.name;
-  }
-
-  get mode(): Ticket["mode"] {
-    return this.ticket.mode;
-  }
-
-  get held(): boolean {
-    return this.state === "held";
-  }
-}
 
 /**
  * One node's lock space in a cluster on etcd, as the lock server's seam.
@@ -105,8 +78,7 @@ export class ClusterLockSpace
   readonly #root: string;
   readonly #closed = new AbortController();
   readonly #tasks = new Set<Promise<unknown>>();
-  readonly #bySession = new Map<Session, Map<string, NodeRequest>>();
-  readonly #byName = new Map<string, Set<NodeRequest>>();
+  readonly #mine = new NodeRequests();
   #events: LockSpaceEvents<Ticket> | null = null;
   #space: EtcdLockSpace | null;
   #node: string;
@@ -150,7 +122,11 @@ export class ClusterLockSpace
     );
     const self = made.self = new ClusterLockSpace(etcd, space, options);
     self.#watchLease(space);
-    self.#track(self.#followNodes());
+    self.#track(
+      followNodes(etcd, self.#root, self.#closed.signal, (nodes) => {
+        self.#nodes = nodes;
+      }),
+    );
     return self;
   }
 
@@ -167,8 +143,7 @@ export class ClusterLockSpace
 
   acquire(session: Session, ticket: Ticket): void {
     const events = this.#events!;
-    const mine = this.#mine(session);
-    const existing = mine.get(ticket.name);
+    const existing = this.#mine.find(session, ticket.name);
     if (existing) {
       const held = existing.state === "held";
       events.refused(
@@ -188,18 +163,15 @@ export class ClusterLockSpace
       return;
     }
     const request = new NodeRequest(session, ticket);
-    mine.set(ticket.name, request);
-    let ofName = this.#byName.get(ticket.name);
-    if (!ofName) this.#byName.set(ticket.name, ofName = new Set());
-    ofName.add(request);
+    this.#mine.add(request);
     this.#track(this.#ask(space, request));
   }
 
   release(session: Session, name: string): boolean {
-    const request = this.#bySession.get(session)?.get(name);
+    const request = this.#mine.find(session, name);
     if (request === undefined) return false;
     const was = request.state;
-    this.#end(request);
+    this.#mine.end(request);
     if (was === "pending") {
       request.cancelled = true;
       return true;
@@ -212,21 +184,20 @@ export class ClusterLockSpace
   }
 
   withdraw(request: LockRequest<Session, Ticket>, cause: WithdrawCause): void {
-    const mine = this.#bySession.get(request.owner)?.get(request.name);
+    const mine = this.#mine.find(request.owner, request.name);
     if (mine !== request || mine.state !== "waiting") return;
-    this.#end(mine);
+    this.#mine.end(mine);
     this.#releaseKey(mine);
     this.#events!.withdrawn(mine, cause);
     this.#events!.changed(mine.name);
   }
 
   releaseAll(session: Session, cause: "disconnect" | "force"): void {
-    const mine = this.#bySession.get(session);
-    if (mine === undefined) return;
-    const requests = [...mine.values()];
+    const requests = this.#mine.of(session);
+    if (requests.length === 0) return;
     for (const request of requests) {
       const was = request.state;
-      this.#end(request);
+      this.#mine.end(request);
       if (was === "held") this.#events!.released(request, cause);
       else if (was === "waiting") {
         this.#events!.withdrawn(request, "disconnect");
@@ -238,24 +209,11 @@ export class ClusterLockSpace
   }
 
   countOf(session: Session): number {
-    return this.#bySession.get(session)?.size ?? 0;
+    return this.#mine.countOf(session);
   }
 
   inspect(name: string): LockState<Session, Ticket> | null {
-    const requests = this.#byName.get(name);
-    if (requests === undefined) return null;
-    const holders: NodeRequest[] = [];
-    const waiters: NodeRequest[] = [];
-    for (const request of requests) {
-      if (request.state === "held") holders.push(request);
-      else if (request.state === "waiting") waiters.push(request);
-    }
-    if (holders.length + waiters.length === 0) return null;
-    const place = (r: NodeRequest) => r.cluster?.createRevision ?? 0;
-    holders.sort((a, b) => a.token - b.token);
-    waiters.sort((a, b) => place(a) - place(b));
-    const mode = (holders[0] ?? waiters[0])!.mode;
-    return { name, mode, limit: Infinity, holders, waiters };
+    return this.#mine.inspect(name);
   }
 
   count(name: string): { holders: number; waiters: number } | null {
@@ -267,7 +225,7 @@ export class ClusterLockSpace
   }
 
   names(): Iterable<string> {
-    return this.#byName.keys();
+    return this.#mine.names();
   }
 
   cluster(): ClusterView {
@@ -289,10 +247,11 @@ export class ClusterLockSpace
   /** Stops following etcd and gives the lease up, deleting this node's keys. */
   async [Symbol.asyncDispose](): Promise<void> {
     this.#closed.abort();
-    while (this.#tasks.size > 0) await Promise.all(this.#tasks);
     const space = this.#space;
     this.#space = null;
+    // Its writes stop first: the lease's revocation deletes every key anyway.
     await space?.[Symbol.asyncDispose]();
+    while (this.#tasks.size > 0) await Promise.all(this.#tasks);
     await space?.lease[Symbol.asyncDispose]();
   }
 
@@ -308,14 +267,14 @@ export class ClusterLockSpace
       });
     } catch (error) {
       if (request.state === "ended" && !request.cancelled) return;
-      this.#end(request);
+      this.#mine.end(request);
       this.#fail(session, ticket, (error as Error).message);
       return;
     }
     const events = this.#events!;
     if (result.status === "busy" || result.status === "refused") {
       if (request.state !== "ended" || request.cancelled) {
-        this.#end(request);
+        this.#mine.end(request);
         events.refused(
           session,
           ticket,
@@ -344,7 +303,7 @@ export class ClusterLockSpace
 
   /** A waiting request of this node holds now (its mark committed). */
   #onGrant(cluster: ClusterRequest): void {
-    const request = this.#find(cluster);
+    const request = this.#mine.behind(cluster);
     if (request === undefined || request.state !== "waiting") return;
     this.#grant(request);
     this.#events!.changed(request.name);
@@ -352,7 +311,7 @@ export class ClusterLockSpace
 
   /** A request's key went without its owner's say: close its connection. */
   #onLost(cluster: ClusterRequest, reason: string): void {
-    const request = this.#find(cluster);
+    const request = this.#mine.behind(cluster);
     if (request === undefined) return;
     const session = request.owner;
     if (!session.greeted) {
@@ -370,10 +329,10 @@ export class ClusterLockSpace
 
   /** A queued request closed a cycle that another node's request raced. */
   #onDeadlock(cluster: ClusterRequest): void {
-    const request = this.#find(cluster);
+    const request = this.#mine.behind(cluster);
     if (request === undefined || request.state === "ended") return;
     const was = request.state;
-    this.#end(request);
+    this.#mine.end(request);
     const events = this.#events!;
     // Its queueing was reported: it leaves the queue, and the refusal is
     // its answer.
@@ -386,33 +345,6 @@ export class ClusterLockSpace
     request.state = "held";
     request.token = request.cluster!.token;
     this.#events!.granted(request);
-  }
-
-  #find(cluster: ClusterRequest): NodeRequest | undefined {
-    for (const request of this.#byName.get(cluster.name) ?? []) {
-      if (request.cluster === cluster) return request;
-      if (request.cluster === null && request.owner.id === cluster.conn) {
-        return request;
-      }
-    }
-    return undefined;
-  }
-
-  #mine(session: Session): Map<string, NodeRequest> {
-    let mine = this.#bySession.get(session);
-    if (!mine) this.#bySession.set(session, mine = new Map());
-    return mine;
-  }
-
-  #end(request: NodeRequest): void {
-    if (request.state === "ended") return;
-    request.state = "ended";
-    const mine = this.#bySession.get(request.owner);
-    if (mine?.get(request.name) === request) mine.delete(request.name);
-    if (mine?.size === 0) this.#bySession.delete(request.owner);
-    const ofName = this.#byName.get(request.name);
-    ofName?.delete(request);
-    if (ofName?.size === 0) this.#byName.delete(request.name);
   }
 
   #releaseKey(request: NodeRequest): void {
@@ -435,37 +367,7 @@ export class ClusterLockSpace
 
   #inspectWhole(name: string): LockState<RequestOwner, Timing> | null {
     const space = this.#space;
-    const queue = space?.mirror.queue(name) ?? [];
-    if (space === null || queue.length === 0) return null;
-    const holders: LockRequest<RequestOwner, Timing>[] = [];
-    const waiters: LockRequest<RequestOwner, Timing>[] = [];
-    for (const mirrored of queue) {
-      const entry = this.#entry(space, mirrored);
-      (entry.held ? holders : waiters).push(entry);
-    }
-    const mode = (holders[0] ?? waiters[0])!.mode;
-    return { name, mode, limit: Infinity, holders, waiters };
-  }
-
-  /** A request of any node, as status shows it. */
-  #entry(
-    space: EtcdLockSpace,
-    mirrored: MirroredRequest,
-  ): LockRequest<RequestOwner, Timing> {
-    const token = space.tokenOf(mirrored);
-    const { since, peer = "", label } = mirrored.value;
-    let local: NodeRequest | undefined;
-    for (const request of this.#byName.get(mirrored.name) ?? []) {
-      if (request.cluster?.key === mirrored.key) local = request;
-    }
-    return {
-      owner: { id: mirrored.conn, peer, label, node: mirrored.node },
-      name: mirrored.name,
-      mode: mirrored.mode,
-      ticket: local?.ticket ?? { asked: since, granted: since },
-      held: token > 0,
-      token,
-    };
+    return space && wholeState(space, this.#mine, name);
   }
 
   #track<T>(task: Promise<T>): void {
@@ -508,20 +410,6 @@ export class ClusterLockSpace
         await delay(RECOVER_EVERY_MS, stop);
       }
     }
-  }
-
-  /** Keeps the list of live nodes for `status`. */
-  async #followNodes(): Promise<void> {
-    const stop = this.#closed.signal;
-    const prefix = `${this.#root}/nodes/`;
-    do {
-      try {
-        const { kvs } = await this.#etcd.range({ key: prefix, prefix: true });
-        this.#nodes = kvs.map((kv) => kv.key.slice(prefix.length)).sort();
-      } catch {
-        // etcd is away: the last list stands until it answers.
-      }
-    } while (!(await delay(NODES_EVERY_MS, stop)));
   }
 
   /** A node lease and the lock space on it, reporting to `target()`. */

@@ -58,6 +58,7 @@ etcdTest("two nodes share one lock space", async (t) => {
       const s2 = await r2.lock("doc", { mode: "shared" });
       assert.equal(await w.tryLock("doc"), null);
       const writer = w.lock("doc");
+      writer.catch(() => {});
       await waitForWaiters(r2, "doc", 1);
       await s1.release();
       await waitForLock(r2, "doc", (lock) => lock?.holders.length === 1);
@@ -100,7 +101,14 @@ etcdTest("two nodes share one lock space", async (t) => {
       await using waiter = await connect({ port: b.port, label: "on-b" });
       const hold = await holder.lock("seen");
       const waiting = waiter.lock("seen");
+      waiting.catch(() => {});
       await waitForWaiters(holder, "seen", 1);
+      // Each node reads the live nodes every second.
+      for (const client of [holder, waiter]) {
+        await waitFor(async () =>
+          (await client.status()).cluster?.nodes.length === 2
+        );
+      }
       for (const port of [a.port, b.port]) {
         const result = await runCli(["status", "-p", String(port), "--json"]);
         assert.equal(result.code, 0, result.stderr);
@@ -114,6 +122,9 @@ etcdTest("two nodes share one lock space", async (t) => {
         assert.equal(lock.holders[0].token, hold.token);
         assert.equal(lock.waiters[0].node, b.node);
         assert.equal(lock.waiters[0].label, "on-b");
+        const text = await runCli(["status", "-p", String(port)]);
+        assert.match(text.stdout, new RegExp(`live nodes: .*${b.node}`));
+        assert.match(text.stdout, new RegExp(`held by .* on node ${a.node}`));
       }
       await hold.release();
       await (await waiting).release();
@@ -161,16 +172,23 @@ type Status = {
  * Waits until status shows a lock as `ok` wants it. No event tells a client
  * that another node's request is queued or gone, so status is asked again.
  */
+/** Asks again until `ok` holds; no event says the cluster changed. */
+async function waitFor(ok: () => Promise<boolean>): Promise<void> {
+  for (let i = 0; i < 500; i++) {
+    if (await ok()) return;
+    await delay(10);
+  }
+  throw new Error("The cluster never got there");
+}
+
 async function waitForLock(
   client: { status(): Promise<Status> },
   name: string,
   ok: (lock: Status["locks"][number] | undefined) => boolean,
 ): Promise<void> {
-  for (let i = 0; i < 500; i++) {
-    if (ok((await client.status()).locks.find((l) => l.name === name))) return;
-    await delay(10);
-  }
-  throw new Error(`Status never showed lock "${name}" as expected`);
+  await waitFor(async () =>
+    ok((await client.status()).locks.find((l) => l.name === name))
+  );
 }
 
 function waitForWaiters(
