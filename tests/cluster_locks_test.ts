@@ -9,6 +9,7 @@ import { startNode } from "./cluster_nodes.ts";
 import { etcdTest, startEtcdCluster } from "./etcd_cluster.ts";
 import { ADMIN_SECRET, RawClient, runCli } from "./helpers.ts";
 import { frameOf } from "./wire.ts";
+import { ExitCode } from "../cli/exit_codes.ts";
 import { delay } from "../message/io.ts";
 
 etcdTest("two nodes share one lock space", async (t) => {
@@ -205,3 +206,23 @@ function waitAborted(signal: AbortSignal): Promise<void> {
     signal.addEventListener("abort", () => resolve(), { once: true })
   );
 }
+
+Deno.test("serve --etcd with no etcd answering exits with a clear error", async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const port = listener.addr.port;
+  listener.close();
+  const result = await runCli([
+    "serve",
+    "--port",
+    "0",
+    "--etcd",
+    `http://127.0.0.1:${port}`,
+  ]);
+  assert.equal(result.code, ExitCode.Config, result.stderr);
+  assert.match(
+    result.stderr,
+    new RegExp(
+      `^pklock: Cannot join the cluster on etcd http://127\\.0\\.0\\.1:${port}: `,
+    ),
+  );
+});
