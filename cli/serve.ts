@@ -230,7 +230,7 @@ async function start(options: ServeOptions): Promise<Running> {
     console.log(
       `pklock node ${node} on etcd ${
         settings.cluster!.endpoints.join(",")
-      } (${nodes.length} nodes)`,
+      }; live nodes: ${nodes.length}`,
     );
   }
   return { server, metrics, audit, cluster };

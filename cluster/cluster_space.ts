@@ -35,7 +35,7 @@ import {
   type ClusterRequest,
   EtcdLockSpace,
 } from "./lock_space.ts";
-import { followNodes } from "./live_nodes.ts";
+import { followNodes, readNodes } from "./live_nodes.ts";
 import { NodeRequest, NodeRequests, wholeState } from "./node_requests.ts";
 import { NodeLease, type NodeLeaseOptions } from "./node_lease.ts";
 
@@ -122,6 +122,7 @@ export class ClusterLockSpace
     );
     const self = made.self = new ClusterLockSpace(etcd, space, options);
     self.#watchLease(space);
+    self.#nodes = await readNodes(etcd, self.#root);
     self.#track(
       followNodes(etcd, self.#root, self.#closed.signal, (nodes) => {
         self.#nodes = nodes;

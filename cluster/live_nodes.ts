@@ -12,6 +12,23 @@ import type { EtcdClient } from "./etcd.ts";
 const NODES_EVERY_MS = 1_000;
 
 /**
+ * Reads the live nodes once.
+ *
+ * @param etcd The etcd client.
+ * @param root The root prefix of every key.
+ * @returns Their ids, sorted.
+ * @throws {EtcdError} When etcd does not answer.
+ */
+export async function readNodes(
+  etcd: EtcdClient,
+  root: string,
+): Promise<string[]> {
+  const prefix = `${root}/nodes/`;
+  const { kvs } = await etcd.range({ key: prefix, prefix: true });
+  return kvs.map((kv) => kv.key.slice(prefix.length)).sort();
+}
+
+/**
  * Reads the live nodes every second until `signal` aborts; while etcd does
  * not answer, the last list stands.
  *
@@ -26,13 +43,11 @@ export async function followNodes(
   signal: AbortSignal,
   seen: (nodes: string[]) => void,
 ): Promise<void> {
-  const prefix = `${root}/nodes/`;
-  do {
+  while (!(await delay(NODES_EVERY_MS, signal))) {
     try {
-      const { kvs } = await etcd.range({ key: prefix, prefix: true });
-      seen(kvs.map((kv) => kv.key.slice(prefix.length)).sort());
+      seen(await readNodes(etcd, root));
     } catch {
       // etcd is away: the last list stands until it answers.
     }
-  } while (!(await delay(NODES_EVERY_MS, signal)));
+  }
 }
