@@ -83,6 +83,7 @@ export class ClusterLockSpace
   #space: EtcdLockSpace | null;
   #node: string;
   #nodes: string[] = [];
+  #flush: ReturnType<typeof setTimeout> | undefined;
 
   private constructor(
     etcd: EtcdClient,
@@ -248,6 +249,7 @@ export class ClusterLockSpace
   /** Stops following etcd and gives the lease up, deleting this node's keys. */
   async [Symbol.asyncDispose](): Promise<void> {
     this.#closed.abort();
+    clearTimeout(this.#flush);
     const space = this.#space;
     this.#space = null;
     // Its writes stop first: the lease's revocation deletes every key anyway.
@@ -380,6 +382,12 @@ export class ClusterLockSpace
     space.lease.lost.addEventListener("abort", () => {
       this.#space = null;
       if (this.#closed.signal.aborted) return;
+      // Every connection with a request was told and is closing; one whose
+      // peer does not read is closed before the lease can expire, told or not.
+      const told = this.#mine.sessions();
+      this.#flush = setTimeout(() => {
+        for (const session of told) session.connection.close();
+      }, (this.#options.marginMs ?? 1_000) / 2);
       const reason = (space.lease.lost.reason as Error).message;
       this.#options.onLease?.("lost", reason);
       this.#track(this.#recover(space));

@@ -112,6 +112,15 @@ export class NodeRequests {
   }
 
   /**
+   * Every session with a request.
+   *
+   * @returns Them, as a copy.
+   */
+  sessions(): Session[] {
+    return [...this.#bySession.keys()];
+  }
+
+  /**
    * How many requests a session has.
    *
    * @param session The session.
