@@ -9,7 +9,6 @@
 import type { LockClient } from "../client/client.ts";
 import { LockTimeoutError } from "../client/errors.ts";
 import type { Lock } from "../client/lock.ts";
-import { RequestTimeoutError } from "../message/errors.ts";
 import { type ConnectionFlags, reportFailure } from "./connection_flags.ts";
 import type { LockRequest } from "./lock_flags.ts";
 import { WaitProgress } from "./progress.ts";
@@ -70,15 +69,32 @@ export async function acquire(
 }
 
 /**
- * Releases a lock. A server that does not confirm within `--connect-timeout`
- * is not waited for: closing the connection, next, releases it as surely.
+ * Releases a lock and says whether the server confirmed that this connection
+ * held it until then. `Lock.release()` takes a closed connection for a
+ * release, as it is one; but the server may have dropped the hold before
+ * (forced release, heartbeat drop, restart), and then another client may
+ * have held the lock meanwhile. A server that does not confirm within
+ * `--connect-timeout` is not waited for: closing the connection, next,
+ * releases it as surely, and whether it was held is not known.
  *
+ * @param client The lock's connection.
  * @param lock The held lock.
+ * @returns `undefined` once the server has answered the release, else why
+ *   it could not be confirmed.
  */
-export async function release(lock: Lock): Promise<void> {
+export async function release(
+  client: LockClient,
+  lock: Lock,
+): Promise<string | undefined> {
+  if (lock.lost.aborted) return (lock.lost.reason as Error).message;
   try {
     await lock.release();
+    // Replies come in request order, and a connection once closed stays
+    // closed: a ping answered now proves the release itself was answered.
+    await client.ping();
+    return undefined;
   } catch (error) {
-    if (!(error instanceof RequestTimeoutError)) throw error;
+    const why = client.signal.aborted ? client.signal.reason : error;
+    return (why as Error).message;
   }
 }

@@ -19,8 +19,8 @@ export const ExitCode = {
   /** `serve` could not start: invalid settings, or the address is in use. */
   Config: 5,
   /**
-   * The lock was lost while held (its connection died); `run` stopped its
-   * command.
+   * The lock was lost while held (its connection died), and `run` stopped its
+   * command; or it may have been: the server did not answer its release.
    */
   Lost: 6,
 } as const;

@@ -21,8 +21,9 @@ export interface HoldOptions extends ConnectionFlags, LockFlags {}
  *
  * @param name The lock's name.
  * @param options Server address and lock settings.
- * @returns 0 once released; 6 when lost; the conflict code when not granted;
- *   else as a signal or the failure decides.
+ * @returns 0 once the server confirms the release; 6 when the lock was lost
+ *   or its release not confirmed; the conflict code when not granted; else as
+ *   a signal or the failure decides.
  */
 export async function hold(
   name: string,
@@ -30,7 +31,10 @@ export async function hold(
 ): Promise<number> {
   using stop = new StopSignals();
   const code = await holdUntilDone(name, options, stop);
-  return stop.received === undefined ? code : await stop.dieOf(stop.received);
+  // A lock that may have been lost outweighs the signal that ended the hold.
+  return stop.received === undefined || code === ExitCode.Lost
+    ? code
+    : await stop.dieOf(stop.received);
 }
 
 async function holdUntilDone(
@@ -60,7 +64,13 @@ async function holdUntilDone(
     console.error(`pklock: ${(lock.lost.reason as Error).message}`);
     return ExitCode.Lost;
   }
-  await release(lock);
+  const doubt = await release(client, lock);
+  if (doubt !== undefined) {
+    console.error(
+      `pklock: Lock "${name}" may have been lost while it was held: its release was not confirmed (${doubt})`,
+    );
+    return ExitCode.Lost;
+  }
   if (options.verbose) console.error(`pklock: released lock "${name}"`);
   return stop.code ?? ExitCode.Ok;
 }

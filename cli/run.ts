@@ -7,6 +7,7 @@
  * @module
  */
 
+import type { LockClient } from "../client/client.ts";
 import type { Lock } from "../client/lock.ts";
 import { acquire, release } from "./acquire.ts";
 import { CommandProcess, findTools, type Tools } from "./command_process.ts";
@@ -100,7 +101,7 @@ async function holdAndRun(
   });
   if (typeof lock === "number") return lock;
   if (stop.code !== undefined) {
-    await release(lock);
+    await release(client, lock);
     return stop.code;
   }
   if (options.verbose) {
@@ -126,14 +127,14 @@ async function holdAndRun(
     console.error(
       `pklock: Cannot run "${argv[0]}": ${(error as Error).message}`,
     );
-    await release(lock);
+    await release(client, lock);
     return NOT_FOUND;
   }
   stop.redirect((signal) => {
     if (ownGroup || !FROM_TERMINAL.includes(signal)) child.kill(signal);
   });
   contention.started(child);
-  return await supervise(child, lock, argv[0]!, options, stop);
+  return await supervise(child, client, lock, argv[0]!, options, stop);
 }
 
 /**
@@ -188,12 +189,16 @@ class ContentionSignal {
 }
 
 /**
- * Waits for the command, stopping its process group if the lock is lost. When
- * the command dies of a signal, `run` is to die of it too: the signal is
- * recorded in `stop` as if `run` had received it.
+ * Waits for the command, stopping its process group if the lock is lost. Once
+ * it has exited, `run` exits as it did only if the server confirms that the
+ * lock was held until then; when the command dies of a signal, `run` is to
+ * die of it too: the signal is recorded in `stop` as if `run` had received it.
+ * Any doubt (the connection closed, the release unanswered) gives exit 6: the
+ * loss of a stalled `run` is noticed only now.
  */
 async function supervise(
   child: CommandProcess,
+  client: LockClient,
   lock: Lock,
   program: string,
   options: RunOptions,
@@ -214,16 +219,21 @@ async function supervise(
   lock.lost.addEventListener("abort", onLost, { once: true });
   try {
     const status = await child.status;
+    if (!lock.lost.aborted) {
+      const doubt = await release(client, lock);
+      if (doubt === undefined) {
+        if (status.signal !== null) stop.died(status.signal);
+        return status.code;
+      }
+      console.error(
+        `pklock: Lock "${lock.name}" may have been lost while "${program}" ran: its release was not confirmed (${doubt})`,
+      );
+    }
     // Whatever the group's leader did, the rest of its group goes with the
     // lock: nothing the command started may run on without it.
     // (Only a group can be signalled safely once its leader is reaped.)
-    if (lock.lost.aborted) {
-      if (child.ownGroup) child.kill("SIGKILL");
-      return ExitCode.Lost;
-    }
-    await release(lock);
-    if (status.signal !== null) stop.died(status.signal);
-    return status.code;
+    if (child.ownGroup) child.kill("SIGKILL");
+    return ExitCode.Lost;
   } finally {
     clearTimeout(killer);
     lock.lost.removeEventListener("abort", onLost);

@@ -55,28 +55,6 @@ async function secretOf(
   return secret;
 }
 
-/**
- * Issues a token; when every reserved token is issued and no new block could
- * be reserved (a full or failing disk, retried since half a block ago), stops
- * the server at once. The lock server refuses new requests
- * (`tokens_unavailable`) before that can happen, unless more requests waited
- * when the reservation failed than tokens were left. A grant without a token cannot be finished, and the
- * lock table cannot leave such a request waiting: stopping releases every
- * lock cleanly, and clients see their locks lost.
- */
-function nextTokenOrStop(tokens: TokenStore): number {
-  try {
-    return tokens.next();
-  } catch (error) {
-    getLogger(["pklock", "server"]).fatal(
-      "Cannot reserve fencing tokens, stopping: {error}",
-      { error },
-    );
-    flushLogs();
-    Deno.exit(ExitCode.Failure);
-  }
-}
-
 /** Options of {@linkcode serve}. */
 export interface ServeOptions extends SettingsOverrides {
   /** The settings file, if any. */
@@ -158,7 +136,7 @@ async function start(options: ServeOptions): Promise<Running> {
   const cluster = settings.cluster && await joinCluster(settings.cluster);
   const space = cluster
     ? { lockSpace: (events: Events) => cluster.bind(events) }
-    : tokenSource(settings.stateFile);
+    : tokenSource(settings.stateFile, () => server.resumeGrants());
   const where = config === undefined ? "" : ` (settings file "${config}")`;
   let audit: AuditLog | undefined;
   if (settings.audit !== undefined) {
@@ -238,8 +216,17 @@ async function start(options: ServeOptions): Promise<Running> {
 
 type Events = Parameters<NonNullable<LockServerOptions["lockSpace"]>>[0];
 
-/** The single server's tokens: reserved in blocks in the state file. */
-function tokenSource(stateFile: string): LockServerOptions {
+/**
+ * The single server's tokens: reserved in blocks in the state file.
+ *
+ * @param stateFile The state file.
+ * @param resume Grants the waiters whose turn came while no token could be
+ *   had, once tokens are available again.
+ */
+function tokenSource(
+  stateFile: string,
+  resume: () => void,
+): LockServerOptions {
   const tokens = TokenStore.open(stateFile, {
     onReserveFailed: (error, retryInMs) =>
       getLogger(["pklock", "server"]).warn(
@@ -249,9 +236,10 @@ function tokenSource(stateFile: string): LockServerOptions {
           error: error.message,
         },
       ),
+    onAvailable: resume,
   });
   return {
-    nextToken: () => nextTokenOrStop(tokens),
+    nextToken: () => tokens.next(),
     tokensLeft: () => tokens.left,
   };
 }

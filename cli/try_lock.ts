@@ -88,7 +88,13 @@ async function demo(
   }
   if (stop.code !== undefined) return stop.code;
   console.log(`Offering to unlock "${name}"`);
-  await release(lock);
+  const doubt = await release(client, lock);
+  if (doubt !== undefined) {
+    console.error(
+      `pklock: Lock "${name}" may have been lost while it was held: its release was not confirmed (${doubt})`,
+    );
+    return ExitCode.Lost;
+  }
   console.log(`Released lock "${name}"`);
   if (options.linger > 0) {
     console.log(`Lingering for ${options.linger} s`);

@@ -37,9 +37,11 @@ export class LockTimeoutError extends PklockError {
  *   connection held (`pklock release --force`), which closes the connection;
  * - `refused`: the server refused this connection and closed it (a wrong
  *   secret, e.g. a `forceRelease` with the wrong admin secret);
- * - `peer_closed`: the server closed the connection without saying why: it
- *   died, or dropped a client it heard nothing from for its heartbeat
- *   `timeout` (the server sends no farewell then);
+ * - `heartbeat_timeout`: the server heard nothing from this client for its
+ *   heartbeat `timeout` (the event loop was blocked, the process stopped) and
+ *   dropped it;
+ * - `peer_closed`: the server closed the connection without saying why (it
+ *   died, or this client did not read its farewell);
  * - `io_error`: reading or writing failed (connection reset, ...);
  * - `protocol_error`: the server sent a frame this client could not read;
  * - `output_overflow`: the server read nothing while 4 MiB waited for it;
@@ -48,6 +50,7 @@ export class LockTimeoutError extends PklockError {
 export type LostReason =
   | "shutdown"
   | "forced_release"
+  | "heartbeat_timeout"
   | "refused"
   | "peer_closed"
   | "io_error"

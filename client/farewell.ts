@@ -19,6 +19,7 @@ const CLOSING_CODES: ReadonlySet<string> = new Set([
 /** The messages without an id that tell why the server will close. */
 export type FarewellMessage =
   | { event: "shutdown" }
+  | { event: "heartbeat_timeout" }
   | { event: "forced_release"; lockName: string }
   | { event?: undefined; error?: { code?: unknown } };
 
@@ -48,6 +49,11 @@ export class Farewell {
   heard(message: FarewellMessage): boolean {
     if (message.event === "shutdown") {
       this.#say("shutdown", "the server is shutting down");
+    } else if (message.event === "heartbeat_timeout") {
+      this.#say(
+        "heartbeat_timeout",
+        "the server heard nothing from this client for its heartbeat timeout",
+      );
     } else if (message.event === "forced_release") {
       this.#say(
         "forced_release",
@@ -116,8 +122,7 @@ function unexplained(
     case "output_overflow":
       return { reason, why: "the server stopped reading" };
     default:
-      // The server died, or dropped a client it heard nothing from for its
-      // heartbeat timeout: it says nothing before either.
+      // The server died, or its farewell was not read.
       return { reason: "peer_closed", why: "the server closed the connection" };
   }
 }

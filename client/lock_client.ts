@@ -7,39 +7,23 @@
 
 import type { MessageClient, RpcOptions } from "../message/client.ts";
 import type { CloseInfo } from "../message/connection.ts";
-import {
-  ConnectionError,
-  RemoteError,
-  RequestTimeoutError,
-} from "../message/errors.ts";
+import { RemoteError, RequestTimeoutError } from "../message/errors.ts";
 import type {
   ForceReleaseResult,
   HelloResult,
-  LockMode,
-  LockResult,
-  ReleaseResult,
   StatusResult,
 } from "../protocol/lock_protocol.ts";
-import { MAX_WAIT_MS } from "../protocol/lock_protocol.ts";
 import { LockTimeoutError, RequestRefusedError } from "./errors.ts";
 import { Farewell, type FarewellMessage } from "./farewell.ts";
-import { Lock } from "./lock.ts";
-import { readStatus, type StatusOptions } from "./status_report.ts";
+import type { Lock } from "./lock.ts";
+import { LockRequests } from "./lock_requests.ts";
 import {
   checkLockArguments,
-  LOCK_REPLY_GRACE_MS,
   type LockOptions,
   type ServerAddress,
 } from "./options.ts";
-import {
-  type Active,
-  deliver,
-  grantedToken,
-  type LockEvent,
-  lockParameters,
-  modeOf,
-} from "./request.ts";
-import { Turns } from "./turns.ts";
+import type { LockEvent } from "./request.ts";
+import { readStatus, type StatusOptions } from "./status_report.ts";
 
 /**
  * A connection to a pklock server, made by `connect()`. Every lock it
@@ -69,9 +53,8 @@ export class LockClient implements AsyncDisposable {
   readonly address: ServerAddress;
   readonly #messages: MessageClient;
   readonly #timeout: number;
-  readonly #turns = new Turns();
-  readonly #active = new Map<string, Active>();
   readonly #farewell = new Farewell();
+  readonly #requests: LockRequests;
 
   /**
    * Made by `connect()`; not meant to be built directly.
@@ -91,12 +74,16 @@ export class LockClient implements AsyncDisposable {
     this.server = server;
     this.address = address;
     this.#timeout = timeout;
+    this.#requests = new LockRequests(messages, {
+      timeout,
+      rpc: (command, parameters) => this.#rpc(command, parameters),
+      refused: (error) => this.#refused(error),
+    });
     messages.closed.then((info) => this.#onClose(info));
     messages.addEventListener("message", (event) => {
       const data = (event as MessageEvent<LockEvent | FarewellMessage>).data;
       if (!this.#farewell.heard(data as FarewellMessage)) {
-        const active = this.#active.get((data as LockEvent).lockName);
-        if (active !== undefined) deliver(active, data as LockEvent);
+        this.#requests.heard(data as LockEvent);
       }
     });
   }
@@ -140,26 +127,7 @@ export class LockClient implements AsyncDisposable {
    */
   async lock(name: string, options: LockOptions = {}): Promise<Lock> {
     checkLockArguments(name, options);
-    const { wait, signal } = options;
-    signal?.throwIfAborted();
-    const started = performance.now();
-    const endTurn = await this.#turns.take(name, wait, signal);
-    const active: Active = {
-      options,
-      endTurn: () => {
-        if (this.#active.get(name) === active) this.#active.delete(name);
-        endTurn();
-      },
-    };
-    try {
-      const left = wait === undefined
-        ? undefined
-        : Math.max(0, Math.floor(wait - (performance.now() - started)));
-      return await this.#request(name, left, active);
-    } catch (error) {
-      active.endTurn();
-      throw error;
-    }
+    return await this.#requests.lock(name, options);
   }
 
   /**
@@ -326,81 +294,6 @@ export class LockClient implements AsyncDisposable {
     return this.close();
   }
 
-  /** Sends the request and waits for its outcome, on the client's clock. */
-  async #request(
-    name: string,
-    left: number | undefined,
-    active: Active,
-  ): Promise<Lock> {
-    const { options } = active;
-    const { wait, signal } = options;
-    const mode = modeOf(options);
-    this.#active.set(name, active);
-    let result: LockResult;
-    try {
-      result = await this.#messages.rpc<LockResult>(
-        "lock",
-        lockParameters(name, left, options) as unknown as Record<
-          string,
-          unknown
-        >,
-        {
-          ...(signal ? { signal } : {}),
-          ...(left === undefined ? {} : {
-            timeout: Math.min(
-              MAX_WAIT_MS,
-              left + Math.min(this.#timeout, LOCK_REPLY_GRACE_MS),
-            ),
-          }),
-        },
-      );
-    } catch (error) {
-      const timedOut = error instanceof RequestTimeoutError;
-      if (!timedOut && !(signal?.aborted && error === signal.reason)) {
-        throw this.#refused(error);
-      }
-      // Given up on the client's clock. The release goes out behind the
-      // lock, so it withdraws the request or releases a grant that comes
-      // late; the next request for the name goes out behind both.
-      this.#messages.rpc("release", { lockName: name }, {
-        timeout: this.#timeout,
-      }).catch(() => {});
-      if (!timedOut) throw error;
-      throw new LockTimeoutError(
-        `Cannot acquire lock "${name}": timed out after ${wait} ms (the server did not answer)`,
-        { cause: error },
-      );
-    }
-    return this.#hold(name, mode, grantedToken(name, wait, result), active);
-  }
-
-  #hold(name: string, mode: LockMode, token: number, active: Active): Lock {
-    const lost = new AbortController();
-    const lock = new Lock(
-      name,
-      mode,
-      token,
-      lost.signal,
-      () => this.#release(name, active),
-    );
-    active.lock = lock;
-    active.lost = lost;
-    return lock;
-  }
-
-  async #release(name: string, active: Active): Promise<void> {
-    const reply = this.#rpc<ReleaseResult>("release", { lockName: name });
-    // The release is on its way: the next request for the name goes out
-    // behind it, and the lock's lost signal no longer applies.
-    active.endTurn();
-    try {
-      await reply;
-    } catch (error) {
-      // A closed connection has released the lock already.
-      if (!(error instanceof ConnectionError)) throw error;
-    }
-  }
-
   /** A request answered within `timeout`, with the server's codes typed. */
   async #rpc<T>(
     command: string,
@@ -424,9 +317,6 @@ export class LockClient implements AsyncDisposable {
 
   #onClose(info: CloseInfo): void {
     const cause = this.#messages.signal.reason;
-    for (const [name, active] of [...this.#active]) {
-      active.lost?.abort(this.#farewell.lost(name, info, cause));
-      active.endTurn();
-    }
+    this.#requests.lose((name) => this.#farewell.lost(name, info, cause));
   }
 }

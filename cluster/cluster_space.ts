@@ -210,6 +210,9 @@ export class ClusterLockSpace
     for (const request of requests) this.#events!.changed(request.name);
   }
 
+  /** Tokens are etcd revisions and never run out: no grant waits for one. */
+  resumeGrants(): void {}
+
   countOf(session: Session): number {
     return this.#mine.countOf(session);
   }

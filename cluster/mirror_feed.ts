@@ -60,6 +60,8 @@ export class MirrorFeed {
   #generation = new AbortController();
   readonly #catchUps: { revision: number; resolve: () => void }[] = [];
   #lagTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The revision `#lagTimer` waits for the mirror to reach. */
+  #lagRevision = 0;
 
   private constructor(
     etcd: EtcdClient,
@@ -114,9 +116,13 @@ export class MirrorFeed {
    * @param revision The write's revision.
    */
   seen(revision: number): void {
-    if (this.#lagTimer !== undefined || revision <= this.mirror.revision) {
+    if (
+      this.#lagTimer !== undefined || revision <= this.mirror.revision ||
+      this.#options.signal.aborted
+    ) {
       return;
     }
+    this.#lagRevision = revision;
     this.#lagTimer = setTimeout(() => {
       this.#lagTimer = undefined;
       if (this.mirror.revision < revision) {
@@ -145,6 +151,10 @@ export class MirrorFeed {
           const touched = this.mirror.apply(events, revision, deleted);
           this.#options.onChange(touched, deleted);
           this.#settleCatchUps();
+          if (this.mirror.revision >= this.#lagRevision) {
+            clearTimeout(this.#lagTimer);
+            this.#lagTimer = undefined;
+          }
         }
       } catch (error) {
         if (!(error instanceof EtcdCompactedError)) throw error;

@@ -11,91 +11,33 @@ import {
   decodeMessage,
   DEFAULT_MAX_FRAME_BYTES,
   FrameDecoder,
-  FrameEncoder,
   type Message,
 } from "../protocol/frame.ts";
+import { exactId, mayBeInexact } from "./exact_id.ts";
 import { writeAll } from "./io.ts";
+import { FrameClock } from "./frame_clock.ts";
+import { PeerOutput } from "./peer_output.ts";
+import {
+  type CloseInfo,
+  type CloseReason,
+  type CodedError,
+  type ConnectionEvents,
+  type ConnectionOptions,
+  DEFAULT_MAX_OUTPUT_BYTES,
+  type ReplyErrorOptions,
+} from "./connection_types.ts";
 
-/** The default cap on bytes queued for a peer that does not read (4 MiB). */
-export const DEFAULT_MAX_OUTPUT_BYTES = 4 * 1024 * 1024;
-
-/** Why a connection closed. */
-export type CloseReason =
-  /** The peer closed its end. */
-  | "peer_closed"
-  /** This side called `close()`. */
-  | "closed"
-  /** The peer broke the framing; an error reply was sent where possible. */
-  | "protocol_error"
-  /** The peer did not read its replies and the output cap was reached. */
-  | "output_overflow"
-  /** Reading or writing failed (reset by peer, broken pipe, ...). */
-  | "io_error"
-  /** The server refused the peer: failed authentication, or a limit. */
-  | "refused"
-  /** An operator took the peer's locks away (the lock server's forced release). */
-  | "forced_release"
-  /** The peer stayed silent past the heartbeat limit. */
-  | "heartbeat_timeout"
-  /** The server is shutting down. */
-  | "shutdown";
-
-/** How a connection ended, as passed to close hooks and `closed` promises. */
-export interface CloseInfo {
-  /** Why it closed. */
-  reason: CloseReason;
-  /** The error behind `protocol_error` and `io_error`. */
-  error?: unknown;
-}
-
-/** Limits of one connection. */
-export interface ConnectionLimits {
-  /**
-   * The largest incoming payload, in bytes.
-   *
-   * @default {65536}
-   */
-  maxFrameBytes?: number | undefined;
-  /**
-   * The most bytes queued for the peer before the connection is dropped.
-   *
-   * @default {4194304}
-   */
-  maxOutputBytes?: number | undefined;
-}
-
-/** What a connection tells its owner. */
-export interface ConnectionEvents {
-  /** Called for every message read, in order. */
-  onMessage(message: Message, connection: Connection): void;
-  /** Called exactly once, when the connection has closed. */
-  onClose(connection: Connection, info: CloseInfo): void;
-  /** Called with the code of every error reply sent with `replyError`. */
-  onErrorReply?: ((code: string, connection: Connection) => void) | undefined;
-}
-
-/** An error that knows the stable code it is answered with. */
-export interface CodedError {
-  /** The stable, machine-readable code. */
-  readonly code: string;
-  /** A sentence for people. */
-  readonly message: string;
-}
-
-/** Options of {@linkcode Connection.replyError}. */
-export interface ReplyErrorOptions {
-  /**
-   * Close the connection once the reply is written, with this info.
-   *
-   * @default {Stay open}
-   */
-  close?: CloseInfo | undefined;
-  /**
-   * A `result` sent beside the error: only for replies an older protocol
-   * defined that way (the lock server's legacy invalid `lock`).
-   */
-  result?: unknown;
-}
+export {
+  type CloseInfo,
+  type CloseReason,
+  type CodedError,
+  type ConnectionEvents,
+  type ConnectionLimits,
+  type ConnectionOptions,
+  DEFAULT_FRAME_TIMEOUT_MS,
+  DEFAULT_MAX_OUTPUT_BYTES,
+  type ReplyErrorOptions,
+} from "./connection_types.ts";
 
 /**
  * Each connection's pending read pins its buffer: small keeps idle connections
@@ -126,8 +68,12 @@ export class Connection {
   readonly #conn: Deno.Conn;
   readonly #events: ConnectionEvents;
   readonly #decoder: FrameDecoder;
-  readonly #output = new FrameEncoder();
-  readonly #maxOutputBytes: number;
+  readonly #output: PeerOutput;
+  readonly #frameClock: FrameClock | undefined;
+  /** While not read because its output is over the cap: resolves on drain. */
+  #paused: PromiseWithResolvers<void> | null = null;
+  /** Payloads read while paused, dispatched once it resumes (one read's worth). */
+  readonly #held: Uint8Array[] = [];
   #writing = false;
   /** Whether this connection is in the list the next flush writes. */
   #queued = false;
@@ -157,27 +103,48 @@ export class Connection {
    *
    * @param conn The socket; the connection owns and closes it.
    * @param events Where messages and the close go.
-   * @param limits Frame and output limits.
+   * @param options Frame and output limits, and the shared output budget.
    */
   constructor(
     conn: Deno.Conn,
     events: ConnectionEvents,
-    limits: ConnectionLimits = {},
+    options: ConnectionOptions = {},
   ) {
     this.#conn = conn;
     this.remoteAddr = conn.remoteAddr as Deno.NetAddr;
     this.#events = events;
-    this.#maxOutputBytes = limits.maxOutputBytes ?? DEFAULT_MAX_OUTPUT_BYTES;
+    this.#output = new PeerOutput(
+      options.maxOutputBytes ?? DEFAULT_MAX_OUTPUT_BYTES,
+      options.budget,
+    );
+    // Only a server times frames: a client that did would drop its own
+    // locks when a stopped server resumes mid-frame.
+    const frameTimeout = options.frameTimeout;
+    this.#frameClock = frameTimeout === undefined
+      ? undefined
+      : new FrameClock(frameTimeout, () => {
+        if (!this.#decoder.partial || this.#state !== "open") return;
+        if (this.#events.holdsState?.(this) === true) return;
+        this.replyError(null, {
+          code: "frame_timeout",
+          message: `Frame not finished within ${frameTimeout} ms`,
+        }, { close: { reason: "protocol_error" } });
+      });
     this.#decoder = new FrameDecoder(
-      (payload) => {
-        if (this.#state === "open") {
-          this.#events.onMessage(decodeMessage(payload), this);
-        }
-      },
-      { maxFrameBytes: limits.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES },
+      (payload) => this.#frame(payload),
+      { maxFrameBytes: options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES },
     );
     this.#reading = this.#read();
   }
+
+  /**
+   * Whether a frame whose payload is not a JSON object (invalid UTF-8 or JSON,
+   * an empty payload, an array) is answered with an error reply and skipped,
+   * instead of closing the connection. The framing itself is intact, so the
+   * next frame can still be read: the lock server sets it on connections that
+   * speak the legacy protocol, whose PHP server ignored such frames.
+   */
+  skipsBadPayloads = false;
 
   /**
    * When bytes last arrived from the peer, as `performance.now()`: heartbeats
@@ -200,23 +167,56 @@ export class Connection {
 
   /** Bytes queued for the peer and not yet written. */
   get pendingBytes(): number {
-    return this.#output.length + this.#output.taken;
+    return this.#output.pendingBytes;
   }
 
   /**
    * Queues one message for the peer; frames queued in the same tick leave in
-   * one write.
+   * one write. Past the output cap (`maxOutputBytes`, or 64 KiB while the
+   * server's output budget is spent) a connection that holds no state is
+   * closed with reason `output_overflow`; one that does is no longer read
+   * until its output is written.
    *
    * @param message A JSON-encodable object.
    * @returns `false` when the connection is closing and nothing was queued.
    */
   send(message: object): boolean {
     if (this.#state !== "open") return false;
-    this.#output.append(message);
-    if (this.pendingBytes > this.#maxOutputBytes) {
-      this.#finish({ reason: "output_overflow" });
-      return false;
-    }
+    if (this.#output.append(message) && !this.#overflowed()) return false;
+    this.#schedule();
+    return true;
+  }
+
+  /**
+   * Queues a notice that describes current state (a queue position, a count
+   * of waiters): until it is written, a later notice with the same key
+   * replaces it. Notices take no room in the output cap, since each key holds
+   * at most one: however long the peer does not read, they never close it. A
+   * notice leaves when the socket next takes bytes, after what was sent before
+   * then: it may follow messages sent after it.
+   *
+   * @param key What the notice is about (the lock server: a request).
+   * @param message The notice.
+   * @returns `false` when the connection is closing and nothing was queued.
+   */
+  notify(key: unknown, message: object): boolean {
+    if (this.#state !== "open") return false;
+    this.#output.notify(key, message);
+    this.#schedule();
+    return true;
+  }
+
+  /**
+   * Drops the notice of a key not yet written, once it no longer says
+   * anything true (the request it described was granted or withdrawn).
+   *
+   * @param key The key given to {@linkcode Connection.notify}.
+   */
+  forget(key: unknown): void {
+    this.#output.forget(key);
+  }
+
+  #schedule(): void {
     if (!this.#writing && !this.#queued) {
       this.#queued = true;
       Connection.#unflushed.push(this);
@@ -225,7 +225,40 @@ export class Connection {
         queueMicrotask(Connection.#flushAll);
       }
     }
+  }
+
+  /** Output passed the cap: pauses reading if closing would cost state. */
+  #overflowed(): boolean {
+    if (this.#events.holdsState?.(this) !== true) {
+      this.#finish({ reason: "output_overflow" });
+      return false;
+    }
+    this.#paused ??= Promise.withResolvers<void>();
     return true;
+  }
+
+  #frame(payload: Uint8Array): void {
+    this.#frameClock?.finished();
+    if (this.#state !== "open") return;
+    // Paused mid-read: the rest of the read waits, as requests, not replies.
+    if (this.#paused !== null || this.#held.length > 0) {
+      this.#held.push(payload.slice());
+      return;
+    }
+    this.#dispatch(payload);
+  }
+
+  #dispatch(payload: Uint8Array): void {
+    let message: Message;
+    try {
+      message = decodeMessage(payload);
+    } catch (error) {
+      if (!this.skipsBadPayloads || !(error instanceof FrameError)) throw error;
+      this.replyError(null, error);
+      return;
+    }
+    if (mayBeInexact(message.id)) message.id = exactId(payload);
+    this.#events.onMessage(message, this);
   }
 
   /**
@@ -304,10 +337,19 @@ export class Connection {
         if (n === null) return this.#finish({ reason: "peer_closed" });
         if (this.#state !== "open") return;
         this.#decoder.push(buffer.subarray(0, n));
+        if (this.#state !== "open") return;
+        this.#frameClock?.read(this.#decoder.partial);
         if (n === small.length && buffer === small) {
           buffer = new Uint8Array(LARGE_READ_BYTES);
         } else if (n < small.length) {
           buffer = small;
+        }
+        while (this.#paused !== null || this.#held.length > 0) {
+          if (this.#paused !== null) await this.#paused.promise;
+          while (this.#held.length > 0 && this.#paused === null) {
+            if (this.#state !== "open") return;
+            this.#dispatch(this.#held.shift()!);
+          }
         }
       }
     } catch (error) {
@@ -327,14 +369,16 @@ export class Connection {
     if (this.#state === "closed") return;
     this.#writing = true;
     try {
-      while (this.#output.length > 0 && !this.#isClosed()) {
+      while (!this.#isClosed()) {
         const bytes = this.#output.take();
+        if (bytes === null) break;
         // Most writes take every byte: awaiting the first one here spares the
         // hot path writeAll's extra promise.
         const written = await this.#conn.write(bytes);
         if (written < bytes.length) {
           await writeAll(this.#conn, bytes.subarray(written));
         }
+        if (this.#output.written()) this.#resume();
       }
     } catch (error) {
       this.#finish({ reason: "io_error", error });
@@ -350,10 +394,20 @@ export class Connection {
     return this.#state === "closed";
   }
 
+  /** Reads again, if paused. */
+  #resume(): void {
+    this.#paused?.resolve();
+    this.#paused = null;
+  }
+
   #finish(info: CloseInfo): void {
     if (this.#state === "closed") return;
     this.#state = "closed";
     clearTimeout(this.#closeTimer);
+    this.#frameClock?.stop();
+    this.#output.drop();
+    this.#held.length = 0;
+    this.#resume();
     const final = this.#info ?? info;
     // Release and grant first, then close: after a burst of disconnects the
     // grants do not wait behind every close syscall.

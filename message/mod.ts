@@ -30,6 +30,7 @@ export {
   type CloseOptions,
   type Handler,
   HEARTBEAT,
+  HEARTBEAT_TIMEOUT,
   MessageServer,
   type MessageServerOptions,
   type MessageServerSettings,
@@ -42,8 +43,10 @@ export {
   Connection,
   type ConnectionEvents,
   type ConnectionLimits,
+  type ConnectionOptions,
   type ReplyErrorOptions,
 } from "./connection.ts";
+export { OutputBudget } from "./output_budget.ts";
 export * from "./errors.ts";
 export { FrameError, PklockError } from "../protocol/errors.ts";
 export type { ErrorCode } from "../protocol/errors.ts";

@@ -7,8 +7,14 @@
  * @module
  */
 
-import { encodeFrame, type Message } from "../protocol/frame.ts";
-import { AllowList, LOOPBACK } from "./allow_list.ts";
+import type { Message } from "../protocol/frame.ts";
+import {
+  Admission,
+  connectionLimit,
+  openFileLimit,
+  type RejectReason,
+} from "./admission.ts";
+import { LOOPBACK } from "./allow_list.ts";
 import { MessageError } from "./errors.ts";
 import { delay } from "./io.ts";
 import {
@@ -16,7 +22,15 @@ import {
   Connection,
   type ConnectionEvents,
   type ConnectionLimits,
+  type ConnectionOptions,
+  DEFAULT_FRAME_TIMEOUT_MS,
 } from "./connection.ts";
+import { OutputBudget } from "./output_budget.ts";
+
+export type { RejectReason };
+
+/** The default time a TLS peer has to finish its handshake (10 s). */
+export const DEFAULT_HANDSHAKE_TIMEOUT_MS = 10_000;
 
 /**
  * Handles one message. The message has been checked to be an object whose
@@ -32,15 +46,6 @@ export type Handler = (
   connection: Connection,
 ) => unknown;
 
-/**
- * Why a peer was turned away at once: outside the allow-list, or beyond a
- * connection limit.
- */
-export type RejectReason =
-  | "not_allowed"
-  | "too_many_connections"
-  | "too_many_connections_per_ip";
-
 const INTERNAL_ERROR = new MessageError(
   "internal_error",
   "Internal server error",
@@ -48,6 +53,9 @@ const INTERNAL_ERROR = new MessageError(
 
 /** The event a {@linkcode MessageServer} sends to a silent peer. */
 export const HEARTBEAT = { event: "heartbeat" } as const;
+
+/** The farewell of a peer dropped for its silence past the heartbeat timeout. */
+export const HEARTBEAT_TIMEOUT = { event: "heartbeat_timeout" } as const;
 
 /** Options of {@linkcode MessageServer.close}. */
 export interface CloseOptions {
@@ -88,24 +96,43 @@ export interface MessageServerSettings extends ConnectionLimits {
    */
   tls?: { cert: string; key: string } | undefined;
   /**
-   * The most connections open at once; a peer beyond it gets a
-   * `too_many_connections` error and is disconnected.
+   * With `tls`, how long a peer may take to finish its handshake, in
+   * milliseconds; past it the connection closes with `handshake_timeout`.
    *
-   * @default {Infinity}
+   * @default {10000}
+   */
+  handshakeTimeout?: number | undefined;
+  /**
+   * The most connections open at once; a peer beyond it gets a
+   * `too_many_connections` error and is disconnected. Never more than the
+   * open-file limit leaves after 64 descriptors kept for the server itself
+   * (see `maxConnections` on the server for the limit applied).
+   *
+   * @default {The open-file limit minus 64}
    */
   maxConnections?: number | undefined;
   /**
    * The most connections open at once from one IP address; a peer beyond it
    * gets a `too_many_connections` error and is disconnected.
    *
-   * @default {Infinity}
+   * @default {1000, for addresses other than loopback}
    */
   maxConnectionsPerIp?: number | undefined;
+  /**
+   * The most bytes queued for every peer together (coalesced notices not
+   * counted). While more are queued, each connection may queue at most 64 KiB:
+   * past that, one that holds state is no longer read until its output
+   * drains, and one that holds none is closed with `output_overflow`.
+   *
+   * @default {67108864}
+   */
+  maxTotalOutputBytes?: number | undefined;
   /**
    * Application heartbeats, off by default. Every `interval` ms, a peer silent
    * for that long is sent `{"event":"heartbeat"}` (a {@linkcode MessageClient}
    * answers `{"command":"heartbeat"}` by itself); a peer silent for `timeout`
-   * ms is disconnected with reason `heartbeat_timeout`.
+   * ms is sent `{"event":"heartbeat_timeout"}` and disconnected with reason
+   * `heartbeat_timeout`.
    */
   heartbeat?: { interval: number; timeout: number } | undefined;
 }
@@ -130,6 +157,12 @@ export interface MessageServerOptions extends MessageServerSettings {
   authorize?:
     | ((message: Message, connection: Connection) => boolean)
     | undefined;
+  /**
+   * Whether closing a connection would take something from its peer (the
+   * lock server: it holds or waits for a lock). Such a connection is never
+   * closed for being slow; see {@linkcode ConnectionEvents.holdsState}.
+   */
+  holdsState?: ((connection: Connection) => boolean) | undefined;
   /**
    * Called with the code of every error reply a connection sends (every
    * {@linkcode Connection.replyError}: handler errors, frame errors, the
@@ -159,15 +192,19 @@ export interface MessageServerOptions extends MessageServerSettings {
 export class MessageServer implements AsyncDisposable {
   /** The bound address; read `addr.port` after listening on port 0. */
   readonly addr: Deno.NetAddr;
+  /**
+   * The connection limit applied: `maxConnections`, lowered to what the
+   * open-file limit leaves after the server's own descriptors.
+   */
+  readonly maxConnections: number;
   readonly #listener: Deno.Listener;
   readonly #handlers: Map<string, Handler>;
-  readonly #allowList: AllowList;
+  readonly #admission: Admission;
   readonly #options: MessageServerOptions;
+  readonly #connectionOptions: ConnectionOptions;
   readonly #connections = new Set<Connection>();
   readonly #events: ConnectionEvents;
   readonly #accepting: Promise<void>;
-  readonly #perIp = new Map<string, number>();
-  readonly #rejecting = new Set<Promise<void>>();
   readonly #heartbeat: ReturnType<typeof setInterval> | undefined;
 
   /**
@@ -183,11 +220,28 @@ export class MessageServer implements AsyncDisposable {
     if (!this.#handlers.has("heartbeat")) {
       this.#handlers.set("heartbeat", () => undefined);
     }
-    this.#allowList = new AllowList(options.allowed ?? LOOPBACK);
+    this.maxConnections = connectionLimit(
+      options.maxConnections,
+      openFileLimit(),
+    );
+    this.#admission = new Admission({
+      allowed: options.allowed ?? LOOPBACK,
+      maxConnections: this.maxConnections,
+      maxConnectionsPerIp: options.maxConnectionsPerIp,
+      tls: options.tls !== undefined,
+      onReject: options.onReject,
+    });
+    this.#connectionOptions = {
+      maxFrameBytes: options.maxFrameBytes,
+      maxOutputBytes: options.maxOutputBytes,
+      frameTimeout: options.frameTimeout ?? DEFAULT_FRAME_TIMEOUT_MS,
+      budget: new OutputBudget(options.maxTotalOutputBytes),
+    };
     this.#events = {
       onMessage: (message, connection) => this.#dispatch(message, connection),
       onClose: (connection, info) => this.#closed(connection, info),
       onErrorReply: options.onErrorReply,
+      holdsState: options.holdsState,
     };
     const address = {
       hostname: options.hostname ?? "127.0.0.1",
@@ -234,7 +288,7 @@ export class MessageServer implements AsyncDisposable {
       }
       return connection.finished;
     });
-    await Promise.all([...closing, ...this.#rejecting]);
+    await Promise.all([...closing, this.#admission.refusing]);
   }
 
   /** Same as {@linkcode MessageServer.close}. */
@@ -255,29 +309,7 @@ export class MessageServer implements AsyncDisposable {
         await delay(10);
         continue;
       }
-      const remote = conn.remoteAddr as Deno.NetAddr;
-      const ip = remote.hostname;
-      if (!this.#allowList.allows(ip)) {
-        conn.close();
-        this.#options.onReject?.(remote, "not_allowed");
-        continue;
-      }
-      const fromIp = this.#perIp.get(ip) ?? 0;
-      const { maxConnections = Infinity, maxConnectionsPerIp = Infinity } =
-        this.#options;
-      if (this.#connections.size >= maxConnections) {
-        this.#reject(conn, "too_many_connections", maxConnections, "");
-        continue;
-      }
-      if (fromIp >= maxConnectionsPerIp) {
-        this.#reject(
-          conn,
-          "too_many_connections_per_ip",
-          maxConnectionsPerIp,
-          ` from ${ip}`,
-        );
-        continue;
-      }
+      if (!this.#admission.admit(conn)) continue;
       if (!this.#options.tls) {
         try {
           (conn as Deno.TcpConn).setNoDelay(true);
@@ -286,42 +318,30 @@ export class MessageServer implements AsyncDisposable {
           // The peer may already be gone; the reader will notice.
         }
       }
-      this.#perIp.set(ip, fromIp + 1);
-      const connection = new Connection(conn, this.#events, this.#options);
+      const connection = new Connection(
+        conn,
+        this.#events,
+        this.#connectionOptions,
+      );
       this.#connections.add(connection);
+      if (this.#options.tls) this.#timeHandshake(conn, connection);
       this.#options.onOpen?.(connection);
     }
   }
 
-  /** Tells a peer beyond a connection limit why, then disconnects it. */
-  #reject(
-    conn: Deno.Conn,
-    reason: "too_many_connections" | "too_many_connections_per_ip",
-    limit: number,
-    where: string,
-  ): void {
-    const frame = encodeFrame({
-      error: {
-        code: "too_many_connections",
-        message: `Too many connections${where}: the limit is ${limit}`,
-      },
-    });
-    // Under TLS the write would wait for a handshake a silent peer never
-    // does, and the socket would stay open until it did: close at once.
-    if (this.#options.tls) {
-      conn.close();
-      this.#options.onReject?.(conn.remoteAddr as Deno.NetAddr, reason);
-      return;
-    }
-    const rejecting: Promise<void> = conn.write(frame).then(
-      () => {},
-      () => {},
-    ).finally(() => {
-      conn.close();
-      this.#rejecting.delete(rejecting);
-    });
-    this.#rejecting.add(rejecting);
-    this.#options.onReject?.(conn.remoteAddr as Deno.NetAddr, reason);
+  /** Closes a TLS connection whose handshake does not finish in time. */
+  #timeHandshake(conn: Deno.Conn, connection: Connection): void {
+    const timer = setTimeout(
+      () => connection.close("handshake_timeout"),
+      this.#options.handshakeTimeout ?? DEFAULT_HANDSHAKE_TIMEOUT_MS,
+    );
+    // A failed handshake ends the connection's reads too: only the clock
+    // needs stopping here.
+    (conn as Deno.TlsConn).handshake().then(
+      () => clearTimeout(timer),
+      () => clearTimeout(timer),
+    );
+    connection.finished.then(() => clearTimeout(timer));
   }
 
   /** Pings silent peers and drops those silent past the timeout. */
@@ -329,17 +349,19 @@ export class MessageServer implements AsyncDisposable {
     const now = performance.now();
     for (const connection of this.#connections) {
       const silent = now - connection.lastRead;
-      if (silent >= timeout) connection.close("heartbeat_timeout");
-      else if (silent >= interval) connection.send(HEARTBEAT);
+      if (silent >= timeout) {
+        // Said first, so a client that reads again learns why its locks went;
+        // a peer whose socket takes no bytes is closed after the short grace.
+        connection.closeWith(HEARTBEAT_TIMEOUT, {
+          reason: "heartbeat_timeout",
+        });
+      } else if (silent >= interval) connection.notify(HEARTBEAT, HEARTBEAT);
     }
   }
 
   #closed(connection: Connection, info: CloseInfo): void {
     this.#connections.delete(connection);
-    const ip = connection.remoteAddr.hostname;
-    const fromIp = this.#perIp.get(ip)! - 1;
-    if (fromIp === 0) this.#perIp.delete(ip);
-    else this.#perIp.set(ip, fromIp);
+    this.#admission.left(connection.remoteAddr);
     this.#options.onClose?.(connection, info);
   }
 

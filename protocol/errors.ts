@@ -11,6 +11,7 @@
  */
 export type ErrorCode =
   | "frame_too_large"
+  | "frame_timeout"
   | "invalid_utf8"
   | "invalid_json"
   | "not_an_object"

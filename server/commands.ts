@@ -292,7 +292,11 @@ export class LockCommands {
     const ip = session.connection.remoteAddr.hostname;
     const penalty = this.#guesses.remaining(ip);
     if (penalty > 0) {
-      this.#deny(message, session, "auth_failed", {
+      // Refused unchecked, but never closed: the penalty is the address's,
+      // and another client of that address (every local client shares
+      // 127.0.0.1) may hold locks on this connection.
+      this.#journal.denied(session, "auth_failed");
+      session.connection.replyError(message, {
         code: "auth_failed",
         message:
           `Authentication failed: too many wrong admin secrets from ${ip}; the next is checked in ${
@@ -312,18 +316,18 @@ export class LockCommands {
     if (error !== null) throw new MessageError(error.code, error.message);
     const space = this.#outcomes.space;
     const holders = space.inspect(name as string)?.holders ?? [];
-    // In a cluster, the holders on other nodes lose their keys, and their
-    // nodes close their connections.
-    const remote = isShared<Ticket, Timing>(space)
-      ? space.forceRemote(name as string)
-      : [];
-    if (holders.length + remote.length === 0) return { status: "notFound" };
     if (holders.some((request) => request.owner === session)) {
       throw new MessageError(
         "invalid_parameters",
         `This connection holds lock "${name}": release it with "release"`,
       );
     }
+    // In a cluster, the holders on other nodes lose their keys, and their
+    // nodes close their connections.
+    const remote = isShared<Ticket, Timing>(space)
+      ? space.forceRemote(name as string)
+      : [];
+    if (holders.length + remote.length === 0) return { status: "notFound" };
     const released = holders.map((request) => {
       this.#journal.forcing(request, session);
       return describe(request);

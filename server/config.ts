@@ -14,7 +14,12 @@ import {
 } from "jsonc-parser";
 import { z } from "zod";
 import { checkAllowEntry, LOOPBACK } from "../message/allow_list.ts";
-import { DEFAULT_MAX_OUTPUT_BYTES } from "../message/connection.ts";
+import {
+  DEFAULT_FRAME_TIMEOUT_MS,
+  DEFAULT_MAX_OUTPUT_BYTES,
+} from "../message/connection.ts";
+import { DEFAULT_MAX_TOTAL_OUTPUT_BYTES } from "../message/output_budget.ts";
+import { DEFAULT_HANDSHAKE_TIMEOUT_MS } from "../message/server.ts";
 import { DEFAULT_MAX_FRAME_BYTES } from "../protocol/frame.ts";
 import {
   DEFAULT_MAX_LOCK_NAME_LENGTH,
@@ -76,11 +81,22 @@ const settingsSchema = z.strictObject({
       DEFAULT_MAX_FRAME_BYTES,
     ),
     maxOutputBytes: z.int().min(1024).default(DEFAULT_MAX_OUTPUT_BYTES),
+    maxTotalOutputBytes: z.int().min(1024).default(
+      DEFAULT_MAX_TOTAL_OUTPUT_BYTES,
+    ),
+    frameTimeout: z.int().min(100).max(MAX_WAIT_MS).default(
+      DEFAULT_FRAME_TIMEOUT_MS,
+    ),
+    handshakeTimeout: z.int().min(100).max(MAX_WAIT_MS).default(
+      DEFAULT_HANDSHAKE_TIMEOUT_MS,
+    ),
     maxLockNameLength: z.int().min(1).max(65536).default(
       DEFAULT_MAX_LOCK_NAME_LENGTH,
     ),
-    maxConnections: z.int().min(1).default(100_000),
-    maxConnectionsPerIp: z.int().min(1).default(100_000),
+    // Unset: the open-file limit minus the server's own descriptors.
+    maxConnections: z.int().min(1).optional(),
+    // Unset: 1,000 from each address other than loopback.
+    maxConnectionsPerIp: z.int().min(1).optional(),
     maxLocksPerConnection: z.int().min(1).default(10_000),
     // Absent: derived from the heap (see request_budget.ts).
     maxRequests: z.int().min(1).optional(),

@@ -43,6 +43,16 @@ export interface SearchedLock<O> {
 }
 
 /**
+ * Counts the work of deadlock checks: each request the search or the
+ * reduction looks at adds one, so a test can bound a check's cost by the
+ * size of the graph instead of by the clock.
+ */
+export interface SearchCounter {
+  /** Requests looked at so far, over every check counted. */
+  visited: number;
+}
+
+/**
  * Whether a request just queued is deadlocked. It costs time linear in the
  * part of the wait-for graph it reaches: each owner reached is visited once,
  * each lock's queue is walked once per mode as far as the furthest request
@@ -53,6 +63,7 @@ export interface SearchedLock<O> {
  *
  * @param request The request, at the tail of its lock's queue.
  * @param owners Every owner's requests, held or waiting.
+ * @param counter Where to count the requests looked at.
  * @returns `true` when its owner would never be freed.
  *
  * @example A request waiting for its own holder
@@ -76,8 +87,9 @@ export interface SearchedLock<O> {
 export function deadlocked<O>(
   request: SearchedRequest<O>,
   owners: ReadonlyMap<O, ReadonlyMap<string, SearchedRequest<O>>>,
+  counter: SearchCounter = { visited: 0 },
 ): boolean {
-  const search = new Search(request.owner, owners);
+  const search = new Search(request.owner, owners, counter);
   return search.reaches() && !search.frees();
 }
 
@@ -116,14 +128,17 @@ class Search<O> {
   /** The queued requests walked past, per walk. */
   readonly #fullPassed = new Set<SearchedRequest<O>>();
   readonly #sharedPassed = new Set<SearchedRequest<O>>();
+  readonly #counter: SearchCounter;
   #requesterReached = false;
 
   constructor(
     requester: O,
     owners: ReadonlyMap<O, ReadonlyMap<string, SearchedRequest<O>>>,
+    counter: SearchCounter,
   ) {
     this.#requester = requester;
     this.#owners = owners;
+    this.#counter = counter;
     this.#found.push(requester);
     this.#seen.add(requester);
   }
@@ -136,6 +151,7 @@ class Search<O> {
     // The list grows while it is read: each owner found is visited in turn.
     for (let i = 0; i < this.#found.length; i++) {
       for (const request of this.#owners.get(this.#found[i]!)?.values() ?? []) {
+        this.#counter.visited++;
         if (!request.held) this.#walk(request);
       }
     }
@@ -148,6 +164,7 @@ class Search<O> {
     for (const owner of this.#found) {
       let waiting = 0;
       for (const request of this.#owners.get(owner)?.values() ?? []) {
+        this.#counter.visited++;
         if (!request.held) waiting++;
       }
       this.#waiting.set(owner, waiting);
@@ -155,6 +172,7 @@ class Search<O> {
     }
     for (let i = 0; i < free.length; i++) {
       for (const request of this.#owners.get(free[i]!)?.values() ?? []) {
+        this.#counter.visited++;
         const view = this.#views.get(request.lock);
         if (view === undefined) continue;
         view.held--;
@@ -177,6 +195,7 @@ class Search<O> {
           view.held < view.lock.limit));
       next = view.next
     ) {
+      this.#counter.visited++;
       view.held++;
       view.mode = next.mode;
       view.next = next.next;
@@ -211,11 +230,13 @@ class Search<O> {
     if (entry === undefined) {
       // This mode's first walk of the lock: the holders it waits for.
       for (const holder of lock.holders) {
+        this.#counter.visited++;
         if (all || holder.mode === "exclusive") this.#add(holder.owner);
       }
       entry = lock.head;
     }
     for (; entry !== request && entry !== null; entry = entry.next) {
+      this.#counter.visited++;
       passed.add(entry);
       if (all || entry.mode === "exclusive") this.#add(entry.owner);
     }

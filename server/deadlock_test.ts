@@ -3,6 +3,7 @@
 // long queues cost each request a walk of the graph, not its square.
 import assert from "node:assert/strict";
 import fc from "fast-check";
+import type { SearchCounter } from "./deadlock.ts";
 import { type LockMode, type LockRequest, LockTable } from "./lock_table.ts";
 
 type Table = LockTable<number, string>;
@@ -396,51 +397,97 @@ Deno.test({
 });
 
 /**
+ * The most requests one check may look at per request in the table: each
+ * request is looked at a bounded number of times (an owner's requests when
+ * it is reached and when the reduction counts them, a queue entry when a walk
+ * passes it and when the reduction grants it): 4 at most today, 6 with room.
+ * A search that rewalks a queue per entry looks at some n^2 / 2 of them. The
+ * count is the same on any machine, however loaded.
+ */
+const VISITS_PER_REQUEST = 6;
+
+/** A table whose deadlock checks count their work into `counter`. */
+function countedTable(): { table: Table; counter: SearchCounter } {
+  const counter: SearchCounter = { visited: 0 };
+  return { table: new LockTable({ searchCounter: counter }), counter };
+}
+
+/**
+ * Asks for a lock and fails when the check looked at more than
+ * {@linkcode VISITS_PER_REQUEST} times `requests`, the number of requests in
+ * the table with this one.
+ */
+function checkedAcquire(
+  table: Table,
+  counter: SearchCounter,
+  requests: number,
+  request: Parameters<Table["acquire"]>,
+): ReturnType<Table["acquire"]> {
+  counter.visited = 0;
+  const result = table.acquire(...request);
+  assert.ok(
+    counter.visited <= VISITS_PER_REQUEST * requests,
+    `owner ${
+      request[0]
+    }: the check looked at ${counter.visited} requests, with ${requests} in the table`,
+  );
+  return result;
+}
+
+/**
  * Queues `waiters` owners for lock "queue", held by owner 0; with `holding`,
- * each first takes a lock of its own, so each request runs the search.
- * Returns the milliseconds spent, failing once they pass `budgetMs`: the old
- * search was cubic here, and a bound checked as it goes ends the test soon.
+ * each first takes a lock of its own, so each request runs the search, whose
+ * work is bounded as it goes: the old search was cubic here.
  */
 function buildQueue(
   table: Table,
+  counter: SearchCounter,
   waiters: number,
   holding: boolean,
-  budgetMs: number,
-): number {
-  const start = performance.now();
+): void {
   table.acquire(0, "queue", "exclusive", "t");
   for (let owner = 1; owner <= waiters; owner++) {
     if (holding) table.acquire(owner, `own-${owner}`, "exclusive", "t");
-    const result = table.acquire(owner, "queue", "exclusive", "t");
+    const requests = holding ? 1 + 2 * owner : 1 + owner;
+    const result = checkedAcquire(table, counter, requests, [
+      owner,
+      "queue",
+      "exclusive",
+      "t",
+    ]);
     assert.ok(typeof result !== "string", `owner ${owner}: ${result}`);
-    const spent = performance.now() - start;
-    assert.ok(
-      spent < budgetMs,
-      `${owner} waiters queued in ${spent.toFixed(0)} ms, over ${budgetMs} ms`,
-    );
   }
-  return performance.now() - start;
 }
 
 Deno.test({
   name:
-    "4,000 waiters that each hold a lock queue, and 30 more requests are checked, within a bound the quadratic search misses by far",
+    "4,000 waiters that each hold a lock queue, and 30 more requests are checked, each check looking at a number of requests linear in the table",
   permissions: "none",
   fn() {
-    const table = newTable();
-    // About 8 M steps of a linear search in all; the old one needed ~10^10.
-    buildQueue(table, 4_000, true, 10_000);
-    const start = performance.now();
+    const { table, counter } = countedTable();
+    buildQueue(table, counter, 4_000, true);
     for (let owner = 4_001; owner <= 4_030; owner++) {
       table.acquire(owner, `own-${owner}`, "exclusive", "t");
-      const result = table.acquire(owner, "queue", "shared", "t");
+      const result = checkedAcquire(table, counter, 1 + 2 * owner, [
+        owner,
+        "queue",
+        "shared",
+        "t",
+      ]);
       assert.ok(typeof result !== "string" && !result.held, String(result));
+      // The walk of the queue really happened: every waiter ahead was seen.
+      assert.ok(counter.visited >= owner, `only ${counter.visited} looked at`);
     }
-    const spent = performance.now() - start;
-    // The old search took ~0.25 s for each of these.
-    assert.ok(spent < 1_000, `30 checks took ${spent.toFixed(0)} ms`);
     // And the check still sees a cycle at the far end of the queue.
-    assert.equal(table.acquire(0, "own-4000", "exclusive", "t"), "deadlock");
+    assert.equal(
+      checkedAcquire(table, counter, 2 + 2 * 4_030, [
+        0,
+        "own-4000",
+        "exclusive",
+        "t",
+      ]),
+      "deadlock",
+    );
   },
 });
 
@@ -449,27 +496,33 @@ Deno.test({
     "a request behind 20,000 waiters is checked for deadlock without running out of memory",
   permissions: "none",
   fn() {
-    const table = newTable();
+    const { table, counter } = countedTable();
     // Waiters that hold nothing are queued without a search.
-    buildQueue(table, 20_000, false, 10_000);
+    buildQueue(table, counter, 20_000, false);
+    assert.equal(counter.visited, 0);
     table.acquire(20_001, "mine", "exclusive", "t");
-    const start = performance.now();
-    const result = table.acquire(20_001, "queue", "exclusive", "t");
-    const spent = performance.now() - start;
-    assert.ok(typeof result !== "string" && !result.held);
     // The old search queued every waiter once per waiter behind it: 2 * 10^8
     // owners, past V8's largest array.
-    assert.ok(spent < 1_000, `the check took ${spent.toFixed(0)} ms`);
-    assert.equal(table.acquire(0, "mine", "exclusive", "t"), "deadlock");
+    const result = checkedAcquire(table, counter, 20_003, [
+      20_001,
+      "queue",
+      "exclusive",
+      "t",
+    ]);
+    assert.ok(typeof result !== "string" && !result.held);
+    assert.equal(
+      checkedAcquire(table, counter, 20_004, [0, "mine", "exclusive", "t"]),
+      "deadlock",
+    );
   },
 });
 
 Deno.test({
   name:
-    "a reduction through 20,000 semaphore waiters that each hold a lock takes time linear in them, and finds the deadlock once the free slot's holder waits too",
+    "a reduction through 20,000 semaphore waiters that each hold a lock looks at a number of requests linear in them, and finds the deadlock once the free slot's holder waits too",
   permissions: "none",
   fn() {
-    const table = newTable();
+    const { table, counter } = countedTable();
     const waiters = 20_000;
     // 0 and -1 hold the two slots. Each waiter queues for a slot while it
     // holds nothing (no search), then takes a lock of its own.
@@ -482,17 +535,26 @@ Deno.test({
     }
     // 0 waiting for the last waiter's lock closes a cycle through the whole
     // queue, but -1 can release its slot, then each waiter in turn: not a
-    // deadlock. A reduction that rescanned the queue per grant would take
-    // some 2 * 10^8 steps here.
-    const start = performance.now();
-    const waiting = table.acquire(0, `own-${waiters}`, "exclusive", "t");
+    // deadlock. A reduction that rescanned the queue per grant would look at
+    // some 2 * 10^8 requests here.
+    const waiting = checkedAcquire(table, counter, 3 + 2 * waiters, [
+      0,
+      `own-${waiters}`,
+      "exclusive",
+      "t",
+    ]);
     assert.ok(typeof waiting !== "string" && !waiting.held, String(waiting));
+    // The reduction ran: it granted a slot to every waiter in turn.
+    assert.ok(counter.visited >= 2 * waiters, `${counter.visited} looked at`);
     // Once -1 waits for it too, nobody can start the chain.
     assert.equal(
-      table.acquire(-1, `own-${waiters}`, "exclusive", "t"),
+      checkedAcquire(table, counter, 4 + 2 * waiters, [
+        -1,
+        `own-${waiters}`,
+        "exclusive",
+        "t",
+      ]),
       "deadlock",
     );
-    const spent = performance.now() - start;
-    assert.ok(spent < 1_000, `the two checks took ${spent.toFixed(0)} ms`);
   },
 });

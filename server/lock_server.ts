@@ -10,6 +10,7 @@
  * @module
  */
 
+import { getLogger } from "@logtape/logtape";
 import {
   MessageServer,
   type MessageServerSettings,
@@ -104,9 +105,10 @@ export interface LockServerOptions extends MessageServerSettings {
   /** Where grants, releases, timeouts and refusals are recorded. */
   audit?: AuditLog | undefined;
   /**
-   * Issues fencing tokens; must strictly increase, and must not throw (it is
-   * called in the middle of a release). The `serve` command passes a
-   * {@linkcode TokenStore}, which keeps them increasing across restarts.
+   * Issues fencing tokens; must strictly increase. The `serve` command passes
+   * a {@linkcode TokenStore}, which keeps them increasing across restarts. It
+   * throws when no token can be had now (a full disk): a waiter whose turn
+   * comes then stays first in line until {@linkcode LockServer.resumeGrants}.
    *
    * @default {A counter starting at 1}
    */
@@ -222,9 +224,13 @@ export class LockServer implements AsyncDisposable {
         ? undefined
         : (message, connection) =>
           commands.authorize(message, sessions.of(connection)),
+      // Closing a connection with a request in the table takes it away.
+      holdsState: (connection) => space.countOf(sessions.of(connection)) > 0,
       handlers: {
-        hello: (message, connection) =>
-          commands.hello(message, sessions.of(connection)),
+        hello: (message, connection) => {
+          connection.skipsBadPayloads = false;
+          return commands.hello(message, sessions.of(connection));
+        },
         ping: () => PONG,
         status: (message, connection) =>
           status.answer(message, sessions.of(connection)),
@@ -238,6 +244,8 @@ export class LockServer implements AsyncDisposable {
           commands.forceRelease(message, sessions.of(connection)),
       },
       onOpen: (connection) => {
+        // Legacy until hello: the PHP server ignored frames it could not read.
+        connection.skipsBadPayloads = secret === undefined;
         const session = sessions.open(connection, secret === undefined);
         if (secret !== undefined) commands.expectHello(session, authDeadline);
         journal.opened(session);
@@ -255,6 +263,21 @@ export class LockServer implements AsyncDisposable {
       onError: (error, message, connection) =>
         journal.handlerFailed(error, message, connection),
     });
+    const allowed = this.#server.maxConnections;
+    if ((options.maxConnections ?? 0) > allowed) {
+      getLogger(["pklock", "server"]).warn(
+        "maxConnections {asked} is more than the open-file limit allows: serving at most {allowed} connections",
+        { asked: options.maxConnections, allowed },
+      );
+    }
+  }
+
+  /**
+   * Grants the waiters whose turn came while `nextToken` could issue no
+   * token: call it once tokens can be had again.
+   */
+  resumeGrants(): void {
+    this.#space.resumeGrants();
   }
 
   /** The bound address. */

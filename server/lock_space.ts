@@ -108,6 +108,11 @@ export interface LockSpace<T extends LockAsk> {
    */
   releaseAll(session: Session, cause: "disconnect" | "force"): void;
   /**
+   * Grants the requests whose turn came while no fencing token could be had,
+   * once tokens can be had again.
+   */
+  resumeGrants(): void;
+  /**
    * How many requests a session has, held or waiting.
    *
    * @param session Whose.
@@ -214,7 +219,9 @@ export function isShared<T extends LockAsk, V>(
 /** Options of {@linkcode LocalLockSpace}. */
 export interface LocalLockSpaceOptions {
   /**
-   * Issues fencing tokens; must strictly increase and must not throw.
+   * Issues fencing tokens; must strictly increase. It throws when no token
+   * can be had now: a queued request whose turn came then waits at the head
+   * of its queue until {@linkcode LockSpace.resumeGrants}.
    *
    * @default {A counter starting at 1}
    */
@@ -298,6 +305,13 @@ export class LocalLockSpace<T extends LockAsk> implements LockSpace<T> {
     }
     this.#report();
     for (const request of removed) this.#events.changed(request.name);
+  }
+
+  resumeGrants(): void {
+    this.#table.resume(this.#granted);
+    const names = new Set(this.#granted.map((request) => request.name));
+    this.#report();
+    for (const name of names) this.#events.changed(name);
   }
 
   countOf(session: Session): number {

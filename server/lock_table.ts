@@ -10,7 +10,8 @@
  */
 
 import type { LockMode } from "../protocol/lock_protocol.ts";
-import { deadlocked } from "./deadlock.ts";
+import { deadlocked, type SearchCounter } from "./deadlock.ts";
+import { Entry, Lock } from "./lock_queue.ts";
 
 export type { LockMode };
 
@@ -64,40 +65,20 @@ export interface LockState<O, T> {
 /** Options of {@linkcode LockTable}. */
 export interface LockTableOptions {
   /**
-   * Issues the fencing token of each grant; must strictly increase.
+   * Issues the fencing token of each grant; must strictly increase. It may
+   * throw when no token can be had now (a full disk): a request asked for
+   * then is not changed, and a queued request whose turn came stays at the
+   * head of its queue until {@linkcode LockTable.resume}.
    *
    * @default {A counter starting at 1}
    */
   nextToken?: (() => number) | undefined;
-}
-
-class Entry<O, T> implements LockRequest<O, T> {
-  held = false;
-  token = 0;
-  prev: Entry<O, T> | null = null;
-  next: Entry<O, T> | null = null;
-
-  constructor(
-    readonly owner: O,
-    readonly name: string,
-    readonly mode: LockMode,
-    readonly ticket: T,
-    readonly lock: Lock<O, T>,
-  ) {}
-}
-
-class Lock<O, T> {
-  readonly holders = new Set<Entry<O, T>>();
-  mode: LockMode = "exclusive";
-  head: Entry<O, T> | null = null;
-  tail: Entry<O, T> | null = null;
-  waiting = 0;
-  /** How many shared requests hold or wait. */
-  shared = 0;
-  /** Their limit, which they all asked for; `Infinity` while there are none. */
-  limit = Infinity;
-
-  constructor(readonly name: string) {}
+  /**
+   * Counts the requests each deadlock check looks at (its cost, for tests).
+   *
+   * @default {Not counted}
+   */
+  searchCounter?: SearchCounter | undefined;
 }
 
 /**
@@ -121,11 +102,15 @@ export class LockTable<O, T> {
   readonly #locks = new Map<string, Lock<O, T>>();
   readonly #owners = new Map<O, Map<string, Entry<O, T>>>();
   readonly #nextToken: () => number;
+  readonly #counter: SearchCounter | undefined;
+  /** Locks whose head could not be granted for want of a token. */
+  readonly #stalled = new Set<Lock<O, T>>();
 
-  /** @param options The token source. */
+  /** @param options The token source and the search's counter. */
   constructor(options: LockTableOptions = {}) {
     let token = 0;
     this.#nextToken = options.nextToken ?? (() => ++token);
+    this.#counter = options.searchCounter;
   }
 
   /** How many locks are held or waited for. */
@@ -186,17 +171,10 @@ export class LockTable<O, T> {
     }
     const entry = new Entry(owner, name, mode, ticket, lock);
     own.set(name, entry);
-    if (shared) {
-      lock.shared++;
-      lock.limit = limit;
-    }
-    if (grantable) {
-      this.#hold(lock, entry, token);
-      return entry;
-    }
-    this.#enqueue(lock, entry);
+    lock.add(entry, limit, grantable ? token : null);
+    if (grantable) return entry;
     // The search sees the request queued, as it would wait.
-    if (search && deadlocked(entry, this.#owners)) {
+    if (search && deadlocked(entry, this.#owners, this.#counter)) {
       own.delete(name);
       this.#remove(entry, []);
       return "deadlock";
@@ -267,6 +245,20 @@ export class LockTable<O, T> {
   }
 
   /**
+   * Grants the requests whose turn came while no token could be had, once
+   * tokens can be had again; a lock whose token still fails waits on.
+   *
+   * @param granted Where the grants go, in grant order.
+   */
+  resume(granted: LockRequest<O, T>[]): void {
+    const stalled = [...this.#stalled];
+    this.#stalled.clear();
+    for (const lock of stalled) {
+      if (this.#locks.get(lock.name) === lock) this.#promote(lock, granted);
+    }
+  }
+
+  /**
    * How many requests an owner has, held or waiting. Costs O(1).
    *
    * @param owner Whose requests.
@@ -329,64 +321,27 @@ export class LockTable<O, T> {
     return this.#locks.keys();
   }
 
-  #enqueue(lock: Lock<O, T>, entry: Entry<O, T>): void {
-    if (lock.tail === null) {
-      lock.head = lock.tail = entry;
-    } else {
-      entry.prev = lock.tail;
-      lock.tail.next = entry;
-      lock.tail = entry;
-    }
-    lock.waiting++;
-  }
-
-  #hold(lock: Lock<O, T>, entry: Entry<O, T>, token: number): void {
-    entry.held = true;
-    entry.token = token;
-    lock.mode = entry.mode;
-    lock.holders.add(entry);
-  }
-
   #remove(entry: Entry<O, T>, granted: LockRequest<O, T>[]): void {
     const lock = entry.lock;
-    if (entry.held) {
-      lock.holders.delete(entry);
-    } else {
-      if (entry.prev === null) lock.head = entry.next;
-      else entry.prev.next = entry.next;
-      if (entry.next === null) lock.tail = entry.prev;
-      else entry.next.prev = entry.prev;
-      entry.prev = entry.next = null;
-      lock.waiting--;
-    }
-    if (entry.mode === "shared" && --lock.shared === 0) lock.limit = Infinity;
+    lock.remove(entry);
     this.#promote(lock, granted);
-    if (lock.holders.size === 0 && lock.head === null) {
-      this.#locks.delete(lock.name);
-    }
+    if (lock.idle) this.#locks.delete(lock.name);
   }
 
   /**
    * Grants the head of the queue, and the shared run behind a shared head up
-   * to the limit.
+   * to the limit; stops at a head no token can be had for.
    */
   #promote(lock: Lock<O, T>, granted: LockRequest<O, T>[]): void {
-    let head = lock.head;
-    while (
-      head !== null &&
-      (lock.holders.size === 0 ||
-        (head.mode === "shared" && lock.mode === "shared" &&
-          lock.holders.size < lock.limit))
-    ) {
-      const token = this.#nextToken();
-      lock.head = head.next;
-      if (lock.head === null) lock.tail = null;
-      else lock.head.prev = null;
-      head.next = null;
-      lock.waiting--;
-      this.#hold(lock, head, token);
-      granted.push(head);
-      head = lock.head;
+    while (lock.grantable() !== null) {
+      let token: number;
+      try {
+        token = this.#nextToken();
+      } catch {
+        this.#stalled.add(lock);
+        return;
+      }
+      granted.push(lock.grantHead(token));
     }
   }
 }

@@ -41,6 +41,18 @@ export async function drainLogs(ms: number): Promise<void> {
   done.abort();
 }
 
+/**
+ * Whether the environment asks for no colour (https://no-color.org: any
+ * non-empty `NO_COLOR`); without permission to read it, colour stays.
+ */
+function noColor(): boolean {
+  try {
+    return (Deno.env.get("NO_COLOR") ?? "") !== "";
+  } catch {
+    return false;
+  }
+}
+
 /** The warning that stands for `count` lines dropped from a full queue. */
 function droppedRecord(count: number): LogRecord {
   const rawMessage =
@@ -73,7 +85,7 @@ export async function configureLogging(
   const lowestLevel = level === "warn" ? "warning" : level;
   const formatter = format === "json"
     ? jsonLinesFormatter
-    : Deno.stderr.isTerminal()
+    : Deno.stderr.isTerminal() && !noColor()
     ? ansiColorFormatter
     : defaultTextFormatter;
   const queue = sink = new LogSink(Deno.stderr, {

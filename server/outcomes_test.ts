@@ -36,6 +36,13 @@ class Recording {
     return this.send({ id, result });
   }
 
+  /** Records a notice as sent at once: coalescing is the connection's job. */
+  notify(_key: unknown, message: object): boolean {
+    return this.send(message);
+  }
+
+  forget(): void {}
+
   replyError(message: Message, error: CodedError): void {
     this.send({ id: message.id, error: { code: error.code } });
   }

@@ -2,7 +2,10 @@
  * Queue notices: the `position` events a waiter asked for (its place in the
  * queue) and the `contention` events a holder asked for (how many wait). Both
  * describe state, so only a change is sent, and locks nobody asked about cost
- * one map lookup per change.
+ * one map lookup per change. They leave as the connection's notices, keyed by
+ * the request: one pending value per hold or waiter, replaced by the next and
+ * never counted toward the output cap, so a holder that stops reading while
+ * others churn on its lock keeps it (and reads the latest count later).
  *
  * @module
  */
@@ -60,6 +63,8 @@ export class QueueNotices {
     const ticket = request.ticket;
     if (waits ? !ticket.notify : !ticket.watching) return;
     ticket.watching = waits;
+    // A position not yet written says nothing true once the wait is over.
+    if (!waits) request.owner.connection.forget(ticket);
     count(this.#watched, request.name, waits ? 1 : -1);
   }
 
@@ -74,6 +79,7 @@ export class QueueNotices {
     if (!ticket.contention) return;
     // A hold that ended asks for nothing more.
     ticket.contention = holds;
+    if (!holds) request.owner.connection.forget(ticket);
     count(this.#contended, request.name, holds ? 1 : -1);
   }
 
@@ -99,7 +105,7 @@ export class QueueNotices {
           lockName: name,
           position: ticket.position,
         };
-        request.owner.connection.send(event);
+        request.owner.connection.notify(ticket, event);
       });
     }
     if (contended) {
@@ -116,7 +122,7 @@ export class QueueNotices {
           lockName: name,
           waiters,
         };
-        request.owner.connection.send(event);
+        request.owner.connection.notify(ticket, event);
       }
     }
   }

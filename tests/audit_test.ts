@@ -5,7 +5,14 @@ import { connect, LockTimeoutError } from "../mod.ts";
 import { AuditLog } from "../server/audit.ts";
 import { remote } from "./assertions.ts";
 import { lost, WAIT_MS } from "./events.ts";
-import { ADMIN_SECRET, deadline, inTempDir, startServer } from "./helpers.ts";
+import {
+  ADMIN_SECRET,
+  deadline,
+  inTempDir,
+  RawClient,
+  startServer,
+} from "./helpers.ts";
+import { ask, errorCode } from "./wire.ts";
 
 /** The keys an audit line may have. */
 const AUDIT_KEYS = new Set([
@@ -61,6 +68,30 @@ Deno.test("the audit log records every grant, release, timeout, refusal and forc
             LockTimeoutError,
           );
           assert.equal(await c.tryLock("audit.x"), null);
+          // A second request for a name its connection holds: the client
+          // library waits its turn instead, so raw frames ask for it.
+          await using raw = await RawClient.connect(port);
+          const hello = await ask(raw, {
+            command: "hello",
+            parameters: { client: "raw" },
+            id: 0,
+          });
+          ids.raw = (hello?.result as { connectionId: number }).connectionId;
+          const lockR = {
+            command: "lock",
+            parameters: { lockName: "audit.r" },
+          };
+          const granted = await ask(raw, { ...lockR, id: 1 });
+          tokens.r = (granted?.result as { token: number }).token;
+          assert.equal(
+            errorCode(await ask(raw, { ...lockR, id: 2 })),
+            "already_held",
+          );
+          await ask(raw, {
+            command: "release",
+            parameters: { lockName: "audit.r" },
+            id: 3,
+          });
           const y = await a.lock("audit.y");
           tokens.y = y.token;
           const controller = new AbortController();
@@ -126,6 +157,7 @@ Deno.test("the audit log records every grant, release, timeout, refusal and forc
       const B = { connectionId: ids.b, label: "worker-b" };
       const C = { connectionId: ids.c };
       const D = { connectionId: ids.doomed, label: "doomed" };
+      const R = { connectionId: ids.raw, label: "raw" };
       const exclusive = { mode: "exclusive" };
       const forcer = (entries.find((entry) => entry.forcedBy) as {
         forcedBy?: { peer?: unknown };
@@ -139,6 +171,9 @@ Deno.test("the audit log records every grant, release, timeout, refusal and forc
           { event: "grant", lock: "audit.x", token: tokens.x2, ...B },
           { event: "timeout", lock: "audit.x", ...C, mode: "shared" },
           { event: "refusal", lock: "audit.x", ...C, code: "busy" },
+          { event: "grant", lock: "audit.r", token: tokens.r, ...R },
+          { event: "refusal", lock: "audit.r", ...R, code: "already_held" },
+          { event: "release", lock: "audit.r", token: tokens.r, ...R },
           { event: "grant", lock: "audit.y", token: tokens.y, ...A },
           { event: "refusal", lock: "audit.y", ...B, code: "deadlock" },
           { event: "withdraw", lock: "audit.x", ...A },

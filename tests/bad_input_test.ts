@@ -1,5 +1,7 @@
 // Bad input harms no one else: the offender gets an error reply and is cut
-// off; every other client and its locks are untouched.
+// off; every other client and its locks are untouched. (A connection that
+// never sent hello speaks the legacy protocol, whose bad payloads are skipped
+// instead: legacy_protocol_test.ts.)
 import assert from "node:assert/strict";
 import { connect, type Lock, type LockClient } from "../mod.ts";
 import { encodeFrame } from "../protocol/frame.ts";
@@ -14,6 +16,14 @@ async function assertStillHeld(
 ): Promise<void> {
   assert.equal(await other.tryLock(name), null, `"${name}" is still held`);
   await holder.ping();
+}
+
+/** A raw connection that has said hello, so it is not a legacy one. */
+async function offenderAt(port: number): Promise<RawClient> {
+  const offender = await RawClient.connect(port);
+  const reply = await offender.request({ command: "hello", id: 0 });
+  assert.equal(reply?.id, 0);
+  return offender;
 }
 
 Deno.test("an oversize frame closes only the offending connection", async () => {
@@ -58,7 +68,7 @@ for (
     await using holder = await connect({ port });
     await using other = await connect({ port });
     const lock = await holder.lock("precious");
-    await using offender = await RawClient.connect(port);
+    await using offender = await offenderAt(port);
     const payload = new TextEncoder().encode(bytes);
     const frame = new Uint8Array(4 + payload.length);
     new DataView(frame.buffer).setUint32(0, payload.length);
@@ -74,7 +84,7 @@ for (
 
 Deno.test("invalid UTF-8 closes only the offending connection", async () => {
   await using server = startServer();
-  await using offender = await RawClient.connect(server.addr.port);
+  await using offender = await offenderAt(server.addr.port);
   await offender.write(new Uint8Array([0, 0, 0, 2, 0xc3, 0x28]));
   assert.equal(
     ((await offender.next())?.error as { code: string }).code,
@@ -86,7 +96,7 @@ Deno.test("invalid UTF-8 closes only the offending connection", async () => {
 Deno.test("a connection that dies holding locks after bad input releases them", async () => {
   await using server = startServer();
   const port = server.addr.port;
-  await using offender = await RawClient.connect(port);
+  await using offender = await offenderAt(port);
   await offender.request({
     command: "lock",
     parameters: { lockName: "mine" },

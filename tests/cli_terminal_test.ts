@@ -91,3 +91,61 @@ Deno.test("on a terminal, Ctrl-C reaches the command once", async () => {
   // script(1) -e exits as pklock did: killed by SIGINT, 128 + 2.
   assert.equal((await terminal.status).code, 130);
 });
+
+/**
+ * The line `pklock serve` logs at start-up on a terminal (its request
+ * budget), with `NO_COLOR` as given.
+ */
+async function serveLogLine(noColor: string): Promise<string> {
+  const dir = await Deno.makeTempDir({ prefix: "pklock-test-" });
+  const command = [
+    Deno.execPath(),
+    "run",
+    "-A",
+    MAIN,
+    "serve",
+    "--port",
+    "0",
+    "--state-file",
+    `${dir}/state.json`,
+  ].map((arg) => `'${arg.replaceAll("'", "'\\''")}'`).join(" ");
+  const child = new Deno.Command("script", {
+    args: ["-qefc", command, "/dev/null"],
+    env: { NO_COLOR: noColor },
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let screen = "";
+  try {
+    let line: string | undefined;
+    while (
+      (line = screen.split("\n").find((l) => l.includes("Budget"))) ===
+        undefined
+    ) {
+      const { value, done } = await deadline(
+        reader.read(),
+        30_000,
+        "the log line",
+      );
+      if (done) throw new Error(`Ended before the log line: ${screen}`);
+      screen += value;
+    }
+    return line;
+  } finally {
+    child.kill("SIGKILL");
+    await child.status;
+    await reader.cancel().catch(() => {});
+    await child.stdin.close().catch(() => {});
+    await Deno.remove(dir, { recursive: true });
+  }
+}
+
+const ESCAPE = "\x1b[";
+
+Deno.test("on a terminal, serve colours its log lines unless NO_COLOR is set", async () => {
+  assert.ok((await serveLogLine("")).includes(ESCAPE));
+  const plain = await serveLogLine("1");
+  assert.ok(!plain.includes(ESCAPE), JSON.stringify(plain));
+});

@@ -281,3 +281,31 @@ Deno.test("wrong admin secrets from one address are slowed down: after a failure
   assert.equal((forced?.result as { status?: string })?.status, "ok");
   await deadline(lost(lock), WAIT_MS, "the lost signal");
 });
+
+Deno.test("a client whose forceRelease meets another's penalty keeps its connection and its locks", async () => {
+  await using server = startServer({ adminSecret: ADMIN_SECRET });
+  const port = server.addr.port;
+  await using supervisor = await connect({ port });
+  const mine = await supervisor.lock("mine");
+  await using holder = await connect({ port });
+  await holder.lock("guarded");
+  // Another process on the same address guesses once, and pays for it.
+  {
+    await using guesser = await RawClient.connect(port);
+    const reply = await guesser.request({
+      command: "forceRelease",
+      parameters: { lockName: "guarded", adminSecret: "wrong" },
+      id: 1,
+    });
+    assert.equal(errorCode(reply as Message), "auth_failed");
+  }
+  // The supervisor's right secret is refused unchecked, but its connection
+  // and its own lock stay.
+  await assert.rejects(
+    supervisor.forceRelease("guarded", ADMIN_SECRET),
+    remote("auth_failed"),
+  );
+  assert.equal(mine.held, true);
+  assert.equal(mine.lost.aborted, false);
+  await supervisor.ping();
+});

@@ -52,8 +52,10 @@ Deno.test("with heartbeats on, a silent client is sent heartbeats, then dropped;
     return messages;
   })();
   const messages = await deadline(received, 5000, "the silent client's drop");
-  assert.ok(messages.length >= 1, "at least one heartbeat before the drop");
-  for (const message of messages) {
+  // Heartbeats, then the farewell that says why it is dropped.
+  assert.deepEqual(messages.at(-1), { event: "heartbeat_timeout" });
+  assert.ok(messages.length >= 2, "at least one heartbeat before the drop");
+  for (const message of messages.slice(0, -1)) {
     assert.deepEqual(message, { event: "heartbeat" });
   }
   assert.equal(kept.lost.aborted, false);
@@ -110,6 +112,25 @@ Deno.test("with heartbeats on, a holder stopped with SIGSTOP loses its lock to a
     assert.ok(elapsed < 2000, `granted ${elapsed.toFixed(0)} ms after SIGSTOP`);
     await lock.release();
   });
+});
+
+Deno.test("a holder dropped for its heartbeat timeout learns why once it runs again", async () => {
+  await using server = startServer({
+    heartbeat: { interval: 100, timeout: 400 },
+  });
+  const port = server.addr.port;
+  await using waiter = await connect({ port });
+  await using holder = spawnHolder(port, "stalled");
+  await holder.waitFor(/held \d+\n/);
+  holder.kill("SIGSTOP");
+  try {
+    const lock = await deadline(waiter.lock("stalled"), 5000, "the grant");
+    await lock.release();
+  } finally {
+    holder.kill("SIGCONT");
+  }
+  await holder.waitFor(/lost heartbeat_timeout\n/);
+  holder.kill("SIGKILL");
 });
 
 Deno.test("with heartbeats on, a live idle holder keeps its lock for several timeouts", async () => {

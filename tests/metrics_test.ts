@@ -15,7 +15,7 @@ import {
 } from "./helpers.ts";
 import { parseExposition, promtoolCheck, scrape } from "./prometheus.ts";
 import { PROTOCOL_VERSION, VERSION } from "../protocol/version.ts";
-import { errorCode } from "./wire.ts";
+import { ask, errorCode } from "./wire.ts";
 
 /** Fetches a path, returning its status and body. */
 async function get(
@@ -58,6 +58,24 @@ Deno.test("/metrics follows a scripted workload exactly, in valid Prometheus tex
     errorCode(await raw.request({ command: "fly", id: 1 })),
     "unknown_command",
   );
+  // A second request for a name its connection holds, which the client
+  // library never sends: raw frames after hello (a legacy re-lock is ok).
+  assert.equal((await ask(raw, { command: "hello", id: 2 }))?.id, 2);
+  const lockRaw = { command: "lock", parameters: { lockName: "other.raw" } };
+  assert.equal(
+    (await ask(raw, { ...lockRaw, id: 3 }) as { result?: { status?: unknown } })
+      ?.result?.status,
+    "ok",
+  );
+  assert.equal(
+    errorCode(await ask(raw, { ...lockRaw, id: 4 })),
+    "already_held",
+  );
+  await ask(raw, {
+    command: "release",
+    parameters: { lockName: "other.raw" },
+    id: 5,
+  });
   // A held lock released because its holder's connection closed.
   await using c = await connect({ port });
   const inheriting = c.lock("other.b");
@@ -75,8 +93,8 @@ Deno.test("/metrics follows a scripted workload exactly, in valid Prometheus tex
   await t.step("the totals, gauges and histograms count the workload", () => {
     assert.equal(value("pklock_connections_total"), 5); // a, b, raw, c, d
     assert.equal(value("pklock_connections"), 4); // a has gone
-    assert.equal(value("pklock_grants_total"), 5);
-    assert.equal(value("pklock_releases_total", { cause: "client" }), 2);
+    assert.equal(value("pklock_grants_total"), 6);
+    assert.equal(value("pklock_releases_total", { cause: "client" }), 3);
     assert.equal(value("pklock_releases_total", { cause: "disconnect" }), 1);
     assert.equal(value("pklock_releases_total", { cause: "force" }), undefined);
     assert.equal(value("pklock_wait_timeouts_total"), 1);
@@ -84,16 +102,20 @@ Deno.test("/metrics follows a scripted workload exactly, in valid Prometheus tex
       value("pklock_protocol_errors_total", { code: "unknown_command" }),
       1,
     );
+    assert.equal(
+      value("pklock_protocol_errors_total", { code: "already_held" }),
+      1,
+    );
     assert.deepEqual(metrics.series("pklock_connections_rejected_total"), []);
     assert.equal(value("pklock_hold_alarms_total"), 0);
-    assert.equal(value("pklock_wait_seconds_count"), 5);
-    assert.equal(value("pklock_wait_seconds_bucket", { le: "+Inf" }), 5);
-    assert.equal(value("pklock_hold_seconds_count"), 3);
+    assert.equal(value("pklock_wait_seconds_count"), 6);
+    assert.equal(value("pklock_wait_seconds_bucket", { le: "+Inf" }), 6);
+    assert.equal(value("pklock_hold_seconds_count"), 4);
     assert.equal(value("pklock_locks_held"), 2); // jobs.a by b, other.b by c
     assert.equal(value("pklock_locks_waiting"), 1); // d
     const answers = (status: string) =>
       value("pklock_lock_answers_total", { status });
-    assert.equal(answers("ok"), 5);
+    assert.equal(answers("ok"), 6);
     assert.equal(answers("busy"), 1);
     assert.equal(answers("timeout"), 1);
     assert.equal(answers("cancelled"), undefined);

@@ -260,3 +260,29 @@ Deno.test({
     await deadline(server.close(), 5000, "the server to close");
   },
 });
+
+Deno.test({
+  name:
+    "under TLS, a peer that never finishes its handshake is closed after handshakeTimeout",
+  ignore: OPENSSL === null,
+  fn: async () => {
+    await using certs = await makeCertificates();
+    await using server = startServer({
+      tls: { cert: certs.cert, key: certs.key },
+      handshakeTimeout: 200,
+    });
+    const port = server.addr.port;
+    await using holder = await connect({ port, tls: { caCerts: [certs.ca] } });
+    const lock = await holder.lock("tls-handshake");
+    await using _silent = await RawClient.connect(port);
+    const connections = async (count: number) => {
+      while ((await holder.status()).connections.current !== count) {
+        await holder.ping();
+      }
+    };
+    await deadline(connections(2), 5000, "the silent peer to be accepted");
+    await deadline(connections(1), 5000, "the silent peer to be closed");
+    assert.equal(lock.held, true);
+    await lock.release();
+  },
+});

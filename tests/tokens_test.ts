@@ -6,7 +6,14 @@ import { connect, type LockClient } from "../mod.ts";
 import { delay, writeAll } from "../message/io.ts";
 import { remote } from "./assertions.ts";
 import { WAIT_MS } from "./events.ts";
-import { deadline, inTempDir, runCli, spawnServer } from "./helpers.ts";
+import {
+  deadline,
+  inTempDir,
+  RawClient,
+  runCli,
+  spawnServer,
+} from "./helpers.ts";
+import { ask, concat, errorCode, frameOf, nextOf } from "./wire.ts";
 
 /**
  * Takes and releases locks, exclusive and shared, on several names, and
@@ -153,6 +160,73 @@ Deno.test("a server that cannot reserve more tokens refuses new requests with to
       state,
       () => Deno.mkdir(`${state}.tmp`),
       () => Deno.remove(`${state}.tmp`),
+    );
+  });
+});
+
+Deno.test("a waiter whose turn comes when no token can be had waits first in line, and is granted once a reservation succeeds, the server staying up", async () => {
+  await inTempDir(async (dir) => {
+    const state = `${dir}/state.json`;
+    const { process: server, port } = await spawnServer([
+      "--state-file",
+      state,
+    ]);
+    await using _server = server;
+    // Half a block of locks, each with a waiter: when the reservation made
+    // at the next grant fails, the waiters outnumber the tokens left by one.
+    const names = Array.from({ length: 5_000 }, (_, i) => `n${i}`);
+    const lockFrames = (first: number) =>
+      concat(names.map((lockName, i) =>
+        frameOf(JSON.stringify({
+          command: "lock",
+          parameters: { lockName },
+          id: first + i,
+        }))
+      ));
+    await using holder = await RawClient.connect(port);
+    await holder.write(lockFrames(0));
+    for (const _ of names) {
+      assert.equal((await nextOf(holder))?.error, undefined);
+    }
+    await using waiter = await RawClient.connect(port);
+    await waiter.write(lockFrames(0));
+    assert.equal((await ask(waiter, { command: "ping", id: -1 }))?.id, -1);
+    // The next reservation writes `${state}.tmp` first: a folder there
+    // makes it fail, whoever runs the test.
+    await Deno.mkdir(`${state}.tmp`);
+    const last = await ask(holder, {
+      command: "lock",
+      parameters: { lockName: "half" },
+      id: 5_000,
+    });
+    assert.deepEqual(last?.result, { status: "ok", token: 5_001 });
+    await server.waitFor(/Cannot reserve fencing tokens/, "stderr");
+    // The holder's death hands 5,000 locks over with 4,999 tokens left.
+    await holder.close();
+    for (let i = 0; i < names.length - 1; i++) {
+      const grant = await nextOf(waiter);
+      assert.deepEqual(grant, {
+        id: i,
+        result: { status: "ok", token: 5_002 + i },
+      });
+    }
+    // The last waits first in line; the server still answers, and refuses
+    // what it could not grant.
+    assert.equal(
+      errorCode(
+        await ask(waiter, {
+          command: "lock",
+          parameters: { lockName: "new" },
+          id: 6_000,
+        }),
+      ),
+      "tokens_unavailable",
+    );
+    await Deno.remove(`${state}.tmp`);
+    // The store retries with a backoff of at most 10 s.
+    assert.deepEqual(
+      await deadline(waiter.next(), 30_000, "the last waiter's grant"),
+      { id: names.length - 1, result: { status: "ok", token: 10_001 } },
     );
   });
 });
