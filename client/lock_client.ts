@@ -24,6 +24,7 @@ import {
 } from "./options.ts";
 import type { LockEvent } from "./request.ts";
 import { readStatus, type StatusOptions } from "./status_report.ts";
+import { Turns } from "./turns.ts";
 
 /**
  * A connection to a pklock server, made by `connect()`. Every lock it
@@ -53,6 +54,8 @@ export class LockClient implements AsyncDisposable {
   readonly address: ServerAddress;
   readonly #messages: MessageClient;
   readonly #timeout: number;
+  /** status() calls, one at a time: the server keeps one report a session. */
+  readonly #statusTurns = new Turns();
   readonly #farewell = new Farewell();
   readonly #requests: LockRequests;
 
@@ -232,7 +235,10 @@ export class LockClient implements AsyncDisposable {
    * sends the report in pages of bounded size, which this method asks for one
    * after the other and joins, so no report is too large for the connection:
    * asking for status never costs a lock. The pages are not one snapshot:
-   * a lock taken or released meanwhile may be listed or not.
+   * a lock taken or released meanwhile may be listed or not. Calls made
+   * while one is under way wait for it, in call order (the server keeps one
+   * report per connection); the wait ends with `signal`, and each page of the
+   * call before is bounded by the client's `timeout`.
    *
    * @param options Which locks (`pattern`: `*` any run of characters, `?`
    *   any one), how many at most (`limit`; the totals count every match),
@@ -250,20 +256,25 @@ export class LockClient implements AsyncDisposable {
    * console.log(`${report.locks.length} of ${report.totals?.locks}`);
    * ```
    */
-  status(options: StatusOptions = {}): Promise<StatusResult> {
+  async status(options: StatusOptions = {}): Promise<StatusResult> {
     const rpc: RpcOptions = { timeout: this.#timeout };
     if (options.signal !== undefined) rpc.signal = options.signal;
-    return readStatus(async (parameters) => {
-      try {
-        return await this.#messages.rpc<StatusResult>(
-          "status",
-          parameters as Record<string, unknown>,
-          rpc,
-        );
-      } catch (error) {
-        throw this.#refused(error);
-      }
-    }, options);
+    const endTurn = await this.#statusTurns.take("", undefined, options.signal);
+    try {
+      return await readStatus(async (parameters) => {
+        try {
+          return await this.#messages.rpc<StatusResult>(
+            "status",
+            parameters as Record<string, unknown>,
+            rpc,
+          );
+        } catch (error) {
+          throw this.#refused(error);
+        }
+      }, options);
+    } finally {
+      endTurn();
+    }
   }
 
   /**

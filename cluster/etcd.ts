@@ -9,6 +9,7 @@
 
 import { PklockError } from "../protocol/errors.ts";
 import { delay } from "../message/io.ts";
+import { LinkedAbort } from "./linked_abort.ts";
 import {
   type Compare,
   decodeRange,
@@ -299,7 +300,11 @@ export class EtcdClient {
               body: json,
               signal: bounded,
             });
-            return [response.ok, response.status, await response.json()];
+            return [
+              response.ok,
+              response.status,
+              await readJson(response, bounded),
+            ];
           },
         );
         if (ok) return answer;
@@ -342,20 +347,38 @@ export async function withTimeout<T>(
   signal: AbortSignal | undefined,
   run: (signal: AbortSignal) => Promise<T>,
 ): Promise<T> {
-  const timeout = new AbortController();
+  using bounded = new LinkedAbort(signal);
   const timer = setTimeout(
     () =>
-      timeout.abort(
+      bounded.abort(
         new DOMException(`Timed out after ${ms} ms`, "TimeoutError"),
       ),
     ms,
   );
   try {
-    return await run(
-      signal ? AbortSignal.any([signal, timeout.signal]) : timeout.signal,
-    );
+    return await run(bounded.signal);
   } finally {
     clearTimeout(timer);
+  }
+}
+
+/**
+ * A response's JSON body, or an abort: the body is cancelled by hand, as
+ * aborting the fetch's signal did not always end a pending body read here.
+ */
+async function readJson(
+  response: Response,
+  signal: AbortSignal,
+): Promise<GatewayJson> {
+  const cancel = () =>
+    void response.body?.cancel(signal.reason).catch(() => {});
+  signal.addEventListener("abort", cancel, { once: true });
+  try {
+    const answer = await response.json();
+    signal.throwIfAborted();
+    return answer;
+  } finally {
+    signal.removeEventListener("abort", cancel);
   }
 }
 

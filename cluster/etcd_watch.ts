@@ -19,6 +19,7 @@ import {
   rangeKeys,
 } from "./etcd_codec.ts";
 import { delay } from "../message/io.ts";
+import { LinkedAbort } from "./linked_abort.ts";
 
 /** Options of {@linkcode watch}. */
 export interface WatchOptions {
@@ -101,10 +102,8 @@ export async function* watch(
   let next = options.startRevision;
   while (!outer?.aborted) {
     const endpoint = client.endpoint;
-    const stream = new AbortController();
-    const signal = outer
-      ? AbortSignal.any([outer, stream.signal])
-      : stream.signal;
+    using stream = new LinkedAbort(outer);
+    const signal = stream.signal;
     let timer = setTimeout(() => stream.abort(), silence);
     try {
       const response = await fetch(`${endpoint}/v3/watch`, {
@@ -122,7 +121,7 @@ export async function* watch(
       if (!response.ok) {
         throw etcdError("/v3/watch", await response.json(), response.status);
       }
-      for await (const message of lines(response.body!)) {
+      for await (const message of lines(response.body!, signal)) {
         clearTimeout(timer);
         timer = setTimeout(() => stream.abort(), silence);
         if (message.error) throw etcdError("/v3/watch", message.error, 200);
@@ -162,18 +161,34 @@ export async function* watch(
   }
 }
 
-/** The JSON objects of a newline-delimited stream. */
+/**
+ * The JSON objects of a newline-delimited stream, until it ends or `signal`
+ * aborts. The body is cancelled on abort by hand: aborting the fetch's own
+ * signal did not always end a pending read of a streamed body here.
+ */
 async function* lines(
   body: ReadableStream<Uint8Array>,
+  signal: AbortSignal,
 ): AsyncGenerator<GatewayJson> {
+  const reader = body.getReader();
+  const cancel = () => void reader.cancel(signal.reason).catch(() => {});
+  signal.addEventListener("abort", cancel, { once: true });
+  const decoder = new TextDecoder();
   let buffered = "";
-  for await (const chunk of body.pipeThrough(new TextDecoderStream())) {
-    buffered += chunk;
-    let newline: number;
-    while ((newline = buffered.indexOf("\n")) >= 0) {
-      const line = buffered.slice(0, newline).trim();
-      buffered = buffered.slice(newline + 1);
-      if (line) yield JSON.parse(line);
+  try {
+    while (!signal.aborted) {
+      const { done, value } = await reader.read();
+      if (done) return;
+      buffered += decoder.decode(value, { stream: true });
+      let newline: number;
+      while ((newline = buffered.indexOf("\n")) >= 0) {
+        const line = buffered.slice(0, newline).trim();
+        buffered = buffered.slice(newline + 1);
+        if (line) yield JSON.parse(line);
+      }
     }
+  } finally {
+    signal.removeEventListener("abort", cancel);
+    if (!signal.aborted) cancel();
   }
 }

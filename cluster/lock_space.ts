@@ -25,6 +25,7 @@ import {
 import type { EtcdClient } from "./etcd.ts";
 import type { TxnOp } from "./etcd_codec.ts";
 import { deleteKeys, untilTaken } from "./etcd_retry.ts";
+import { LinkedAbort } from "./linked_abort.ts";
 import { MirrorFeed } from "./mirror_feed.ts";
 import {
   type LockMirror,
@@ -120,7 +121,7 @@ export class EtcdLockSpace implements AsyncDisposable {
     this.#root = options.prefix ?? "/pklock/v1";
     this.#options = options;
     this.tokenBase = tokenBase;
-    this.#stop = AbortSignal.any([this.#closed.signal, lease.lost]);
+    this.#stop = new LinkedAbort(this.#closed.signal, lease.lost).signal;
   }
 
   /**
@@ -382,8 +383,8 @@ export class EtcdLockSpace implements AsyncDisposable {
   async #mark(request: ClusterRequest): Promise<void> {
     const known = this.mirror.get(request.key)!;
     const value = JSON.stringify({ ...known.value, granted: true });
-    const stop = AbortSignal.any([this.#stop, request.withdrawn.signal]);
-    const answer = await untilTaken(stop, () =>
+    using stop = new LinkedAbort(this.#stop, request.withdrawn.signal);
+    const answer = await untilTaken(stop.signal, () =>
       this.#etcd.txn(
         [{
           key: request.key,

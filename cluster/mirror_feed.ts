@@ -16,6 +16,7 @@ import { delay } from "../message/io.ts";
 import { type EtcdClient, EtcdError } from "./etcd.ts";
 import type { KeyValue } from "./etcd_codec.ts";
 import { EtcdCompactedError, watch } from "./etcd_watch.ts";
+import { LinkedAbort } from "./linked_abort.ts";
 import { LockMirror, type MirroredRequest } from "./lock_mirror.ts";
 
 /** Options of {@linkcode MirrorFeed.open}. */
@@ -57,7 +58,7 @@ export class MirrorFeed {
   readonly #etcd: EtcdClient;
   readonly #options: MirrorFeedOptions;
   readonly #timeoutMs: number;
-  #generation = new AbortController();
+  #generation = new LinkedAbort();
   readonly #catchUps: { revision: number; resolve: () => void }[] = [];
   #lagTimer: ReturnType<typeof setTimeout> | undefined;
   /** The revision `#lagTimer` waits for the mirror to reach. */
@@ -135,14 +136,15 @@ export class MirrorFeed {
   async #follow(): Promise<void> {
     const signal = this.#options.signal;
     while (!signal.aborted) {
-      this.#generation = new AbortController();
+      using generation = new LinkedAbort(signal);
+      this.#generation = generation;
       const batches = watch(
         this.#etcd,
         { key: `${this.#options.root}/q/`, prefix: true },
         {
           startRevision: this.mirror.revision + 1,
           progressTimeoutMs: this.#timeoutMs,
-          signal: AbortSignal.any([signal, this.#generation.signal]),
+          signal: generation.signal,
         },
       );
       try {

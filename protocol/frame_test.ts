@@ -12,6 +12,11 @@ import {
   type Message,
 } from "./frame.ts";
 
+/** A test with no permissions at all: the codec is pure, and this proves it. */
+function test(name: string, fn: () => void): void {
+  Deno.test({ name, permissions: "none", fn });
+}
+
 const utf8 = new TextEncoder();
 
 function concat(...parts: Uint8Array[]): Uint8Array {
@@ -112,7 +117,7 @@ function cutsOf(length: number, picks: readonly number[]): number[] {
 
 // encodeFrame
 
-Deno.test("encodeFrame() writes a 4-byte big-endian length then the UTF-8 JSON, byte for byte", () => {
+test("encodeFrame() writes a 4-byte big-endian length then the UTF-8 JSON, byte for byte", () => {
   // {"id":1,"result":{"status":"ok"}}
   // deno-fmt-ignore
   const expected = Uint8Array.of(
@@ -125,7 +130,7 @@ Deno.test("encodeFrame() writes a 4-byte big-endian length then the UTF-8 JSON, 
   assert.deepEqual(encodeFrame({ id: 1, result: { status: "ok" } }), expected);
 });
 
-Deno.test("encodeFrame() counts the length prefix in bytes, not characters, for multi-byte UTF-8 and emoji", () => {
+test("encodeFrame() counts the length prefix in bytes, not characters, for multi-byte UTF-8 and emoji", () => {
   // {"s":"é€😀"}: é is 2 bytes, € is 3, 😀 is 4 (a surrogate pair in UTF-16).
   // deno-fmt-ignore
   const expected = Uint8Array.of(
@@ -139,7 +144,7 @@ Deno.test("encodeFrame() counts the length prefix in bytes, not characters, for 
   assert.deepEqual(encodeFrame({ s: "é€😀" }), expected);
 });
 
-Deno.test("encodeFrame() writes every byte of the length prefix in big-endian order", () => {
+test("encodeFrame() writes every byte of the length prefix in big-endian order", () => {
   // The payload {"s":"xxx…"} has 8 bytes of JSON around the string.
   const length = 0x012345;
   const frame = encodeFrame({ s: "x".repeat(length - 8) });
@@ -155,7 +160,7 @@ Deno.test("encodeFrame() writes every byte of the length prefix in big-endian or
   assert.deepEqual(frame.subarray(-2), utf8.encode('"}'));
 });
 
-Deno.test("encodeFrame() escapes lone surrogates so the payload stays valid UTF-8", () => {
+test("encodeFrame() escapes lone surrogates so the payload stays valid UTF-8", () => {
   const frame = encodeFrame({ s: "\ud800" });
   assert.deepEqual(
     frame.subarray(HEADER_BYTES),
@@ -166,7 +171,7 @@ Deno.test("encodeFrame() escapes lone surrogates so the payload stays valid UTF-
   });
 });
 
-Deno.test("encodeFrame() returns a frame that owns its whole buffer", () => {
+test("encodeFrame() returns a frame that owns its whole buffer", () => {
   const frame = encodeFrame({ a: 1 });
   assert.equal(frame.byteOffset, 0);
   assert.equal(frame.buffer.byteLength, frame.length);
@@ -174,7 +179,7 @@ Deno.test("encodeFrame() returns a frame that owns its whole buffer", () => {
 
 // decodeMessage
 
-Deno.test("decodeMessage() parses a JSON object, whitespace, escapes and nesting included", () => {
+test("decodeMessage() parses a JSON object, whitespace, escapes and nesting included", () => {
   assert.deepEqual(decodeMessage(utf8.encode("{}")), {});
   assert.deepEqual(
     decodeMessage(
@@ -187,12 +192,12 @@ Deno.test("decodeMessage() parses a JSON object, whitespace, escapes and nesting
   assert.deepEqual(decodeMessage(utf8.encode('{"s":"é€😀"}')), { s: "é€😀" });
 });
 
-Deno.test("decodeMessage() reads a payload that is a view into a larger buffer", () => {
+test("decodeMessage() reads a payload that is a view into a larger buffer", () => {
   const bytes = utf8.encode('xx{"a":1}yy');
   assert.deepEqual(decodeMessage(bytes.subarray(2, 9)), { a: 1 });
 });
 
-Deno.test("decodeMessage() rejects bytes that are not UTF-8 with invalid_utf8", () => {
+test("decodeMessage() rejects bytes that are not UTF-8 with invalid_utf8", () => {
   const cases = [
     Uint8Array.of(0xff),
     Uint8Array.of(0x80),
@@ -212,7 +217,7 @@ Deno.test("decodeMessage() rejects bytes that are not UTF-8 with invalid_utf8", 
   }
 });
 
-Deno.test("decodeMessage() rejects text that is not JSON with invalid_json", () => {
+test("decodeMessage() rejects text that is not JSON with invalid_json", () => {
   const cases = [
     "",
     " ",
@@ -236,7 +241,7 @@ Deno.test("decodeMessage() rejects text that is not JSON with invalid_json", () 
   }
 });
 
-Deno.test("decodeMessage() rejects JSON that is not an object with not_an_object", () => {
+test("decodeMessage() rejects JSON that is not an object with not_an_object", () => {
   const cases = [
     "[]",
     "[1,2]",
@@ -259,7 +264,7 @@ Deno.test("decodeMessage() rejects JSON that is not an object with not_an_object
   }
 });
 
-Deno.test("decodeMessage() reports invalid UTF-8 before invalid JSON", () => {
+test("decodeMessage() reports invalid UTF-8 before invalid JSON", () => {
   assertFrameError(
     () => decodeMessage(Uint8Array.of(0x5b, 0xff)),
     "invalid_utf8",
@@ -268,7 +273,7 @@ Deno.test("decodeMessage() reports invalid UTF-8 before invalid JSON", () => {
 
 // FrameDecoder
 
-Deno.test("FrameDecoder delivers one payload from a chunk holding exactly one frame", () => {
+test("FrameDecoder delivers one payload from a chunk holding exactly one frame", () => {
   const { decoder, payloads } = collector();
   assert.equal(decoder.partial, false);
   decoder.push(encodeFrame({ id: 1, result: { status: "ok" } }));
@@ -278,7 +283,7 @@ Deno.test("FrameDecoder delivers one payload from a chunk holding exactly one fr
   assert.equal(decoder.partial, false);
 });
 
-Deno.test("FrameDecoder ignores empty chunks", () => {
+test("FrameDecoder ignores empty chunks", () => {
   const { decoder, payloads } = collector();
   decoder.push(new Uint8Array(0));
   assert.equal(decoder.partial, false);
@@ -292,7 +297,7 @@ Deno.test("FrameDecoder ignores empty chunks", () => {
   assert.deepEqual(payloads, [utf8.encode('{"a":1}')]);
 });
 
-Deno.test("FrameDecoder copes with a frame split at every byte", () => {
+test("FrameDecoder copes with a frame split at every byte", () => {
   const frame = encodeFrame({ s: "é€😀", id: 7 });
   for (let cut = 0; cut <= frame.length; cut++) {
     assert.deepEqual(
@@ -303,7 +308,7 @@ Deno.test("FrameDecoder copes with a frame split at every byte", () => {
   }
 });
 
-Deno.test("FrameDecoder copes with three frames cut at every pair of byte offsets", () => {
+test("FrameDecoder copes with three frames cut at every pair of byte offsets", () => {
   const messages = [{ a: 1 }, { s: "日本語😀" }, {}];
   const bytes = concat(...messages.map(encodeFrame));
   for (let first = 0; first <= bytes.length; first++) {
@@ -317,14 +322,14 @@ Deno.test("FrameDecoder copes with three frames cut at every pair of byte offset
   }
 });
 
-Deno.test("FrameDecoder copes with frames fed one byte at a time", () => {
+test("FrameDecoder copes with frames fed one byte at a time", () => {
   const messages = [{ a: 1 }, { b: "€" }, { c: [1, 2, 3] }];
   const bytes = concat(...messages.map(encodeFrame));
   const cuts = Array.from({ length: bytes.length - 1 }, (_, i) => i + 1);
   assert.deepEqual(decodeInChunks(bytes, cuts), messages);
 });
 
-Deno.test("FrameDecoder reports partial only while a frame is unfinished", () => {
+test("FrameDecoder reports partial only while a frame is unfinished", () => {
   const { decoder } = collector();
   const frame = encodeFrame({ a: 1 });
   for (let at = 0; at < frame.length; at++) {
@@ -333,7 +338,7 @@ Deno.test("FrameDecoder reports partial only while a frame is unfinished", () =>
   }
 });
 
-Deno.test("FrameDecoder delivers many frames coalesced in one chunk, in order", () => {
+test("FrameDecoder delivers many frames coalesced in one chunk, in order", () => {
   const messages = Array.from(
     { length: 1000 },
     (_, id) => ({ id, s: "é".repeat(id % 7) }),
@@ -347,7 +352,7 @@ Deno.test("FrameDecoder delivers many frames coalesced in one chunk, in order", 
   assert.equal(decoder.partial, false);
 });
 
-Deno.test("FrameDecoder finishes a frame and starts the next one in the same chunk", () => {
+test("FrameDecoder finishes a frame and starts the next one in the same chunk", () => {
   const first = encodeFrame({ a: 1 });
   const second = encodeFrame({ b: 2 });
   const third = encodeFrame({ c: 3 });
@@ -363,7 +368,7 @@ Deno.test("FrameDecoder finishes a frame and starts the next one in the same chu
   );
 });
 
-Deno.test("FrameDecoder reads chunks that are views into a larger buffer", () => {
+test("FrameDecoder reads chunks that are views into a larger buffer", () => {
   const frames = concat(encodeFrame({ a: 1 }), encodeFrame({ b: 2 }));
   const buffer = new Uint8Array(frames.length + 20).fill(0xee);
   buffer.set(frames, 10);
@@ -373,7 +378,7 @@ Deno.test("FrameDecoder reads chunks that are views into a larger buffer", () =>
   assert.deepEqual(payloads, [utf8.encode('{"a":1}'), utf8.encode('{"b":2}')]);
 });
 
-Deno.test("FrameDecoder keeps no reference to a chunk: a read buffer reused between pushes does not corrupt a partial frame", () => {
+test("FrameDecoder keeps no reference to a chunk: a read buffer reused between pushes does not corrupt a partial frame", () => {
   const frame = encodeFrame({ message: "hello, world" });
   const { decoder, payloads } = collector();
   const readBuffer = new Uint8Array(8);
@@ -388,7 +393,7 @@ Deno.test("FrameDecoder keeps no reference to a chunk: a read buffer reused betw
   assert.deepEqual(payloads, [frame.subarray(HEADER_BYTES)]);
 });
 
-Deno.test("FrameDecoder hands over payloads of exactly the announced length", () => {
+test("FrameDecoder hands over payloads of exactly the announced length", () => {
   const lengths: number[] = [];
   const decoder = new FrameDecoder((payload) => lengths.push(payload.length));
   const big = rawFrame("x".repeat(1000));
@@ -397,7 +402,7 @@ Deno.test("FrameDecoder hands over payloads of exactly the announced length", ()
   assert.deepEqual(lengths, [2, 1000, 1]);
 });
 
-Deno.test("FrameDecoder delivers zero-length frames as empty payloads, which are not JSON", () => {
+test("FrameDecoder delivers zero-length frames as empty payloads, which are not JSON", () => {
   const empty = rawFrame("");
   assert.deepEqual(empty, Uint8Array.of(0, 0, 0, 0));
   const { decoder, payloads } = collector();
@@ -413,7 +418,7 @@ Deno.test("FrameDecoder delivers zero-length frames as empty payloads, which are
   assertFrameError(() => decodeMessage(payloads[0]!), "invalid_json");
 });
 
-Deno.test("FrameDecoder delivers payloads that are then rejected by decodeMessage", () => {
+test("FrameDecoder delivers payloads that are then rejected by decodeMessage", () => {
   const messages: unknown[] = [];
   const decoder = new FrameDecoder((payload) => {
     try {
@@ -442,7 +447,7 @@ Deno.test("FrameDecoder delivers payloads that are then rejected by decodeMessag
   ]);
 });
 
-Deno.test("FrameDecoder accepts a frame of exactly the limit and rejects one byte more with frame_too_large", () => {
+test("FrameDecoder accepts a frame of exactly the limit and rejects one byte more with frame_too_large", () => {
   const atLimit = collector(10);
   atLimit.decoder.push(rawFrame("0123456789"));
   assert.deepEqual(atLimit.payloads, [utf8.encode("0123456789")]);
@@ -459,7 +464,7 @@ Deno.test("FrameDecoder accepts a frame of exactly the limit and rejects one byt
   assert.deepEqual(over.payloads, []);
 });
 
-Deno.test("FrameDecoder rejects a too-large frame as soon as its length prefix is complete, even when split across chunks", () => {
+test("FrameDecoder rejects a too-large frame as soon as its length prefix is complete, even when split across chunks", () => {
   for (let cut = 1; cut < HEADER_BYTES; cut++) {
     const { decoder, payloads } = collector(10);
     const header = Uint8Array.of(0, 0, 0, 11);
@@ -479,7 +484,7 @@ Deno.test("FrameDecoder rejects a too-large frame as soon as its length prefix i
   assertFrameError(() => decoder.push(Uint8Array.of(11)), "frame_too_large");
 });
 
-Deno.test("FrameDecoder accepts a length prefix of exactly the limit split across chunks", () => {
+test("FrameDecoder accepts a length prefix of exactly the limit split across chunks", () => {
   for (let cut = 1; cut < HEADER_BYTES; cut++) {
     const { decoder, payloads } = collector(10);
     const frame = rawFrame("0123456789");
@@ -490,7 +495,7 @@ Deno.test("FrameDecoder accepts a length prefix of exactly the limit split acros
   }
 });
 
-Deno.test("FrameDecoder reads the high bytes of the length prefix as unsigned", () => {
+test("FrameDecoder reads the high bytes of the length prefix as unsigned", () => {
   const { decoder } = collector(DEFAULT_MAX_FRAME_BYTES);
   const error = assertFrameError(
     () => decoder.push(Uint8Array.of(0xff, 0xff, 0xff, 0xff)),
@@ -511,7 +516,7 @@ Deno.test("FrameDecoder reads the high bytes of the length prefix as unsigned", 
   );
 });
 
-Deno.test("FrameDecoder delivers the frames before a too-large one in the same chunk", () => {
+test("FrameDecoder delivers the frames before a too-large one in the same chunk", () => {
   const { decoder, payloads } = collector(10);
   assertFrameError(
     () =>
@@ -528,7 +533,7 @@ Deno.test("FrameDecoder delivers the frames before a too-large one in the same c
   assert.deepEqual(payloads, [utf8.encode("{}"), utf8.encode("[]")]);
 });
 
-Deno.test("FrameDecoder limits payloads to 64 KiB by default", () => {
+test("FrameDecoder limits payloads to 64 KiB by default", () => {
   assert.equal(DEFAULT_MAX_FRAME_BYTES, 65_536);
   const { decoder, payloads } = collector();
   decoder.push(Uint8Array.of(0, 1, 0, 0)); // exactly 65536: accepted, body pending
@@ -586,14 +591,14 @@ Deno.test({
   },
 });
 
-Deno.test("FrameDecoder with a limit of 0 accepts only zero-length frames", () => {
+test("FrameDecoder with a limit of 0 accepts only zero-length frames", () => {
   const { decoder, payloads } = collector(0);
   decoder.push(rawFrame(""));
   assert.equal(payloads.length, 1);
   assertFrameError(() => decoder.push(rawFrame("{}")), "frame_too_large");
 });
 
-Deno.test("FrameDecoder decodes any sequence of JSON objects cut into arbitrary chunks, in order (property)", () => {
+test("FrameDecoder decodes any sequence of JSON objects cut into arbitrary chunks, in order (property)", () => {
   fc.assert(
     fc.property(
       fc.array(jsonObject, { maxLength: 8 }),
@@ -608,7 +613,7 @@ Deno.test("FrameDecoder decodes any sequence of JSON objects cut into arbitrary 
   );
 });
 
-Deno.test("FrameDecoder delivers arbitrary payload bytes unchanged across arbitrary chunks (property)", () => {
+test("FrameDecoder delivers arbitrary payload bytes unchanged across arbitrary chunks (property)", () => {
   fc.assert(
     fc.property(
       fc.array(fc.uint8Array({ maxLength: 40 }), { maxLength: 8 }),
@@ -631,7 +636,7 @@ Deno.test("FrameDecoder delivers arbitrary payload bytes unchanged across arbitr
 
 // FrameEncoder
 
-Deno.test("FrameEncoder writes the same bytes as encodeFrame", () => {
+test("FrameEncoder writes the same bytes as encodeFrame", () => {
   const out = new FrameEncoder();
   const message = { id: 1, result: { status: "ok" } };
   assert.equal(out.append(message), 37);
@@ -641,7 +646,7 @@ Deno.test("FrameEncoder writes the same bytes as encodeFrame", () => {
   assert.equal(out.length, 0);
 });
 
-Deno.test("FrameEncoder coalesces frames appended before take() into one buffer", () => {
+test("FrameEncoder coalesces frames appended before take() into one buffer", () => {
   const out = new FrameEncoder();
   const messages = [{ id: 1 }, { id: 2, s: "é€😀" }, {
     id: 3,
@@ -659,7 +664,7 @@ Deno.test("FrameEncoder coalesces frames appended before take() into one buffer"
   assert.deepEqual(decodeInChunks(bytes, []), messages);
 });
 
-Deno.test("FrameEncoder hands out an empty view when nothing was appended", () => {
+test("FrameEncoder hands out an empty view when nothing was appended", () => {
   const out = new FrameEncoder();
   out.append({ a: 1 });
   out.take();
@@ -668,7 +673,7 @@ Deno.test("FrameEncoder hands out an empty view when nothing was appended", () =
   assert.equal(out.taken, 0);
 });
 
-Deno.test("FrameEncoder grows its buffer and keeps the frames already appended", () => {
+test("FrameEncoder grows its buffer and keeps the frames already appended", () => {
   const out = new FrameEncoder(new BufferPool(8));
   const messages = [
     { a: 1 },
@@ -684,7 +689,7 @@ Deno.test("FrameEncoder grows its buffer and keeps the frames already appended",
   assert.deepEqual(out.take(), concat(...messages.map(encodeFrame)));
 });
 
-Deno.test("FrameEncoder works from an initial size of 0", () => {
+test("FrameEncoder works from an initial size of 0", () => {
   const out = new FrameEncoder(new BufferPool(0));
   out.append({ a: 1 });
   out.append({ s: "é" });
@@ -696,7 +701,7 @@ Deno.test("FrameEncoder works from an initial size of 0", () => {
   assert.deepEqual(out.take(), encodeFrame({ b: 2 }));
 });
 
-Deno.test("FrameEncoder handles messages whose UTF-8 is up to three times their UTF-16 length", () => {
+test("FrameEncoder handles messages whose UTF-8 is up to three times their UTF-16 length", () => {
   // "€" is one UTF-16 unit and three UTF-8 bytes: the worst case per unit.
   for (const initial of [1, 8, 64, 256]) {
     for (const count of [0, 1, 2, 20, 85, 86, 200]) {
@@ -716,7 +721,7 @@ Deno.test("FrameEncoder handles messages whose UTF-8 is up to three times their 
   }
 });
 
-Deno.test("FrameEncoder leaves the taken view intact while new frames are appended, until the next take()", () => {
+test("FrameEncoder leaves the taken view intact while new frames are appended, until the next take()", () => {
   const out = new FrameEncoder(new BufferPool(32));
   out.append({ id: 1 });
   out.append({ id: 2 });
@@ -747,7 +752,7 @@ Deno.test("FrameEncoder leaves the taken view intact while new frames are append
   );
 });
 
-Deno.test("FrameEncoder borrows a pooled buffer only while it has bytes to send", () => {
+test("FrameEncoder borrows a pooled buffer only while it has bytes to send", () => {
   const pool = new BufferPool(64);
   const a = new FrameEncoder(pool);
   const b = new FrameEncoder(pool);
@@ -768,7 +773,7 @@ Deno.test("FrameEncoder borrows a pooled buffer only while it has bytes to send"
   assert.equal(b.take().buffer, second.buffer);
 });
 
-Deno.test("FrameEncoder does not pool a buffer grown past the pool's size", () => {
+test("FrameEncoder does not pool a buffer grown past the pool's size", () => {
   const pool = new BufferPool(64);
   const out = new FrameEncoder(pool);
   out.append({ s: "x".repeat(100) });
@@ -781,7 +786,7 @@ Deno.test("FrameEncoder does not pool a buffer grown past the pool's size", () =
   assert.deepEqual(small, encodeFrame({ id: 1 }));
 });
 
-Deno.test("BufferPool keeps at most maxFree buffers of its size", () => {
+test("BufferPool keeps at most maxFree buffers of its size", () => {
   const pool = new BufferPool(16, 2);
   const buffers = [pool.get(1), pool.get(16), pool.get(8)];
   assert.ok(buffers.every((buffer) => buffer.length === 16));
@@ -794,7 +799,7 @@ Deno.test("BufferPool keeps at most maxFree buffers of its size", () => {
   assert.equal(pool.get(33).length, 64);
 });
 
-Deno.test("FrameEncoder keeps its batch when a message cannot be serialized", () => {
+test("FrameEncoder keeps its batch when a message cannot be serialized", () => {
   const out = new FrameEncoder(new BufferPool(16));
   out.append({ id: 1 });
   const cyclic: Record<string, unknown> = {};
@@ -809,7 +814,7 @@ Deno.test("FrameEncoder keeps its batch when a message cannot be serialized", ()
   );
 });
 
-Deno.test("FrameEncoder output equals concatenated encodeFrame output, and taken views stay intact until the next take() or release() (property)", () => {
+test("FrameEncoder output equals concatenated encodeFrame output, and taken views stay intact until the next take() or release() (property)", () => {
   const step = fc.oneof(
     {
       weight: 4,
@@ -855,7 +860,7 @@ Deno.test("FrameEncoder output equals concatenated encodeFrame output, and taken
   );
 });
 
-Deno.test("FrameEncoder output cut into arbitrary chunks decodes back to the same messages (property)", () => {
+test("FrameEncoder output cut into arbitrary chunks decodes back to the same messages (property)", () => {
   fc.assert(
     fc.property(
       fc.array(jsonObject, { maxLength: 8 }),

@@ -1,14 +1,19 @@
 /**
  * The audit log: one JSON line per grant, release, disconnect release,
- * timeout, refusal and forced release. Lines are buffered and appended in
- * order, once per tick, so the lock server's hot path never waits for a disk.
+ * timeout, refusal and forced release. Lines are queued up to a byte budget
+ * and appended in order, once per tick, so the lock server's hot path never
+ * waits for a disk. A file that stops taking bytes (a FIFO nobody reads, a
+ * hung network mount) costs entries, never the server's memory: they are
+ * counted, logged as an error once per interval, and recorded in the file
+ * once it takes bytes again.
  *
  * @module
  */
 
 import { getLogger } from "@logtape/logtape";
-import { writeAll } from "../message/io.ts";
+import { delay, type SyncWriter, type Writer } from "../message/io.ts";
 import type { LockMode } from "../protocol/lock_protocol.ts";
+import { LogSink } from "./log_sink.ts";
 import type { Session } from "./session.ts";
 
 const log = getLogger(["pklock", "audit"]);
@@ -59,17 +64,49 @@ export interface AuditParty {
   label?: string;
 }
 
-const encoder = new TextEncoder();
+/**
+ * The line that stands for entries dropped from a full queue, written ahead
+ * of the next entries once the file takes bytes again.
+ */
+export interface AuditDropped {
+  /** When it was written, ISO 8601. */
+  time: string;
+  /** Always `dropped`. */
+  event: "dropped";
+  /** How many entries were dropped since the last such line. */
+  count: number;
+}
+
+/** The most audit text queued and not yet written: 4 MiB. */
+export const AUDIT_QUEUE_BYTES = 4 * 1_048_576;
+
+/** How often, at most, dropped entries are logged as an error: 10 s. */
+const DROPPED_LOG_INTERVAL_MS = 10_000;
+
+/** How long {@linkcode AuditLog.close} waits for the queue to be written. */
+const CLOSE_WAIT_MS = 1_000;
 
 /** An append-only JSON-lines file. */
 export class AuditLog {
   readonly #file: Deno.FsFile;
-  #lines: string[] = [];
-  #writing: Promise<void> = Promise.resolve();
-  #scheduled = false;
+  readonly #sink: LogSink;
+  /** The drop count at the last error line, and when it was logged. */
+  #reported = 0;
+  #reportedAt = -Infinity;
 
   private constructor(file: Deno.FsFile) {
     this.#file = file;
+    this.#sink = new LogSink(reportingFailures(file), {
+      maxQueuedBytes: AUDIT_QUEUE_BYTES,
+      formatDropped: (count) => {
+        const line: AuditDropped = {
+          time: new Date().toISOString(),
+          event: "dropped",
+          count,
+        };
+        return JSON.stringify(line) + "\n";
+      },
+    });
   }
 
   /**
@@ -84,35 +121,63 @@ export class AuditLog {
     );
   }
 
+  /** How many entries were dropped so far, in all. */
+  get dropped(): number {
+    return this.#sink.dropped;
+  }
+
   /**
-   * Records one entry; it is written within the current tick's batch.
+   * Records one entry; it is written within the current tick's batch, or
+   * dropped and counted when the queue is full.
    *
    * @param entry What happened.
    */
   record(entry: AuditEntry): void {
-    this.#lines.push(JSON.stringify(entry));
-    if (!this.#scheduled) {
-      this.#scheduled = true;
-      queueMicrotask(() => this.#flush());
-    }
+    this.#sink.write(JSON.stringify(entry) + "\n");
+    const dropped = this.#sink.dropped;
+    if (dropped === this.#reported) return;
+    const now = performance.now();
+    if (now - this.#reportedAt < DROPPED_LOG_INTERVAL_MS) return;
+    log.error(
+      "The audit log dropped {count} entries ({total} in all): the file takes no more bytes, {queued} bytes are waiting",
+      {
+        count: dropped - this.#reported,
+        total: dropped,
+        queued: this.#sink.queued,
+      },
+    );
+    this.#reported = dropped;
+    this.#reportedAt = now;
   }
 
-  /** Writes what is buffered and closes the file. */
+  /**
+   * Writes what is queued, waiting at most a second for a file that takes
+   * no bytes, and closes the file.
+   */
   async close(): Promise<void> {
-    this.#flush();
-    await this.#writing;
+    const done = new AbortController();
+    await Promise.race([this.#sink.flush(), delay(CLOSE_WAIT_MS, done.signal)]);
+    done.abort();
     this.#file.close();
   }
+}
 
-  #flush(): void {
-    this.#scheduled = false;
-    if (this.#lines.length === 0) return;
-    const bytes = encoder.encode(this.#lines.join("\n") + "\n");
-    this.#lines = [];
-    this.#writing = this.#writing.then(() => writeAll(this.#file, bytes)).catch(
-      (error) => log.error("Cannot write the audit log: {error}", { error }),
-    );
-  }
+/**
+ * The file, with a failed write logged: the sink then writes no more, and
+ * every later entry is counted as dropped.
+ */
+function reportingFailures(file: Deno.FsFile): Writer & SyncWriter {
+  return {
+    async write(bytes) {
+      try {
+        return await file.write(bytes);
+      } catch (error) {
+        log.error("Cannot write the audit log: {error}", { error });
+        throw error;
+      }
+    },
+    writeSync: (bytes) => file.writeSync(bytes),
+  };
 }
 
 /**

@@ -63,6 +63,8 @@ export interface SearchCounter {
  *
  * @param request The request, at the tail of its lock's queue.
  * @param owners Every owner's requests, held or waiting.
+ * @param waiting Every owner's waiting requests (the search follows only
+ *   these, so an owner that holds much and waits for little costs little).
  * @param counter Where to count the requests looked at.
  * @returns `true` when its owner would never be freed.
  *
@@ -81,16 +83,18 @@ export interface SearchCounter {
  * lock.holders.add(held);
  * lock.head = waiting;
  * const owners = new Map([["a", new Map([["x", waiting]])]]);
- * console.assert(deadlocked(waiting, owners));
+ * const waits = new Map([["a", new Set([waiting])]]);
+ * console.assert(deadlocked(waiting, owners, waits));
  * ```
  */
 export function deadlocked<O>(
   request: SearchedRequest<O>,
   owners: ReadonlyMap<O, ReadonlyMap<string, SearchedRequest<O>>>,
+  waiting: ReadonlyMap<O, ReadonlySet<SearchedRequest<O>>>,
   counter: SearchCounter = { visited: 0 },
 ): boolean {
-  const search = new Search(request.owner, owners, counter);
-  return search.reaches() && !search.frees();
+  const search = new Search(request.owner, owners, waiting, counter);
+  return search.reaches(request) && !search.frees();
 }
 
 /** A lock's state during one check: its walks and its reduced queue. */
@@ -119,6 +123,7 @@ class LockView<O> {
 class Search<O> {
   readonly #requester: O;
   readonly #owners: ReadonlyMap<O, ReadonlyMap<string, SearchedRequest<O>>>;
+  readonly #waits: ReadonlyMap<O, ReadonlySet<SearchedRequest<O>>>;
   /** The owners reached, each once, in the order found. */
   readonly #found: O[] = [];
   readonly #seen = new Set<O>();
@@ -134,28 +139,43 @@ class Search<O> {
   constructor(
     requester: O,
     owners: ReadonlyMap<O, ReadonlyMap<string, SearchedRequest<O>>>,
+    waits: ReadonlyMap<O, ReadonlySet<SearchedRequest<O>>>,
     counter: SearchCounter,
   ) {
     this.#requester = requester;
     this.#owners = owners;
+    this.#waits = waits;
     this.#counter = counter;
     this.#found.push(requester);
     this.#seen.add(requester);
   }
 
   /**
-   * Finds every owner the requester's requests wait for, transitively;
-   * `true` when one of them waits for the requester.
+   * Finds every owner the new request waits for, transitively; `true` when
+   * one of them waits for the requester. Only a cycle through the new request
+   * can make it deadlocked (none was before, and nothing queues behind it),
+   * so the requester's other requests are followed only once one is found:
+   * the reduction then needs every owner they reach too.
+   *
+   * @param request The new request.
    */
-  reaches(): boolean {
+  reaches(request: SearchedRequest<O>): boolean {
+    this.#walk(request);
+    this.#follow(1);
+    if (!this.#requesterReached) return false;
+    this.#follow(0);
+    return true;
+  }
+
+  /** Walks the waiting requests of the owners found from `start` on. */
+  #follow(start: number): void {
     // The list grows while it is read: each owner found is visited in turn.
-    for (let i = 0; i < this.#found.length; i++) {
-      for (const request of this.#owners.get(this.#found[i]!)?.values() ?? []) {
+    for (let i = start; i < this.#found.length; i++) {
+      for (const waiting of this.#waits.get(this.#found[i]!) ?? []) {
         this.#counter.visited++;
-        if (!request.held) this.#walk(request);
+        this.#walk(waiting);
       }
     }
-    return this.#requesterReached;
   }
 
   /** Runs the reduction; `true` once the requester is freed. */

@@ -176,6 +176,7 @@ export class LockServer implements AsyncDisposable {
         names: () => this.#space.names(),
         lock: (name) => this.#space.count(name),
         oldestHold: () => this.#budget.oldestHold()?.ticket.granted,
+        auditDropped: () => options.audit?.dropped ?? 0,
       });
     const journal = new Journal({
       metrics: this.metrics,

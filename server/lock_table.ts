@@ -101,6 +101,8 @@ export interface LockTableOptions {
 export class LockTable<O, T> {
   readonly #locks = new Map<string, Lock<O, T>>();
   readonly #owners = new Map<O, Map<string, Entry<O, T>>>();
+  /** Each owner's waiting requests, which the deadlock search follows. */
+  readonly #waiting = new Map<O, Set<Entry<O, T>>>();
   readonly #nextToken: () => number;
   readonly #counter: SearchCounter | undefined;
   /** Locks whose head could not be granted for want of a token. */
@@ -173,8 +175,11 @@ export class LockTable<O, T> {
     own.set(name, entry);
     lock.add(entry, limit, grantable ? token : null);
     if (grantable) return entry;
+    this.#wait(entry);
     // The search sees the request queued, as it would wait.
-    if (search && deadlocked(entry, this.#owners, this.#counter)) {
+    if (
+      search && deadlocked(entry, this.#owners, this.#waiting, this.#counter)
+    ) {
       own.delete(name);
       this.#remove(entry, []);
       return "deadlock";
@@ -322,6 +327,7 @@ export class LockTable<O, T> {
   }
 
   #remove(entry: Entry<O, T>, granted: LockRequest<O, T>[]): void {
+    if (!entry.held) this.#unwait(entry);
     const lock = entry.lock;
     lock.remove(entry);
     this.#promote(lock, granted);
@@ -341,7 +347,25 @@ export class LockTable<O, T> {
         this.#stalled.add(lock);
         return;
       }
-      granted.push(lock.grantHead(token));
+      const entry = lock.grantHead(token);
+      this.#unwait(entry);
+      granted.push(entry);
+    }
+  }
+
+  #wait(entry: Entry<O, T>): void {
+    let waiting = this.#waiting.get(entry.owner);
+    if (waiting === undefined) {
+      waiting = new Set();
+      this.#waiting.set(entry.owner, waiting);
+    }
+    waiting.add(entry);
+  }
+
+  #unwait(entry: Entry<O, T>): void {
+    const waiting = this.#waiting.get(entry.owner);
+    if (waiting?.delete(entry) && waiting.size === 0) {
+      this.#waiting.delete(entry.owner);
     }
   }
 }

@@ -28,6 +28,8 @@ export interface MetricsSources {
   lock(name: string): { holders: number; waiters: number } | null;
   /** When the oldest hold still held was granted (ms since the epoch). */
   oldestHold(): number | undefined;
+  /** Audit entries dropped so far because the audit file took no bytes. */
+  auditDropped(): number;
 }
 
 /** How a lock request was answered, as `pklock_lock_answers_total` counts. */
@@ -161,6 +163,16 @@ export class Metrics {
       collect() {
         const since = sources.oldestHold();
         this.set(since === undefined ? 0 : (Date.now() - since) / 1000);
+      },
+    });
+    new Counter({
+      name: "pklock_audit_dropped_total",
+      help:
+        "Audit entries dropped because the audit file took no more bytes (0 without an audit log).",
+      registers,
+      collect() {
+        this.reset();
+        this.inc(sources.auditDropped());
       },
     });
     this.#timeouts = new Counter({

@@ -1,6 +1,6 @@
 // A hung server never hangs the client: a real server stopped with SIGSTOP
 // before or after the CLI connects, and the CLI bounded by its own clock or
-// ended by a signal in every phase (connect, hello, wait, hold).
+// ended by SIGTERM or SIGINT in every phase (connect, hello, wait, hold).
 import assert from "node:assert/strict";
 import { connect, type LockClient } from "../mod.ts";
 import { delay } from "../message/io.ts";
@@ -138,67 +138,100 @@ Deno.test("run --wait ends on the client's clock when the server stops while it 
   await holder.close();
 });
 
-for (const command of ["run", "try-lock", "hold", "status"] as const) {
-  const args = (port: number) =>
-    command === "status"
-      ? ["status", "-p", String(port)]
-      : command === "run"
-      ? ["run", "x", "-p", String(port), "--", "echo", "must not run"]
-      : [command, "x", "-p", String(port)];
-  Deno.test(`SIGTERM ends ${command} while it connects to a stopped server`, async () => {
-    await using stopped = await stoppedServer();
-    await using runner = new GroupLeader(pklockArgv(args(stopped.port)), true);
-    await connectedTo(runner.pid, stopped.port);
-    Deno.kill(runner.pid, "SIGTERM");
-    const result = await deadline(runner.result(), PROMPTLY_MS, command);
-    assert.equal(result.status.signal, "SIGTERM", result.stderr);
-    assert.doesNotMatch(result.stdout, /must not run/);
-  });
-}
+/** The signals that must end a client in every phase. */
+const SIGNALS = ["SIGTERM", "SIGINT"] as const;
 
-Deno.test("SIGTERM ends run while it waits for a stopped server", async () => {
-  await using stopped = await stoppedServer((server, port) =>
-    waitingBehindHolder(server, port, () =>
-      new GroupLeader(
-        pklockArgv(["run", "busy", "-p", String(port), "--", "echo", "no"]),
-      ))
-  );
-  const { holder, waiter } = stopped.before;
-  await using runner = waiter;
-  Deno.kill(runner.pid, "SIGTERM");
-  const result = await deadline(runner.result(), PROMPTLY_MS, "run to stop");
-  assert.equal(result.status.signal, "SIGTERM", result.stderr);
-  assert.equal(result.stdout, "");
-  stopped.server.kill("SIGCONT");
-  await holder.close();
-});
-
-Deno.test("SIGTERM ends hold and run while they hold a lock on a stopped server, with exit 6: the release is not confirmed", async () => {
-  const script = "trap 'exit 0' TERM; echo 1; while :; do sleep 0.05; done";
-  for (const command of ["hold", "run"] as const) {
-    await using stopped = await stoppedServer(async (_server, port) => {
-      const options = ["held", "-p", String(port), "--connect-timeout", "1"];
-      const holder = new GroupLeader(
-        pklockArgv(
-          command === "hold"
-            ? ["hold", ...options]
-            : ["run", ...options, "--", "sh", "-c", script],
-        ),
+for (const signal of SIGNALS) {
+  for (const command of ["run", "try-lock", "hold", "status"] as const) {
+    const args = (port: number) =>
+      command === "status"
+        ? ["status", "-p", String(port)]
+        : command === "run"
+        ? ["run", "x", "-p", String(port), "--", "echo", "must not run"]
+        : [command, "x", "-p", String(port)];
+    Deno.test(`${signal} ends ${command} while it connects to a stopped server`, async () => {
+      await using stopped = await stoppedServer();
+      await using runner = new GroupLeader(
+        pklockArgv(args(stopped.port)),
         true,
       );
-      await holder.waitFor(/^\d+\n/);
+      await connectedTo(runner.pid, stopped.port);
+      Deno.kill(runner.pid, signal);
+      const result = await deadline(runner.result(), PROMPTLY_MS, command);
+      assert.equal(result.status.signal, signal, result.stderr);
+      assert.doesNotMatch(result.stdout, /must not run/);
+    });
+  }
+
+  for (const command of ["run", "try-lock", "hold"] as const) {
+    Deno.test(`${signal} ends ${command} while it waits for a stopped server`, async () => {
+      await using stopped = await stoppedServer((server, port) =>
+        waitingBehindHolder(server, port, () =>
+          new GroupLeader(
+            pklockArgv(
+              command === "run"
+                ? ["run", "busy", "-p", String(port), "--", "echo", "no"]
+                : [command, "busy", "-p", String(port)],
+            ),
+            true,
+          ))
+      );
+      const { holder, waiter } = stopped.before;
+      await using runner = waiter;
+      Deno.kill(runner.pid, signal);
+      const result = await deadline(runner.result(), PROMPTLY_MS, command);
+      assert.equal(result.status.signal, signal, result.stderr);
+      assert.doesNotMatch(result.stdout, /^no$/m);
+      stopped.server.kill("SIGCONT");
+      await holder.close();
+    });
+  }
+
+  Deno.test(`${signal} ends try-lock while it holds a lock on a stopped server`, async () => {
+    await using stopped = await stoppedServer(async (_server, port) => {
+      const holder = new GroupLeader(
+        pklockArgv(["try-lock", "held", "-p", String(port), "--hold", "600"]),
+        true,
+      );
+      await holder.waitFor(/^Got lock "held" \(token \d+\); holding it/m);
       return holder;
     });
     await using runner = stopped.before;
-    Deno.kill(runner.pid, "SIGTERM");
-    const result = await deadline(runner.result(), PROMPTLY_MS, command);
-    // The stopped server never confirms the release: whether the lock was
-    // held until then is not known, so neither exits as if it had been.
-    assert.equal(result.status.code, 6, result.stderr);
-    assert.match(
-      result.stderr,
-      // The whole group gets SIGTERM: the shell may report its sleep's death.
-      /^(Terminated\n)?pklock: Lock "held" may have been lost while (it was held|"sh" ran): its release was not confirmed \(Request "release" got no reply within 1000 ms\)\n$/,
-    );
-  }
-});
+    Deno.kill(runner.pid, signal);
+    const result = await deadline(runner.result(), PROMPTLY_MS, "try-lock");
+    assert.equal(result.status.signal, signal, result.stderr);
+    assert.doesNotMatch(result.stdout, /Released/);
+  });
+
+  Deno.test(`${signal} ends hold and run while they hold a lock on a stopped server, with exit 6: the release is not confirmed`, async () => {
+    const script =
+      "trap 'exit 0' TERM INT; echo 1; while :; do sleep 0.05; done";
+    for (const command of ["hold", "run"] as const) {
+      await using stopped = await stoppedServer(async (_server, port) => {
+        const options = ["held", "-p", String(port), "--connect-timeout", "1"];
+        const holder = new GroupLeader(
+          pklockArgv(
+            command === "hold"
+              ? ["hold", ...options]
+              : ["run", ...options, "--", "sh", "-c", script],
+          ),
+          true,
+        );
+        await holder.waitFor(/^\d+\n/);
+        return holder;
+      });
+      await using runner = stopped.before;
+      Deno.kill(runner.pid, signal);
+      const result = await deadline(runner.result(), PROMPTLY_MS, command);
+      // The stopped server never confirms the release: whether the lock was
+      // held until then is not known, so neither exits as if it had been.
+      assert.equal(result.status.code, 6, result.stderr);
+      assert.match(
+        result.stderr,
+        // The whole group gets the signal: the shell may report its sleep's
+        // death.
+        /^(Terminated\n|Interrupt\n)?pklock: Lock "held" may have been lost while (it was held|"sh" ran): its release was not confirmed \(Request "release" got no reply within 1000 ms\)\n$/,
+      );
+    }
+  });
+}

@@ -2,7 +2,7 @@
 // a real server process, real signals.
 import assert from "node:assert/strict";
 import { connect, type LockClient, type StatusResult } from "../mod.ts";
-import { cli, deadline, runCli, spawnServer } from "./helpers.ts";
+import { cli, deadline, inTempDir, runCli, spawnServer } from "./helpers.ts";
 
 /**
  * A command loop that ends on its own once `pklock run`, its parent, is gone,
@@ -31,16 +31,6 @@ function runArgs(
     "sh",
     ...args,
   ];
-}
-
-/** Runs `body` with a fresh temporary folder, removed afterwards. */
-async function inTempDir(body: (dir: string) => Promise<void>) {
-  const dir = await Deno.makeTempDir({ prefix: "pklock-run-" });
-  try {
-    await body(dir);
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
 }
 
 /** Whether a process with this id exists. */

@@ -5,6 +5,7 @@
  * @module
  */
 
+import { connect, type LockClient } from "../mod.ts";
 import { writeAll } from "../message/io.ts";
 import { encodeFrame, FrameDecoder, type Message } from "../protocol/frame.ts";
 import { LockServer, type LockServerOptions } from "../server/lock_server.ts";
@@ -408,3 +409,29 @@ export async function settingsFile(
 
 /** An admin secret long enough for the settings file (16 characters or more). */
 export const ADMIN_SECRET = "operators-only-0123456789";
+
+/** A tuple of `N` elements of type `T`. */
+export type Tuple<N extends number, T, R extends T[] = []> = R["length"] extends
+  N ? R
+  : Tuple<N, T, [...R, T]>;
+
+/**
+ * Connects `count` clients to a port on 127.0.0.1.
+ *
+ * @param port The server's port.
+ * @param count How many clients.
+ * @returns The clients; dispose of them all with `await using`.
+ */
+export async function connectMany<N extends number>(
+  port: number,
+  count: N,
+): Promise<Tuple<N, LockClient> & AsyncDisposable> {
+  const clients = await Promise.all(
+    Array.from({ length: count }, () => connect({ port })),
+  );
+  return Object.assign(clients as Tuple<N, LockClient>, {
+    async [Symbol.asyncDispose]() {
+      await Promise.all(clients.map((client) => client.close()));
+    },
+  });
+}

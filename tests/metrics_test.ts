@@ -182,6 +182,7 @@ Deno.test("/metrics follows a scripted workload exactly, in valid Prometheus tex
         pklock_grants_total: "counter",
         pklock_releases_total: "counter",
         pklock_wait_timeouts_total: "counter",
+        pklock_audit_dropped_total: "counter",
         pklock_hold_alarms_total: "counter",
         pklock_protocol_errors_total: "counter",
         pklock_wait_seconds: "histogram",

@@ -12,27 +12,8 @@ import {
 import { delay } from "../message/io.ts";
 import { PROTOCOL_VERSION, VERSION } from "../protocol/version.ts";
 import { remote } from "./assertions.ts";
-import { deadline, RawClient, startServer } from "./helpers.ts";
+import { connectMany, deadline, RawClient, startServer } from "./helpers.ts";
 import { ask, errorCode, nextOf } from "./wire.ts";
-
-/** A tuple of `N` elements of type `T`. */
-type Tuple<N extends number, T, R extends T[] = []> = R["length"] extends N ? R
-  : Tuple<N, T, [...R, T]>;
-
-/** Connects `count` clients; dispose of them all with `await using`. */
-async function connectMany<N extends number>(
-  port: number,
-  count: N,
-): Promise<Tuple<N, LockClient> & AsyncDisposable> {
-  const clients = await Promise.all(
-    Array.from({ length: count }, () => connect({ port })),
-  );
-  return Object.assign(clients as Tuple<N, LockClient>, {
-    async [Symbol.asyncDispose]() {
-      await Promise.all(clients.map((client) => client.close()));
-    },
-  });
-}
 
 /** A lock request the server has queued. */
 interface Queued {
