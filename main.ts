@@ -76,6 +76,11 @@ export async function main(args: string[]): Promise<number> {
       new Option("--log-level <level>", "lowest level logged (default info)")
         .choices(LOG_LEVELS),
     )
+    .option(
+      "--etcd <urls>",
+      "serve as a cluster node on these etcd members (URL[,URL...]; no state file)",
+      (urls: string) => urls.split(",").filter((url) => url !== ""),
+    )
     .action(async (options) => {
       code = await serve(options);
     });

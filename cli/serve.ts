@@ -18,6 +18,8 @@ import { serveMetrics } from "../server/metrics.ts";
 import { configureLogging, drainLogs, flushLogs } from "../server/log.ts";
 import { StateFileError, TokenStore } from "../server/token_store.ts";
 import { VERSION } from "../protocol/version.ts";
+import { ClusterLockSpace } from "../cluster/cluster_space.ts";
+import { EtcdClient } from "../cluster/etcd.ts";
 import { ExitCode } from "./exit_codes.ts";
 
 /** The secrets and certificates the settings name, read from their files. */
@@ -66,6 +68,7 @@ interface Running {
   server: LockServer;
   metrics: Deno.HttpServer | undefined;
   audit: AuditLog | undefined;
+  cluster: ClusterLockSpace | undefined;
 }
 
 /**
@@ -112,6 +115,7 @@ export async function serve(options: ServeOptions): Promise<number> {
     { signal: received },
   );
   await running.server.close();
+  await running.cluster?.[Symbol.asyncDispose]();
   await running.metrics?.shutdown();
   await running.audit?.close();
   await drainLogs(1_000);
@@ -128,19 +132,11 @@ async function start(options: ServeOptions): Promise<Running> {
   const { config, ...overrides } = options;
   const settings = await loadSettings(config, overrides);
   await configureLogging(settings.log.level, settings.log.format);
-  const tokens = TokenStore.open(settings.stateFile, {
-    onReserveFailed: (error, retryInMs) =>
-      getLogger(["pklock", "server"]).warn(
-        "Cannot reserve fencing tokens (next attempt: {retry}): {error}",
-        {
-          retry: retryInMs === null ? "none" : `in ${retryInMs} ms`,
-          error: error.message,
-        },
-      ),
-    // Waiters whose turn came while no token could be had get it now.
-    onAvailable: () => server.resumeGrants(),
-  });
   const secrets = await readSecrets(settings);
+  const cluster = settings.cluster && await joinCluster(settings.cluster);
+  const space = cluster
+    ? { lockSpace: (events: Events) => cluster.bind(events) }
+    : tokenSource(settings.stateFile, () => server.resumeGrants());
   const where = config === undefined ? "" : ` (settings file "${config}")`;
   let audit: AuditLog | undefined;
   if (settings.audit !== undefined) {
@@ -169,10 +165,10 @@ async function start(options: ServeOptions): Promise<Running> {
       ...(settings.alarms ? { alarms: settings.alarms } : {}),
       ...(audit ? { audit } : {}),
       ...secrets,
-      nextToken: () => tokens.next(),
-      tokensLeft: () => tokens.left,
+      ...space,
     });
   } catch (cause) {
+    await cluster?.[Symbol.asyncDispose]();
     await audit?.close();
     throw new SettingsError(
       `Cannot listen on ${settings.host}:${settings.port}${where}: ${
@@ -188,6 +184,7 @@ async function start(options: ServeOptions): Promise<Running> {
       metrics = serveMetrics(server.metrics, { hostname: host, port });
     } catch (cause) {
       await server.close();
+      await cluster?.[Symbol.asyncDispose]();
       await audit?.close();
       throw new SettingsError(
         `Cannot serve metrics on ${host}:${port}${where}: ${
@@ -206,5 +203,77 @@ async function start(options: ServeOptions): Promise<Running> {
       `pklock metrics on http://${addr.hostname}:${addr.port}/metrics`,
     );
   }
-  return { server, metrics, audit };
+  if (cluster !== undefined) {
+    const { node, nodes } = cluster.cluster();
+    console.log(
+      `pklock node ${node} on etcd ${
+        settings.cluster!.endpoints.join(",")
+      }; live nodes: ${nodes.length}`,
+    );
+  }
+  return { server, metrics, audit, cluster };
+}
+
+type Events = Parameters<NonNullable<LockServerOptions["lockSpace"]>>[0];
+
+/**
+ * The single server's tokens: reserved in blocks in the state file.
+ *
+ * @param stateFile The state file.
+ * @param resume Grants the waiters whose turn came while no token could be
+ *   had, once tokens are available again.
+ */
+function tokenSource(
+  stateFile: string,
+  resume: () => void,
+): LockServerOptions {
+  const tokens = TokenStore.open(stateFile, {
+    onReserveFailed: (error, retryInMs) =>
+      getLogger(["pklock", "server"]).warn(
+        "Cannot reserve fencing tokens (next attempt: {retry}): {error}",
+        {
+          retry: retryInMs === null ? "none" : `in ${retryInMs} ms`,
+          error: error.message,
+        },
+      ),
+    onAvailable: resume,
+  });
+  return {
+    nextToken: () => tokens.next(),
+    tokensLeft: () => tokens.left,
+  };
+}
+
+/**
+ * Takes this node's lease on etcd and lists the lock space.
+ *
+ * @throws {SettingsError} When etcd does not answer.
+ */
+async function joinCluster(
+  settings: NonNullable<Settings["cluster"]>,
+): Promise<ClusterLockSpace> {
+  const log = getLogger(["pklock", "cluster"]);
+  const etcd = new EtcdClient(settings.endpoints);
+  try {
+    return await ClusterLockSpace.open(etcd, {
+      ttlSeconds: settings.ttl,
+      marginMs: settings.margin,
+      prefix: settings.prefix,
+      progressTimeoutMs: settings.progressTimeout,
+      onLease: (state, detail) => {
+        if (state === "lost") {
+          log.error("Lost the node lease, closing its clients: {detail}", {
+            detail,
+          });
+        } else log.warn("Serving again with a new lease: {detail}", { detail });
+      },
+    });
+  } catch (cause) {
+    throw new SettingsError(
+      `Cannot join the cluster on etcd ${settings.endpoints.join(",")}: ${
+        (cause as Error).message
+      }`,
+      { cause },
+    );
+  }
 }

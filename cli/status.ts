@@ -94,7 +94,7 @@ export function parseLimit(text: string): number {
  * @returns Lines of text.
  */
 function format(result: StatusResult, pattern: string | undefined): string {
-  const { server, connections, locks, totals } = result;
+  const { server, connections, locks, totals, cluster } = result;
   const lines = [
     `pklock ${server.version} (protocol ${server.protocol}), up ${
       duration(server.uptime)
@@ -102,6 +102,11 @@ function format(result: StatusResult, pattern: string | undefined): string {
       count(connections.current, "connection")
     } open, ${connections.total} since start`,
   ];
+  if (cluster !== undefined) {
+    lines.push(
+      `cluster node ${cluster.node}; live nodes: ${cluster.nodes.join(", ")}`,
+    );
+  }
   const matching = pattern === undefined ? "" : ` matching "${pattern}"`;
   if ((totals?.locks ?? locks.length) === 0) {
     lines.push(`No locks${matching} held or waited for.`);
@@ -145,7 +150,8 @@ function count(n: number, noun: string): string {
 
 function who(request: StatusEntry): string {
   const label = request.label === undefined ? "" : ` (${request.label})`;
-  return `connection ${request.connectionId} from ${request.peer}${label}`;
+  const node = request.node === undefined ? "" : ` on node ${request.node}`;
+  return `connection ${request.connectionId}${node} from ${request.peer}${label}`;
 }
 
 /** A hold's or wait's length: tenths of a second while it is short. */

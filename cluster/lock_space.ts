@@ -160,6 +160,16 @@ export class EtcdLockSpace implements AsyncDisposable {
     return space;
   }
 
+  /** This node's lease, whose loss ends every request here. */
+  get lease(): NodeLease {
+    return this.#lease;
+  }
+
+  /** This node's id in keys and status: its lease id in hex. */
+  get node(): string {
+    return this.#node;
+  }
+
   /** Every request of the cluster, as of the watch's revision. */
   get mirror(): LockMirror {
     return this.#feed!.mirror;

@@ -125,6 +125,23 @@ export interface ForcedReleaseEvent {
   token: number;
 }
 
+/**
+ * Sent by a cluster node just before it closes a connection whose lock it can
+ * no longer vouch for: the node lost its etcd lease (cut off from etcd), or
+ * the request's key was deleted by someone else (a forced release on another
+ * node, an operator).
+ */
+export interface LockLostEvent {
+  /** Always `lock_lost`. */
+  event: "lock_lost";
+  /** The lock held or waited for. */
+  lockName: string;
+  /** The fencing token of the hold that ended; 0 for a waiting request. */
+  token: number;
+  /** Why. */
+  message: string;
+}
+
 /** The `result` of a `forceRelease` request. */
 export interface ForceReleaseResult {
   /** `ok` when holders were disconnected, `notFound` when nobody held it. */

@@ -27,6 +27,8 @@ export interface StatusEntry {
   token?: number;
   /** The label the client gave in `hello`, if any. */
   label?: string;
+  /** In a cluster: the node the client is connected to. */
+  node?: string;
 }
 
 /** One lock, as `status` reports it. */
@@ -117,6 +119,8 @@ export interface StatusResult {
   next?: string;
   /** On the last page (no `next`): what the whole report counted. */
   totals?: StatusTotals;
+  /** In a cluster: the node that answered, and every live node. */
+  cluster?: { node: string; nodes: string[] };
 }
 
 /**

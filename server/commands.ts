@@ -21,7 +21,8 @@ import {
   type ReleaseResult,
 } from "../protocol/lock_protocol.ts";
 import { PROTOCOL_VERSION, VERSION } from "../protocol/version.ts";
-import type { Journal } from "./journal.ts";
+import type { Journal, Timing } from "./journal.ts";
+import { isShared } from "./lock_space.ts";
 import { GuessPenalty } from "./peer_penalties.ts";
 import type { BudgetRefusal, RequestBudget } from "./request_budget.ts";
 import type { LockOutcomes, Ticket } from "./outcomes.ts";
@@ -313,18 +314,25 @@ export class LockCommands {
     const name = parameters.lockName;
     const error = checkLockName(name, this.#settings.maxLockNameLength);
     if (error !== null) throw new MessageError(error.code, error.message);
-    const holders = this.#outcomes.space.inspect(name as string)?.holders ?? [];
-    if (holders.length === 0) return { status: "notFound" };
+    const space = this.#outcomes.space;
+    const holders = space.inspect(name as string)?.holders ?? [];
     if (holders.some((request) => request.owner === session)) {
       throw new MessageError(
         "invalid_parameters",
         `This connection holds lock "${name}": release it with "release"`,
       );
     }
+    // In a cluster, the holders on other nodes lose their keys, and their
+    // nodes close their connections.
+    const remote = isShared<Ticket, Timing>(space)
+      ? space.forceRemote(name as string)
+      : [];
+    if (holders.length + remote.length === 0) return { status: "notFound" };
     const released = holders.map((request) => {
       this.#journal.forcing(request, session);
       return describe(request);
     });
+    for (const request of remote) released.push(describe(request));
     for (const request of holders) {
       request.owner.forcedBy = session;
       const event: ForcedReleaseEvent = {

@@ -58,6 +58,19 @@ const secretSchema = z.strictObject({
   { message: 'give exactly one of "secret" and "secretFile"' },
 );
 
+/** Cluster mode: the lock space lives in etcd, shared by every node. */
+const clusterSchema = z.strictObject({
+  endpoints: z.array(z.url({ protocol: /^https?$/ })).min(1),
+  prefix: z.string().regex(/^\/.*[^/]$/, {
+    message: 'a key prefix starts with "/" and does not end with one',
+  }).default("/pklock/v1"),
+  ttl: z.int().min(2).max(3600).default(10),
+  margin: z.int().min(0).default(1000),
+  progressTimeout: z.int().min(100).max(MAX_WAIT_MS).default(5000),
+}).refine((cluster) => cluster.margin < cluster.ttl * 500, {
+  message: '"margin" (ms) must be below half of "ttl" (s)',
+});
+
 const settingsSchema = z.strictObject({
   host: z.string().min(1).default("127.0.0.1"),
   port: z.int().min(0).max(65535).default(DEFAULT_PORT),
@@ -114,6 +127,7 @@ const settingsSchema = z.strictObject({
     })).optional(),
   }).optional(),
   audit: z.strictObject({ file: z.string().min(1) }).optional(),
+  cluster: clusterSchema.optional(),
   log: z.strictObject({
     level: z.enum(LOG_LEVELS).default("info"),
     format: z.enum(["text", "json"]).default("text"),
@@ -133,6 +147,8 @@ export interface SettingsOverrides {
   stateFile?: string;
   /** Overrides `log.level`. */
   logLevel?: Settings["log"]["level"];
+  /** Overrides `cluster.endpoints`: serve as a node of a cluster on etcd. */
+  etcd?: string[];
 }
 
 /**
@@ -195,6 +211,20 @@ export async function loadSettings(
     settings.stateFile = overrides.stateFile;
   }
   if (overrides.logLevel !== undefined) settings.log.level = overrides.logLevel;
+  if (overrides.etcd !== undefined) {
+    const parsed = clusterSchema.safeParse({
+      ...settings.cluster,
+      endpoints: overrides.etcd,
+    });
+    if (!parsed.success) {
+      throw new SettingsError(
+        `Invalid --etcd "${overrides.etcd.join(",")}": ${
+          parsed.error.issues[0]!.message
+        }`,
+      );
+    }
+    settings.cluster = parsed.data;
+  }
   return settings;
 }
 

@@ -61,9 +61,59 @@ Deno.test("the commented-out examples in settings.example.jsonc are valid settin
     .map((match) => match[1]!);
   assert.deepEqual(
     examples.map((example) => example.slice(1, example.indexOf('"', 1))),
-    ["auth", "tls", "heartbeat", "admin", "metrics", "alarms", "audit"],
+    [
+      "auth",
+      "tls",
+      "heartbeat",
+      "admin",
+      "metrics",
+      "alarms",
+      "audit",
+      "cluster",
+    ],
   );
   for (const example of examples) {
     parseSettings(`{ ${example} }`, "example");
   }
+});
+
+Deno.test("--etcd turns cluster mode on, with the file's other cluster settings", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = `${dir}/settings.jsonc`;
+    await Deno.writeTextFile(
+      path,
+      '{ "cluster": { "endpoints": ["http://a:1"], "ttl": 2, "margin": 500 } }',
+    );
+    const settings = await loadSettings(path, {
+      etcd: ["http://127.0.0.1:2379", "http://127.0.0.1:22379"],
+    });
+    assert.deepEqual(settings.cluster, {
+      endpoints: ["http://127.0.0.1:2379", "http://127.0.0.1:22379"],
+      prefix: "/pklock/v1",
+      ttl: 2,
+      margin: 500,
+      progressTimeout: 5000,
+    });
+    assert.equal(defaultSettings().cluster, undefined);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("bad cluster settings are refused with the reason", async () => {
+  await assert.rejects(
+    loadSettings(undefined, { etcd: ["ftp://x"] }),
+    (error: Error) =>
+      error instanceof SettingsError &&
+      error.message.startsWith('Invalid --etcd "ftp://x": '),
+  );
+  assert.throws(
+    () =>
+      parseSettings(
+        '{ "cluster": { "endpoints": ["http://a:1"], "ttl": 2, "margin": 1000 } }',
+        "margin.jsonc",
+      ),
+    /"cluster" "margin" \(ms\) must be below half of "ttl" \(s\)/,
+  );
 });

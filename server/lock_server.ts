@@ -23,8 +23,14 @@ import {
 import type { AuditLog } from "./audit.ts";
 import { LockCommands } from "./commands.ts";
 import { HoldAlarms, type HoldAlarmSettings } from "./hold_alarms.ts";
-import { Journal } from "./journal.ts";
-import { LocalLockSpace, type LockSpace } from "./lock_space.ts";
+import { Journal, type Timing } from "./journal.ts";
+import {
+  isShared,
+  LocalLockSpace,
+  type LockSpace,
+  type LockSpaceEvents,
+  type SharedLockSpace,
+} from "./lock_space.ts";
 import { Metrics } from "./metrics.ts";
 import { LockOutcomes, type Ticket } from "./outcomes.ts";
 import {
@@ -116,7 +122,19 @@ export interface LockServerOptions extends MessageServerSettings {
    * @default {() => Infinity}
    */
   tokensLeft?: (() => number) | undefined;
+  /**
+   * Makes the lock space, reporting to `events`: a cluster node passes its
+   * shared space here; `nextToken` and `tokensLeft` then go unused.
+   *
+   * @default {A LocalLockSpace on `nextToken`}
+   */
+  lockSpace?:
+    | ((events: LockSpaceEvents<Ticket>) => LockSpace<Ticket> | ClusterSpace)
+    | undefined;
 }
+
+/** A lock space shared by the nodes of a cluster. */
+type ClusterSpace = SharedLockSpace<Ticket, Timing>;
 
 const PONG = { status: "ok" } as const;
 const SHUTDOWN = {
@@ -176,16 +194,20 @@ export class LockServer implements AsyncDisposable {
       journal,
       options.alarms && new HoldAlarms(options.alarms),
       // The one place that decides where the locks live.
-      (events) => new LocalLockSpace(events, { nextToken: options.nextToken }),
+      options.lockSpace ??
+        ((events) =>
+          new LocalLockSpace(events, { nextToken: options.nextToken })),
       this.#budget = new RequestBudget(budget),
     );
     const space = this.#space = outcomes.space;
-    const status = this.#status = new StatusReports(space, {
+    const shared = isShared<Ticket, Timing>(space) ? space : undefined;
+    const status = this.#status = new StatusReports(shared?.whole ?? space, {
       startedAt: Date.now(),
       connections: () => ({
         current: this.#server.connections.size,
         total: sessions.opened,
       }),
+      cluster: shared && (() => shared.cluster()),
     }, { maxOutputBytes: options.maxOutputBytes });
     const { secret, authDeadline = 10_000 } = options;
     const commands = new LockCommands(outcomes, journal, {

@@ -141,6 +141,81 @@ export interface LockSpace<T extends LockAsk> {
   names(): Iterable<string>;
 }
 
+/**
+ * Who a request belongs to, as `status` shows it: a session of this server,
+ * or a client of another node of a cluster.
+ */
+export interface RequestOwner {
+  /** The connection's id on its server. */
+  readonly id: number;
+  /** The client's address and port. */
+  readonly peer: string;
+  /** The label the client gave in `hello`. */
+  readonly label: string | undefined;
+  /** The cluster node the client is on; `undefined` on a single server. */
+  readonly node?: string | undefined;
+}
+
+/** What `status` reads: every lock's holders and queue. */
+export interface LockView<T> {
+  /**
+   * Every lock held or waited for.
+   *
+   * @returns The names, in no particular order.
+   */
+  names(): Iterable<string>;
+  /**
+   * One lock's holders and queue.
+   *
+   * @param name The lock.
+   * @returns Its state, or `null` when nobody holds or waits for it.
+   */
+  inspect(name: string): LockState<RequestOwner, T> | null;
+}
+
+/** The cluster a shared lock space belongs to, as `status` shows it. */
+export interface ClusterView {
+  /** This node's id. */
+  node: string;
+  /** Every live node's id, sorted. */
+  nodes: string[];
+}
+
+/**
+ * A lock space shared with other servers (the nodes of a cluster): its
+ * `inspect` and `names` show this server's requests, `whole` every node's.
+ */
+export interface SharedLockSpace<T extends LockAsk, V> extends LockSpace<T> {
+  /** Every node's locks, for `status`. */
+  readonly whole: LockView<V>;
+  /**
+   * This node and the live nodes.
+   *
+   * @returns The cluster's view.
+   */
+  cluster(): ClusterView;
+  /**
+   * Ends the holds of a lock that clients of other nodes have: their keys are
+   * deleted, and their nodes close their connections.
+   *
+   * @param name The lock.
+   * @returns The holds ended.
+   */
+  forceRemote(name: string): LockRequest<RequestOwner, V>[];
+}
+
+/**
+ * Whether a lock space is shared with other nodes.
+ *
+ * @param space The lock space.
+ * @returns `true` for a {@linkcode SharedLockSpace}.
+ */
+export function isShared<T extends LockAsk, V>(
+  space: LockSpace<T>,
+): space is SharedLockSpace<T, V> {
+  return "whole" in space;
+}
+
 /** Options of {@linkcode LocalLockSpace}. */
 export interface LocalLockSpaceOptions {
   /**

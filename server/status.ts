@@ -26,6 +26,7 @@ import {
 } from "../protocol/lock_protocol.ts";
 import { PROTOCOL_VERSION, VERSION } from "../protocol/version.ts";
 import { globMatcher } from "./glob.ts";
+import type { ClusterView } from "./lock_space.ts";
 import type { Session } from "./session.ts";
 import { StatusScan, type StatusSpace } from "./status_scan.ts";
 
@@ -44,6 +45,8 @@ export interface StatusSources {
   startedAt: number;
   /** Connections open now, and accepted since start-up. */
   connections(): { current: number; total: number };
+  /** In a cluster: this node and the live nodes. */
+  cluster?: (() => ClusterView) | undefined;
 }
 
 /** The bounds of one page and of a report's idle time. */
@@ -179,6 +182,7 @@ export class StatusReports {
       },
       connections: this.#sources.connections(),
       locks,
+      ...(this.#sources.cluster ? { cluster: this.#sources.cluster() } : {}),
     };
   }
 }

@@ -13,8 +13,7 @@ import type {
 } from "../protocol/lock_protocol.ts";
 import { jsonBytes } from "./json_bytes.ts";
 import type { Timing } from "./journal.ts";
-import type { LockAsk, LockRequest, LockSpace } from "./lock_space.ts";
-import type { Session } from "./session.ts";
+import type { LockRequest, LockView, RequestOwner } from "./lock_space.ts";
 
 /** Room for the envelope, `server`, `connections`, `next` and `totals`. */
 const PAGE_OVERHEAD = 512;
@@ -23,8 +22,8 @@ const LOCK_OVERHEAD = 100;
 /** Room for an entry's keys, numbers, mode and date, and its comma. */
 const ENTRY_OVERHEAD = 180;
 
-/** The lock space a report walks. */
-export type StatusSpace = LockSpace<LockAsk & Timing>;
+/** The lock space a report walks: a server's, or a whole cluster's. */
+export type StatusSpace = LockView<Timing>;
 type State = NonNullable<ReturnType<StatusSpace["inspect"]>>;
 const NO_NAMES: Iterator<string> = [][Symbol.iterator]();
 
@@ -229,7 +228,7 @@ export class StatusScan {
  * @returns Its entry.
  */
 export function describe(
-  request: LockRequest<Session, Timing>,
+  request: LockRequest<RequestOwner, Timing>,
   now: number = Date.now(),
 ): StatusEntry {
   const ticket = request.ticket;
@@ -244,5 +243,7 @@ export function describe(
   const label = request.owner.label;
   if (label !== undefined) described.label = label;
   if (request.held) described.token = request.token;
+  const node = request.owner.node;
+  if (node !== undefined) described.node = node;
   return described;
 }

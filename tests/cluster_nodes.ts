@@ -1,0 +1,60 @@
+/**
+ * Test helper: `pklock serve --etcd` child processes on a throw-away etcd
+ * cluster, with the fast lease of the cluster tests (TTL 2 s, margin 0.5 s).
+ *
+ * @module
+ */
+
+import { DenoProcess, MAIN, settingsFile } from "./helpers.ts";
+
+/** The node lease's TTL in the cluster tests, in seconds. */
+export const TTL_S = 2;
+/** The node lease's margin in the cluster tests, in milliseconds. */
+export const MARGIN_MS = 500;
+
+/** A running pklock node. */
+export interface PklockNode extends AsyncDisposable {
+  /** The node's process. */
+  process: DenoProcess;
+  /** The port it serves on. */
+  port: number;
+  /** Its id (its lease in hex), as status shows it. */
+  node: string;
+}
+
+/**
+ * Starts `pklock serve --port 0 --etcd …` and waits until it serves.
+ *
+ * @param endpoints The etcd members it may reach.
+ * @param settings Further settings (an admin secret, …).
+ * @returns The node; dispose of it with `await using`.
+ */
+export async function startNode(
+  endpoints: readonly string[],
+  settings: Record<string, unknown> = {},
+): Promise<PklockNode> {
+  const dir = await Deno.makeTempDir({ prefix: "pklock-node-" });
+  const config = await settingsFile(dir, {
+    cluster: { endpoints, ttl: TTL_S, margin: MARGIN_MS },
+    ...settings,
+  });
+  const process = new DenoProcess(
+    MAIN,
+    ["serve", "--port", "0", "-c", config, "--etcd", endpoints.join(",")],
+    {},
+    dir,
+  );
+  try {
+    const port = Number((await process.waitFor(/listening on .*:(\d+)\n/))[1]);
+    const node = (await process.waitFor(/pklock node ([0-9a-f]+) /))[1]!;
+    return {
+      process,
+      port,
+      node,
+      [Symbol.asyncDispose]: () => process[Symbol.asyncDispose](),
+    };
+  } catch (error) {
+    await process[Symbol.asyncDispose]();
+    throw error;
+  }
+}
