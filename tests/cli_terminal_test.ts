@@ -109,8 +109,10 @@ async function serveLogLine(noColor: string): Promise<string> {
     "--state-file",
     `${dir}/state.json`,
   ].map((arg) => `'${arg.replaceAll("'", "'\\''")}'`).join(" ");
+  // The shell says its pid, then becomes the server: killing script(1) alone
+  // would leave the server running (it ignores the hang-up).
   const child = new Deno.Command("script", {
-    args: ["-qefc", command, "/dev/null"],
+    args: ["-qefc", `echo "pid $$"; exec ${command}`, "/dev/null"],
     env: { NO_COLOR: noColor },
     stdin: "piped",
     stdout: "piped",
@@ -134,6 +136,8 @@ async function serveLogLine(noColor: string): Promise<string> {
     }
     return line;
   } finally {
+    const pid = screen.match(/pid (\d+)/)?.[1];
+    if (pid !== undefined) Deno.kill(Number(pid), "SIGKILL");
     child.kill("SIGKILL");
     await child.status;
     await reader.cancel().catch(() => {});
