@@ -94,6 +94,48 @@ Deno.test("a holder that sends requests and does not read is paused, never dropp
   assert.ok(holder.take().every((reply) => reply.result !== undefined));
 });
 
+Deno.test("a waiter with position events that does not read is paused, never dropped, and keeps its place", async () => {
+  await using server = startServer({ maxOutputBytes: 64 * 1024 });
+  const port = server.addr.port;
+  await using holder = await connect({ port });
+  const held = await holder.lock("queue");
+  const waiter = await SlowPeer.connect(port);
+  await waiter.send([{
+    command: "lock",
+    parameters: { lockName: "queue", notify: true },
+    id: "lock",
+  }]);
+  await using behind = await connect({ port });
+  const next = behind.lock("queue");
+  try {
+    // Far past its cap while it does not read, waiting all the while.
+    const sent = waiter.send(bigPings(30));
+    await behind.ping();
+    await held.release();
+    await behind.ping();
+    const during = server.status();
+    const queue = during.locks.find((lock) => lock.name === "queue");
+    assert.equal(queue?.holders.length, 1, "the waiter was granted in turn");
+    assert.equal(queue?.waiters.length, 1, "the one behind it still waits");
+    assert.equal(during.connections.current, 3);
+    // Once it reads: its grant and every reply.
+    await waiter.read(31);
+    await sent;
+    const replies = waiter.take();
+    assert.deepEqual(
+      replies.find((reply) => reply.id === "lock")?.result,
+      { status: "ok", token: 2 },
+    );
+    assert.equal(
+      replies.filter((reply) => reply.result !== undefined).length,
+      31,
+    );
+  } finally {
+    await waiter[Symbol.asyncDispose]();
+  }
+  await deadline(next, 10_000, "the grant behind the waiter");
+});
+
 Deno.test("past the server-wide budget, non-reading peers that hold nothing are dropped; readers carry on", async () => {
   // Replies of 370 KB computed at once, as a large report would be: they queue
   // in the server faster than any socket drains them.
