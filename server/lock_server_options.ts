@@ -5,7 +5,7 @@
  * @module
  */
 
-import type { MessageServerSettings } from "../message/server.ts";
+import type { MessageServerSettings } from "../message/server_options.ts";
 import type { AuditLog } from "./audit.ts";
 import type { HoldAlarmSettings } from "./hold_alarms.ts";
 import type { Timing } from "./journal.ts";
