@@ -1,8 +1,8 @@
 /**
  * The cluster's lock space on etcd: every lock request is a key under its
  * lock's prefix, attached to this node's lease; the queue is the create
- * revision order; who holds follows from the store by the grant rule of
- * `lock_mirror.ts`, which one node-wide watch keeps mirrored. A request is
+ * revision order (`request_keys.ts`); who holds follows from the store by the
+ * grant rule of `lock_mirror.ts`, which one node-wide watch keeps mirrored. A request is
  * granted at once by the txn that queues it when nothing conflicts; otherwise
  * the node sees, in its mirror, the moment it holds, records the grant with a
  * txn on the key (the "mark"), and only then tells the caller. Fencing tokens
@@ -27,14 +27,13 @@ import type { TxnOp } from "./etcd_codec.ts";
 import { deleteKeys, untilTaken } from "./etcd_retry.ts";
 import { LinkedAbort } from "./linked_abort.ts";
 import { MirrorFeed } from "./mirror_feed.ts";
+import type { LockMirror, MirroredRequest } from "./lock_mirror.ts";
 import {
-  type LockMirror,
   lockPrefix,
-  type MirroredRequest,
   ownerOf,
   requestKey,
   type RequestValue,
-} from "./lock_mirror.ts";
+} from "./request_keys.ts";
 import type { NodeLease } from "./node_lease.ts";
 
 export type { AcquireOptions, AcquireResult, Refusal };
