@@ -43,7 +43,7 @@ export {
   RemoteError,
   RequestTimeoutError,
 } from "./message/errors.ts";
-export type { CloseInfo, CloseReason } from "./message/connection.ts";
+export type { CloseInfo, CloseReason } from "./message/connection_types.ts";
 export { FrameError, PklockError } from "./protocol/errors.ts";
 export type { ErrorCode } from "./protocol/errors.ts";
 export type { Message } from "./protocol/frame.ts";

@@ -20,7 +20,8 @@
 
 import { parseArgs } from "node:util";
 import { EtcdClient } from "../cluster/etcd.ts";
-import { type ClusterRequest, EtcdLockSpace } from "../cluster/lock_space.ts";
+import { EtcdLockSpace } from "../cluster/lock_space.ts";
+import type { ClusterRequest } from "../cluster/own_requests.ts";
 import { NodeLease } from "../cluster/node_lease.ts";
 import { startEtcdCluster } from "../tests/etcd_cluster.ts";
 import { Samples } from "./stats.ts";

@@ -13,7 +13,8 @@ import {
   type SettingsOverrides,
 } from "../server/config.ts";
 import { AuditLog } from "../server/audit.ts";
-import { LockServer, type LockServerOptions } from "../server/lock_server.ts";
+import { LockServer } from "../server/lock_server.ts";
+import type { LockServerOptions } from "../server/lock_server_options.ts";
 import { serveMetrics } from "../server/metrics.ts";
 import { configureLogging, drainLogs, flushLogs } from "../server/log.ts";
 import { StateFileError, TokenStore } from "../server/token_store.ts";

@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { CloseInfo } from "../message/connection.ts";
+import type { CloseInfo } from "../message/connection_types.ts";
 import { LockLostError, type LostReason } from "./errors.ts";
 
 /** Error codes after which the server closes the connection. */

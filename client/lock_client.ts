@@ -6,7 +6,7 @@
  */
 
 import type { MessageClient, RpcOptions } from "../message/client.ts";
-import type { CloseInfo } from "../message/connection.ts";
+import type { CloseInfo } from "../message/connection_types.ts";
 import { RemoteError, RequestTimeoutError } from "../message/errors.ts";
 import type {
   ForceReleaseResult,

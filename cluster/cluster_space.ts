@@ -12,7 +12,6 @@
  * @module
  */
 
-import { delay } from "../message/io.ts";
 import type { LockLostEvent } from "../protocol/lock_protocol.ts";
 import type { Timing } from "../server/journal.ts";
 import type {
@@ -30,35 +29,16 @@ import type { Ticket } from "../server/outcomes.ts";
 import type { Session } from "../server/session.ts";
 import type { EtcdClient } from "./etcd.ts";
 import { deleteKeys } from "./etcd_retry.ts";
-import {
-  type AcquireResult,
-  type ClusterRequest,
-  EtcdLockSpace,
-} from "./lock_space.ts";
+import type { EtcdLockSpace } from "./lock_space.ts";
+import type { AcquireResult, ClusterRequest } from "./own_requests.ts";
 import { followNodes, readNodes } from "./live_nodes.ts";
 import { NodeRequest, NodeRequests, wholeState } from "./node_requests.ts";
-import { NodeLease, type NodeLeaseOptions } from "./node_lease.ts";
-
-/** Options of {@linkcode ClusterLockSpace.open}. */
-export interface ClusterLockSpaceOptions extends NodeLeaseOptions {
-  /**
-   * The root prefix of every key.
-   *
-   * @default {"/pklock/v1"}
-   */
-  prefix?: string | undefined;
-  /**
-   * How long the watch may stay silent before it is restarted elsewhere.
-   *
-   * @default {5000}
-   */
-  progressTimeoutMs?: number | undefined;
-  /** Told when the node lease is lost, and when a new one is in place. */
-  onLease?: ((state: "lost" | "renewed", detail: string) => void) | undefined;
-}
-
-/** The pause between two tries at a new lease, in milliseconds. */
-const RECOVER_EVERY_MS = 500;
+import {
+  type ClusterLockSpaceOptions,
+  openNodeSpace,
+  reopenNodeSpace,
+  type SpaceReports,
+} from "./node_space.ts";
 
 /**
  * One node's lock space in a cluster on etcd, as the lock server's seam.
@@ -116,10 +96,10 @@ export class ClusterLockSpace
     // The space reports only for requests it was given, so never before
     // `made` is set.
     const made: { self?: ClusterLockSpace } = {};
-    const space = await ClusterLockSpace.#openSpace(
+    const space = await openNodeSpace(
       etcd,
       options,
-      () => made.self!,
+      ClusterLockSpace.#reports(() => made.self!),
     );
     const self = made.self = new ClusterLockSpace(etcd, space, options);
     self.#watchLease(space);
@@ -400,48 +380,25 @@ export class ClusterLockSpace
   /** Drops the lost space and opens a new one once etcd answers. */
   async #recover(lost: EtcdLockSpace): Promise<void> {
     await lost[Symbol.asyncDispose]();
-    const stop = this.#closed.signal;
-    while (!stop.aborted) {
-      try {
-        const space = await ClusterLockSpace.#openSpace(
-          this.#etcd,
-          this.#options,
-          () => this,
-        );
-        if (stop.aborted) {
-          await space[Symbol.asyncDispose]();
-          await space.lease[Symbol.asyncDispose]();
-          return;
-        }
-        this.#space = space;
-        this.#node = space.node;
-        this.#watchLease(space);
-        this.#options.onLease?.("renewed", `node ${space.node}`);
-        return;
-      } catch {
-        await delay(RECOVER_EVERY_MS, stop);
-      }
-    }
+    const space = await reopenNodeSpace(
+      this.#etcd,
+      this.#options,
+      ClusterLockSpace.#reports(() => this),
+      this.#closed.signal,
+    );
+    if (space === null) return;
+    this.#space = space;
+    this.#node = space.node;
+    this.#watchLease(space);
+    this.#options.onLease?.("renewed", `node ${space.node}`);
   }
 
-  /** A node lease and the lock space on it, reporting to `target()`. */
-  static async #openSpace(
-    etcd: EtcdClient,
-    options: ClusterLockSpaceOptions,
-    target: () => ClusterLockSpace,
-  ): Promise<EtcdLockSpace> {
-    const lease = await NodeLease.grant(etcd, options);
-    try {
-      return await EtcdLockSpace.open(etcd, lease, {
-        prefix: options.prefix,
-        progressTimeoutMs: options.progressTimeoutMs,
-        onGrant: (request) => target().#onGrant(request),
-        onLost: (request, reason) => target().#onLost(request, reason),
-        onDeadlock: (request) => target().#onDeadlock(request),
-      });
-    } catch (error) {
-      await lease[Symbol.asyncDispose]();
-      throw error;
-    }
+  /** Where a node space reports what etcd decided later: to `target()`. */
+  static #reports(target: () => ClusterLockSpace): SpaceReports {
+    return {
+      onGrant: (request) => target().#onGrant(request),
+      onLost: (request, reason) => target().#onLost(request, reason),
+      onDeadlock: (request) => target().#onDeadlock(request),
+    };
   }
 }

@@ -1,14 +1,19 @@
 /**
  * A small etcd v3 client over etcd's JSON gateway with plain `fetch`: KV,
  * txn and leases, with endpoint failover, a timeout per request and etcd's
- * errors as typed errors. The JSON mapping lives in `etcd_codec.ts`, the
- * streamed watch in `etcd_watch.ts`.
+ * errors as typed errors (`etcd_errors.ts`). The JSON mapping lives in
+ * `etcd_codec.ts`, the streamed watch in `etcd_watch.ts`.
  *
  * @module
  */
 
-import { PklockError } from "../protocol/errors.ts";
 import { delay } from "../message/io.ts";
+import {
+  EtcdError,
+  etcdError,
+  EtcdUnavailableError,
+  UNAVAILABLE,
+} from "./etcd_errors.ts";
 import { LinkedAbort } from "./linked_abort.ts";
 import {
   type Compare,
@@ -28,9 +33,6 @@ import {
   type TxnResponse,
 } from "./etcd_codec.ts";
 
-const UNAVAILABLE = 14;
-const RESOURCE_EXHAUSTED = 8;
-
 /** Options of {@linkcode EtcdClient}. */
 export interface EtcdClientOptions {
   /**
@@ -46,36 +48,6 @@ export interface EtcdClientOptions {
    * @default {5000}
    */
   retryForMs?: number | undefined;
-}
-
-/** An error etcd answered, with its gRPC status code. */
-export class EtcdError extends PklockError {
-  /** Always `"EtcdError"`. */
-  override name = "EtcdError";
-  /** The gRPC status code (5: not found, 8: resource exhausted, 14: unavailable). */
-  readonly code: number;
-
-  /**
-   * @param message What failed.
-   * @param code The gRPC status code.
-   * @param options The cause.
-   */
-  constructor(message: string, code: number, options?: ErrorOptions) {
-    super(message, options);
-    this.code = code;
-  }
-}
-
-/** etcd's space quota is exhausted (the NOSPACE alarm): it refuses every write. */
-export class EtcdNoSpaceError extends EtcdError {
-  /** Always `"EtcdNoSpaceError"`. */
-  override name = "EtcdNoSpaceError";
-}
-
-/** No endpoint answered within the call's retry budget. */
-export class EtcdUnavailableError extends EtcdError {
-  /** Always `"EtcdUnavailableError"`. */
-  override name = "EtcdUnavailableError";
 }
 
 /** A lease grant's answer. */
@@ -380,26 +352,4 @@ async function readJson(
   } finally {
     signal.removeEventListener("abort", cancel);
   }
-}
-
-/**
- * The typed error of a gateway error answer.
- *
- * @param path The request's path.
- * @param answer The answer's JSON (`{error, message, code}`).
- * @param status The HTTP status.
- * @returns The error.
- */
-export function etcdError(
-  path: string,
-  answer: GatewayJson,
-  status: number,
-): EtcdError {
-  const text = String(answer?.message ?? answer?.error ?? `HTTP ${status}`);
-  const code = Number(answer?.code ?? (status === 503 ? UNAVAILABLE : 2));
-  const message = `Cannot call etcd "${path}": ${text}`;
-  if (code === RESOURCE_EXHAUSTED && text.includes("space exceeded")) {
-    return new EtcdNoSpaceError(message, code);
-  }
-  return new EtcdError(message, code);
 }

@@ -8,7 +8,8 @@
  */
 
 import { delay } from "../message/io.ts";
-import { type EtcdClient, EtcdError, EtcdNoSpaceError } from "./etcd.ts";
+import type { EtcdClient } from "./etcd.ts";
+import { EtcdError, EtcdNoSpaceError } from "./etcd_errors.ts";
 
 /** etcd's default `--max-txn-ops`. */
 export const MAX_TXN_OPS = 128;

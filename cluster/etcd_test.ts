@@ -1,10 +1,10 @@
 import assert from "node:assert/strict";
+import { EtcdClient } from "./etcd.ts";
 import {
-  EtcdClient,
   EtcdError,
   EtcdNoSpaceError,
   EtcdUnavailableError,
-} from "./etcd.ts";
+} from "./etcd_errors.ts";
 import { EtcdCompactedError, watch, type WatchBatch } from "./etcd_watch.ts";
 import { etcdTest, startEtcdCluster } from "../tests/etcd_cluster.ts";
 

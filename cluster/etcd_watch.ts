@@ -10,7 +10,8 @@
  * @module
  */
 
-import { type EtcdClient, EtcdError, etcdError } from "./etcd.ts";
+import type { EtcdClient } from "./etcd.ts";
+import { EtcdError, etcdError } from "./etcd_errors.ts";
 import {
   decodeKeyValue,
   type GatewayJson,

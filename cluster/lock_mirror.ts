@@ -1,41 +1,19 @@
 /**
- * The cluster's lock space as etcd holds it, pure: the key layout of one lock
- * request, and a node's mirror of every request at one revision, with the
- * grant rule. It knows nothing of etcd's wire, sockets or clocks.
- *
- * Layout under a root prefix (`/pklock/v1`):
- *
- * ```
- * <root>/q/<enc(name)>/x/<node>.<conn>.<seq>   an exclusive request   (lease: the node's)
- * <root>/q/<enc(name)>/s/<node>.<conn>.<seq>   a shared request       (lease: the node's)
- * <root>/nodes/<node>                          a live node            (lease: the node's)
- * <root>/meta/tokenBase                        added to every fencing token
- * ```
- *
- * `enc` is `encodeURIComponent`, which escapes `/`, so the prefix of one name
- * never covers another. `node` is the node lease's id in hex. Order is by
- * create revision, across both modes.
+ * The cluster's lock space as etcd holds it, pure: a node's mirror of every
+ * request at one revision, with the grant rule. It knows nothing of etcd's
+ * wire, sockets or clocks; the key layout is `request_keys.ts`.
  *
  * @module
  */
 
 import type { LockMode } from "../protocol/lock_protocol.ts";
 import type { KeyValue } from "./etcd_codec.ts";
-
-/** What a request's key holds besides its place in the key. */
-export interface RequestValue {
-  /** Who asked, for status. */
-  peer?: string | undefined;
-  /** The client's label, for status. */
-  label?: string | undefined;
-  /** When the node received the request (ms since the epoch). */
-  since: number;
-  /**
-   * Set by the write that granted the request, so the key's mod revision is
-   * the grant's revision, and its fencing token that plus the token base.
-   */
-  granted?: boolean | undefined;
-}
+import {
+  ownerOf,
+  parseRequestKey,
+  parseRequestValue,
+  type RequestValue,
+} from "./request_keys.ts";
 
 /** A lock request as the mirror knows it. */
 export interface MirroredRequest {
@@ -57,111 +35,6 @@ export interface MirroredRequest {
   modRevision: number;
   /** What the key holds. */
   value: RequestValue;
-}
-
-/** The parts of a request's key. */
-export interface RequestKey {
-  /** The lock's name. */
-  name: string;
-  /** The mode asked for. */
-  mode: LockMode;
-  /** The owning node's lease id in hex. */
-  node: string;
-  /** The connection on that node. */
-  conn: number;
-  /** The request's number on that node. */
-  seq: number;
-}
-
-/**
- * Where the requests of one lock live: every request of it, or, for
- * `"exclusive"` only, its exclusive requests.
- *
- * @param root The root prefix.
- * @param name The lock's name.
- * @param mode Only the exclusive requests, when `"exclusive"`.
- * @returns The prefix.
- */
-export function lockPrefix(
-  root: string,
-  name: string,
-  mode?: LockMode,
-): string {
-  const prefix = `${root}/q/${encodeURIComponent(name)}/`;
-  return mode === "exclusive" ? `${prefix}x/` : prefix;
-}
-
-/**
- * The key of one request.
- *
- * @param root The root prefix.
- * @param request Its parts.
- * @returns The key.
- */
-export function requestKey(root: string, request: RequestKey): string {
-  const mode = request.mode === "exclusive" ? "x" : "s";
-  return `${
-    lockPrefix(root, request.name)
-  }${mode}/${request.node}.${request.conn}.${request.seq}`;
-}
-
-/**
- * A connection's name across the cluster: the owner of its requests.
- *
- * @param node The node's lease id in hex.
- * @param conn The connection on that node.
- * @returns The owner.
- */
-export function ownerOf(node: string, conn: number): string {
-  return `${node}.${conn}`;
-}
-
-/**
- * Reads a request's key back.
- *
- * @param root The root prefix.
- * @param key The key.
- * @returns Its parts, or `null` when it is no request key.
- */
-export function parseRequestKey(root: string, key: string): RequestKey | null {
-  const queues = `${root}/q/`;
-  if (!key.startsWith(queues)) return null;
-  const parts = key.slice(queues.length).split("/");
-  if (parts.length !== 3) return null;
-  const [encoded, mode, id] = parts as [string, string, string];
-  const match = /^([0-9a-f]+)\.(\d+)\.(\d+)$/.exec(id);
-  if (!match || (mode !== "x" && mode !== "s")) return null;
-  let name: string;
-  try {
-    name = decodeURIComponent(encoded);
-  } catch {
-    return null;
-  }
-  return {
-    name,
-    mode: mode === "x" ? "exclusive" : "shared",
-    node: match[1]!,
-    conn: Number(match[2]),
-    seq: Number(match[3]),
-  };
-}
-
-/**
- * Reads a request key's value; a value that is not ours reads as empty.
- *
- * @param text The value.
- * @returns What it holds.
- */
-export function parseRequestValue(text: string): RequestValue {
-  try {
-    const value = JSON.parse(text);
-    if (value && typeof value === "object" && typeof value.since === "number") {
-      return value;
-    }
-  } catch {
-    // Not ours: an operator's write. The key still counts in the queue.
-  }
-  return { since: 0 };
 }
 
 /**

@@ -1,14 +1,14 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import type { KeyValue } from "./etcd_codec.ts";
+import { LockMirror } from "./lock_mirror.ts";
 import {
-  LockMirror,
   lockPrefix,
   parseRequestKey,
   parseRequestValue,
   type RequestKey,
   requestKey,
-} from "./lock_mirror.ts";
+} from "./request_keys.ts";
 
 const pure = { permissions: "none" } as const;
 const ROOT = "/pklock/v1";

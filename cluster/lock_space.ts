@@ -1,8 +1,8 @@
 /**
  * The cluster's lock space on etcd: every lock request is a key under its
  * lock's prefix, attached to this node's lease; the queue is the create
- * revision order; who holds follows from the store by the grant rule of
- * `lock_mirror.ts`, which one node-wide watch keeps mirrored. A request is
+ * revision order (`request_keys.ts`); who holds follows from the store by the
+ * grant rule of `lock_mirror.ts`, which one node-wide watch keeps mirrored. A request is
  * granted at once by the txn that queues it when nothing conflicts; otherwise
  * the node sees, in its mirror, the moment it holds, records the grant with a
  * txn on the key (the "mark"), and only then tells the caller. Fencing tokens
@@ -20,57 +20,21 @@ import {
   type AcquireResult,
   ClusterRequest,
   OwnRequests,
-  type Refusal,
 } from "./own_requests.ts";
 import type { EtcdClient } from "./etcd.ts";
 import type { TxnOp } from "./etcd_codec.ts";
 import { deleteKeys, untilTaken } from "./etcd_retry.ts";
 import { LinkedAbort } from "./linked_abort.ts";
 import { MirrorFeed } from "./mirror_feed.ts";
+import type { LockMirror, MirroredRequest } from "./lock_mirror.ts";
 import {
-  type LockMirror,
   lockPrefix,
-  type MirroredRequest,
   ownerOf,
   requestKey,
   type RequestValue,
-} from "./lock_mirror.ts";
+} from "./request_keys.ts";
 import type { NodeLease } from "./node_lease.ts";
-
-export type { AcquireOptions, AcquireResult, Refusal };
-export { ClusterRequest };
-
-/** Options of {@linkcode EtcdLockSpace.open}. */
-export interface LockSpaceOptions {
-  /**
-   * The root prefix of every key.
-   *
-   * @default {"/pklock/v1"}
-   */
-  prefix?: string | undefined;
-  /**
-   * How long the watch may stay silent before it is restarted elsewhere (the
-   * members' progress-notify interval must be well below it).
-   *
-   * @default {5000}
-   */
-  progressTimeoutMs?: number | undefined;
-  /** Called once for each request granted after it was queued. */
-  onGrant: (request: ClusterRequest) => void;
-  /**
-   * Called once for each request, held or queued, that ends without its
-   * owner's say: its key was deleted by someone else, or the node lease is
-   * lost. The owner must treat its lock as gone (close the connection).
-   */
-  onLost: (request: ClusterRequest, reason: string) => void;
-  /**
-   * Called once for a queued request refused after the fact: its enqueue,
-   * racing one on another node, closed a cycle of owners waiting for each
-   * other, and it is the cycle's youngest request. Its key is deleted; the
-   * owner answers `deadlock`.
-   */
-  onDeadlock: (request: ClusterRequest) => void;
-}
+import type { LockSpaceOptions } from "./lock_space_options.ts";
 
 /**
  * The lock space of one node, shared with every other node on the same etcd

@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
-import { EtcdClient, EtcdNoSpaceError } from "./etcd.ts";
-import { type ClusterRequest, EtcdLockSpace } from "./lock_space.ts";
+import { EtcdClient } from "./etcd.ts";
+import { EtcdNoSpaceError } from "./etcd_errors.ts";
+import { EtcdLockSpace } from "./lock_space.ts";
+import type { ClusterRequest } from "./own_requests.ts";
 import { NodeLease } from "./node_lease.ts";
 import {
   type EtcdCluster,

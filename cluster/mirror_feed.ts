@@ -13,7 +13,8 @@
  */
 
 import { delay } from "../message/io.ts";
-import { type EtcdClient, EtcdError } from "./etcd.ts";
+import type { EtcdClient } from "./etcd.ts";
+import { EtcdError } from "./etcd_errors.ts";
 import type { KeyValue } from "./etcd_codec.ts";
 import { EtcdCompactedError, watch } from "./etcd_watch.ts";
 import { LinkedAbort } from "./linked_abort.ts";

@@ -14,7 +14,8 @@ import type {
 } from "../server/lock_space.ts";
 import type { Ticket } from "../server/outcomes.ts";
 import type { Session } from "../server/session.ts";
-import type { ClusterRequest, EtcdLockSpace } from "./lock_space.ts";
+import type { EtcdLockSpace } from "./lock_space.ts";
+import type { ClusterRequest } from "./own_requests.ts";
 
 /**
  * Where a request stands: its acquire txn is under way (`pending`), it waits,

@@ -6,11 +6,8 @@
  */
 
 import type { Message } from "../protocol/frame.ts";
-import {
-  type CloseInfo,
-  Connection,
-  type ConnectionLimits,
-} from "./connection.ts";
+import { Connection } from "./connection.ts";
+import type { CloseInfo, ConnectionLimits } from "./connection_types.ts";
 import { ConnectionError, RemoteError, RequestTimeoutError } from "./errors.ts";
 
 /** Options of {@linkcode MessageClient.connect}. */

@@ -24,18 +24,7 @@ import {
   type ConnectionEvents,
   type ConnectionOptions,
   DEFAULT_MAX_OUTPUT_BYTES,
-  type ReplyErrorOptions,
-} from "./connection_types.ts";
-
-export {
-  type CloseInfo,
-  type CloseReason,
-  type CodedError,
-  type ConnectionEvents,
-  type ConnectionLimits,
-  type ConnectionOptions,
-  DEFAULT_FRAME_TIMEOUT_MS,
-  DEFAULT_MAX_OUTPUT_BYTES,
+  errorReply,
   type ReplyErrorOptions,
 } from "./connection_types.ts";
 
@@ -289,14 +278,7 @@ export class Connection {
     error: CodedError,
     options: ReplyErrorOptions = {},
   ): void {
-    const body = { code: error.code, message: error.message };
-    const reply: Record<string, unknown> = message === null
-      ? {}
-      : message.id === undefined
-      ? { command: message.command }
-      : { id: message.id };
-    if (options.result !== undefined) reply.result = options.result;
-    reply.error = body;
+    const reply = errorReply(message, error, options.result);
     this.#events.onErrorReply?.(error.code, this);
     if (options.close === undefined) this.send(reply);
     else this.closeWith(reply, options.close);

@@ -118,3 +118,28 @@ export interface ReplyErrorOptions {
    */
   result?: unknown;
 }
+
+/**
+ * The error reply to a message: `{"id": id, "error": {code, message}}`, or
+ * `{"command": command, "error": ...}` for a message without an id (or
+ * `{"error": ...}` when there is no message, as for a bad frame).
+ *
+ * @param message What is answered, or `null` when it could not be read.
+ * @param error The code and the sentence.
+ * @param result A legacy `result` beside the error, if any.
+ * @returns The reply, ready to send.
+ */
+export function errorReply(
+  message: Message | null,
+  error: CodedError,
+  result: unknown,
+): Record<string, unknown> {
+  const reply: Record<string, unknown> = message === null
+    ? {}
+    : message.id === undefined
+    ? { command: message.command }
+    : { id: message.id };
+  if (result !== undefined) reply.result = result;
+  reply.error = { code: error.code, message: error.message };
+  return reply;
+}

@@ -26,26 +26,24 @@ export {
   type MessageClientOptions,
   type RpcOptions,
 } from "./client.ts";
-export {
-  type CloseOptions,
-  type Handler,
-  HEARTBEAT,
-  HEARTBEAT_TIMEOUT,
-  MessageServer,
-  type MessageServerOptions,
-  type MessageServerSettings,
-  type RejectReason,
-} from "./server.ts";
+export { HEARTBEAT, HEARTBEAT_TIMEOUT, MessageServer } from "./server.ts";
+export type {
+  CloseOptions,
+  Handler,
+  MessageServerOptions,
+  MessageServerSettings,
+} from "./server_options.ts";
+export type { RejectReason } from "./admission.ts";
+export { Connection } from "./connection.ts";
 export {
   type CloseInfo,
   type CloseReason,
   type CodedError,
-  Connection,
   type ConnectionEvents,
   type ConnectionLimits,
   type ConnectionOptions,
   type ReplyErrorOptions,
-} from "./connection.ts";
+} from "./connection_types.ts";
 export { OutputBudget } from "./output_budget.ts";
 export * from "./errors.ts";
 export { FrameError, PklockError } from "../protocol/errors.ts";

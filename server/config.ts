@@ -17,9 +17,9 @@ import { checkAllowEntry, LOOPBACK } from "../message/allow_list.ts";
 import {
   DEFAULT_FRAME_TIMEOUT_MS,
   DEFAULT_MAX_OUTPUT_BYTES,
-} from "../message/connection.ts";
+} from "../message/connection_types.ts";
 import { DEFAULT_MAX_TOTAL_OUTPUT_BYTES } from "../message/output_budget.ts";
-import { DEFAULT_HANDSHAKE_TIMEOUT_MS } from "../message/server.ts";
+import { DEFAULT_HANDSHAKE_TIMEOUT_MS } from "../message/server_options.ts";
 import { DEFAULT_MAX_FRAME_BYTES } from "../protocol/frame.ts";
 import {
   DEFAULT_MAX_LOCK_NAME_LENGTH,

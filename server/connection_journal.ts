@@ -8,8 +8,9 @@
  */
 
 import { getLogger } from "@logtape/logtape";
-import type { CloseInfo, Connection } from "../message/connection.ts";
-import type { RejectReason } from "../message/server.ts";
+import type { Connection } from "../message/connection.ts";
+import type { CloseInfo } from "../message/connection_types.ts";
+import type { RejectReason } from "../message/admission.ts";
 import type { Message } from "../protocol/frame.ts";
 import type { Metrics } from "./metrics.ts";
 import { WarningThrottle } from "./peer_penalties.ts";

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import type { CodedError, Connection } from "../message/connection.ts";
+import type { Connection } from "../message/connection.ts";
+import type { CodedError } from "../message/connection_types.ts";
 import type { Message } from "../protocol/frame.ts";
 import { HoldAlarms } from "./hold_alarms.ts";
 import { Journal } from "./journal.ts";

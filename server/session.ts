@@ -8,7 +8,8 @@
  * @module
  */
 
-import type { CloseReason, Connection } from "../message/connection.ts";
+import type { Connection } from "../message/connection.ts";
+import type { CloseReason } from "../message/connection_types.ts";
 import type { StatusScan } from "./status.ts";
 
 /** How many lock names the log line of a closed connection lists. */

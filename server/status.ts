@@ -16,7 +16,7 @@
  * @module
  */
 
-import { DEFAULT_MAX_OUTPUT_BYTES } from "../message/connection.ts";
+import { DEFAULT_MAX_OUTPUT_BYTES } from "../message/connection_types.ts";
 import { MessageError } from "../message/errors.ts";
 import type { Message } from "../protocol/frame.ts";
 import {

@@ -8,7 +8,8 @@
 import { connect, type LockClient } from "../mod.ts";
 import { writeAll } from "../message/io.ts";
 import { encodeFrame, FrameDecoder, type Message } from "../protocol/frame.ts";
-import { LockServer, type LockServerOptions } from "../server/lock_server.ts";
+import { LockServer } from "../server/lock_server.ts";
+import type { LockServerOptions } from "../server/lock_server_options.ts";
 
 /** The repository's root folder. */
 export const ROOT: string = new URL("../", import.meta.url).pathname;

@@ -1,0 +1,40 @@
+/**
+ * The options of an {@linkcode EtcdLockSpace}: its key prefix, its watch's
+ * patience, and where it reports the outcomes that arrive after the fact.
+ *
+ * @module
+ */
+
+import type { ClusterRequest } from "./own_requests.ts";
+
+/** Options of {@linkcode EtcdLockSpace.open}. */
+export interface LockSpaceOptions {
+  /**
+   * The root prefix of every key.
+   *
+   * @default {"/pklock/v1"}
+   */
+  prefix?: string | undefined;
+  /**
+   * How long the watch may stay silent before it is restarted elsewhere (the
+   * members' progress-notify interval must be well below it).
+   *
+   * @default {5000}
+   */
+  progressTimeoutMs?: number | undefined;
+  /** Called once for each request granted after it was queued. */
+  onGrant: (request: ClusterRequest) => void;
+  /**
+   * Called once for each request, held or queued, that ends without its
+   * owner's say: its key was deleted by someone else, or the node lease is
+   * lost. The owner must treat its lock as gone (close the connection).
+   */
+  onLost: (request: ClusterRequest, reason: string) => void;
+  /**
+   * Called once for a queued request refused after the fact: its enqueue,
+   * racing one on another node, closed a cycle of owners waiting for each
+   * other, and it is the cycle's youngest request. Its key is deleted; the
+   * owner answers `deadlock`.
+   */
+  onDeadlock: (request: ClusterRequest) => void;
+}
