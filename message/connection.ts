@@ -58,7 +58,10 @@ export class Connection {
   readonly #events: ConnectionEvents;
   readonly #decoder: FrameDecoder;
   readonly #output: PeerOutput;
-  readonly #frameClock: FrameClock | undefined;
+  /** How long a frame may take to arrive, in ms, if it is timed. */
+  readonly #frameTimeout: number | undefined;
+  /** Made by the first read that ends mid-frame: most peers send whole ones. */
+  #frameClock: FrameClock | undefined = undefined;
   /** While not read because its output is over the cap: resolves on drain. */
   #paused: PromiseWithResolvers<void> | null = null;
   /** Payloads read while paused, dispatched once it resumes (one read's worth). */
@@ -108,17 +111,7 @@ export class Connection {
     );
     // Only a server times frames: a client that did would drop its own
     // locks when a stopped server resumes mid-frame.
-    const frameTimeout = options.frameTimeout;
-    this.#frameClock = frameTimeout === undefined
-      ? undefined
-      : new FrameClock(frameTimeout, () => {
-        if (!this.#decoder.partial || this.#state !== "open") return;
-        if (this.#events.holdsState?.(this) === true) return;
-        this.replyError(null, {
-          code: "frame_timeout",
-          message: `Frame not finished within ${frameTimeout} ms`,
-        }, { close: { reason: "protocol_error" } });
-      });
+    this.#frameTimeout = options.frameTimeout;
     this.#decoder = new FrameDecoder(
       (payload) => this.#frame(payload),
       { maxFrameBytes: options.maxFrameBytes ?? DEFAULT_MAX_FRAME_BYTES },
@@ -320,7 +313,11 @@ export class Connection {
         if (this.#state !== "open") return;
         this.#decoder.push(buffer.subarray(0, n));
         if (this.#state !== "open") return;
-        this.#frameClock?.read(this.#decoder.partial);
+        const partial = this.#decoder.partial;
+        if (partial && this.#frameTimeout !== undefined) {
+          this.#frameClock ??= this.#newFrameClock(this.#frameTimeout);
+        }
+        this.#frameClock?.read(partial);
         if (n === small.length && buffer === small) {
           buffer = new Uint8Array(LARGE_READ_BYTES);
         } else if (n < small.length) {
@@ -370,6 +367,17 @@ export class Connection {
       this.#output.release();
     }
     if (this.#state === "closing") this.#finish(this.#info!);
+  }
+
+  #newFrameClock(frameTimeout: number): FrameClock {
+    return new FrameClock(frameTimeout, () => {
+      if (!this.#decoder.partial || this.#state !== "open") return;
+      if (this.#events.holdsState?.(this) === true) return;
+      this.replyError(null, {
+        code: "frame_timeout",
+        message: `Frame not finished within ${frameTimeout} ms`,
+      }, { close: { reason: "protocol_error" } });
+    });
   }
 
   #isClosed(): boolean {

@@ -12,8 +12,11 @@ import { type OutputBudget, SPENT_BUDGET_BYTES } from "./output_budget.ts";
 /** The output queue of one connection. */
 export class PeerOutput {
   readonly #encoder = new FrameEncoder();
-  /** The latest notice of each key, not yet encoded. */
-  readonly #notices = new Map<unknown, object>();
+  /**
+   * The latest notice of each key, not yet encoded; created by the first
+   * notice, as most connections never get one.
+   */
+  #notices: Map<unknown, object> | undefined = undefined;
   readonly #maxBytes: number;
   readonly #budget: OutputBudget | undefined;
   /** Counted bytes appended and not yet taken for a write. */
@@ -63,7 +66,7 @@ export class PeerOutput {
    * @param message The notice.
    */
   notify(key: unknown, message: object): void {
-    this.#notices.set(key, message);
+    (this.#notices ??= new Map()).set(key, message);
   }
 
   /**
@@ -72,7 +75,7 @@ export class PeerOutput {
    * @param key What it was about.
    */
   forget(key: unknown): void {
-    this.#notices.delete(key);
+    this.#notices?.delete(key);
   }
 
   /**
@@ -83,9 +86,10 @@ export class PeerOutput {
    *   nothing is queued.
    */
   take(): Uint8Array | null {
-    if (this.#notices.size > 0) {
-      for (const notice of this.#notices.values()) this.#encoder.append(notice);
-      this.#notices.clear();
+    const notices = this.#notices;
+    if (notices !== undefined && notices.size > 0) {
+      for (const notice of notices.values()) this.#encoder.append(notice);
+      notices.clear();
     }
     if (this.#encoder.length === 0) return null;
     this.#inFlight = this.#appended;
@@ -114,6 +118,6 @@ export class PeerOutput {
     this.#inFlight += this.#appended;
     this.#appended = 0;
     this.written();
-    this.#notices.clear();
+    this.#notices?.clear();
   }
 }

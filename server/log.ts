@@ -9,12 +9,12 @@
 import {
   ansiColorFormatter,
   configure,
-  defaultTextFormatter,
   jsonLinesFormatter,
   type LogLevel,
   type LogRecord,
 } from "@logtape/logtape";
 import { delay } from "../message/io.ts";
+import { textFormatter } from "./log_format.ts";
 import { LogSink } from "./log_sink.ts";
 
 /** Where log lines queue; the first `configureLogging` creates it. */
@@ -87,7 +87,7 @@ export async function configureLogging(
     ? jsonLinesFormatter
     : Deno.stderr.isTerminal() && !noColor()
     ? ansiColorFormatter
-    : defaultTextFormatter;
+    : textFormatter;
   const queue = sink = new LogSink(Deno.stderr, {
     formatDropped: (count) => formatter(droppedRecord(count)),
   });
