@@ -4,6 +4,7 @@
 import assert from "node:assert/strict";
 import { connect } from "../mod.ts";
 import { cli, runCli, spawnServer } from "./helpers.ts";
+import { makeCertificates, OPENSSL } from "./certificates.ts";
 
 async function tempDir(): Promise<string & AsyncDisposable> {
   const dir = await Deno.makeTempDir({ prefix: "pklock-conn-" });
@@ -76,88 +77,16 @@ Deno.test("a server that wants a secret says which flag gives it", async () => {
   assert.equal(fromEnv.code, 0, fromEnv.stderr);
 });
 
-async function openssl(dir: string, args: string[]): Promise<boolean> {
-  try {
-    const { success } = await new Deno.Command("openssl", {
-      args,
-      cwd: dir,
-      stdout: "null",
-      stderr: "null",
-    }).output();
-    return success;
-  } catch {
-    return false;
-  }
-}
-
-/** A CA and a certificate for 127.0.0.1 in `dir`, or `false` without openssl. */
-async function certificates(dir: string): Promise<boolean> {
-  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
-  await Deno.writeTextFile(
-    `${dir}/server.ext`,
-    "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n" +
-      "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
-  );
-  return await openssl(dir, [
-    "req",
-    "-x509",
-    ...ec,
-    "-nodes",
-    "-days",
-    "1",
-    "-subj",
-    "/CN=test CA",
-    "-addext",
-    "basicConstraints=critical,CA:TRUE",
-    "-addext",
-    "keyUsage=critical,keyCertSign,cRLSign",
-    "-keyout",
-    "ca.key",
-    "-out",
-    "ca.pem",
-  ]) &&
-    await openssl(dir, [
-      "req",
-      ...ec,
-      "-nodes",
-      "-subj",
-      "/CN=127.0.0.1",
-      "-keyout",
-      "key.pem",
-      "-out",
-      "server.csr",
-    ]) &&
-    await openssl(dir, [
-      "x509",
-      "-req",
-      "-in",
-      "server.csr",
-      "-CA",
-      "ca.pem",
-      "-CAkey",
-      "ca.key",
-      "-CAcreateserial",
-      "-days",
-      "1",
-      "-extfile",
-      "server.ext",
-      "-out",
-      "cert.pem",
-    ]);
-}
-
-Deno.test("TLS mistakes get hints, not TLS library text", async (t) => {
-  await using dir = await tempDir();
-  if (!await certificates(`${dir}`)) {
-    console.log(
-      "cli_connection_test: openssl cannot be run; TLS hints not tested",
-    );
-    return;
-  }
+Deno.test({
+  name: "TLS mistakes get hints, not TLS library text",
+  ignore: OPENSSL === null,
+}, async (t) => {
+  await using certs = await makeCertificates();
+  const dir = certs.dir;
   const settings = `${dir}/settings.jsonc`;
   await Deno.writeTextFile(
     settings,
-    `{ "tls": { "certFile": "${dir}/cert.pem", "keyFile": "${dir}/key.pem" } }`,
+    `{ "tls": { "certFile": "${certs.certFile}", "keyFile": "${certs.keyFile}" } }`,
   );
   const tls = await spawnServer(["--config", settings]);
   await using _tls = tls.process;
