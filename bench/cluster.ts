@@ -1,244 +1,241 @@
 /**
- * The cluster's lock space against etcd's own lock API (`v3lock` through the
- * gateway) on one throw-away 3-member etcd, in one run:
+ * The cluster targets of `deno task bench`: `cluster`, pklock nodes
+ * (`main.ts serve --etcd …`, each its own process) on a throw-away 3-member
+ * etcd, and `v3lock`, etcd's own lock API (`Lock` / `Unlock` through the
+ * gateway, one lease per client) on the same members, in one run:
  *
- * ```sh
- * deno run -A bench/cluster.ts [--seconds 5]
- * ```
+ * - W1, uncontended: each client on its own lock, lock then release;
+ * - W2, contended: every client on one lock, with the hand-off from a
+ *   holder's release call to the next grant, on the driver's one clock;
+ * - drop: one connection holds `--cluster-locks` locks on one node, a second
+ *   one on another node queues behind each, the first is closed
+ *   (bench/drop.ts).
  *
- * - uncontended: 32 loops, each its own lock, lock then release;
- * - contended: 8 loops on one lock (on two nodes for the lock space), with the
- *   hand-off from a release call to the next grant on one clock;
- * - disconnect: one connection holds 1,000 locks on one node, a waiter queues
- *   on each at another node; the time from the disconnect to the last grant.
- *
- * Every lock-space node and the driver share this process; the members share
- * the machine.
+ * The clients are spread over the nodes (pklock) or the members' gateways
+ * (v3lock) round-robin. The two targets' runs interleave, so that load from
+ * the rest of a shared machine falls on both.
  *
  * @module
  */
 
-import { parseArgs } from "node:util";
-import { EtcdClient } from "../cluster/etcd.ts";
-import { EtcdLockSpace } from "../cluster/lock_space.ts";
-import type { ClusterRequest } from "../cluster/own_requests.ts";
-import { NodeLease } from "../cluster/node_lease.ts";
-import { startEtcdCluster } from "../tests/etcd_cluster.ts";
-import { Samples } from "./stats.ts";
+import {
+  ETCD_MISSING,
+  type EtcdCluster,
+  startEtcdCluster,
+} from "../tests/etcd_cluster.ts";
+import type { DriverSpec } from "./driver.ts";
+import { describeRun } from "./format.ts";
+import type { RunRecord } from "./report.ts";
+import { type Context, runDriver } from "./run_driver.ts";
+import { type Server, startPklock } from "./servers.ts";
 
-const { values } = parseArgs({
-  args: Deno.args,
-  options: { seconds: { type: "string", default: "5" } },
-});
-const SECONDS = Number(values.seconds);
+/** The targets this module runs. */
+export const CLUSTER_TARGETS = ["cluster", "v3lock"] as const;
 
-/** One lock-space node whose grants resolve the promise of their request. */
-class Node implements AsyncDisposable {
-  readonly #waiting = new Map<
-    ClusterRequest,
-    { resolve: () => void; reject: (error: Error) => void }
-  >();
-  private constructor(
-    readonly lease: NodeLease,
-    public space: EtcdLockSpace | null,
-  ) {}
+/** `cluster` or `v3lock`. */
+export type ClusterTarget = typeof CLUSTER_TARGETS[number];
 
-  static async start(endpoints: string[]): Promise<Node> {
-    const etcd = new EtcdClient(endpoints);
-    const lease = await NodeLease.grant(etcd, { ttlSeconds: 10 });
-    const node = new Node(lease, null);
-    node.space = await EtcdLockSpace.open(etcd, lease, {
-      onGrant: (request) => node.#waiting.get(request)?.resolve(),
-      onLost: (request, reason) =>
-        node.#waiting.get(request)?.reject(new Error(`Lost: ${reason}`)),
-      onDeadlock: (request) =>
-        node.#waiting.get(request)?.reject(new Error("Deadlock")),
-    });
-    return node;
-  }
+/** Why the cluster targets cannot run here, or `null` when etcd is found. */
+export const CLUSTER_MISSING: string | null = ETCD_MISSING;
 
-  /** Acquires and resolves once held. */
-  async lock(conn: number, name: string): Promise<ClusterRequest> {
-    const { request, held } = await this.queue(conn, name);
-    await held;
-    return request;
-  }
+/** The flags of the cluster targets, for `parseArgs` of node:util. */
+export const CLUSTER_FLAGS = {
+  "cluster-clients": { type: "string", default: "32" },
+  "cluster-contenders": { type: "string", default: "8" },
+  "cluster-nodes": { type: "string", default: "3" },
+  "cluster-locks": { type: "string", default: "1000" },
+} as const;
 
-  /** Acquires; resolves once queued or held, with a promise of the grant. */
-  async queue(
-    conn: number,
-    name: string,
-  ): Promise<{ request: ClusterRequest; held: Promise<void> }> {
-    const result = await this.space!.acquire(conn, name);
-    if (result.status !== "granted" && result.status !== "queued") {
-      throw new Error(`Cannot lock "${name}": ${result.status}`);
+/** The `--help` lines of {@linkcode CLUSTER_FLAGS}. */
+export const CLUSTER_HELP =
+  `  --cluster-clients LIST      cluster, v3lock: W1 client counts (default: 32)
+  --cluster-contenders LIST   cluster, v3lock: W2 client counts (default: 8)
+  --cluster-nodes N           cluster: pklock nodes, node k on etcd member
+                              k mod 3 first (default: 3)
+  --cluster-locks N           cluster, v3lock: locks of the one connection
+                              dropped in the disconnect run, W3's place
+                              (default: 1000)`;
+
+/** What the cluster targets run. */
+export interface ClusterOptions {
+  /** W1 client counts. */
+  clients: number[];
+  /** W2 client counts. */
+  contenders: number[];
+  /** pklock nodes. */
+  nodes: number;
+  /** Locks of the dropped connection. */
+  locks: number;
+}
+
+/** Everything {@linkcode runCluster} needs. */
+export interface ClusterRun extends ClusterOptions {
+  /** The targets, in the order each round runs them. */
+  targets: readonly ClusterTarget[];
+  /** `w1`, `w2`, and `w3` for the disconnect run. */
+  workloads: readonly ("w1" | "w2" | "w3")[];
+  /** Seconds measured per W1/W2 run. */
+  duration: number;
+  /** Seconds of warm-up per W1/W2 run. */
+  warmup: number;
+  /** Rounds. */
+  repeat: number;
+  /** W2: every how many grants a hold spans a round trip. */
+  verifyEvery: number;
+  /** The pklock checkout the nodes run. */
+  serverDir: string;
+  /** The nodes' `--log-level`, when not their default. */
+  logLevel: string | null;
+  /** A folder for the nodes' files. */
+  tmp: string;
+  /** The driver's limits. */
+  context: Context;
+}
+
+/**
+ * Parses the values of {@linkcode CLUSTER_FLAGS}.
+ *
+ * @param values What `parseArgs` read.
+ * @param numbers The bench's parser of positive integer lists.
+ * @returns The options.
+ */
+export function clusterOptions(
+  values: { [K in keyof typeof CLUSTER_FLAGS]?: string },
+  numbers: (text: string, flag: string) => number[],
+): ClusterOptions {
+  const list = (flag: keyof typeof CLUSTER_FLAGS) =>
+    numbers(values[flag] ?? CLUSTER_FLAGS[flag].default, flag);
+  return {
+    clients: list("cluster-clients"),
+    contenders: list("cluster-contenders"),
+    nodes: list("cluster-nodes")[0]!,
+    locks: list("cluster-locks")[0]!,
+  };
+}
+
+/** The etcd cluster of the run under way, for {@linkcode stopCluster}. */
+let running: EtcdCluster | null = null;
+
+/** Kills the etcd members of a run under way (on an interrupt). */
+export async function stopCluster(): Promise<void> {
+  await running?.[Symbol.asyncDispose]().catch(() => {});
+  running = null;
+}
+
+/** The endpoints with member `k mod n` first: node k's own member. */
+function rotate(endpoints: readonly string[], k: number): string[] {
+  const at = k % endpoints.length;
+  return [...endpoints.slice(at), ...endpoints.slice(0, at)];
+}
+
+function newRecord(
+  target: ClusterTarget,
+  workload: RunRecord["workload"],
+  param: number,
+  rep: number,
+): RunRecord {
+  return {
+    target,
+    workload,
+    param,
+    rep,
+    result: null,
+    error: null,
+    serverCpu: null,
+    driverCpu: null,
+    restCpu: null,
+    memory: null,
+  };
+}
+
+/**
+ * Starts etcd and the nodes, runs every round, stops them all.
+ *
+ * @param run What to run.
+ * @param records Where each run's record goes, as it ends.
+ */
+export async function runCluster(
+  run: ClusterRun,
+  records: RunRecord[],
+): Promise<void> {
+  await using etcd = await startEtcdCluster({ members: 3 });
+  running = etcd;
+  const nodes: Server[] = [];
+  try {
+    const endpoints = etcd.endpoints;
+    const members = endpoints.map((_, n) => etcd.pid(n));
+    if (run.targets.includes("cluster")) {
+      for (let k = 0; k < run.nodes; k++) {
+        const dir = await Deno.makeTempDir({ dir: run.tmp, prefix: "node-" });
+        nodes.push(
+          await startPklock({
+            root: run.serverDir,
+            dir,
+            files: run.context.files,
+            logLevel: run.logLevel,
+            etcd: rotate(endpoints, k),
+          }),
+        );
+      }
     }
-    const request = result.request;
-    if (request.held) return { request, held: Promise.resolve() };
-    const held = new Promise<void>((resolve, reject) =>
-      this.#waiting.set(request, { resolve, reject })
-    );
-    return {
-      request,
-      held: held.finally(() => void this.#waiting.delete(request)),
+    // The CPU of a target is all of its processes': nodes and members.
+    const servers: Record<ClusterTarget, Server> = {
+      cluster: {
+        kind: "pklock",
+        port: nodes[0]?.port ?? 0,
+        pid: nodes[0]?.pid ?? members[0]!,
+        tree: false,
+        others: [...nodes.slice(1).map((n) => n.pid), ...members],
+        stop: () => Promise.resolve(),
+      },
+      v3lock: {
+        kind: "etcd",
+        port: 0,
+        pid: members[0]!,
+        tree: false,
+        others: members.slice(1),
+        stop: () => Promise.resolve(),
+      },
     };
-  }
-
-  async [Symbol.asyncDispose](): Promise<void> {
-    await this.space?.[Symbol.asyncDispose]();
-    await this.lease[Symbol.asyncDispose]();
-  }
-}
-
-async function loops(
-  count: number,
-  body: (i: number, until: number) => Promise<number>,
-): Promise<number> {
-  const warm = performance.now() + 1_000;
-  await Promise.all(Array.from({ length: count }, (_, i) => body(i, warm)));
-  const until = performance.now() + SECONDS * 1_000;
-  const done = await Promise.all(
-    Array.from({ length: count }, (_, i) => body(i, until)),
-  );
-  return done.reduce((a, b) => a + b, 0) / SECONDS;
-}
-
-function report(row: string): void {
-  console.error(row);
-  rows.push(row);
-}
-
-function ms(value: number): string {
-  return value.toFixed(1);
-}
-
-await using cluster = await startEtcdCluster({ members: 3 });
-const gateway = new EtcdClient(cluster.endpoints);
-const rows: string[] = [];
-
-{
-  await using a = await Node.start(cluster.endpoints);
-  const rate = await loops(32, async (i, until) => {
-    let n = 0;
-    while (performance.now() < until) {
-      const request = await a.lock(i, `u${i}`);
-      await a.space!.release(request);
-      n++;
+    const specs: Record<ClusterTarget, DriverSpec> = {
+      cluster: {
+        target: "pklock",
+        port: servers.cluster.port,
+        ports: nodes.map((n) => n.port),
+        workload: "w1",
+      },
+      v3lock: { target: "v3lock", port: 0, endpoints, workload: "w1" },
+    };
+    for (let rep = 1; rep <= run.repeat; rep++) {
+      for (const workload of run.workloads) {
+        const params = workload === "w1"
+          ? run.clients
+          : workload === "w2"
+          ? run.contenders
+          : [run.locks];
+        for (const param of params) {
+          for (const target of run.targets) {
+            const kind = workload === "w3" ? "drop" : workload;
+            const record = newRecord(target, kind, param, rep);
+            const spec: DriverSpec = {
+              ...specs[target],
+              workload: kind,
+              clients: param,
+              locks: param,
+              duration: run.duration,
+              warmup: run.warmup,
+              verifyEvery: run.verifyEvery,
+            };
+            records.push(
+              await runDriver(spec, servers[target], record, run.context),
+            );
+            console.log(describeRun(record, run.repeat));
+          }
+        }
+      }
     }
-    return n;
-  });
-  report(
-    `| uncontended, C=32, lock space | ${Math.round(rate)} pairs/s | |`,
-  );
-}
-
-{
-  const leases = await Promise.all(
-    Array.from({ length: 32 }, () => gateway.leaseGrant(60)),
-  );
-  const rate = await loops(32, async (i, until) => {
-    let n = 0;
-    while (performance.now() < until) {
-      const { key } = await gateway.call("/v3/lock/lock", {
-        name: btoa(`v${i}`),
-        lease: leases[i]!.id,
-      });
-      await gateway.call("/v3/lock/unlock", { key });
-      n++;
-    }
-    return n;
-  });
-  report(`| uncontended, C=32, v3lock | ${Math.round(rate)} pairs/s | |`);
-  await Promise.all(leases.map((l) => gateway.leaseRevoke(l.id)));
-}
-
-{
-  await using a = await Node.start(cluster.endpoints);
-  await using b = await Node.start(cluster.endpoints);
-  const handOff = new Samples();
-  let releasedAt = 0;
-  const rate = await loops(8, async (i, until) => {
-    const node = i % 2 === 0 ? a : b;
-    let n = 0;
-    while (performance.now() < until) {
-      const request = await node.lock(i, "hot");
-      if (releasedAt > 0) handOff.push(performance.now() - releasedAt);
-      n++;
-      releasedAt = performance.now();
-      await node.space!.release(request);
-    }
-    releasedAt = 0;
-    return n;
-  });
-  const s = handOff.summary();
-  report(
-    `| contended, C=8, lock space (2 nodes) | ${Math.round(rate)} grants/s | ${
-      ms(s.p50)
-    } / ${ms(s.p99)} ms |`,
-  );
-}
-
-{
-  const leases = await Promise.all(
-    Array.from({ length: 8 }, () => gateway.leaseGrant(60)),
-  );
-  const handOff = new Samples();
-  let releasedAt = 0;
-  const rate = await loops(8, async (i, until) => {
-    let n = 0;
-    while (performance.now() < until) {
-      const { key } = await gateway.call("/v3/lock/lock", {
-        name: btoa("hot"),
-        lease: leases[i]!.id,
-      });
-      if (releasedAt > 0) handOff.push(performance.now() - releasedAt);
-      n++;
-      releasedAt = performance.now();
-      await gateway.call("/v3/lock/unlock", { key });
-    }
-    releasedAt = 0;
-    return n;
-  });
-  const s = handOff.summary();
-  report(
-    `| contended, C=8, v3lock | ${Math.round(rate)} grants/s | ${ms(s.p50)} / ${
-      ms(s.p99)
-    } ms |`,
-  );
-  await Promise.all(leases.map((l) => gateway.leaseRevoke(l.id)));
-}
-
-{
-  await using a = await Node.start(cluster.endpoints);
-  await using b = await Node.start(cluster.endpoints);
-  const count = 1_000;
-  for (let i = 0; i < count; i += 50) {
-    await Promise.all(
-      Array.from({ length: 50 }, (_, j) => a.lock(1, `d${i + j}`)),
-    );
+  } finally {
+    await Promise.all(nodes.map((node) => node.stop()));
+    running = null;
   }
-  const queued: Awaited<ReturnType<Node["queue"]>>[] = [];
-  for (let i = 0; i < count; i += 50) {
-    queued.push(
-      ...await Promise.all(
-        Array.from({ length: 50 }, (_, j) => b.queue(1, `d${i + j}`)),
-      ),
-    );
-  }
-  const last = Math.max(...queued.map((q) => q.request.createRevision));
-  await b.space!.caughtUp(last);
-  const started = performance.now();
-  await a.space!.disconnect(1);
-  await Promise.all(queued.map((q) => q.held));
-  report(
-    `| disconnect: 1,000 locks re-granted on another node | ${
-      Math.round(performance.now() - started)
-    } ms | |`,
-  );
 }
-
-console.log(
-  `| workload (3 members, ${SECONDS} s windows) | rate | hand-off p50 / p99 |`,
-);
-console.log("| --- | --- | --- |");
-for (const row of rows) console.log(row);

@@ -26,11 +26,13 @@ import {
   type PostgresTarget,
 } from "./peers/postgres.ts";
 import { RedisLockClient } from "./peers/redis.ts";
+import { V3LockClient } from "./peers/v3lock.ts";
+import { type DropResult, runDrop } from "./drop.ts";
 import type { ProbeSetup, ProbeTimes } from "./probe_worker.ts";
-import { jain, Samples, type Summary } from "./stats.ts";
+import { jain, round, roundSummary, Samples, type Summary } from "./stats.ts";
 
 /** The servers a driver can drive. */
-export type TargetKind = "pklock" | "redis" | "postgres";
+export type TargetKind = "pklock" | "redis" | "postgres" | "v3lock";
 
 /** What one driver process runs. */
 export interface DriverSpec {
@@ -38,14 +40,21 @@ export interface DriverSpec {
   target: TargetKind;
   /** The server's port on 127.0.0.1. */
   port: number;
+  /**
+   * pklock only: the ports of a cluster's nodes; client `i` connects to
+   * `ports[i % ports.length]` instead of `port`.
+   */
+  ports?: number[];
+  /** v3lock only: etcd's client URLs; client `i` uses the `i % length`-th. */
+  endpoints?: string[];
   /** PostgreSQL only: the user to connect as. */
   pgUser?: string;
   /** pklock only: the raw framed client or the client library. */
   client?: "raw" | "lib";
   /** PostgreSQL only: the raw wire-protocol client or npm:postgres. */
   pgClient?: "raw" | "npm";
-  /** The workload. */
-  workload: "w1" | "w2" | "w3";
+  /** The workload (`drop`: bench/drop.ts). */
+  workload: "w1" | "w2" | "w3" | "drop";
   /** W1/W2: how many clients. */
   clients?: number;
   /** W1/W2: seconds measured. */
@@ -60,6 +69,8 @@ export interface DriverSpec {
   connectConcurrency?: number;
   /** W3: how long probes wait after the mass disconnect, in ms. */
   probeTimeout?: number;
+  /** Drop: how many locks the one connection holds. */
+  locks?: number;
 }
 
 /** A W1 result: lock+release pairs. */
@@ -88,6 +99,8 @@ export interface W2Result {
   rate: number;
   /** Time from request to grant, in ms. */
   wait: Summary;
+  /** Time from a holder's release call to the next grant, in ms. */
+  handOff: Summary;
   /** Grants per client in the window. */
   perClient: number[];
   /** Jain's index over `perClient`. */
@@ -96,7 +109,10 @@ export interface W2Result {
   verifiedHolds: number;
   /** Grants seen while another client was inside a verified hold. */
   overlaps: number;
-  /** Fencing tokens seen out of order (pklock only; else null). */
+  /**
+   * Fencing tokens seen out of order (pklock: its tokens; v3lock: the
+   * revision of the answer to `Lock`; else null).
+   */
   tokenRegressions: number | null;
   /** Refused `SET NX` attempts (Redis only; else null). */
   retries: number | null;
@@ -129,11 +145,16 @@ export interface W3Result {
 }
 
 /** What the driver prints last. */
-export type DriverResult = W1Result | W2Result | W3Result;
+export type DriverResult = W1Result | W2Result | W3Result | DropResult;
 
 const encoder = new TextEncoder();
 
-function emit(message: unknown): void {
+/**
+ * Writes one line of JSON to the orchestrator.
+ *
+ * @param message The message.
+ */
+export function emit(message: unknown): void {
   writeAllSync(Deno.stdout, encoder.encode(JSON.stringify(message) + "\n"));
 }
 
@@ -151,21 +172,6 @@ async function mark(name: string): Promise<void> {
     if (n === null) throw new Error("The orchestrator went away");
     if (stdinBuffer.subarray(0, n).includes(10)) return;
   }
-}
-
-function round(value: number, digits = 3): number {
-  const scale = 10 ** digits;
-  return Math.round(value * scale) / scale;
-}
-
-function roundSummary(summary: Summary): Summary {
-  return {
-    count: summary.count,
-    mean: round(summary.mean),
-    p50: round(summary.p50),
-    p99: round(summary.p99),
-    max: round(summary.max),
-  };
 }
 
 function pgTarget(spec: DriverSpec): PostgresTarget {
@@ -186,10 +192,19 @@ async function open(
   index: number,
 ): Promise<BenchClient> {
   switch (spec.target) {
-    case "pklock":
+    case "pklock": {
+      const port = spec.ports?.[index % spec.ports.length] ?? spec.port;
       return spec.client === "lib"
-        ? await PklockLibClient.connect(spec.port, name)
-        : await PklockRawClient.connect(spec.port, name);
+        ? await PklockLibClient.connect(port, name)
+        : await PklockRawClient.connect(port, name);
+    }
+    case "v3lock": {
+      const endpoints = spec.endpoints ?? [];
+      return await V3LockClient.connect(
+        endpoints[index % endpoints.length]!,
+        name,
+      );
+    }
     case "redis":
       return await RedisLockClient.connect(
         spec.port,
@@ -292,6 +307,9 @@ async function runW1(spec: DriverSpec): Promise<W1Result> {
 
 interface W2State extends LoopState {
   waits: Samples;
+  handOffs: Samples;
+  /** When the last holder called release, or 0 once its successor counted it. */
+  releasedAt: number;
   perClient: number[];
   /** The client inside a verified hold, or -1. */
   holder: number;
@@ -320,6 +338,10 @@ async function w2Loop(
       await client.lock();
       const granted = performance.now();
       if (state.holder !== -1) state.overlaps++;
+      if (state.releasedAt !== 0) {
+        if (state.recording) state.handOffs.push(granted - state.releasedAt);
+        state.releasedAt = 0;
+      }
       const token = client.token;
       if (token !== undefined) {
         if (token <= state.lastToken) state.tokenRegressions++;
@@ -335,6 +357,7 @@ async function w2Loop(
         state.holder = -1;
         if (state.recording) state.verifiedHolds++;
       }
+      state.releasedAt = performance.now();
       await client.release();
     }
   } catch (error) {
@@ -353,6 +376,8 @@ async function runW2(spec: DriverSpec): Promise<W2Result> {
     recording: false,
     error: null,
     waits: new Samples(),
+    handOffs: new Samples(),
+    releasedAt: 0,
     perClient: new Array(count).fill(0),
     holder: -1,
     grants: 0,
@@ -383,11 +408,12 @@ async function runW2(spec: DriverSpec): Promise<W2Result> {
       seconds: round(seconds),
       rate: round(wait.count / seconds, 1),
       wait: roundSummary(wait),
+      handOff: roundSummary(state.handOffs.summary()),
       perClient: state.perClient,
       jain: round(jain(state.perClient), 4),
       verifiedHolds: state.verifiedHolds,
       overlaps: state.overlaps,
-      tokenRegressions: spec.target === "pklock"
+      tokenRegressions: spec.target === "pklock" || spec.target === "v3lock"
         ? state.tokenRegressions
         : null,
       retries,
@@ -466,6 +492,8 @@ class WorkerInbox {
 }
 
 async function runW3(spec: DriverSpec): Promise<W3Result> {
+  const target = spec.target;
+  if (target === "v3lock") throw new Error("W3 is not run against v3lock");
   const count = spec.hold ?? 1000;
   const probeTimeout = spec.probeTimeout ?? 30_000;
   const names = Array.from({ length: count }, (_, i) => `w3-${i}`);
@@ -498,7 +526,7 @@ async function runW3(spec: DriverSpec): Promise<W3Result> {
     const inbox = new WorkerInbox(worker);
     const setup: ProbeSetup = {
       type: "setup",
-      target: spec.target,
+      target,
       port: spec.port,
       pgUser: spec.pgUser ?? "postgres",
       first: names[0]!,
@@ -564,6 +592,8 @@ export function run(spec: DriverSpec): Promise<DriverResult> {
       return runW2(spec);
     case "w3":
       return runW3(spec);
+    case "drop":
+      return runDrop(spec);
   }
 }
 

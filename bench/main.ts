@@ -1,7 +1,8 @@
 /**
  * `deno task bench`: runs the lock workloads against pklock and, when they are
- * installed, against Redis and PostgreSQL, then prints the tables and records
- * them in docs/benchmarks.md.
+ * installed, against Redis and PostgreSQL, and pklock's cluster against etcd's
+ * own lock API (bench/cluster.ts), then prints the tables and records them in
+ * docs/benchmarks.md.
  *
  * Every server is its own process and every run's clients live in one driver
  * process (bench/driver.ts), so the CPU and memory of each are read apart
@@ -11,31 +12,32 @@
  */
 
 import { parseArgs } from "node:util";
-import type {
-  DriverResult,
-  DriverSpec,
-  W1Result,
-  W2Result,
-  W3Result,
-} from "./driver.ts";
+import type { DriverSpec } from "./driver.ts";
 import { flushAll } from "./peers/redis.ts";
 import {
   availableKiB,
-  childrenOf,
-  cpuShare,
-  type CpuSnapshot,
   hardFileLimit,
   initClock,
   machineShare,
-  type MachineSnapshot,
-  rssKiB,
-  snapshotCpu,
   snapshotMachine,
-  treePssKiB,
 } from "./proc.ts";
+import { type Context, runDriver } from "./run_driver.ts";
+import {
+  CLUSTER_FLAGS,
+  CLUSTER_HELP,
+  CLUSTER_MISSING,
+  CLUSTER_TARGETS,
+  type ClusterOptions,
+  clusterOptions,
+  type ClusterTarget,
+  runCluster,
+  stopCluster,
+} from "./cluster.ts";
+import { renderCluster } from "./cluster_report.ts";
 import { delay } from "../message/io.ts";
 import { LOG_LEVELS } from "../server/config.ts";
 import { render, type RunRecord, type Target } from "./report.ts";
+import { describeRun } from "./format.ts";
 import {
   findPostgres,
   initPostgres,
@@ -46,14 +48,11 @@ import {
   startPklock,
   startPostgres,
   startRedis,
-  track,
   versionOf,
   which,
 } from "./servers.ts";
 
-const BENCH_DIR = new URL(".", import.meta.url).pathname.replace(/\/$/, "");
 const REPO = new URL("..", import.meta.url).pathname.replace(/\/$/, "");
-const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
 const HELP = `deno task bench [flags]
@@ -61,9 +60,12 @@ const HELP = `deno task bench [flags]
 Starts each server as its own process on 127.0.0.1 (pklock from main.ts;
 redis-server and PostgreSQL when installed; the Deno socket floor, a canned-
 reply server with no locks, in W1), drives it from a separate driver process,
-prints the tables and writes them into docs/benchmarks.md.
+prints the tables and writes them into docs/benchmarks.md. The cluster
+targets start a throw-away 3-member etcd: "cluster" runs pklock nodes on it
+(main.ts serve --etcd), "v3lock" etcd's own Lock/Unlock through its gateway.
 
-  --targets LIST       pklock,redis,postgres,floor (default: all four)
+  --targets LIST       pklock,redis,postgres,floor,cluster,v3lock (default:
+                       all six; only the cluster's: --targets cluster,v3lock)
   --workloads LIST     w1,w2,w3 (default: all three)
   --clients LIST       W1/W2 client counts (default: 1,8,64)
   --hold LIST          W3 connection counts (default: 1000,10000)
@@ -87,14 +89,16 @@ prints the tables and writes them into docs/benchmarks.md.
   --keep               keep the temporary folders (server logs)
   --wait-idle SECONDS  before each run, wait up to this long for the machine
                        to be idle (under 0.25 busy cores) (default: 0)
+${CLUSTER_HELP}
   -h, --help           this text
 
-Redis and PostgreSQL are optional: install them with
-  apt-get install redis-server postgresql
+Redis, PostgreSQL and etcd are optional: install them with
+  apt-get install redis-server postgresql etcd-server
 The bench starts and stops them itself, in temporary folders.`;
 
 interface Options {
   targets: Target[];
+  cluster: ClusterOptions;
   workloads: ("w1" | "w2" | "w3")[];
   clients: number[];
   holds: number[];
@@ -131,7 +135,10 @@ function parseOptions(args: string[]): Options | null {
   const { values } = parseArgs({
     args,
     options: {
-      targets: { type: "string", default: "pklock,redis,postgres,floor" },
+      targets: {
+        type: "string",
+        default: "pklock,redis,postgres,floor,cluster,v3lock",
+      },
       workloads: { type: "string", default: "w1,w2,w3" },
       clients: { type: "string", default: "1,8,64" },
       hold: { type: "string" },
@@ -150,6 +157,7 @@ function parseOptions(args: string[]): Options | null {
       "wait-idle": { type: "string", default: "0" },
       keep: { type: "boolean", default: false },
       help: { type: "boolean", short: "h", default: false },
+      ...CLUSTER_FLAGS,
     },
     strict: true,
   });
@@ -171,7 +179,9 @@ function parseOptions(args: string[]): Options | null {
   }
   const targets = list(values.targets!) as Target[];
   for (const t of targets) {
-    if (!["pklock", "redis", "postgres", "floor"].includes(t)) {
+    if (
+      !["pklock", "redis", "postgres", "floor", ...CLUSTER_TARGETS].includes(t)
+    ) {
       throw new Error(`--targets: unknown target "${t}"`);
     }
   }
@@ -206,6 +216,7 @@ function parseOptions(args: string[]): Options | null {
   const holds = numbers(values.hold ?? (quick ? "1000" : "1000,10000"), "hold");
   return {
     targets,
+    cluster: clusterOptions(values, numbers),
     workloads,
     clients: numbers(values.clients!, "clients"),
     holds,
@@ -245,6 +256,7 @@ interface Environment {
   pklock: string;
   redis: string | null;
   postgres: string | null;
+  etcd: string | null;
   fileLimit: number | null;
   /** Busy cores measured over one second before the first run. */
   busyBefore: number;
@@ -307,6 +319,9 @@ async function describe(
       (head ? ` at ${head}${dirty ? " with uncommitted changes" : ""}` : ""),
     redis: redis ? await versionOf(redis) : null,
     postgres: postgresBin ? await versionOf(`${postgresBin}/postgres`) : null,
+    etcd: options.targets.some(isCluster) && CLUSTER_MISSING === null
+      ? await versionOf("etcd")
+      : null,
     fileLimit: hardFileLimit(),
     busyBefore: await busyNow(),
   };
@@ -317,208 +332,6 @@ async function busyNow(): Promise<number> {
   const before = snapshotMachine();
   await delay(1000);
   return machineShare(before, snapshotMachine());
-}
-
-/** Reads a child's standard output line by line. */
-async function* lines(
-  stream: ReadableStream<Uint8Array>,
-): AsyncGenerator<string> {
-  let buffered = "";
-  for await (const chunk of stream.pipeThrough(new TextDecoderStream())) {
-    buffered += chunk;
-    let newline: number;
-    while ((newline = buffered.indexOf("\n")) !== -1) {
-      yield buffered.slice(0, newline);
-      buffered = buffered.slice(newline + 1);
-    }
-  }
-  if (buffered !== "") yield buffered;
-}
-
-function memoryOf(server: Server): number {
-  return server.tree ? treePssKiB(server.pid) : rssKiB(server.pid);
-}
-
-/** Everything a run needs besides its spec. */
-interface Context {
-  files: number;
-  waitIdle: number;
-}
-
-/** Busy cores above which the machine does not count as idle. */
-const IDLE_CORES = 0.25;
-
-/**
- * Waits, up to `seconds`, until the machine has been idle for half a second:
- * other load on a two-core machine skews every figure.
- */
-async function waitIdle(seconds: number): Promise<void> {
-  const deadline = performance.now() + seconds * 1000;
-  let warned = false;
-  while (performance.now() < deadline) {
-    const before = snapshotMachine();
-    await delay(500);
-    const busy = machineShare(before, snapshotMachine());
-    if (busy < IDLE_CORES) return;
-    if (!warned) {
-      console.error(
-        `bench: waiting for the machine to go idle (${
-          busy.toFixed(2)
-        } cores busy)`,
-      );
-      warned = true;
-    }
-  }
-}
-
-/**
- * Runs one driver process against a server and samples both around the
- * driver's marks.
- */
-async function runDriver(
-  spec: DriverSpec,
-  server: Server,
-  record: RunRecord,
-  context: Context,
-): Promise<RunRecord> {
-  if (context.waitIdle > 0) await waitIdle(context.waitIdle);
-  const child = track(
-    new Deno.Command("bash", {
-      args: [
-        "-c",
-        'ulimit -n "$1" || exit 97; shift; exec "$@"',
-        "bash",
-        String(context.files),
-        Deno.execPath(),
-        "run",
-        "-A",
-        "--config",
-        `${REPO}/deno.json`,
-        `${BENCH_DIR}/driver.ts`,
-        JSON.stringify(spec),
-      ],
-      stdin: "piped",
-      stdout: "piped",
-      stderr: "piped",
-    }).spawn(),
-  );
-  const stderr = new Response(child.stderr).text();
-  const stdin = child.stdin.getWriter();
-  const limit = spec.workload === "w3"
-    ? 900_000
-    : ((spec.warmup ?? 1) + (spec.duration ?? 4)) * 1000 + 120_000;
-  const timer = setTimeout(() => {
-    record.error = `Driver timed out after ${limit / 1000} s`;
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // Exited.
-    }
-  }, limit);
-  let serverStart: CpuSnapshot | null = null;
-  let driverStart: CpuSnapshot | null = null;
-  let machineStart: MachineSnapshot | null = null;
-  const memory = { idle: 0, held: 0, released: 0, processes: 1 };
-  let result: DriverResult | null = null;
-  try {
-    for await (const line of lines(child.stdout)) {
-      let message: Record<string, unknown>;
-      try {
-        message = JSON.parse(line);
-      } catch {
-        continue; // Not ours (a library's stray output).
-      }
-      if (message.type === "mark") {
-        switch (message.name) {
-          case "start":
-            serverStart = snapshotCpu(server.pid, server.tree);
-            driverStart = snapshotCpu(child.pid);
-            machineStart = snapshotMachine();
-            break;
-          case "end":
-            record.serverCpu = cpuShare(
-              serverStart!,
-              snapshotCpu(server.pid, server.tree),
-            );
-            record.driverCpu = cpuShare(driverStart!, snapshotCpu(child.pid));
-            record.restCpu = machineShare(machineStart!, snapshotMachine()) -
-              record.serverCpu - record.driverCpu;
-            break;
-          case "idle":
-            memory.idle = memoryOf(server);
-            break;
-          case "held":
-            memory.held = memoryOf(server);
-            if (server.tree) {
-              memory.processes = 1 + childrenOf(server.pid).length;
-            }
-            break;
-          case "released":
-            memory.released = memoryOf(server);
-            break;
-        }
-        await stdin.write(encoder.encode("\n"));
-      } else if (message.type === "result") {
-        result = message.result as DriverResult;
-      } else if (message.type === "error") {
-        record.error ??= String(message.message);
-      }
-    }
-    const status = await child.status;
-    if (result === null && record.error === null) {
-      record.error = `Driver exited with code ${status.code}: ${
-        (await stderr).slice(-1500)
-      }`;
-    }
-  } finally {
-    clearTimeout(timer);
-    await stdin.close().catch(() => {});
-    await stderr.catch(() => "");
-  }
-  record.result = result;
-  if (spec.workload === "w3" && result !== null) {
-    record.memory = { unit: server.tree ? "PSS" : "RSS", ...memory };
-  }
-  return record;
-}
-
-function describeRun(record: RunRecord, runs: number): string {
-  const head = `${record.target} ${record.workload.toUpperCase()} ${
-    record.workload === "w3" ? "N" : "C"
-  }=${record.param}${runs > 1 ? ` run ${record.rep}/${runs}` : ""}`;
-  if (record.error !== null) {
-    return `${head}: FAILED: ${record.error.split("\n")[0]}`;
-  }
-  const cpu = record.serverCpu === null
-    ? ""
-    : `, CPU server ${Math.round(record.serverCpu * 100)}% driver ${
-      Math.round((record.driverCpu ?? 0) * 100)
-    }% rest ${Math.round((record.restCpu ?? 0) * 100)}%`;
-  const r = record.result!;
-  switch (r.workload) {
-    case "w1": {
-      const w1 = r as W1Result;
-      return `${head}: ${
-        Math.round(w1.rate)
-      } pairs/s, p50 ${w1.latency.p50} ms, p99 ${w1.latency.p99} ms${cpu}`;
-    }
-    case "w2": {
-      const w2 = r as W2Result;
-      return `${head}: ${
-        Math.round(w2.rate)
-      } grants/s, wait p99 ${w2.wait.p99} ms, max ${w2.wait.max} ms, Jain ${w2.jain}, overlaps ${w2.overlaps}${cpu}`;
-    }
-    case "w3": {
-      const w3 = r as W3Result;
-      const m = record.memory;
-      const kb = m ? ((m.held - m.idle) * 1.024 / w3.hold).toFixed(2) : "?";
-      return `${head}: ${w3.granted} granted in ${
-        Math.round(w3.connectGrantMs)
-      } ms, ${kb} KB per lock+conn, drop ${
-        Math.round(w3.closeLoopMs)
-      } ms, re-granted first ${w3.firstMs} ms, last ${w3.lastMs} ms, all ${w3.allMs} ms`;
-    }
-  }
 }
 
 /** Where the bench writes inside docs/benchmarks.md. */
@@ -542,10 +355,27 @@ function environmentText(env: Environment): string {
     `- ${env.deno}; ${env.pklock}`,
     `- ${env.redis ?? "Redis: not installed"}`,
     `- ${env.postgres ?? "PostgreSQL: not installed"}`,
+    `- ${env.etcd ?? "etcd: not installed or not run"}`,
   ].join("\n");
 }
 
-async function writeReport(path: string, body: string): Promise<void> {
+/** Where the bench writes the cluster's tables. */
+const CLUSTER_BEGIN = "<!-- bench:cluster:begin -->";
+const CLUSTER_END = "<!-- bench:cluster:end -->";
+
+/** The targets that run on servers of their own, not on etcd. */
+type LocalTarget = Exclude<Target, ClusterTarget>;
+
+function isCluster(target: Target): target is ClusterTarget {
+  return (CLUSTER_TARGETS as readonly string[]).includes(target);
+}
+
+/** Replaces the text between two markers of the report, or appends them. */
+async function writeReport(
+  path: string,
+  body: string,
+  [BEGIN, END]: [string, string],
+): Promise<void> {
   let text: string;
   try {
     text = await Deno.readTextFile(path);
@@ -586,9 +416,16 @@ async function main(args: string[]): Promise<number> {
     ? findPostgres()
     : null;
   const env = await describe(options, redisProgram, postgresBin, args);
-  const targets: Target[] = [];
+  const targets: LocalTarget[] = [];
   const notes: string[] = [];
+  const clusterTargets = CLUSTER_MISSING === null
+    ? options.targets.filter(isCluster)
+    : [];
+  if (CLUSTER_MISSING !== null && options.targets.some(isCluster)) {
+    notes.push(`Cluster and v3lock skipped: ${CLUSTER_MISSING}.`);
+  }
   for (const target of options.targets) {
+    if (isCluster(target)) continue;
     if (target === "redis" && redisProgram === null) {
       notes.push(
         "Redis skipped: `redis-server` is not installed (`apt-get install redis-server`).",
@@ -615,13 +452,16 @@ async function main(args: string[]): Promise<number> {
   }
   for (const note of notes) console.error(`bench: ${note}`);
   const biggest = Math.max(...options.holds, ...options.pgHolds);
-  if (options.workloads.includes("w3") && biggest + 100 > files) {
+  if (
+    targets.length > 0 && options.workloads.includes("w3") &&
+    biggest + 100 > files
+  ) {
     notes.push(
       `W3 at N=${biggest} needs more open files than the hard limit (${files}) ` +
         "allows; raise it (ulimit -Hn, as root) to run it.",
     );
   }
-  if (files < 50_100) {
+  if (targets.length > 0 && files < 50_100) {
     notes.push(
       `Stretch (50,000 held connections): not run. The open-file hard limit ` +
         `is ${files}, so neither the server nor the driver can hold more ` +
@@ -636,8 +476,9 @@ async function main(args: string[]): Promise<number> {
   let cluster = null as PostgresCluster | null;
   const records: RunRecord[] = [];
   const context: Context = { files, waitIdle: options.waitIdle };
-  const interrupted = () => {
+  const interrupted = async () => {
     killAll();
+    await stopCluster();
     if (!options.keep) {
       try {
         Deno.removeSync(tmp, { recursive: true });
@@ -652,7 +493,7 @@ async function main(args: string[]): Promise<number> {
   Deno.addSignalListener("SIGTERM", interrupted);
 
   async function start(
-    target: Target,
+    target: LocalTarget,
     maxConnections: number,
   ): Promise<Server> {
     switch (target) {
@@ -701,7 +542,7 @@ async function main(args: string[]): Promise<number> {
     };
   }
 
-  function specOf(target: Target, server: Server): DriverSpec {
+  function specOf(target: LocalTarget, server: Server): DriverSpec {
     const kind = target === "pklock-lib" || target === "floor"
       ? "pklock"
       : target === "postgres-npm"
@@ -803,6 +644,15 @@ async function main(args: string[]): Promise<number> {
         }
       }
     }
+    if (clusterTargets.length > 0) {
+      await runCluster({
+        ...options,
+        ...options.cluster,
+        targets: clusterTargets,
+        tmp,
+        context,
+      }, records);
+    }
   } finally {
     Deno.removeSignalListener("SIGINT", interrupted);
     Deno.removeSignalListener("SIGTERM", interrupted);
@@ -821,18 +671,27 @@ async function main(args: string[]): Promise<number> {
 
   const holds: Record<string, number[]> = {};
   for (const target of targets) holds[target] = holdsOf(target);
-  const tables = render(records, { targets, clients: options.clients, holds });
-  const body = [
-    environmentText(env),
-    "",
-    tables,
-    ...(notes.length > 0
-      ? ["", "### Notes", "", ...notes.map((n) => `- ${n}`)]
-      : []),
-  ].join("\n");
-  console.log("\n" + tables);
-  if (options.write) {
-    await writeReport(options.out, body);
+  const blocks: [string, [string, string]][] = [];
+  if (targets.length > 0) {
+    const tables = render(records, {
+      targets,
+      clients: options.clients,
+      holds,
+    });
+    blocks.push([tables, [BEGIN, END]]);
+  }
+  if (clusterTargets.length > 0 || targets.length === 0) {
+    const tables = renderCluster(records, options.cluster);
+    blocks.push([tables, [CLUSTER_BEGIN, CLUSTER_END]]);
+  }
+  const notesText = notes.length > 0
+    ? ["", "### Notes", "", ...notes.map((n) => `- ${n}`)]
+    : [];
+  for (const [tables, markers] of blocks) {
+    console.log("\n" + tables);
+    if (!options.write) continue;
+    const body = [environmentText(env), "", tables, ...notesText].join("\n");
+    await writeReport(options.out, body, markers);
     console.log(`\nbench: results written to ${options.out}`);
   }
   return records.some((r) => r.error !== null) ? 1 : 0;

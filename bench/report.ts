@@ -8,15 +8,21 @@
 
 import type { DriverResult, W1Result, W2Result, W3Result } from "./driver.ts";
 import { median } from "./stats.ts";
+import { check, cpu, ms, num, range, ratio, table } from "./format.ts";
 
-/** A column of the tables: a server, and for pklock the client used. */
+/**
+ * A column of the tables: a server, and for pklock the client used; `cluster`
+ * is pklock's nodes on etcd, `v3lock` etcd's own lock API (bench/cluster.ts).
+ */
 export type Target =
   | "pklock"
   | "pklock-lib"
   | "floor"
   | "redis"
   | "postgres"
-  | "postgres-npm";
+  | "postgres-npm"
+  | "cluster"
+  | "v3lock";
 
 /** Memory of the server at the W3 marks, in KiB. */
 export interface MemorySample {
@@ -35,8 +41,8 @@ export interface MemorySample {
 /** One driver run and what the orchestrator sampled around it. */
 export interface RunRecord {
   target: Target;
-  workload: "w1" | "w2" | "w3";
-  /** Clients (W1, W2) or held connections (W3). */
+  workload: "w1" | "w2" | "w3" | "drop";
+  /** Clients (W1, W2), held connections (W3) or held locks (drop). */
   param: number;
   /** 1-based repetition. */
   rep: number;
@@ -87,6 +93,8 @@ const LABEL: Record<Target, string> = {
   redis: "Redis",
   postgres: "PostgreSQL",
   "postgres-npm": "PostgreSQL (npm:postgres client)",
+  cluster: "pklock cluster",
+  v3lock: "etcd v3lock",
 };
 
 /** The runs of one cell, and the one whose rate is the median. */
@@ -112,48 +120,15 @@ export function cell<R extends DriverResult>(
     r.result !== null
   ) as (RunRecord & { result: R })[];
   if (runs.length === 0) return null;
-  if (workload === "w3") return { pick: runs[0]!, rates: [], runs: 1 };
+  if (workload === "w3" || workload === "drop") {
+    return { pick: runs[0]!, rates: [], runs: runs.length };
+  }
   const rates = runs.map((r) => (r.result as W1Result | W2Result).rate);
   const middle = median(rates);
   const pick = runs.find((r) =>
     (r.result as W1Result | W2Result).rate === middle
   )!;
   return { pick, rates, runs: runs.length };
-}
-
-function num(value: number | null | undefined, digits = 0): string {
-  if (value === null || value === undefined || !Number.isFinite(value)) {
-    return "—";
-  }
-  return value.toLocaleString("en-US", {
-    minimumFractionDigits: digits,
-    maximumFractionDigits: digits,
-  });
-}
-
-function ms(value: number | null | undefined): string {
-  if (value === null || value === undefined) return "—";
-  if (value >= 100) return num(value, 0);
-  if (value >= 10) return num(value, 1);
-  return num(value, 2);
-}
-
-function ratio(a: number | null | undefined, b: number | null | undefined) {
-  if (a == null || b == null || b === 0) return "—";
-  return `${num(a / b, 2)}×`;
-}
-
-function pct(value: number | null): string {
-  return value === null ? "—" : `${Math.round(value * 100)}%`;
-}
-
-function table(header: string[], rows: string[][]): string {
-  const lines = [
-    `| ${header.join(" | ")} |`,
-    `| ${header.map((_, i) => (i === 0 ? "---" : "--:")).join(" | ")} |`,
-  ];
-  for (const row of rows) lines.push(`| ${row.join(" | ")} |`);
-  return lines.join("\n");
 }
 
 /** Kilobytes (1,000 bytes) per held lock and connection. */
@@ -346,10 +321,6 @@ function floorLine(records: readonly RunRecord[], options: RenderOptions) {
     `lock table), in W1: ${parts.join("; ")}.`;
 }
 
-function check(ok: boolean | null): string {
-  return ok === null ? "not measured" : ok ? "**met**" : "**missed**";
-}
-
 function targets(records: readonly RunRecord[]): string {
   const rows: string[][] = [];
   const p1 = cell<W1Result>(records, "pklock", "w1", 64)?.pick.result;
@@ -457,23 +428,9 @@ const CPU_NOTE = "\n\nCPU is in percent of one core over the measured window " +
   "(interrupts, the orchestrator, anything else; approximate). ⚠ marks a " +
   "run during which something else kept more than 30% of a core busy.";
 
-/** Rest-of-machine CPU above which a run is flagged as disturbed. */
-const DISTURBED = 0.3;
-
-function cpu(r: RunRecord): string {
-  const rest = r.restCpu === null ? null : Math.max(0, r.restCpu);
-  const flag = rest !== null && rest > DISTURBED ? " ⚠" : "";
-  return `${pct(r.serverCpu)} / ${pct(r.driverCpu)} / ${pct(rest)}${flag}`;
-}
-
 /** CPU microseconds per operation: cores divided by operations per second. */
 function perOp(cores: number | null, rate: number): string {
   return cores === null || rate === 0 ? "—" : num((cores / rate) * 1e6, 1);
-}
-
-function range(rates: number[]): string {
-  if (rates.length < 2) return "";
-  return ` (${num(Math.min(...rates))}–${num(Math.max(...rates))})`;
 }
 
 function w1Table(records: readonly RunRecord[], options: RenderOptions) {

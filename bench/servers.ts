@@ -14,7 +14,7 @@ import { ByteReader } from "./peers/common.ts";
 const decoder = new TextDecoder();
 
 /** The servers the bench compares. */
-export type ServerKind = "pklock" | "floor" | "redis" | "postgres";
+export type ServerKind = "pklock" | "floor" | "redis" | "postgres" | "etcd";
 
 /** A running server. */
 export interface Server {
@@ -26,6 +26,11 @@ export interface Server {
   pid: number;
   /** Whether its children are part of it (PostgreSQL's backends). */
   tree: boolean;
+  /**
+   * Further processes whose CPU counts as the server's (a cluster's other
+   * nodes and its etcd members).
+   */
+  others?: readonly number[];
   /** Stops it and waits until it has exited. */
   stop(): Promise<void>;
 }
@@ -133,6 +138,8 @@ export interface PklockOptions {
   files: number;
   /** pklock's `--log-level`, when not its default. */
   logLevel?: string | null;
+  /** The etcd members to serve on as a cluster node (`--etcd`), if any. */
+  etcd?: readonly string[];
 }
 
 /**
@@ -167,6 +174,7 @@ export async function startPklock(options: PklockOptions): Promise<Server> {
     "--port",
     "0",
     ...(options.logLevel ? ["--log-level", options.logLevel] : []),
+    ...(options.etcd ? ["--etcd", options.etcd.join(",")] : []),
   ]);
 }
 
@@ -178,7 +186,7 @@ export async function startPklock(options: PklockOptions): Promise<Server> {
  * @returns The running server.
  */
 export async function startFloor(
-  options: Omit<PklockOptions, "logLevel">,
+  options: Omit<PklockOptions, "logLevel" | "etcd">,
 ): Promise<Server> {
   return startDeno("floor", options, [
     ...await serveV8Flags(options.root),
@@ -189,7 +197,7 @@ export async function startFloor(
 /** Runs `deno run -A ARGS` in `options.dir` until it prints its port. */
 async function startDeno(
   kind: "pklock" | "floor",
-  options: Omit<PklockOptions, "logLevel">,
+  options: Omit<PklockOptions, "logLevel" | "etcd">,
   args: string[],
 ): Promise<Server> {
   const log = `${options.dir}/${kind}.log`;

@@ -110,3 +110,31 @@ export function median(values: readonly number[]): number {
   const sorted = [...values].sort((a, b) => a - b);
   return sorted[Math.floor((sorted.length - 1) / 2)]!;
 }
+
+/**
+ * Rounds to a number of decimal digits, for the JSON the driver prints.
+ *
+ * @param value The number.
+ * @param digits How many digits after the point.
+ * @returns The rounded number.
+ */
+export function round(value: number, digits = 3): number {
+  const scale = 10 ** digits;
+  return Math.round(value * scale) / scale;
+}
+
+/**
+ * A summary with every figure rounded to three decimal digits.
+ *
+ * @param summary The summary.
+ * @returns Its rounded copy.
+ */
+export function roundSummary(summary: Summary): Summary {
+  return {
+    count: summary.count,
+    mean: round(summary.mean),
+    p50: round(summary.p50),
+    p99: round(summary.p99),
+    max: round(summary.max),
+  };
+}

@@ -38,8 +38,9 @@ function frame(message: unknown): Uint8Array {
   return bytes;
 }
 
-function lockFrame(name: string, id: number): Uint8Array {
-  return frame({ command: "lock", parameters: { lockName: name }, id });
+function lockFrame(name: string, id: number, notify = false): Uint8Array {
+  const parameters = notify ? { lockName: name, notify } : { lockName: name };
+  return frame({ command: "lock", parameters, id });
 }
 
 /**
@@ -112,13 +113,42 @@ export class PklockRawClient implements BenchClient {
    * @param names The names to wait for.
    */
   async queueMany(names: readonly string[]): Promise<void> {
-    const frames = names.map((name, i) => lockFrame(name, 1000 + i));
+    await this.requestMany(names, 1000);
+    await this.touch();
+  }
+
+  /**
+   * Sends lock requests for many names at once, with ids counting up from
+   * `firstId`, and reads nothing.
+   *
+   * @param names The names.
+   * @param firstId The id of the first request.
+   * @param notify Whether to ask for `position` events while queued.
+   */
+  async requestMany(
+    names: readonly string[],
+    firstId: number,
+    notify = false,
+  ): Promise<void> {
+    const frames = names.map((name, i) => lockFrame(name, firstId + i, notify));
     const total = frames.reduce((sum, f) => sum + f.length, 0);
     const bytes = new Uint8Array(total);
     let at = 0;
     for (const f of frames) bytes.set(f, at), at += f.length;
     await writeAll(this.#conn, bytes);
-    await this.touch();
+  }
+
+  /**
+   * Reads the next message, whatever it is (a reply or an event).
+   *
+   * @returns It, parsed.
+   */
+  async message(): Promise<Record<string, unknown>> {
+    const reader = this.#reader;
+    const length = await reader.frame();
+    const message = JSON.parse(reader.text(length));
+    reader.consume(length);
+    return message;
   }
 
   /** Sends a lock request for the bound name without waiting for the grant. */
