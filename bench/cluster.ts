@@ -54,7 +54,9 @@ export const CLUSTER_HELP =
                               k mod 3 first (default: 3)
   --cluster-locks N           cluster, v3lock: locks of the one connection
                               dropped in the disconnect run, W3's place
-                              (default: 1000)`;
+                              (default: 1000)
+                              (--repeat, --duration, --warmup, --workloads
+                              and --verify-every apply to both targets)`;
 
 /** What the cluster targets run. */
 export interface ClusterOptions {
@@ -114,12 +116,16 @@ export function clusterOptions(
 }
 
 /** The etcd cluster of the run under way, for {@linkcode stopCluster}. */
-let running: EtcdCluster | null = null;
+let running: Promise<EtcdCluster> | null = null;
 
-/** Kills the etcd members of a run under way (on an interrupt). */
+/**
+ * Kills the etcd members of a run under way, once they have started if they
+ * are starting, and removes their folder (on an interrupt).
+ */
 export async function stopCluster(): Promise<void> {
-  await running?.[Symbol.asyncDispose]().catch(() => {});
+  const etcd = await running?.catch(() => null);
   running = null;
+  await etcd?.[Symbol.asyncDispose]().catch(() => {});
 }
 
 /** The endpoints with member `k mod n` first: node k's own member. */
@@ -158,8 +164,8 @@ export async function runCluster(
   run: ClusterRun,
   records: RunRecord[],
 ): Promise<void> {
-  await using etcd = await startEtcdCluster({ members: 3 });
-  running = etcd;
+  running = startEtcdCluster({ members: 3 });
+  await using etcd = await running;
   const nodes: Server[] = [];
   try {
     const endpoints = etcd.endpoints;
