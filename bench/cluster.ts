@@ -25,7 +25,7 @@ import {
 } from "../tests/etcd_cluster.ts";
 import type { DriverSpec } from "./driver.ts";
 import { describeRun } from "./format.ts";
-import type { RunRecord } from "./report.ts";
+import { newRecord, type RunRecord } from "./report.ts";
 import { type Context, runDriver } from "./run_driver.ts";
 import { type Server, startPklock } from "./servers.ts";
 
@@ -132,26 +132,6 @@ export async function stopCluster(): Promise<void> {
 function rotate(endpoints: readonly string[], k: number): string[] {
   const at = k % endpoints.length;
   return [...endpoints.slice(at), ...endpoints.slice(0, at)];
-}
-
-function newRecord(
-  target: ClusterTarget,
-  workload: RunRecord["workload"],
-  param: number,
-  rep: number,
-): RunRecord {
-  return {
-    target,
-    workload,
-    param,
-    rep,
-    result: null,
-    error: null,
-    serverCpu: null,
-    driverCpu: null,
-    restCpu: null,
-    memory: null,
-  };
 }
 
 /**

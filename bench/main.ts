@@ -36,7 +36,7 @@ import {
 import { renderCluster } from "./cluster_report.ts";
 import { delay } from "../message/io.ts";
 import { LOG_LEVELS } from "../server/config.ts";
-import { render, type RunRecord, type Target } from "./report.ts";
+import { newRecord, render, type RunRecord, type Target } from "./report.ts";
 import { describeRun } from "./format.ts";
 import {
   findPostgres,
@@ -520,26 +520,6 @@ async function main(args: string[]): Promise<number> {
         cluster ??= await initPostgres(postgresBin!);
         return startPostgres({ cluster, maxConnections, files });
     }
-  }
-
-  function newRecord(
-    target: Target,
-    workload: RunRecord["workload"],
-    param: number,
-    rep: number,
-  ): RunRecord {
-    return {
-      target,
-      workload,
-      param,
-      rep,
-      result: null,
-      error: null,
-      serverCpu: null,
-      driverCpu: null,
-      restCpu: null,
-      memory: null,
-    };
   }
 
   function specOf(target: LocalTarget, server: Server): DriverSpec {

@@ -60,6 +60,35 @@ export interface RunRecord {
   memory: MemorySample | null;
 }
 
+/**
+ * A run's record before it runs: no result, no error, nothing sampled.
+ *
+ * @param target The target.
+ * @param workload The workload.
+ * @param param Its clients, connections or locks.
+ * @param rep Its 1-based repetition.
+ * @returns The record.
+ */
+export function newRecord(
+  target: Target,
+  workload: RunRecord["workload"],
+  param: number,
+  rep: number,
+): RunRecord {
+  return {
+    target,
+    workload,
+    param,
+    rep,
+    result: null,
+    error: null,
+    serverCpu: null,
+    driverCpu: null,
+    restCpu: null,
+    memory: null,
+  };
+}
+
 /** The figures the issue quotes (2026-11-24, one Node driver, 2 cores). */
 export const REFERENCE = {
   php: {

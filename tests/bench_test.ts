@@ -11,25 +11,10 @@ import assert from "node:assert/strict";
 import { etcdTest } from "./etcd_cluster.ts";
 import { ROOT } from "./helpers.ts";
 
-Deno.test("a short bench run drives pklock and the floor, and W2 sees no overlap", async () => {
+/** Runs `deno task bench ARGS --no-write` and returns what it printed. */
+async function bench(args: string[]): Promise<string> {
   const output = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "task",
-      "bench",
-      "--targets",
-      "pklock,floor",
-      "--clients",
-      "2",
-      "--hold",
-      "50",
-      "--duration",
-      "0.3",
-      "--warmup",
-      "0.1",
-      "--repeat",
-      "1",
-      "--no-write",
-    ],
+    args: ["task", "bench", ...args, "--repeat", "1", "--no-write"],
     cwd: ROOT,
     env: { NO_COLOR: "1" },
     stdout: "piped",
@@ -38,6 +23,22 @@ Deno.test("a short bench run drives pklock and the floor, and W2 sees no overlap
   const text = new TextDecoder().decode(output.stdout) +
     new TextDecoder().decode(output.stderr);
   assert.equal(output.code, 0, text);
+  return text;
+}
+
+Deno.test("a short bench run drives pklock and the floor, and W2 sees no overlap", async () => {
+  const text = await bench([
+    "--targets",
+    "pklock,floor",
+    "--clients",
+    "2",
+    "--hold",
+    "50",
+    "--duration",
+    "0.3",
+    "--warmup",
+    "0.1",
+  ]);
   assert.match(text, /^pklock W1 C=2: \d+ pairs\/s/m);
   assert.match(text, /^pklock W2 C=2: \d+ grants\/s.* overlaps 0,/m);
   assert.match(text, /^\| pklock, C=2 \|.*\| 0 \/ [\d,]+, 0 token regr\. \|/m);
@@ -49,38 +50,24 @@ Deno.test("a short bench run drives pklock and the floor, and W2 sees no overlap
 etcdTest(
   "a short cluster bench runs pklock nodes and v3lock on one etcd, with no violation",
   async () => {
-    const output = await new Deno.Command(Deno.execPath(), {
-      args: [
-        "task",
-        "bench",
-        "--targets",
-        "cluster,v3lock",
-        "--cluster-clients",
-        "2",
-        "--cluster-contenders",
-        "3",
-        "--cluster-nodes",
-        "2",
-        "--cluster-locks",
-        "20",
-        "--verify-every",
-        "2",
-        "--duration",
-        "0.5",
-        "--warmup",
-        "0.2",
-        "--repeat",
-        "1",
-        "--no-write",
-      ],
-      cwd: ROOT,
-      env: { NO_COLOR: "1" },
-      stdout: "piped",
-      stderr: "piped",
-    }).output();
-    const text = new TextDecoder().decode(output.stdout) +
-      new TextDecoder().decode(output.stderr);
-    assert.equal(output.code, 0, text);
+    const text = await bench([
+      "--targets",
+      "cluster,v3lock",
+      "--cluster-clients",
+      "2",
+      "--cluster-contenders",
+      "3",
+      "--cluster-nodes",
+      "2",
+      "--cluster-locks",
+      "20",
+      "--verify-every",
+      "2",
+      "--duration",
+      "0.5",
+      "--warmup",
+      "0.2",
+    ]);
     assert.match(text, /^cluster W1 C=2: \d+ pairs\/s/m);
     assert.match(text, /^v3lock W1 C=2: \d+ pairs\/s/m);
     assert.match(
