@@ -82,12 +82,24 @@ function count(tally: Tally, index: number, token: number, at: number): void {
   if (!(token > tally.holderTokens[index]!)) tally.tokenRegressions++;
 }
 
-/** Closes a client when `ms` pass: its pending reads fail, bounding a wait. */
-function closeAfter(
-  client: { close(): void },
-  ms: number,
-): ReturnType<typeof setTimeout> {
-  return setTimeout(() => client.close(), ms);
+/**
+ * Closes a client when `ms` pass, so that its pending reads fail: a bound on
+ * a wait. `fired` tells a close of ours from the server's.
+ */
+class Bound {
+  fired = false;
+  readonly #timer: ReturnType<typeof setTimeout>;
+
+  constructor(client: { close(): void }, ms: number) {
+    this.#timer = setTimeout(() => {
+      this.fired = true;
+      client.close();
+    }, ms);
+  }
+
+  clear(): void {
+    clearTimeout(this.#timer);
+  }
 }
 
 /** Whether `promise` settled within `ms`; it rejects if `promise` does. */
@@ -107,6 +119,9 @@ async function settled(promise: Promise<unknown>, ms: number) {
 function grantOf(
   message: Record<string, unknown>,
 ): { index: number; token: number } | null {
+  if (message.event === "lock_lost") {
+    throw new Error(`The waiter lost a lock: ${JSON.stringify(message)}`);
+  }
   if ("event" in message) return null;
   const result = message.result as { status?: string; token?: number };
   if (result?.status !== "ok") {
@@ -119,8 +134,8 @@ async function dropPklock(spec: DriverSpec, names: string[], tally: Tally) {
   const ports = spec.ports ?? [spec.port];
   const holder = await PklockRawClient.connect(ports[0]!, "");
   const waiter = await PklockRawClient.connect(ports[1 % ports.length]!, "");
-  let timer = closeAfter(waiter, 2 * PHASE_MS);
-  const holderTimer = closeAfter(holder, PHASE_MS);
+  let timer = new Bound(waiter, 2 * PHASE_MS);
+  const holderTimer = new Bound(holder, PHASE_MS);
   try {
     const start = performance.now();
     for (let i = 0; i < names.length; i += BATCH) {
@@ -132,7 +147,7 @@ async function dropPklock(spec: DriverSpec, names: string[], tally: Tally) {
       }
     }
     const holdMs = performance.now() - start;
-    clearTimeout(holderTimer);
+    holderTimer.clear();
     const queueStart = performance.now();
     const queued = new Set<unknown>();
     for (let i = 0; i < names.length; i += BATCH) {
@@ -149,8 +164,8 @@ async function dropPklock(spec: DriverSpec, names: string[], tally: Tally) {
       }
     }
     const queueMs = performance.now() - queueStart;
-    clearTimeout(timer);
-    timer = closeAfter(waiter, REGRANT_MS);
+    timer.clear();
+    timer = new Bound(waiter, REGRANT_MS);
     tally.dropAt = performance.now();
     holder.close();
     try {
@@ -161,11 +176,18 @@ async function dropPklock(spec: DriverSpec, names: string[], tally: Tally) {
     } catch (error) {
       // Out of time: the result says how many were re-granted.
       if (!(error instanceof ClosedError)) throw error;
+      if (!timer.fired) {
+        throw new Error(
+          `The waiter's node closed its connection after ${tally.granted} ` +
+            `of ${names.length} re-grants (a node that loses its etcd lease ` +
+            "closes its clients: see its log)",
+        );
+      }
     }
     return { holdMs, queueMs };
   } finally {
-    clearTimeout(timer);
-    clearTimeout(holderTimer);
+    timer.clear();
+    holderTimer.clear();
     holder.close();
     waiter.close();
   }

@@ -475,6 +475,7 @@ async function main(args: string[]): Promise<number> {
   const tmp = await Deno.makeTempDir({ prefix: "pklock-bench-" });
   let cluster = null as PostgresCluster | null;
   const records: RunRecord[] = [];
+  let failed = false;
   const context: Context = { files, waitIdle: options.waitIdle };
   const interrupted = async () => {
     killAll();
@@ -631,7 +632,11 @@ async function main(args: string[]): Promise<number> {
         targets: clusterTargets,
         tmp,
         context,
-      }, records);
+      }, records).catch((error) => {
+        failed = true;
+        notes.push(`The cluster did not run: ${(error as Error).message}`);
+        console.error(`bench: ${notes.at(-1)}`);
+      });
     }
   } finally {
     Deno.removeSignalListener("SIGINT", interrupted);
@@ -674,7 +679,7 @@ async function main(args: string[]): Promise<number> {
     await writeReport(options.out, body, markers);
     console.log(`\nbench: results written to ${options.out}`);
   }
-  return records.some((r) => r.error !== null) ? 1 : 0;
+  return failed || records.some((r) => r.error !== null) ? 1 : 0;
 }
 
 if (import.meta.main) Deno.exit(await main(Deno.args));
