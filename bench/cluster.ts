@@ -13,8 +13,9 @@
  *
  * The clients are spread over the nodes (pklock) or the members' gateways
  * (v3lock) round-robin. The two targets' runs interleave, so that load from
- * the rest of a shared machine falls on both; only v3lock's drop runs once,
- * after everything else, as it leaves etcd's lock service wedged.
+ * the rest of a shared machine falls on both. The drops run after the rest:
+ * the cluster's `--repeat` times, each on freshly started nodes, then
+ * v3lock's once, as it leaves etcd's lock service wedged.
  *
  * @module
  */
@@ -148,90 +149,82 @@ export async function runCluster(
   running = startEtcdCluster({ members: 3 });
   await using etcd = await running;
   const nodes: Server[] = [];
-  try {
-    const endpoints = etcd.endpoints;
-    const members = endpoints.map((_, n) => etcd.pid(n));
-    if (run.targets.includes("cluster")) {
-      for (let k = 0; k < run.nodes; k++) {
-        const dir = await Deno.makeTempDir({ dir: run.tmp, prefix: "node-" });
-        nodes.push(
-          await startPklock({
-            root: run.serverDir,
-            dir,
-            files: run.context.files,
-            logLevel: run.logLevel,
-            etcd: rotate(endpoints, k),
-          }),
-        );
-      }
+  const endpoints = etcd.endpoints;
+  const members = endpoints.map((_, n) => etcd.pid(n));
+  /** Stops the nodes that run, if any, and starts `run.nodes` new ones. */
+  const freshNodes = async () => {
+    await Promise.all(nodes.splice(0).map((node) => node.stop()));
+    for (let k = 0; k < run.nodes; k++) {
+      const dir = await Deno.makeTempDir({ dir: run.tmp, prefix: "node-" });
+      nodes.push(
+        await startPklock({
+          root: run.serverDir,
+          dir,
+          files: run.context.files,
+          logLevel: run.logLevel,
+          etcd: rotate(endpoints, k),
+        }),
+      );
     }
-    // The CPU of a target is all of its processes': nodes and members.
-    const servers: Record<ClusterTarget, Server> = {
-      cluster: {
-        kind: "pklock",
-        port: nodes[0]?.port ?? 0,
-        pid: nodes[0]?.pid ?? members[0]!,
-        tree: false,
-        others: [...nodes.slice(1).map((n) => n.pid), ...members],
-        stop: () => Promise.resolve(),
-      },
-      v3lock: {
-        kind: "etcd",
-        port: 0,
-        pid: members[0]!,
-        tree: false,
-        others: members.slice(1),
-        stop: () => Promise.resolve(),
-      },
+  };
+  // The CPU of a target is all of its processes': nodes and members.
+  const serverOf = (target: ClusterTarget): Server => ({
+    kind: target === "cluster" ? "pklock" : "etcd",
+    port: 0,
+    pid: members[0]!,
+    tree: false,
+    others: [
+      ...(target === "cluster" ? nodes.map((n) => n.pid) : []),
+      ...members.slice(1),
+    ],
+    stop: () => Promise.resolve(),
+  });
+  const one = async (
+    target: ClusterTarget,
+    workload: RunRecord["workload"],
+    param: number,
+    rep: number,
+  ) => {
+    const record = newRecord(target, workload, param, rep);
+    const spec: DriverSpec = {
+      ...(target === "cluster"
+        ? { target: "pklock", port: 0, ports: nodes.map((n) => n.port) }
+        : { target: "v3lock", port: 0, endpoints }),
+      workload,
+      clients: param,
+      locks: param,
+      duration: run.duration,
+      warmup: run.warmup,
+      verifyEvery: run.verifyEvery,
     };
-    const specs: Record<ClusterTarget, DriverSpec> = {
-      cluster: {
-        target: "pklock",
-        port: servers.cluster.port,
-        ports: nodes.map((n) => n.port),
-        workload: "w1",
-      },
-      v3lock: { target: "v3lock", port: 0, endpoints, workload: "w1" },
-    };
-    const one = async (
-      target: ClusterTarget,
-      workload: RunRecord["workload"],
-      param: number,
-      rep: number,
-    ) => {
-      const record = newRecord(target, workload, param, rep);
-      const spec: DriverSpec = {
-        ...specs[target],
-        workload,
-        clients: param,
-        locks: param,
-        duration: run.duration,
-        warmup: run.warmup,
-        verifyEvery: run.verifyEvery,
-      };
-      records.push(await runDriver(spec, servers[target], record, run.context));
-      const once = target === "v3lock" && workload === "drop";
-      console.log(describeRun(record, once ? 1 : run.repeat));
-    };
+    records.push(await runDriver(spec, serverOf(target), record, run.context));
+    const once = target === "v3lock" && workload === "drop";
+    console.log(describeRun(record, once ? 1 : run.repeat));
+  };
+  try {
+    if (run.targets.includes("cluster")) await freshNodes();
     for (let rep = 1; rep <= run.repeat; rep++) {
       for (const workload of run.workloads) {
-        const params = workload === "w1"
-          ? run.clients
-          : workload === "w2"
-          ? run.contenders
-          : [run.locks];
+        if (workload === "w3") continue;
+        const params = workload === "w1" ? run.clients : run.contenders;
         for (const param of params) {
           for (const target of run.targets) {
-            if (workload !== "w3") await one(target, workload, param, rep);
-            else if (target === "cluster") {
-              await one(target, "drop", param, rep);
-            }
+            await one(target, workload, param, rep);
           }
         }
       }
     }
-    // Last and once: it leaves etcd's lock service wedged (bench/drop.ts).
-    if (run.workloads.includes("w3") && run.targets.includes("v3lock")) {
+    if (!run.workloads.includes("w3")) return;
+    // The drops go last, each on fresh nodes: a mass re-grant can cost the
+    // waiter's node its etcd lease, and it would refuse the next runs' locks.
+    if (run.targets.includes("cluster")) {
+      for (let rep = 1; rep <= run.repeat; rep++) {
+        await freshNodes();
+        await one("cluster", "drop", run.locks, rep);
+      }
+    }
+    // Once, at the very end: it leaves etcd's lock service wedged (drop.ts).
+    if (run.targets.includes("v3lock")) {
       await one("v3lock", "drop", run.locks, 1);
     }
   } finally {
