@@ -66,28 +66,33 @@ export function violations(
 }
 
 /**
- * The drop run with the median time to the last re-grant (a run that never
- * re-granted everything counts as the slowest).
+ * The drop run with the median time to the last re-grant (a run that failed
+ * or never re-granted everything counts as the slowest).
  *
  * @param records Every run.
  * @param target The target.
  * @param locks The locks of the dropped connection.
- * @returns That run's result, or `undefined` when there is none.
+ * @returns That run's result, `null` when that run failed, `undefined` when
+ *   there is no run.
  */
 export function medianDrop(
   records: readonly RunRecord[],
   target: RunRecord["target"],
   locks: number,
-): DropResult | undefined {
+): DropResult | null | undefined {
   const runs = records.filter((r) =>
-    r.target === target && r.workload === "drop" && r.param === locks &&
-    r.result !== null
-  ).map((r) => r.result as DropResult);
+    r.target === target && r.workload === "drop" && r.param === locks
+  ).map((r) => r.result as DropResult | null);
   if (runs.length === 0) return undefined;
-  const last = (d: DropResult) =>
-    d.granted === d.locks && d.lastMs !== null ? d.lastMs : Infinity;
+  const last = (d: DropResult | null) =>
+    d !== null && d.granted === d.locks && d.lastMs !== null
+      ? d.lastMs
+      : Infinity;
+  // A failed run and an incomplete one both count as the slowest: the
+  // incomplete one, which says how far it got, stands for them.
   const middle = median(runs.map(last));
-  return runs.find((d) => last(d) === middle);
+  const picks = runs.filter((d) => last(d) === middle);
+  return picks.find((d) => d !== null) ?? null;
 }
 
 /**
@@ -152,11 +157,13 @@ export function renderCluster(
   }
   const dp = medianDrop(records, "cluster", options.locks);
   const dv = medianDrop(records, "v3lock", options.locks);
-  const complete = (d: DropResult | undefined) =>
-    d !== undefined && d.granted === d.locks ? d.lastMs : null;
-  const lastMs = (d: DropResult | undefined) =>
+  const complete = (d: DropResult | null | undefined) =>
+    d && d.granted === d.locks ? d.lastMs : null;
+  const lastMs = (d: DropResult | null | undefined) =>
     d === undefined
       ? "—"
+      : d === null
+      ? "failed"
       : d.granted === d.locks
       ? ms(d.lastMs)
       : `${num(d.granted)} of ${num(d.locks)}`;
@@ -167,10 +174,10 @@ export function renderCluster(
     ratio(complete(dp), complete(dv)),
     `≤ ${CLUSTER_GOALS.dropMs} ms`,
     check(
-      dp
-        ? dp.granted === dp.locks && dp.lastMs !== null &&
-          dp.lastMs <= CLUSTER_GOALS.dropMs
-        : null,
+      dp === undefined
+        ? null
+        : dp !== null && dp.granted === dp.locks && dp.lastMs !== null &&
+          dp.lastMs <= CLUSTER_GOALS.dropMs,
     ),
   ]);
   const vp = violations(records, "cluster");

@@ -164,7 +164,7 @@ Deno.test("violations add up every contended and drop run of one target", {
 });
 
 Deno.test(
-  "the median drop counts a run that did not re-grant everything as the slowest",
+  "the median drop counts a failed run, and one that did not re-grant everything, as the slowest",
   {
     permissions: "none",
   },
@@ -177,5 +177,19 @@ Deno.test(
     assert.equal(medianDrop(records, "cluster", 1000)?.lastMs, 300);
     assert.equal(medianDrop(records.slice(0, 2), "cluster", 1000)?.lastMs, 300);
     assert.equal(medianDrop(records, "v3lock", 1000), undefined);
+    const failed = { ...record("cluster", drop(1)), result: null, error: "x" };
+    assert.equal(
+      medianDrop([failed, failed, records[2]!], "cluster", 1000),
+      null,
+    );
+    assert.equal(
+      medianDrop([failed, records[0]!, records[2]!], "cluster", 1000)?.lastMs,
+      300,
+    );
+    const text = renderCluster([failed, failed, records[2]!], options);
+    assert.match(
+      text,
+      /\| disconnect: [^|]+ \| failed \| — \| — \| ≤ 200 ms \| \*\*missed\*\* \|/,
+    );
   },
 );
