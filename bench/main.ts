@@ -665,10 +665,12 @@ async function main(args: string[]): Promise<number> {
     });
     blocks.push([tables, [BEGIN, END]]);
   }
-  if (clusterTargets.length > 0 || targets.length === 0) {
+  if (clusterTargets.length > 0) {
     const tables = renderCluster(records, options.cluster);
     blocks.push([tables, [CLUSTER_BEGIN, CLUSTER_END]]);
   }
+  // Nothing ran: the results recorded before stay as they are.
+  if (blocks.length === 0) return 1;
   const notesText = notes.length > 0
     ? ["", "### Notes", "", ...notes.map((n) => `- ${n}`)]
     : [];
