@@ -8,9 +8,10 @@
  * the waiter another lease queued on each, and the drop is the revocation of
  * the holder's lease: what etcd does when a dead client's lease ends, without
  * the wait for its TTL. Here etcd 3.4.23 re-granted only some hundreds of a
- * thousand waiters and its lock service then stayed wedged (the in-process
- * watch client's deadlock under a storm of watch cancellations, etcd issues
- * 18879 and 20716): bench/cluster.ts runs v3lock's drop once, last.
+ * thousand waiters and its lock service then stayed wedged (it looks like the
+ * in-process watch client's deadlock under a storm of watch cancellations,
+ * etcd issues 18879 and 20716): bench/cluster.ts runs v3lock's drop once,
+ * last.
  *
  * A grant the waiter gets before the drop is an overlap; a waiter's token not
  * above the holder's token of the same name is a token regression.
