@@ -83,6 +83,8 @@ export function explain(
         return `The server at ${where} requires authentication: give its shared secret with --secret-file FILE or PKLOCK_SECRET`;
       case "auth_failed":
         return `Authentication failed at ${where}: the server refused the shared secret (check the file given with --secret-file, or PKLOCK_SECRET)`;
+      case "unavailable":
+        return `${error.message} (the pklock node at ${where} cannot reach etcd now; another node, or a retry once etcd answers, may serve)`;
       default:
         return error.message;
     }
