@@ -283,10 +283,17 @@ async function etcdClient(
       log.info("Authenticated with etcd as user {user}", { user });
     credentials = { user: auth.user, password, onToken };
   }
-  const read = (file: string | undefined, setting: string) =>
-    file === undefined
-      ? undefined
-      : readSettingFile(file, `"cluster.tls.${setting}" file`);
+  // Deno takes a CA file with no certificate in it without a word.
+  const read = async (file: string | undefined, setting: string) => {
+    if (file === undefined) return undefined;
+    const pem = await readSettingFile(file, `"cluster.tls.${setting}" file`);
+    if (!/^-----BEGIN [A-Z ]+-----$/m.test(pem)) {
+      throw new SettingsError(
+        `The "cluster.tls.${setting}" file "${file}" holds nothing in PEM`,
+      );
+    }
+    return pem;
+  };
   try {
     return new EtcdClient(settings.endpoints, {
       credentials,

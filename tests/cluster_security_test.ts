@@ -142,6 +142,16 @@ etcdTest(
       });
       assert.equal(untrusted.code, 5, untrusted.stderr);
       assert.match(untrusted.stderr, /https:.*(certificate|UnknownIssuer)/s);
+      await Deno.writeTextFile(`${dir}/not-a-ca.pem`, "not a certificate\n");
+      const garbled = await serveUntilExit(dir, {
+        endpoints: etcd.endpoints,
+        tls: { caFile: `${dir}/not-a-ca.pem` },
+      });
+      assert.equal(garbled.code, 5, garbled.stderr);
+      assert.match(
+        garbled.stderr,
+        /The "cluster\.tls\.caFile" file ".*not-a-ca\.pem" holds nothing in PEM/,
+      );
     });
     const again = await client.lock("over-tls");
     await again.release();
