@@ -84,7 +84,7 @@ export function explain(
       case "auth_failed":
         return `Authentication failed at ${where}: the server refused the shared secret (check the file given with --secret-file, or PKLOCK_SECRET)`;
       case "unavailable":
-        return `${error.message} (the pklock node at ${where} cannot reach etcd now; another node, or a retry once etcd answers, may serve)`;
+        return `${error.message} (the cluster node at ${where} cannot use etcd now: retry later, or use another node)`;
       default:
         return error.message;
     }

@@ -74,7 +74,7 @@ etcdTest(
     assert.equal(run.code, 4, run.stderr);
     assert.match(
       run.stderr,
-      /no etcd lease at the moment \(the pklock node at .* cannot reach etcd now/,
+      /no etcd lease at the moment \(the cluster node at 127\.0\.0\.1:\d+ cannot use etcd now/,
     );
 
     etcd.cont(0);
