@@ -8,6 +8,7 @@ import {
   EtcdUnavailableError,
 } from "./etcd_errors.ts";
 import { watch } from "./etcd_watch.ts";
+import { NodeLease } from "./node_lease.ts";
 import { makeCertificates } from "../tests/certificates.ts";
 import { etcdTest, startEtcdCluster } from "../tests/etcd_cluster.ts";
 
@@ -207,5 +208,79 @@ etcdTest(
       () => new EtcdClient(cluster.endpoints, { tls: { cert: certs.cert } }),
       /both its certificate and its key/,
     );
+  },
+);
+
+/**
+ * A stand-in for a gateway that checks tokens on keep-alives (etcd 3.4 does
+ * not): it answers a stale token's keep-alive as a stream does, with a 200
+ * and an error chunk, and drops the current token after each renewal.
+ */
+function strictGateway() {
+  let issued = 0;
+  let valid = "";
+  const renewals: number[] = [];
+  const server = Deno.serve(
+    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
+    async (request) => {
+      const path = new URL(request.url).pathname;
+      const token = request.headers.get("authorization");
+      await request.body?.cancel();
+      if (path === "/v3/auth/authenticate") {
+        valid = `token-${++issued}`;
+        return Response.json({ token: valid });
+      }
+      if (token !== valid) {
+        const stale = {
+          grpc_code: 16,
+          http_code: 401,
+          message: "etcdserver: invalid auth token",
+        };
+        return path === "/v3/lease/keepalive"
+          ? Response.json({ error: stale })
+          : Response.json({ ...stale, code: 16 }, { status: 401 });
+      }
+      if (path === "/v3/lease/grant") {
+        return Response.json({ ID: "7", TTL: "2" });
+      }
+      if (path === "/v3/lease/keepalive") {
+        renewals.push(issued);
+        valid = "";
+        return Response.json({ result: { ID: "7", TTL: "2" } });
+      }
+      return Response.json({}, { status: 404 });
+    },
+  );
+  return {
+    endpoint: `http://127.0.0.1:${server.addr.port}`,
+    renewals,
+    [Symbol.asyncDispose]: () => server.shutdown(),
+  };
+}
+
+Deno.test(
+  "a keep-alive refused for an expired token authenticates again within its bound and renews: never a lost lease",
+  async () => {
+    await using gateway = strictGateway();
+    const etcd = new EtcdClient([gateway.endpoint], {
+      credentials: { user: "pklock", password: PASSWORD },
+    });
+    await using lease = await NodeLease.grant(etcd, {
+      ttlSeconds: 2,
+      marginMs: 500,
+    });
+    // After the first, each renewal needs a new token: the stale one is
+    // refused first, in a 200 with an error chunk.
+    // Bounded: the lease's deadline fires `lost` within 1.5 s of silence.
+    const lost = new Promise<never>((_, reject) =>
+      lease.lost.addEventListener("abort", () => reject(lease.lost.reason), {
+        once: true,
+      })
+    );
+    lost.catch(() => {});
+    for (let i = 0; i < 3; i++) await Promise.race([lease.renewed(), lost]);
+    assert.equal(lease.lost.aborted, false);
+    assert.deepEqual(gateway.renewals, [1, 2, 3]);
+    assert.equal(etcd.authentications, 3);
   },
 );
