@@ -252,7 +252,7 @@ function tokenSource(
 }
 
 /** The etcd password's variable, when `cluster.auth` names no file. */
-export const ETCD_PASSWORD_VARIABLE = "PKLOCK_ETCD_PASSWORD";
+const ETCD_PASSWORD_VARIABLE = "PKLOCK_ETCD_PASSWORD";
 
 /**
  * The etcd client of the `cluster` settings, with its password and
