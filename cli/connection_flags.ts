@@ -270,8 +270,9 @@ export async function readSecret(
  *
  * @param error What the request threw.
  * @param flags How the server was reached, for the hint.
- * @returns 4 when the connection failed or the server did not answer, 1
- *   when the server refused.
+ * @returns 4 when the connection failed, the server did not answer or
+ *   answered `unavailable` (a cluster node cut off from etcd), 1 when it
+ *   refused otherwise.
  * @throws {unknown} `error` itself, when it is none of those.
  */
 export function reportFailure(
@@ -284,7 +285,9 @@ export function reportFailure(
   ) {
     const tls = flags.tls === true || tlsFromEnvironment();
     console.error(`pklock: ${explain(error, { ...flags, tls })}`);
-    return error instanceof RemoteError
+    // A cluster node that cannot reach etcd serves no new lock: as good as
+    // no server.
+    return error instanceof RemoteError && error.code !== "unavailable"
       ? ExitCode.Failure
       : ExitCode.Connection;
   }

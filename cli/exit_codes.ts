@@ -14,7 +14,10 @@ export const ExitCode = {
   Usage: 2,
   /** The lock was not granted within `--wait` (or was busy with `--wait 0`). */
   NotAcquired: 3,
-  /** The server could not be reached, or the connection was lost. */
+  /**
+   * The server could not be reached, the connection was lost, or a cluster
+   * node answered `unavailable` (it cannot reach etcd now).
+   */
   Connection: 4,
   /** `serve` could not start: invalid settings, or the address is in use. */
   Config: 5,

@@ -83,6 +83,8 @@ export function explain(
         return `The server at ${where} requires authentication: give its shared secret with --secret-file FILE or PKLOCK_SECRET`;
       case "auth_failed":
         return `Authentication failed at ${where}: the server refused the shared secret (check the file given with --secret-file, or PKLOCK_SECRET)`;
+      case "unavailable":
+        return `${error.message} (the cluster node at ${where} cannot use etcd now: retry later, or use another node)`;
       default:
         return error.message;
     }

@@ -20,7 +20,8 @@ import { configureLogging, drainLogs, flushLogs } from "../server/log.ts";
 import { StateFileError, TokenStore } from "../server/token_store.ts";
 import { VERSION } from "../protocol/version.ts";
 import { ClusterLockSpace } from "../cluster/cluster_space.ts";
-import { EtcdClient } from "../cluster/etcd.ts";
+import { EtcdClient, type EtcdClientOptions } from "../cluster/etcd.ts";
+import { EtcdUnavailableError } from "../cluster/etcd_errors.ts";
 import { ExitCode } from "./exit_codes.ts";
 
 /** The secrets and certificates the settings name, read from their files. */
@@ -70,6 +71,7 @@ interface Running {
   metrics: Deno.HttpServer | undefined;
   audit: AuditLog | undefined;
   cluster: ClusterLockSpace | undefined;
+  etcd: EtcdClient | undefined;
 }
 
 /**
@@ -117,6 +119,7 @@ export async function serve(options: ServeOptions): Promise<number> {
   );
   await running.server.close();
   await running.cluster?.[Symbol.asyncDispose]();
+  running.etcd?.[Symbol.dispose]();
   await running.metrics?.shutdown();
   await running.audit?.close();
   await drainLogs(1_000);
@@ -134,7 +137,8 @@ async function start(options: ServeOptions): Promise<Running> {
   const settings = await loadSettings(config, overrides);
   await configureLogging(settings.log.level, settings.log.format);
   const secrets = await readSecrets(settings);
-  const cluster = settings.cluster && await joinCluster(settings.cluster);
+  const etcd = settings.cluster && await etcdClient(settings.cluster);
+  const cluster = etcd && await joinCluster(etcd, settings.cluster!);
   const space = cluster
     ? { lockSpace: (events: Events) => cluster.bind(events) }
     : tokenSource(settings.stateFile, () => server.resumeGrants());
@@ -170,6 +174,7 @@ async function start(options: ServeOptions): Promise<Running> {
     });
   } catch (cause) {
     await cluster?.[Symbol.asyncDispose]();
+    etcd?.[Symbol.dispose]();
     await audit?.close();
     throw new SettingsError(
       `Cannot listen on ${settings.host}:${settings.port}${where}: ${
@@ -186,6 +191,7 @@ async function start(options: ServeOptions): Promise<Running> {
     } catch (cause) {
       await server.close();
       await cluster?.[Symbol.asyncDispose]();
+      etcd?.[Symbol.dispose]();
       await audit?.close();
       throw new SettingsError(
         `Cannot serve metrics on ${host}:${port}${where}: ${
@@ -212,7 +218,7 @@ async function start(options: ServeOptions): Promise<Running> {
       }; live nodes: ${nodes.length}`,
     );
   }
-  return { server, metrics, audit, cluster };
+  return { server, metrics, audit, cluster, etcd };
 }
 
 type Events = Parameters<NonNullable<LockServerOptions["lockSpace"]>>[0];
@@ -245,16 +251,80 @@ function tokenSource(
   };
 }
 
+/** The etcd password's variable, when `cluster.auth` names no file. */
+const ETCD_PASSWORD_VARIABLE = "PKLOCK_ETCD_PASSWORD";
+
+/**
+ * The etcd client of the `cluster` settings, with its password and
+ * certificates read from their files.
+ *
+ * @throws {SettingsError} When a file cannot be read, or no password is
+ *   given.
+ */
+async function etcdClient(
+  settings: NonNullable<Settings["cluster"]>,
+): Promise<EtcdClient> {
+  const { auth, tls } = settings;
+  let credentials: EtcdClientOptions["credentials"];
+  if (auth !== undefined) {
+    const password = auth.passwordFile === undefined
+      ? Deno.env.get(ETCD_PASSWORD_VARIABLE)
+      : (await readSettingFile(
+        auth.passwordFile,
+        `"cluster.auth.passwordFile" file`,
+      )).trim();
+    if (!password) {
+      throw new SettingsError(
+        `No etcd password for user "${auth.user}": set "cluster.auth.passwordFile" or ${ETCD_PASSWORD_VARIABLE}`,
+      );
+    }
+    const log = getLogger(["pklock", "cluster"]);
+    const onToken = (user: string) =>
+      log.info("Authenticated with etcd as user {user}", { user });
+    credentials = { user: auth.user, password, onToken };
+  }
+  // Deno takes a CA file with no certificate in it without a word.
+  const read = async (file: string | undefined, setting: string) => {
+    if (file === undefined) return undefined;
+    const pem = await readSettingFile(file, `"cluster.tls.${setting}" file`);
+    if (!/^-----BEGIN [A-Z ]+-----$/m.test(pem)) {
+      throw new SettingsError(
+        `The "cluster.tls.${setting}" file "${file}" holds nothing in PEM`,
+      );
+    }
+    return pem;
+  };
+  try {
+    return new EtcdClient(settings.endpoints, {
+      credentials,
+      tls: tls && {
+        caCerts: tls.caFile === undefined
+          ? undefined
+          : [(await read(tls.caFile, "caFile"))!],
+        cert: await read(tls.certFile, "certFile"),
+        key: await read(tls.keyFile, "keyFile"),
+      },
+    });
+  } catch (cause) {
+    if (cause instanceof SettingsError) throw cause;
+    throw new SettingsError(
+      `Cannot use the etcd TLS settings: ${(cause as Error).message}`,
+      { cause },
+    );
+  }
+}
+
 /**
  * Takes this node's lease on etcd and lists the lock space.
  *
- * @throws {SettingsError} When etcd does not answer.
+ * @throws {SettingsError} When etcd does not answer, or refuses the
+ *   credentials or the certificate; the client is then closed.
  */
 async function joinCluster(
+  etcd: EtcdClient,
   settings: NonNullable<Settings["cluster"]>,
 ): Promise<ClusterLockSpace> {
   const log = getLogger(["pklock", "cluster"]);
-  const etcd = new EtcdClient(settings.endpoints);
   try {
     return await ClusterLockSpace.open(etcd, {
       ttlSeconds: settings.ttl,
@@ -270,10 +340,15 @@ async function joinCluster(
       },
     });
   } catch (cause) {
+    etcd[Symbol.dispose]();
+    const https = settings.endpoints.some((url) => url.startsWith("https:"));
+    const hint = https && cause instanceof EtcdUnavailableError
+      ? ` (over https: "cluster.tls.caFile" must name the CA that signed etcd's certificates, and with etcd's --client-cert-auth "certFile" and "keyFile" a client certificate it trusts)`
+      : "";
     throw new SettingsError(
       `Cannot join the cluster on etcd ${settings.endpoints.join(",")}: ${
         (cause as Error).message
-      }`,
+      }${hint}`,
       { cause },
     );
   }

@@ -116,7 +116,9 @@ export class LockClient implements AsyncDisposable {
    * @throws {LockTimeoutError} When `wait` passes first (or, with `wait: 0`,
    *   the lock is taken).
    * @throws {RequestRefusedError} When the server refuses the request, with
-   *   its `code`: `deadlock`, `limit_exceeded`, `name_too_long`, ...
+   *   its `code`: `deadlock`, `limit_exceeded`, `name_too_long`, ...;
+   *   `unavailable` from a cluster node that cannot reach etcd now (the
+   *   connection stays open: retry, or ask another node).
    * @throws {ConnectionError} When the connection closes first.
    *
    * @example Waiting at most ten seconds, or until Ctrl-C

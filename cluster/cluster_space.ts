@@ -28,8 +28,10 @@ import { MessageError } from "../message/errors.ts";
 import type { Ticket } from "../server/outcomes.ts";
 import type { Session } from "../server/session.ts";
 import type { EtcdClient } from "./etcd.ts";
+import { EtcdError } from "./etcd_errors.ts";
 import { deleteKeys } from "./etcd_retry.ts";
 import type { EtcdLockSpace } from "./lock_space.ts";
+import { NodeLeaseLostError } from "./node_lease.ts";
 import type { AcquireResult, ClusterRequest } from "./own_requests.ts";
 import { followNodes, readNodes } from "./live_nodes.ts";
 import { NodeRequest, NodeRequests, wholeState } from "./node_requests.ts";
@@ -39,6 +41,8 @@ import {
   reopenNodeSpace,
   type SpaceReports,
 } from "./node_space.ts";
+
+const NO_LEASE = "this node has no etcd lease at the moment";
 
 /**
  * One node's lock space in a cluster on etcd, as the lock server's seam.
@@ -141,7 +145,7 @@ export class ClusterLockSpace
     }
     const space = this.#space;
     if (space === null) {
-      this.#fail(session, ticket, "this node has no etcd lease at the moment");
+      this.#fail(session, ticket, new NodeLeaseLostError(NO_LEASE));
       return;
     }
     const request = new NodeRequest(session, ticket);
@@ -254,7 +258,7 @@ export class ClusterLockSpace
     } catch (error) {
       if (request.state === "ended" && !request.cancelled) return;
       this.#mine.end(request);
-      this.#fail(session, ticket, (error as Error).message);
+      this.#fail(session, ticket, error as Error);
       return;
     }
     const events = this.#events!;
@@ -341,12 +345,16 @@ export class ClusterLockSpace
   }
 
   /** Answers a request etcd could not take; nothing was queued. */
-  #fail(session: Session, ticket: Ticket, why: string): void {
+  #fail(session: Session, ticket: Ticket, why: string | Error): void {
     session.connection.replyError(
       { id: ticket.id },
       new MessageError(
-        "internal_error",
-        `Cannot acquire lock "${ticket.name}": ${why}`,
+        why instanceof EtcdError || why instanceof NodeLeaseLostError
+          ? "unavailable"
+          : "internal_error",
+        `Cannot acquire lock "${ticket.name}": ${
+          why instanceof Error ? why.message : why
+        }`,
       ),
     );
   }

@@ -2,19 +2,27 @@
  * A small etcd v3 client over etcd's JSON gateway with plain `fetch`: KV,
  * txn and leases, with endpoint failover, a timeout per request and etcd's
  * errors as typed errors (`etcd_errors.ts`). The JSON mapping lives in
- * `etcd_codec.ts`, the streamed watch in `etcd_watch.ts`.
+ * `etcd_codec.ts`, the streamed watch in `etcd_watch.ts`, authentication and
+ * TLS in `etcd_auth.ts`, one request and its timeout in `etcd_http.ts`.
  *
  * @module
  */
 
 import { delay } from "../message/io.ts";
+import { postJson, readJson, reasonOf, withTimeout } from "./etcd_http.ts";
 import {
   EtcdError,
   etcdError,
   EtcdUnavailableError,
+  UNAUTHENTICATED,
   UNAVAILABLE,
 } from "./etcd_errors.ts";
-import { LinkedAbort } from "./linked_abort.ts";
+import {
+  type EtcdCredentials,
+  type EtcdTls,
+  EtcdTokens,
+  tlsClient,
+} from "./etcd_auth.ts";
 import {
   type Compare,
   decodeRange,
@@ -48,6 +56,10 @@ export interface EtcdClientOptions {
    * @default {5000}
    */
   retryForMs?: number | undefined;
+  /** The user to authenticate as, when etcd runs with auth enabled. */
+  credentials?: EtcdCredentials | undefined;
+  /** A private CA and a client certificate, for `https://` endpoints. */
+  tls?: EtcdTls | undefined;
 }
 
 /** A lease grant's answer. */
@@ -64,20 +76,23 @@ export interface Lease {
  *
  * @example Reading a prefix
  * ```ts ignore
- * const etcd = new EtcdClient(["http://127.0.0.1:23791"]);
+ * using etcd = new EtcdClient(["http://127.0.0.1:23791"]);
  * const { kvs } = await etcd.range({ key: "/pklock/v1/q/", prefix: true });
  * ```
  */
-export class EtcdClient {
+export class EtcdClient implements Disposable {
   readonly #endpoints: readonly string[];
   readonly #timeoutMs: number;
   readonly #retryForMs: number;
+  readonly #http: Deno.HttpClient | undefined;
+  readonly #tokens: EtcdTokens | undefined;
   #current = 0;
 
   /**
    * @param endpoints Client URLs of the members (`http://host:port`).
-   * @param options Timeouts.
+   * @param options Timeouts, credentials, TLS.
    * @throws {RangeError} When `endpoints` is empty.
+   * @throws {TypeError} When the TLS setting is incomplete or unreadable.
    */
   constructor(endpoints: readonly string[], options: EtcdClientOptions = {}) {
     if (endpoints.length === 0) {
@@ -86,6 +101,18 @@ export class EtcdClient {
     this.#endpoints = endpoints.map((e) => e.replace(/\/+$/, ""));
     this.#timeoutMs = options.timeoutMs ?? 1_000;
     this.#retryForMs = options.retryForMs ?? 5_000;
+    this.#http = tlsClient(options.tls);
+    const credentials = options.credentials;
+    this.#tokens = credentials && new EtcdTokens(
+      credentials,
+      (body) =>
+        this.#call("/v3/auth/authenticate", JSON.stringify(body), undefined),
+    );
+  }
+
+  /** How many auth tokens etcd has issued to this client (0 without auth). */
+  get authentications(): number {
+    return this.#tokens?.authentications ?? 0;
   }
 
   /** The endpoint the next request goes to. */
@@ -216,8 +243,13 @@ export class EtcdClient {
    * @throws {EtcdError} What etcd answered.
    */
   async leaseKeepAlive(id: string, signal?: AbortSignal): Promise<number> {
-    const body = await this.call("/v3/lease/keepalive", { ID: id }, signal);
-    return Number(body.result?.TTL ?? 0);
+    const path = "/v3/lease/keepalive";
+    const body = await this.call(path, { ID: id }, signal);
+    // Only an answer about the lease may say it is gone.
+    if (body?.result === undefined) {
+      throw new EtcdError(`Cannot call etcd "${path}": no result`, 2);
+    }
+    return Number(body.result.TTL ?? 0);
   }
 
   /**
@@ -240,9 +272,50 @@ export class EtcdClient {
   }
 
   /**
+   * The auth token to send, authenticating first when there is none.
+   *
+   * @param signal Stops the wait.
+   * @returns The token, or `undefined` without credentials.
+   * @throws {EtcdAuthError} When etcd refuses the user or password.
+   */
+  async token(signal?: AbortSignal): Promise<string | undefined> {
+    return await this.#tokens?.get(signal);
+  }
+
+  /**
+   * Forgets a token etcd refused as invalid (expired): the next request
+   * authenticates again.
+   *
+   * @param token The refused token.
+   */
+  refused(token: string | undefined): void {
+    if (token !== undefined) this.#tokens?.refused(token);
+  }
+
+  /**
+   * POSTs one request to one endpoint with this client's TLS and `token`,
+   * with no retry; the caller reads the answer.
+   *
+   * @param url The member's URL and the gateway path.
+   * @param json The request's JSON text.
+   * @param token The auth token, if any.
+   * @param signal Abandons the request.
+   * @returns The response.
+   */
+  post(
+    url: string,
+    json: string,
+    token: string | undefined,
+    signal: AbortSignal,
+  ): Promise<Response> {
+    return postJson(url, json, { token, http: this.#http, signal });
+  }
+
+  /**
    * POSTs one gateway request, trying endpoint after endpoint until one
    * answers or the retry budget is spent. Only "unavailable" answers and
-   * transport failures move on; any other etcd error is thrown at once.
+   * transport failures move on; a refused (expired) auth token is renewed
+   * once and the request repeated; any other etcd error is thrown at once.
    *
    * @param path The gateway path (`/v3/kv/put`).
    * @param body The request.
@@ -255,23 +328,34 @@ export class EtcdClient {
     body: unknown,
     signal?: AbortSignal,
   ): Promise<GatewayJson> {
+    return await this.#call(path, JSON.stringify(body), signal, this.#tokens);
+  }
+
+  /** Closes the HTTP client of the TLS setting. */
+  [Symbol.dispose](): void {
+    this.#http?.close();
+  }
+
+  async #call(
+    path: string,
+    json: string,
+    signal: AbortSignal | undefined,
+    tokens?: EtcdTokens,
+  ): Promise<GatewayJson> {
     const until = performance.now() + this.#retryForMs;
-    const json = JSON.stringify(body);
     let last: unknown;
+    let renewed = false;
     for (let tried = 0;; tried++) {
       signal?.throwIfAborted();
       const endpoint = this.endpoint;
+      const token = await tokens?.get(signal);
       try {
         const [ok, status, answer] = await withTimeout(
           this.#timeoutMs,
           signal,
           async (bounded) => {
-            const response = await fetch(endpoint + path, {
-              method: "POST",
-              headers: { "content-type": "application/json" },
-              body: json,
-              signal: bounded,
-            });
+            const url = endpoint + path;
+            const response = await this.post(url, json, token, bounded);
             return [
               response.ok,
               response.status,
@@ -279,8 +363,15 @@ export class EtcdClient {
             ];
           },
         );
-        if (ok) return answer;
-        const error = etcdError(path, answer, status);
+        // A streamed answer (keep-alive) reports its error in a 200.
+        const failed = ok ? answer?.error : answer;
+        if (failed === undefined) return answer;
+        const error = etcdError(path, failed, status);
+        if (error.code === UNAUTHENTICATED && token !== undefined && !renewed) {
+          tokens!.refused(token);
+          renewed = true;
+          continue;
+        }
         if (error.code !== UNAVAILABLE) throw error;
         last = error;
       } catch (error) {
@@ -293,7 +384,9 @@ export class EtcdClient {
       this.rotate(endpoint);
       if (performance.now() >= until) {
         throw new EtcdUnavailableError(
-          `Cannot call etcd "${path}": no endpoint answered within ${this.#retryForMs} ms`,
+          `Cannot call etcd "${path}": no endpoint answered within ${this.#retryForMs} ms: ${
+            reasonOf(last)
+          }`,
           UNAVAILABLE,
           { cause: last },
         );
@@ -302,54 +395,5 @@ export class EtcdClient {
       // hammered.
       if ((tried + 1) % this.#endpoints.length === 0) await delay(100, signal);
     }
-  }
-}
-
-/**
- * Runs `run` with a signal that aborts after `ms`, or when `signal` does; the
- * timer is cleared as soon as `run` settles.
- *
- * @param ms The bound, in milliseconds.
- * @param signal Aborts earlier.
- * @param run What to bound.
- * @returns What `run` returns.
- */
-export async function withTimeout<T>(
-  ms: number,
-  signal: AbortSignal | undefined,
-  run: (signal: AbortSignal) => Promise<T>,
-): Promise<T> {
-  using bounded = new LinkedAbort(signal);
-  const timer = setTimeout(
-    () =>
-      bounded.abort(
-        new DOMException(`Timed out after ${ms} ms`, "TimeoutError"),
-      ),
-    ms,
-  );
-  try {
-    return await run(bounded.signal);
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
-/**
- * A response's JSON body, or an abort: the body is cancelled by hand, as
- * aborting the fetch's signal did not always end a pending body read here.
- */
-async function readJson(
-  response: Response,
-  signal: AbortSignal,
-): Promise<GatewayJson> {
-  const cancel = () =>
-    void response.body?.cancel(signal.reason).catch(() => {});
-  signal.addEventListener("abort", cancel, { once: true });
-  try {
-    const answer = await response.json();
-    signal.throwIfAborted();
-    return answer;
-  } finally {
-    signal.removeEventListener("abort", cancel);
   }
 }

@@ -9,7 +9,18 @@ import type { GatewayJson } from "./etcd_codec.ts";
 
 /** etcd's gRPC status of an endpoint that cannot answer now. */
 export const UNAVAILABLE = 14;
+/** etcd's gRPC status of a request whose auth token it does not know (expired). */
+export const UNAUTHENTICATED = 16;
+const INVALID_ARGUMENT = 3;
 const RESOURCE_EXHAUSTED = 8;
+/** The gRPC status names etcd writes in a watch's `cancel_reason`. */
+const STATUS_NAMES: Record<string, number> = {
+  InvalidArgument: INVALID_ARGUMENT,
+  PermissionDenied: 7,
+  ResourceExhausted: RESOURCE_EXHAUSTED,
+  Unavailable: UNAVAILABLE,
+  Unauthenticated: UNAUTHENTICATED,
+};
 
 /** An error etcd answered, with its gRPC status code. */
 export class EtcdError extends PklockError {
@@ -35,6 +46,15 @@ export class EtcdNoSpaceError extends EtcdError {
   override name = "EtcdNoSpaceError";
 }
 
+/**
+ * etcd refused the user name or password (or, with auth on, their absence):
+ * trying again cannot help until the settings change.
+ */
+export class EtcdAuthError extends EtcdError {
+  /** Always `"EtcdAuthError"`. */
+  override name = "EtcdAuthError";
+}
+
 /** No endpoint answered within the call's retry budget. */
 export class EtcdUnavailableError extends EtcdError {
   /** Always `"EtcdUnavailableError"`. */
@@ -42,10 +62,11 @@ export class EtcdUnavailableError extends EtcdError {
 }
 
 /**
- * The typed error of a gateway error answer.
+ * The typed error of a gateway error answer: a unary call's
+ * `{error, message, code}`, or a stream's `{grpc_code, message}` chunk.
  *
  * @param path The request's path.
- * @param answer The answer's JSON (`{error, message, code}`).
+ * @param answer The answer's JSON.
  * @param status The HTTP status.
  * @returns The error.
  */
@@ -55,10 +76,38 @@ export function etcdError(
   status: number,
 ): EtcdError {
   const text = String(answer?.message ?? answer?.error ?? `HTTP ${status}`);
-  const code = Number(answer?.code ?? (status === 503 ? UNAVAILABLE : 2));
+  const code = Number(
+    answer?.code ?? answer?.grpc_code ?? (status === 503 ? UNAVAILABLE : 2),
+  );
+  return typed(path, text, code);
+}
+
+/**
+ * The typed error of a watch etcd cancelled, from its `cancel_reason`
+ * (`rpc error: code = Unauthenticated desc = etcdserver: invalid auth token`).
+ *
+ * @param reason The reason etcd gave.
+ * @returns The error.
+ */
+export function watchCancelled(reason: string): EtcdError {
+  const status = /code = (\w+) desc = (.*)$/s.exec(reason);
+  const code = status ? STATUS_NAMES[status[1]!] ?? 2 : 1;
+  return typed("/v3/watch", `cancelled: ${status?.[2] ?? reason}`, code);
+}
+
+function typed(path: string, text: string, code: number): EtcdError {
   const message = `Cannot call etcd "${path}": ${text}`;
   if (code === RESOURCE_EXHAUSTED && text.includes("space exceeded")) {
-    return new EtcdNoSpaceError(message, code);
+    return new EtcdNoSpaceError(
+      `etcd is out of space (its NOSPACE alarm is raised: compact, defragment, then disarm it); ${message}`,
+      code,
+    );
+  }
+  if (
+    code === INVALID_ARGUMENT &&
+    /authentication failed|user name is empty/.test(text)
+  ) {
+    return new EtcdAuthError(message, code);
   }
   return new EtcdError(message, code);
 }

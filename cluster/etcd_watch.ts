@@ -5,13 +5,19 @@
  * treats a stream that stays silent longer than `progressTimeoutMs` as dead
  * (members must run with `--experimental-watch-progress-notify-interval` well
  * below it). Compaction past that revision cannot be survived: it ends the
- * watch with {@linkcode EtcdCompactedError}, and the caller re-lists.
+ * watch with {@linkcode EtcdCompactedError}, and the caller re-lists. A watch
+ * refused for an expired auth token starts again with a new one.
  *
  * @module
  */
 
 import type { EtcdClient } from "./etcd.ts";
-import { EtcdError, etcdError } from "./etcd_errors.ts";
+import {
+  EtcdError,
+  etcdError,
+  UNAUTHENTICATED,
+  watchCancelled,
+} from "./etcd_errors.ts";
 import {
   decodeKeyValue,
   type GatewayJson,
@@ -106,19 +112,18 @@ export async function* watch(
     using stream = new LinkedAbort(outer);
     const signal = stream.signal;
     let timer = setTimeout(() => stream.abort(), silence);
+    let token: string | undefined;
     try {
-      const response = await fetch(`${endpoint}/v3/watch`, {
-        method: "POST",
-        headers: { "content-type": "application/json" },
-        body: JSON.stringify({
-          create_request: {
-            ...rangeKeys(range),
-            start_revision: String(next),
-            progress_notify: true,
-          },
-        }),
-        signal,
+      token = await client.token(signal);
+      const body = JSON.stringify({
+        create_request: {
+          ...rangeKeys(range),
+          start_revision: String(next),
+          progress_notify: true,
+        },
       });
+      const url = `${endpoint}/v3/watch`;
+      const response = await client.post(url, body, token, signal);
       if (!response.ok) {
         throw etcdError("/v3/watch", await response.json(), response.status);
       }
@@ -130,12 +135,7 @@ export async function* watch(
         const compacted = Number(result.compact_revision ?? 0);
         if (compacted > 0) throw new EtcdCompactedError(compacted, next);
         if (result.canceled) {
-          throw new EtcdError(
-            `Cannot watch etcd: cancelled: ${
-              result.cancel_reason ?? "no reason"
-            }`,
-            1,
-          );
+          throw watchCancelled(String(result.cancel_reason ?? "no reason"));
         }
         if (result.created) continue;
         const events: WatchEvent[] = (result.events ?? []).map((
@@ -153,6 +153,9 @@ export async function* watch(
     } catch (error) {
       if (outer?.aborted) return;
       if (error instanceof EtcdCompactedError) throw error;
+      if (error instanceof EtcdError && error.code === UNAUTHENTICATED) {
+        client.refused(token);
+      }
     } finally {
       clearTimeout(timer);
       stream.abort();

@@ -16,7 +16,8 @@
 
 import { PklockError } from "../protocol/errors.ts";
 import { delay } from "../message/io.ts";
-import { type EtcdClient, withTimeout } from "./etcd.ts";
+import type { EtcdClient } from "./etcd.ts";
+import { withTimeout } from "./etcd_http.ts";
 
 /** Options of {@linkcode NodeLease.grant}. */
 export interface NodeLeaseOptions {

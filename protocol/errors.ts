@@ -28,6 +28,7 @@ export type ErrorCode =
   | "already_waiting"
   | "limit_mismatch"
   | "deadlock"
+  | "unavailable"
   | "internal_error";
 
 /** Base class of every error pklock throws on purpose. */

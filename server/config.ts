@@ -67,9 +67,30 @@ const clusterSchema = z.strictObject({
   ttl: z.int().min(2).max(3600).default(10),
   margin: z.int().min(0).default(1000),
   progressTimeout: z.int().min(100).max(MAX_WAIT_MS).default(5000),
+  // The password: in "passwordFile", else in $PKLOCK_ETCD_PASSWORD; never
+  // on the command line.
+  auth: z.strictObject({
+    user: z.string().min(1),
+    passwordFile: z.string().min(1).optional(),
+  }).optional(),
+  tls: z.strictObject({
+    caFile: z.string().min(1).optional(),
+    certFile: z.string().min(1).optional(),
+    keyFile: z.string().min(1).optional(),
+  }).refine(
+    (tls) => (tls.certFile === undefined) === (tls.keyFile === undefined),
+    {
+      message: 'give both "certFile" and "keyFile", or neither',
+    },
+  ).optional(),
 }).refine((cluster) => cluster.margin < cluster.ttl * 500, {
   message: '"margin" (ms) must be below half of "ttl" (s)',
-});
+}).refine(
+  (cluster) =>
+    cluster.tls === undefined ||
+    cluster.endpoints.every((url) => url.startsWith("https:")),
+  { message: '"tls" needs https:// endpoints' },
+);
 
 const settingsSchema = z.strictObject({
   host: z.string().min(1).default("127.0.0.1"),

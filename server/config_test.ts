@@ -70,6 +70,7 @@ Deno.test("the commented-out examples in settings.example.jsonc are valid settin
       "alarms",
       "audit",
       "cluster",
+      "cluster",
     ],
   );
   for (const example of examples) {
@@ -115,5 +116,34 @@ Deno.test("bad cluster settings are refused with the reason", async () => {
         "margin.jsonc",
       ),
     /"cluster" "margin" \(ms\) must be below half of "ttl" \(s\)/,
+  );
+});
+
+Deno.test("etcd's auth and TLS settings are refused when incomplete, or TLS without https", () => {
+  const cluster = (more: string, endpoint = "https://a:1") =>
+    parseSettings(
+      `{ "cluster": { "endpoints": ["${endpoint}"], ${more} } }`,
+      "etcd.jsonc",
+    );
+  assert.deepEqual(
+    cluster('"auth": { "user": "pklock" }, "tls": { "caFile": "ca.pem" }')
+      .cluster?.auth,
+    { user: "pklock" },
+  );
+  assert.throws(
+    () => cluster('"auth": { "user": "pklock", "password": "inline" }'),
+    /unknown key "cluster\.auth\.password"/,
+  );
+  assert.throws(
+    () => cluster('"auth": { "passwordFile": "pw" }'),
+    /"cluster\.auth\.user" expected string/,
+  );
+  assert.throws(
+    () => cluster('"tls": { "certFile": "node.pem" }'),
+    /"cluster\.tls" give both "certFile" and "keyFile", or neither/,
+  );
+  assert.throws(
+    () => cluster('"tls": { "caFile": "ca.pem" }', "http://a:1"),
+    /"cluster" "tls" needs https:\/\/ endpoints/,
   );
 });

@@ -1,4 +1,5 @@
-// A throw-away CA and server certificate made by openssl, for the TLS tests.
+// A throw-away CA, server certificate and client certificate made by
+// openssl, for the TLS tests.
 /** The output of `openssl version`, or `null` when openssl cannot be run. */
 async function opensslVersion(): Promise<string | null> {
   try {
@@ -27,6 +28,10 @@ export interface Certificates extends AsyncDisposable {
   /** The server's private key, PEM. */
   key: string;
   keyFile: string;
+  /** A client certificate the CA signed (CN "pklock-node"), PEM. */
+  clientCertFile: string;
+  /** Its private key, PEM. */
+  clientKeyFile: string;
   dir: string;
 }
 
@@ -45,8 +50,10 @@ async function openssl(dir: string, args: string[]): Promise<void> {
 }
 
 /**
- * Makes a throw-away CA and a certificate it signs for 127.0.0.1 and
- * localhost, in a temporary folder removed on disposal.
+ * Makes a throw-away CA, a certificate it signs for 127.0.0.1 and localhost
+ * (usable as a client certificate too, as etcd's gateway presents it to its
+ * own gRPC server under `--client-cert-auth`), and a client certificate, in a
+ * temporary folder removed on disposal.
  *
  * @returns The PEM texts and their files.
  */
@@ -86,7 +93,7 @@ export async function makeCertificates(): Promise<Certificates> {
     await Deno.writeTextFile(
       `${dir}/server.ext`,
       "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n" +
-        "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n",
+        "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth,clientAuth\n",
     );
     await openssl(dir, [
       "x509",
@@ -105,6 +112,12 @@ export async function makeCertificates(): Promise<Certificates> {
       "-out",
       "cert.pem",
     ]);
+    await signed(
+      dir,
+      "client",
+      "/CN=pklock-node",
+      "extendedKeyUsage=clientAuth",
+    );
     const read = (name: string) => Deno.readTextFile(`${dir}/${name}`);
     return {
       dir,
@@ -114,10 +127,51 @@ export async function makeCertificates(): Promise<Certificates> {
       certFile: `${dir}/cert.pem`,
       key: await read("key.pem"),
       keyFile: `${dir}/key.pem`,
+      clientCertFile: `${dir}/client.pem`,
+      clientKeyFile: `${dir}/client.key`,
       [Symbol.asyncDispose]: () => Deno.remove(dir, { recursive: true }),
     };
   } catch (error) {
     await Deno.remove(dir, { recursive: true });
     throw error;
   }
+}
+
+/** Makes `<name>.key` and `<name>.pem`, signed by the CA in `dir`. */
+async function signed(
+  dir: string,
+  name: string,
+  subject: string,
+  extension: string,
+): Promise<void> {
+  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"];
+  await openssl(dir, [
+    "req",
+    ...ec,
+    "-nodes",
+    "-subj",
+    subject,
+    "-keyout",
+    `${name}.key`,
+    "-out",
+    `${name}.csr`,
+  ]);
+  await Deno.writeTextFile(`${dir}/${name}.ext`, `${extension}\n`);
+  await openssl(dir, [
+    "x509",
+    "-req",
+    "-in",
+    `${name}.csr`,
+    "-CA",
+    "ca.pem",
+    "-CAkey",
+    "ca.key",
+    "-CAcreateserial",
+    "-days",
+    "1",
+    "-extfile",
+    `${name}.ext`,
+    "-out",
+    `${name}.pem`,
+  ]);
 }

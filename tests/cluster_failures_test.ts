@@ -163,7 +163,7 @@ async function retryLock(
     try {
       return await client.lock(name);
     } catch (error) {
-      if (!/no etcd lease/.test((error as Error).message)) throw error;
+      if ((error as { code?: string }).code !== "unavailable") throw error;
       await delay(100);
     }
   }

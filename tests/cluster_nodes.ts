@@ -26,7 +26,8 @@ export interface PklockNode extends AsyncDisposable {
  * Starts `pklock serve --port 0 --etcd …` and waits until it serves.
  *
  * @param endpoints The etcd members it may reach.
- * @param settings Further settings (an admin secret, …).
+ * @param settings Further settings (an admin secret, …); a `cluster` object
+ *   is merged into the node's own (etcd auth, TLS).
  * @returns The node; dispose of it with `await using`.
  */
 export async function startNode(
@@ -35,8 +36,13 @@ export async function startNode(
 ): Promise<PklockNode> {
   const dir = await Deno.makeTempDir({ prefix: "pklock-node-" });
   const config = await settingsFile(dir, {
-    cluster: { endpoints, ttl: TTL_S, margin: MARGIN_MS },
     ...settings,
+    cluster: {
+      endpoints,
+      ttl: TTL_S,
+      margin: MARGIN_MS,
+      ...settings.cluster as Record<string, unknown> | undefined,
+    },
   });
   const process = new DenoProcess(
     MAIN,

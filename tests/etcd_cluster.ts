@@ -9,6 +9,7 @@
  */
 
 import { delay } from "../message/io.ts";
+import type { Certificates } from "./certificates.ts";
 import { deadline } from "./helpers.ts";
 
 /** Options of {@linkcode startEtcdCluster}. */
@@ -25,6 +26,23 @@ export interface EtcdClusterOptions {
    * @default {[]}
    */
   flags?: string[];
+  /**
+   * Serve clients over https with the server certificate of these, and
+   * accept only clients with a certificate their CA signed
+   * (`--client-cert-auth`). Peers stay on http.
+   */
+  tls?: Certificates | undefined;
+  /**
+   * Turn etcd's authentication on once the members are healthy: users `root`
+   * and `pklock` get this password; `pklock` may read and write `/pklock/`
+   * only.
+   */
+  authPassword?: string | undefined;
+  /**
+   * Issue JWT auth tokens that expire this many seconds after they were
+   * issued, used or not (simple tokens, the default, live on while used).
+   */
+  jwtTtlSeconds?: number | undefined;
 }
 
 /** How long a member may take to answer `/health` after its spawn. */
@@ -49,17 +67,30 @@ export class EtcdCluster implements AsyncDisposable {
   readonly #dir: string;
   readonly #members: Member[];
   readonly #flags: string[];
+  readonly #tls: Certificates | undefined;
+  readonly #http: Deno.HttpClient | undefined;
 
   /** @internal Use {@linkcode startEtcdCluster}. */
-  constructor(dir: string, members: Member[], flags: string[]) {
+  constructor(
+    dir: string,
+    members: Member[],
+    flags: string[],
+    tls?: Certificates,
+  ) {
     this.#dir = dir;
     this.#members = members;
     this.#flags = flags;
+    this.#tls = tls;
+    this.#http = tls && Deno.createHttpClient({
+      caCerts: [tls.ca],
+      cert: Deno.readTextFileSync(tls.clientCertFile),
+      key: Deno.readTextFileSync(tls.clientKeyFile),
+    });
   }
 
   /** Every member's client URL, member 0 first. */
   get endpoints(): string[] {
-    return this.#members.map((m) => url(m.clientPort));
+    return this.#members.map((m) => this.#url(m.clientPort));
   }
 
   /**
@@ -69,7 +100,7 @@ export class EtcdCluster implements AsyncDisposable {
    * @returns Its URL.
    */
   endpoint(n: number): string {
-    return url(this.#member(n).clientPort);
+    return this.#url(this.#member(n).clientPort);
   }
 
   /** The process id of member `n`. */
@@ -90,8 +121,10 @@ export class EtcdCluster implements AsyncDisposable {
     while (Date.now() < until) {
       for (const [n, member] of this.#members.entries()) {
         if (!member.child) continue;
-        const status = await post(member.clientPort, "/v3/maintenance/status")
-          .catch(() => null);
+        const status = await this.#post(
+          member.clientPort,
+          "/v3/maintenance/status",
+        ).catch(() => null);
         if (status && status.leader === status.header?.member_id) return n;
       }
       await delay(50);
@@ -127,19 +160,73 @@ export class EtcdCluster implements AsyncDisposable {
   async restart(n: number): Promise<void> {
     await this.kill(n);
     this.#spawn(this.#member(n), "existing");
-    await waitHealthy([this.#member(n)]);
+    await this.#waitHealthy([this.#member(n)]);
+  }
+
+  /**
+   * Runs `etcdctl` against member 0, with the client certificate when the
+   * members require one.
+   *
+   * @param args Its arguments.
+   * @returns Its output.
+   * @throws {Error} When it fails.
+   */
+  async etcdctl(...args: string[]): Promise<string> {
+    const tls = this.#tls;
+    const { success, stdout, stderr } = await new Deno.Command("etcdctl", {
+      args: [
+        `--endpoints=${this.endpoint(0)}`,
+        ...(tls
+          ? [
+            `--cacert=${tls.caFile}`,
+            `--cert=${tls.clientCertFile}`,
+            `--key=${tls.clientKeyFile}`,
+          ]
+          : []),
+        ...args,
+      ],
+      env: { ETCDCTL_API: "3" },
+      stdin: "null",
+      stdout: "piped",
+      stderr: "piped",
+    }).output();
+    const text = new TextDecoder();
+    if (!success) {
+      throw new Error(
+        `etcdctl ${args.join(" ")} failed: ${text.decode(stderr)}`,
+      );
+    }
+    return text.decode(stdout);
   }
 
   /** Kills every member and removes the temp dir. */
   async [Symbol.asyncDispose](): Promise<void> {
     await Promise.all(this.#members.map((_, n) => this.kill(n)));
+    this.#http?.close();
     await Deno.remove(this.#dir, { recursive: true });
   }
 
   /** @internal Starts every member and waits until all are healthy. */
   async start(): Promise<void> {
     for (const member of this.#members) this.#spawn(member, "new");
-    await waitHealthy(this.#members);
+    await this.#waitHealthy(this.#members);
+  }
+
+  /** @internal Adds the users and turns etcd's authentication on. */
+  async enableAuth(password: string): Promise<void> {
+    await this.etcdctl("user", "add", `root:${password}`);
+    await this.etcdctl("user", "add", `pklock:${password}`);
+    await this.etcdctl("role", "add", "pklock");
+    await this.etcdctl(
+      "role",
+      "grant-permission",
+      "pklock",
+      "--prefix=true",
+      "readwrite",
+      "/pklock/",
+    );
+    await this.etcdctl("user", "grant-role", "pklock", "pklock");
+    await this.etcdctl("auth", "enable");
   }
 
   #spawn(member: Member, state: "new" | "existing"): void {
@@ -149,8 +236,8 @@ export class EtcdCluster implements AsyncDisposable {
       args: [
         `--name=${member.name}`,
         `--data-dir=${this.#dir}/${member.name}`,
-        `--listen-client-urls=${url(member.clientPort)}`,
-        `--advertise-client-urls=${url(member.clientPort)}`,
+        `--listen-client-urls=${this.#url(member.clientPort)}`,
+        `--advertise-client-urls=${this.#url(member.clientPort)}`,
         `--listen-peer-urls=${url(member.peerPort)}`,
         `--initial-advertise-peer-urls=${url(member.peerPort)}`,
         `--initial-cluster=${cluster}`,
@@ -160,6 +247,14 @@ export class EtcdCluster implements AsyncDisposable {
         "--log-level=error",
         "--unsafe-no-fsync",
         `--experimental-watch-progress-notify-interval=${PROGRESS_NOTIFY_MS}ms`,
+        ...(this.#tls
+          ? [
+            `--cert-file=${this.#tls.certFile}`,
+            `--key-file=${this.#tls.keyFile}`,
+            `--trusted-ca-file=${this.#tls.caFile}`,
+            "--client-cert-auth",
+          ]
+          : []),
         ...this.#flags,
       ],
       stdin: "null",
@@ -180,6 +275,54 @@ export class EtcdCluster implements AsyncDisposable {
     const child = this.#member(n).child;
     if (!child) throw new Error(`Member ${n} is not running`);
     return child;
+  }
+
+  #url(port: number): string {
+    return this.#tls ? `https://127.0.0.1:${port}` : url(port);
+  }
+
+  #fetch(port: number, path: string, init: RequestInit): Promise<Response> {
+    const options: RequestInit & { client?: Deno.HttpClient } = {
+      ...init,
+      signal: AbortSignal.timeout(1_000),
+    };
+    if (this.#http) options.client = this.#http;
+    return fetch(`${this.#url(port)}${path}`, options);
+  }
+
+  async #post(
+    port: number,
+    path: string,
+  ): Promise<
+    { leader?: string; header?: { member_id?: string } } | null
+  > {
+    const response = await this.#fetch(port, path, {
+      method: "POST",
+      body: "{}",
+    });
+    if (!response.ok) {
+      await response.body?.cancel();
+      return null;
+    }
+    return await response.json();
+  }
+
+  async #waitHealthy(members: Member[]): Promise<void> {
+    const until = Date.now() + HEALTHY_WITHIN_MS;
+    for (const member of members) {
+      while (true) {
+        const healthy = await this.#fetch(member.clientPort, "/health", {})
+          .then((r) => r.json()).then((body) => body.health === "true")
+          .catch(() => false);
+        if (healthy) break;
+        if (Date.now() > until || !member.child) {
+          throw new Error(
+            `etcd member ${member.name} not healthy within ${HEALTHY_WITHIN_MS} ms`,
+          );
+        }
+        await delay(50);
+      }
+    }
   }
 }
 
@@ -206,9 +349,21 @@ export async function startEtcdCluster(
       log: Promise.resolve(),
     });
   }
-  const cluster = new EtcdCluster(dir, members, options.flags ?? []);
+  const flags = [...options.flags ?? []];
+  if (options.jwtTtlSeconds !== undefined) {
+    try {
+      flags.push(await jwtFlag(dir, options.jwtTtlSeconds));
+    } catch (error) {
+      await Deno.remove(dir, { recursive: true });
+      throw error;
+    }
+  }
+  const cluster = new EtcdCluster(dir, members, flags, options.tls);
   try {
     await cluster.start();
+    if (options.authPassword !== undefined) {
+      await cluster.enableAuth(options.authPassword);
+    }
   } catch (error) {
     await cluster[Symbol.asyncDispose]();
     throw error;
@@ -273,41 +428,33 @@ function freePorts(count: number): number[] {
   return ports;
 }
 
-async function post(
-  port: number,
-  path: string,
-): Promise<
-  { leader?: string; header?: { member_id?: string } } | null
-> {
-  const response = await fetch(`${url(port)}${path}`, {
-    method: "POST",
-    body: "{}",
-    signal: AbortSignal.timeout(1_000),
-  });
-  if (!response.ok) {
-    await response.body?.cancel();
-    return null;
-  }
-  return await response.json();
-}
-
-async function waitHealthy(members: Member[]): Promise<void> {
-  const until = Date.now() + HEALTHY_WITHIN_MS;
-  for (const member of members) {
-    while (true) {
-      const healthy = await fetch(`${url(member.clientPort)}/health`, {
-        signal: AbortSignal.timeout(1_000),
-      }).then((r) => r.json()).then((body) => body.health === "true")
-        .catch(() => false);
-      if (healthy) break;
-      if (Date.now() > until || !member.child) {
-        throw new Error(
-          `etcd member ${member.name} not healthy within ${HEALTHY_WITHIN_MS} ms`,
-        );
-      }
-      await delay(50);
+/** `--auth-token=jwt,…` with an EC key pair made in `dir`. */
+async function jwtFlag(dir: string, ttlSeconds: number): Promise<string> {
+  for (
+    const args of [
+      [
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        "jwt.key",
+      ],
+      ["ec", "-in", "jwt.key", "-pubout", "-out", "jwt.pub"],
+    ]
+  ) {
+    const { success, stderr } = await new Deno.Command("openssl", {
+      args,
+      cwd: dir,
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    if (!success) {
+      throw new Error(`openssl failed: ${new TextDecoder().decode(stderr)}`);
     }
   }
+  return `--auth-token=jwt,pub-key=${dir}/jwt.pub,priv-key=${dir}/jwt.key,sign-method=ES256,ttl=${ttlSeconds}s`;
 }
 
 async function appendTo(
