@@ -51,8 +51,8 @@ class Node implements AsyncDisposable {
       onGrant: (request) => node.#waiting.get(request)?.resolve(),
       onLost: (request, reason) =>
         node.#waiting.get(request)?.reject(new Error(`Lost: ${reason}`)),
-      onDeadlock: (request) =>
-        node.#waiting.get(request)?.reject(new Error("Deadlock")),
+      onRefused: (request, reason) =>
+        node.#waiting.get(request)?.reject(new Error(`Refused: ${reason}`)),
     });
     return node;
   }

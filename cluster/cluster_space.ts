@@ -135,10 +135,6 @@ export class ClusterLockSpace
       );
       return;
     }
-    if (ticket.limit !== undefined) {
-      this.#fail(session, ticket, "limits are not supported in cluster mode");
-      return;
-    }
     const space = this.#space;
     if (space === null) {
       this.#fail(session, ticket, "this node has no etcd lease at the moment");
@@ -247,6 +243,7 @@ export class ClusterLockSpace
     try {
       result = await space.acquire(session.id, ticket.name, {
         mode: ticket.mode,
+        limit: ticket.limit,
         wait: ticket.wait !== 0,
         peer: session.peer,
         label: session.label,
@@ -313,8 +310,11 @@ export class ClusterLockSpace
     session.connection.closeWith(event, { reason: "closed" });
   }
 
-  /** A queued request closed a cycle that another node's request raced. */
-  #onDeadlock(cluster: ClusterRequest): void {
+  /** A queued request lost a race with another node's: refused after all. */
+  #onRefused(
+    cluster: ClusterRequest,
+    reason: "deadlock" | "limit_mismatch",
+  ): void {
     const request = this.#mine.behind(cluster);
     if (request === undefined || request.state === "ended") return;
     const was = request.state;
@@ -323,7 +323,7 @@ export class ClusterLockSpace
     // Its queueing was reported: it leaves the queue, and the refusal is
     // its answer.
     if (was === "waiting") events.withdrawn(request, "disconnect");
-    events.refused(request.owner, request.ticket, "deadlock");
+    events.refused(request.owner, request.ticket, reason);
     events.changed(request.name);
   }
 
@@ -398,7 +398,7 @@ export class ClusterLockSpace
     return {
       onGrant: (request) => target().#onGrant(request),
       onLost: (request, reason) => target().#onLost(request, reason),
-      onDeadlock: (request) => target().#onDeadlock(request),
+      onRefused: (request, reason) => target().#onRefused(request, reason),
     };
   }
 }

@@ -29,6 +29,11 @@ export interface MirroredRequest {
   readonly conn: number;
   /** Its owner across the cluster: {@linkcode ownerOf} its node and conn. */
   readonly owner: string;
+  /**
+   * The most shared holders it allows at once: a shared request's `limit`,
+   * `Infinity` when unbounded (and for an exclusive one).
+   */
+  readonly limit: number;
   /** Its place in the queue. */
   readonly createRevision: number;
   /** The revision of its last write (its grant's, once granted). */
@@ -122,8 +127,9 @@ export class LockMirror {
 
   /**
    * The grant rule: an exclusive request holds when it is first in its queue;
-   * a shared one when no exclusive request is before it. Once a request
-   * holds it holds until deleted, since later keys queue after it.
+   * a shared one when every request before it is shared with the same limit,
+   * and fewer than that limit. Once a request holds it holds until deleted:
+   * later keys queue after it, and deletes only shorten what is before it.
    *
    * @param key The request's key.
    * @returns Whether it holds; `false` when the mirror has no such key.
@@ -133,22 +139,71 @@ export class LockMirror {
     if (!request) return false;
     const queue = this.queue(request.name);
     if (request.mode === "exclusive") return queue[0] === request;
+    let ahead = 0;
     for (const other of queue) {
-      if (other === request) return true;
-      if (other.mode === "exclusive") return false;
+      if (other === request) return ahead < request.limit;
+      if (other.mode === "exclusive" || other.limit !== request.limit) {
+        return false;
+      }
+      ahead++;
     }
     return false;
   }
 
   /**
+   * The limit of a lock's shared requests: that of its oldest one.
+   *
+   * @param name The lock's name.
+   * @returns It; `Infinity` when unbounded or when the lock has none.
+   */
+  limit(name: string): number {
+    for (const other of this.queue(name)) {
+      if (other.mode === "shared") return other.limit;
+    }
+    return Infinity;
+  }
+
+  /**
+   * A shared request before `stop` whose limit is not `limit`: a shared
+   * request with `limit` is refused with `limit_mismatch` while one is there,
+   * as on one server. Two that race are both queued; the younger's own node
+   * refuses it when it first sees both, and until then the grant rule holds
+   * neither it nor any request behind it.
+   *
+   * @param name The lock's name.
+   * @param limit The limit asked for.
+   * @param stop The request itself; absent for one that would join the tail.
+   * @param skip Requests to leave out: those the caller knows are gone.
+   * @returns The limit it has, or `undefined` when none differs.
+   */
+  mismatch(
+    name: string,
+    limit: number,
+    stop?: MirroredRequest,
+    skip?: (request: MirroredRequest) => boolean,
+  ): number | undefined {
+    for (const other of this.queue(name)) {
+      if (other === stop) return undefined;
+      if (other.mode !== "shared" || skip?.(other)) continue;
+      if (other.limit !== limit) return other.limit;
+    }
+    return undefined;
+  }
+
+  /**
    * The requests that one in `mode` waits for: the earlier requests of its
-   * queue whose mode conflicts with it, held or waiting.
+   * queue whose mode conflicts with it, held or waiting. A semaphore of one
+   * slot is a mutex: a shared request with limit 1 waits for every earlier
+   * one. With a larger limit a wait for shared holders is no edge (one
+   * server's check finds deadlocks there that a holder outside a cycle
+   * cannot end; this one does not look for them).
    *
    * @param name The lock's name.
    * @param mode The mode asked for.
    * @param stop The request itself; absent for one that would join the tail.
    * @param into Receives their owners.
    * @param skip Requests to leave out: those the caller knows are gone.
+   * @param limit The limit asked for, when shared.
    */
   blockers(
     name: string,
@@ -156,13 +211,13 @@ export class LockMirror {
     stop: MirroredRequest | undefined,
     into: string[],
     skip?: (request: MirroredRequest) => boolean,
+    limit = stop?.limit ?? Infinity,
   ): void {
+    const all = mode === "exclusive" || limit === 1;
     for (const other of this.queue(name)) {
       if (other === stop) return;
       if (skip?.(other)) continue;
-      if (mode === "exclusive" || other.mode === "exclusive") {
-        into.push(other.owner);
-      }
+      if (all || other.mode === "exclusive") into.push(other.owner);
     }
   }
 
@@ -210,6 +265,7 @@ export class LockMirror {
    * @param mode Its mode.
    * @param request It, in the mirror; absent for one not yet queued.
    * @param skip Requests to leave out: those the caller knows are gone.
+   * @param limit Its limit, when shared.
    * @returns Whether waiting would close a cycle.
    */
   waitClosesCycle(
@@ -218,9 +274,10 @@ export class LockMirror {
     mode: LockMode,
     request?: MirroredRequest,
     skip?: (request: MirroredRequest) => boolean,
+    limit = request?.limit ?? Infinity,
   ): boolean {
     const waitsFor: string[] = [];
-    this.blockers(name, mode, request, waitsFor, skip);
+    this.blockers(name, mode, request, waitsFor, skip, limit);
     const before = request?.createRevision ?? Infinity;
     return this.closesCycle(owner, waitsFor, before, skip);
   }
@@ -234,6 +291,7 @@ export class LockMirror {
     }
     const parts = parseRequestKey(this.#root, kv.key);
     if (!parts) return null;
+    const value = parseRequestValue(kv.value);
     const request: MirroredRequest = {
       key: kv.key,
       name: parts.name,
@@ -241,9 +299,10 @@ export class LockMirror {
       node: parts.node,
       conn: parts.conn,
       owner: ownerOf(parts.node, parts.conn),
+      limit: parts.mode === "shared" ? limitOf(value) : Infinity,
       createRevision: kv.createRevision,
       modRevision: kv.modRevision,
-      value: parseRequestValue(kv.value),
+      value,
     };
     this.#byKey.set(kv.key, request);
     const owned = this.#byOwner.get(request.owner);
@@ -274,4 +333,18 @@ export class LockMirror {
     if (queue.length === 0) this.#queues.delete(request.name);
     return request;
   }
+}
+
+/**
+ * A request value's limit: a whole number of at least 1, else unbounded (an
+ * operator's write, or none given).
+ *
+ * @param value The value.
+ * @returns The limit; `Infinity` when unbounded.
+ */
+export function limitOf(value: RequestValue): number {
+  const limit = value.limit;
+  return typeof limit === "number" && Number.isInteger(limit) && limit >= 1
+    ? limit
+    : Infinity;
 }

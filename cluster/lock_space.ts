@@ -22,17 +22,12 @@ import {
   OwnRequests,
 } from "./own_requests.ts";
 import type { EtcdClient } from "./etcd.ts";
-import type { TxnOp } from "./etcd_codec.ts";
 import { deleteKeys, untilTaken } from "./etcd_retry.ts";
+import { queueRequest } from "./acquire_txn.ts";
 import { LinkedAbort } from "./linked_abort.ts";
 import { MirrorFeed } from "./mirror_feed.ts";
 import type { LockMirror, MirroredRequest } from "./lock_mirror.ts";
-import {
-  lockPrefix,
-  ownerOf,
-  requestKey,
-  type RequestValue,
-} from "./request_keys.ts";
+import { ownerOf, requestKey, type RequestValue } from "./request_keys.ts";
 import type { NodeLease } from "./node_lease.ts";
 import type { LockSpaceOptions } from "./lock_space_options.ts";
 
@@ -45,7 +40,7 @@ import type { LockSpaceOptions } from "./lock_space_options.ts";
  * await using space = await EtcdLockSpace.open(etcd, lease, {
  *   onGrant: (request) => reply(request.conn, request.token),
  *   onLost: (request) => closeConnection(request.conn),
- *   onDeadlock: (request) => replyDeadlock(request.conn),
+ *   onRefused: (request, reason) => refuse(request.conn, reason),
  * });
  * const result = await space.acquire(7, "jobs");
  * ```
@@ -165,8 +160,16 @@ export class EtcdLockSpace implements AsyncDisposable {
     }
     const owner = ownerOf(this.#node, conn);
     const mirror = this.mirror;
+    const limit = mode === "shared" ? options.limit ?? Infinity : Infinity;
     if (
-      wait && mirror.waitClosesCycle(owner, name, mode, undefined, this.#gone)
+      mode === "shared" &&
+      mirror.mismatch(name, limit, undefined, this.#gone) !== undefined
+    ) {
+      return { status: "refused", reason: "limit_mismatch" };
+    }
+    if (
+      wait &&
+      mirror.waitClosesCycle(owner, name, mode, undefined, this.#gone, limit)
     ) {
       return { status: "refused", reason: "deadlock" };
     }
@@ -179,27 +182,15 @@ export class EtcdLockSpace implements AsyncDisposable {
       since: Date.now(),
       peer: options.peer,
       label: options.label,
+      limit: limit === Infinity ? undefined : limit,
     };
-    const conflict = lockPrefix(
-      this.#root,
-      name,
-      mode === "shared" ? "exclusive" : undefined,
-    );
-    const put = (granted: boolean): TxnOp => ({
-      put: {
-        key,
-        value: JSON.stringify({ ...value, granted }),
-        lease: this.#lease.id,
-      },
+    const asked = queueRequest(this.#etcd, request, {
+      root: this.#root,
+      lease: this.#lease.id,
+      value,
+      wait,
+      known: { revision: mirror.revision, requests: mirror.queue(name) },
     });
-    // A retried txn whose first try committed finds its own key: the failure
-    // branch reads it, so its real place in line is known.
-    const free = { key: conflict, prefix: true, value: 0 } as const;
-    const asked = this.#etcd.txn(
-      [{ ...free, target: "create", result: "==" }],
-      [put(true)],
-      wait ? [put(false), { range: { key } }] : [{ range: { key } }],
-    );
     request.queued = asked.catch(() => {});
     let answer;
     try {
@@ -226,7 +217,9 @@ export class EtcdLockSpace implements AsyncDisposable {
       request.state = "held";
       return { status: "granted", request };
     }
-    const mine = answer.responses.at(-1)?.range?.kvs[0];
+    const mine = answer.responses.at(-1)?.range?.kvs.find((kv) =>
+      kv.key === key
+    );
     if (!wait) {
       this.#own.end(request);
       if (mine) await this.#deleteKeys([key]);
@@ -322,8 +315,8 @@ export class EtcdLockSpace implements AsyncDisposable {
 
   /**
    * Marks a waiting request granted once the mirror shows it holding; the
-   * first time the mirror shows it waiting, refuses it if its enqueue closed
-   * a cycle.
+   * first time the mirror shows it waiting, refuses it if an older shared
+   * request has another limit, or if its enqueue closed a cycle.
    */
   #consider(request: ClusterRequest): void {
     const mirrored = this.mirror.get(request.key);
@@ -333,12 +326,17 @@ export class EtcdLockSpace implements AsyncDisposable {
       this.#track(this.#mark(request));
     } else if (!request.checked) {
       request.checked = true;
-      const { owner, name, mode } = mirrored;
-      if (
-        this.mirror.waitClosesCycle(owner, name, mode, mirrored, this.#gone)
-      ) {
+      const { owner, name, mode, limit } = mirrored;
+      const mirror = this.mirror;
+      const refusal = mode === "shared" &&
+          mirror.mismatch(name, limit, mirrored, this.#gone) !== undefined
+        ? "limit_mismatch"
+        : mirror.waitClosesCycle(owner, name, mode, mirrored, this.#gone)
+        ? "deadlock"
+        : null;
+      if (refusal !== null) {
         this.#own.end(request);
-        this.#options.onDeadlock(request);
+        this.#options.onRefused(request, refusal);
         this.#deleteKeys([request.key]);
       }
     }

@@ -31,10 +31,14 @@ export interface LockSpaceOptions {
    */
   onLost: (request: ClusterRequest, reason: string) => void;
   /**
-   * Called once for a queued request refused after the fact: its enqueue,
-   * racing one on another node, closed a cycle of owners waiting for each
-   * other, and it is the cycle's youngest request. Its key is deleted; the
-   * owner answers `deadlock`.
+   * Called once for a queued request refused after the fact, racing one on
+   * another node: its enqueue closed a cycle of owners waiting for each
+   * other and it is the cycle's youngest request (`deadlock`), or it is a
+   * shared request younger than one with another limit (`limit_mismatch`).
+   * Its key is deleted; the owner answers with the reason.
    */
-  onDeadlock: (request: ClusterRequest) => void;
+  onRefused: (
+    request: ClusterRequest,
+    reason: "deadlock" | "limit_mismatch",
+  ) => void;
 }

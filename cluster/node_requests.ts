@@ -181,7 +181,9 @@ export class NodeRequests {
     holders.sort((a, b) => a.token - b.token);
     waiters.sort((a, b) => place(a) - place(b));
     const mode = (holders[0] ?? waiters[0])!.mode;
-    return { name, mode, limit: Infinity, holders, waiters };
+    const shared = [...holders, ...waiters].find((r) => r.mode === "shared");
+    const limit = shared?.ticket.limit ?? Infinity;
+    return { name, mode, limit, holders, waiters };
   }
 
   /**
@@ -230,5 +232,5 @@ export function wholeState(
     });
   }
   const mode = (holders[0] ?? waiters[0])!.mode;
-  return { name, mode, limit: Infinity, holders, waiters };
+  return { name, mode, limit: space.mirror.limit(name), holders, waiters };
 }

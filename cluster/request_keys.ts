@@ -29,6 +29,11 @@ export interface RequestValue {
   /** When the node received the request (ms since the epoch). */
   since: number;
   /**
+   * A shared request's limit: the most shared holders at once (a semaphore);
+   * absent when unbounded.
+   */
+  limit?: number | undefined;
+  /**
    * Set by the write that granted the request, so the key's mod revision is
    * the grant's revision, and its fencing token that plus the token base.
    */
@@ -50,12 +55,12 @@ export interface RequestKey {
 }
 
 /**
- * Where the requests of one lock live: every request of it, or, for
- * `"exclusive"` only, its exclusive requests.
+ * Where the requests of one lock live: every request of it, or only those
+ * of one mode.
  *
  * @param root The root prefix.
  * @param name The lock's name.
- * @param mode Only the exclusive requests, when `"exclusive"`.
+ * @param mode Only the requests of this mode; absent for all.
  * @returns The prefix.
  */
 export function lockPrefix(
@@ -64,7 +69,8 @@ export function lockPrefix(
   mode?: LockMode,
 ): string {
   const prefix = `${root}/q/${encodeURIComponent(name)}/`;
-  return mode === "exclusive" ? `${prefix}x/` : prefix;
+  if (mode === undefined) return prefix;
+  return `${prefix}${mode === "exclusive" ? "x" : "s"}/`;
 }
 
 /**
@@ -75,10 +81,9 @@ export function lockPrefix(
  * @returns The key.
  */
 export function requestKey(root: string, request: RequestKey): string {
-  const mode = request.mode === "exclusive" ? "x" : "s";
   return `${
-    lockPrefix(root, request.name)
-  }${mode}/${request.node}.${request.conn}.${request.seq}`;
+    lockPrefix(root, request.name, request.mode)
+  }${request.node}.${request.conn}.${request.seq}`;
 }
 
 /**

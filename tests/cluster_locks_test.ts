@@ -4,13 +4,17 @@
  */
 
 import assert from "node:assert/strict";
-import { connect, RemoteError } from "../mod.ts";
-import { startNode } from "./cluster_nodes.ts";
+import { connect } from "../mod.ts";
+import {
+  startNode,
+  waitFor,
+  waitForLock,
+  waitForWaiters,
+} from "./cluster_nodes.ts";
 import { etcdTest, startEtcdCluster } from "./etcd_cluster.ts";
 import { ADMIN_SECRET, RawClient, runCli } from "./helpers.ts";
 import { frameOf } from "./wire.ts";
 import { ExitCode } from "../cli/exit_codes.ts";
-import { delay } from "../message/io.ts";
 
 etcdTest("two nodes share one lock space", async (t) => {
   await using etcd = await startEtcdCluster();
@@ -149,56 +153,7 @@ etcdTest("two nodes share one lock space", async (t) => {
       await taken.release();
     },
   );
-
-  await t.step(
-    "a semaphore limit is refused with a clear error, and nothing is queued",
-    async () => {
-      await using client = await connect({ port: a.port });
-      await assert.rejects(
-        client.lock("pool", { limit: 2 }),
-        (error: unknown) =>
-          error instanceof RemoteError &&
-          /limits are not supported in cluster mode/.test(error.message),
-      );
-      assert.equal((await client.status()).locks.length, 0);
-    },
-  );
 });
-
-type Status = {
-  locks: { name: string; holders: unknown[]; waiters: unknown[] }[];
-};
-
-/**
- * Waits until status shows a lock as `ok` wants it. No event tells a client
- * that another node's request is queued or gone, so status is asked again.
- */
-/** Asks again until `ok` holds; no event says the cluster changed. */
-async function waitFor(ok: () => Promise<boolean>): Promise<void> {
-  for (let i = 0; i < 500; i++) {
-    if (await ok()) return;
-    await delay(10);
-  }
-  throw new Error("The cluster never got there");
-}
-
-async function waitForLock(
-  client: { status(): Promise<Status> },
-  name: string,
-  ok: (lock: Status["locks"][number] | undefined) => boolean,
-): Promise<void> {
-  await waitFor(async () =>
-    ok((await client.status()).locks.find((l) => l.name === name))
-  );
-}
-
-function waitForWaiters(
-  client: { status(): Promise<Status> },
-  name: string,
-  count: number,
-): Promise<void> {
-  return waitForLock(client, name, (lock) => lock?.waiters.length === count);
-}
 
 function waitAborted(signal: AbortSignal): Promise<void> {
   if (signal.aborted) return Promise.resolve();
