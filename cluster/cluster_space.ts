@@ -12,7 +12,6 @@
  * @module
  */
 
-import type { LockLostEvent } from "../protocol/lock_protocol.ts";
 import type { Timing } from "../server/journal.ts";
 import type {
   ClusterView,
@@ -22,9 +21,9 @@ import type {
   LockView,
   RequestOwner,
   SharedLockSpace,
+  SpaceLockState,
   WithdrawCause,
 } from "../server/lock_space.ts";
-import { MessageError } from "../message/errors.ts";
 import type { Ticket } from "../server/outcomes.ts";
 import type { Session } from "../server/session.ts";
 import type { EtcdClient } from "./etcd.ts";
@@ -33,6 +32,7 @@ import type { EtcdLockSpace } from "./lock_space.ts";
 import type { AcquireResult, ClusterRequest } from "./own_requests.ts";
 import { followNodes, readNodes } from "./live_nodes.ts";
 import { NodeRequest, NodeRequests, wholeState } from "./node_requests.ts";
+import { closeLost, failAcquire, nodeState } from "./node_queues.ts";
 import {
   type ClusterLockSpaceOptions,
   openNodeSpace,
@@ -137,7 +137,7 @@ export class ClusterLockSpace
     }
     const space = this.#space;
     if (space === null) {
-      this.#fail(session, ticket, "this node has no etcd lease at the moment");
+      failAcquire(session, ticket, "this node has no etcd lease at the moment");
       return;
     }
     const request = new NodeRequest(session, ticket);
@@ -193,12 +193,16 @@ export class ClusterLockSpace
     return this.#mine.countOf(session);
   }
 
-  inspect(name: string): LockState<Session, Ticket> | null {
-    return this.#mine.inspect(name);
+  inspect(name: string): SpaceLockState<Session, Ticket> | null {
+    const space = this.#space;
+    return space
+      ? nodeState(space, this.#mine, name)
+      : this.#mine.inspect(name);
   }
 
+  /** This node's: metrics are a process's, and sum over the nodes. */
   count(name: string): { holders: number; waiters: number } | null {
-    const state = this.inspect(name);
+    const state = this.#mine.inspect(name);
     return state && {
       holders: state.holders.length,
       waiters: state.waiters.length,
@@ -251,7 +255,7 @@ export class ClusterLockSpace
     } catch (error) {
       if (request.state === "ended" && !request.cancelled) return;
       this.#mine.end(request);
-      this.#fail(session, ticket, (error as Error).message);
+      failAcquire(session, ticket, (error as Error).message);
       return;
     }
     const events = this.#events!;
@@ -295,19 +299,7 @@ export class ClusterLockSpace
   /** A request's key went without its owner's say: close its connection. */
   #onLost(cluster: ClusterRequest, reason: string): void {
     const request = this.#mine.behind(cluster);
-    if (request === undefined) return;
-    const session = request.owner;
-    if (!session.greeted) {
-      session.connection.close();
-      return;
-    }
-    const event: LockLostEvent = {
-      event: "lock_lost",
-      lockName: request.name,
-      token: cluster.token,
-      message: reason,
-    };
-    session.connection.closeWith(event, { reason: "closed" });
+    if (request !== undefined) closeLost(request, cluster.token, reason);
   }
 
   /** A queued request lost a race with another node's: refused after all. */
@@ -327,6 +319,13 @@ export class ClusterLockSpace
     events.changed(request.name);
   }
 
+  /** Queues changed on some node: this node's waiters and holders are told. */
+  #onQueues(names: Iterable<string>): void {
+    for (const name of names) {
+      if (this.#mine.has(name)) this.#events!.changed(name);
+    }
+  }
+
   #grant(request: NodeRequest): void {
     request.state = "held";
     request.token = request.cluster!.token;
@@ -338,17 +337,6 @@ export class ClusterLockSpace
     if (request.cluster !== null && space !== null) {
       this.#track(space.release(request.cluster));
     }
-  }
-
-  /** Answers a request etcd could not take; nothing was queued. */
-  #fail(session: Session, ticket: Ticket, why: string): void {
-    session.connection.replyError(
-      { id: ticket.id },
-      new MessageError(
-        "internal_error",
-        `Cannot acquire lock "${ticket.name}": ${why}`,
-      ),
-    );
   }
 
   #inspectWhole(name: string): LockState<RequestOwner, Timing> | null {
@@ -399,6 +387,7 @@ export class ClusterLockSpace
       onGrant: (request) => target().#onGrant(request),
       onLost: (request, reason) => target().#onLost(request, reason),
       onRefused: (request, reason) => target().#onRefused(request, reason),
+      onQueues: (names) => target().#onQueues(names),
     };
   }
 }

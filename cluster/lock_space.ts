@@ -311,6 +311,7 @@ export class EtcdLockSpace implements AsyncDisposable {
         this.#consider(request);
       }
     }
+    this.#options.onQueues?.(touched);
   }
 
   /**

@@ -41,4 +41,11 @@ export interface LockSpaceOptions {
     request: ClusterRequest,
     reason: "deadlock" | "limit_mismatch",
   ) => void;
+  /**
+   * Called after each watch batch with the locks whose queues it changed, on
+   * any node, once this node's requests have taken it in.
+   *
+   * @default {Not called}
+   */
+  onQueues?: ((names: Iterable<string>) => void) | undefined;
 }

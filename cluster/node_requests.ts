@@ -56,6 +56,14 @@ export class NodeRequest implements LockRequest<Session, Ticket> {
   }
 }
 
+/** One lock's holders and waiters on this node. */
+export interface NodeLockState extends LockState<Session, Ticket> {
+  /** This node's holders, in grant order. */
+  holders: NodeRequest[];
+  /** This node's waiters, first in line first. */
+  waiters: NodeRequest[];
+}
+
 /** This node's requests that have not ended, by session and by lock. */
 export class NodeRequests {
   readonly #bySession = new Map<Session, Map<string, NodeRequest>>();
@@ -169,7 +177,7 @@ export class NodeRequests {
    * @returns Its state here, or `null` when none of this node's requests holds
    *   or waits for it.
    */
-  inspect(name: string): LockState<Session, Ticket> | null {
+  inspect(name: string): NodeLockState | null {
     const holders: NodeRequest[] = [];
     const waiters: NodeRequest[] = [];
     for (const request of this.#byName.get(name) ?? []) {
@@ -184,6 +192,16 @@ export class NodeRequests {
     const shared = [...holders, ...waiters].find((r) => r.mode === "shared");
     const limit = shared?.ticket.limit ?? Infinity;
     return { name, mode, limit, holders, waiters };
+  }
+
+  /**
+   * Whether this node has a request for a lock.
+   *
+   * @param name The lock.
+   * @returns Whether it has.
+   */
+  has(name: string): boolean {
+    return this.#byName.has(name);
   }
 
   /**
