@@ -345,7 +345,11 @@ export class EtcdLockSpace implements AsyncDisposable {
 
   async #mark(request: ClusterRequest): Promise<void> {
     const known = this.mirror.get(request.key)!;
-    const value = JSON.stringify({ ...known.value, granted: true });
+    const value = JSON.stringify({
+      ...known.value,
+      granted: true,
+      grantedAt: Date.now(),
+    });
     using stop = new LinkedAbort(this.#stop, request.withdrawn.signal);
     const answer = await untilTaken(stop.signal, () =>
       this.#etcd.txn(

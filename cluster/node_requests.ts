@@ -218,7 +218,8 @@ export class NodeRequests {
  * One lock's holders and queue across the whole cluster, from a node's
  * mirror: a holder is a request marked granted. Requests of this node carry
  * their tickets (when asked and granted); those of other nodes the time
- * their node received them, for both.
+ * their node received them, and the time of their mark (or, granted at once,
+ * again the time their node received them).
  *
  * @param space The node's etcd lock space.
  * @param mine The node's own requests.
@@ -236,7 +237,7 @@ export function wholeState(
   const waiters: LockRequest<RequestOwner, Timing>[] = [];
   for (const mirrored of queue) {
     const token = space.tokenOf(mirrored);
-    const { since, peer = "", label } = mirrored.value;
+    const { since, grantedAt, peer = "", label } = mirrored.value;
     const local = mirrored.node === space.node
       ? mine.byKey(name, mirrored.key)
       : undefined;
@@ -244,7 +245,10 @@ export function wholeState(
       owner: { id: mirrored.conn, peer, label, node: mirrored.node },
       name,
       mode: mirrored.mode,
-      ticket: local?.ticket ?? { asked: since, granted: since },
+      ticket: local?.ticket ?? {
+        asked: since,
+        granted: typeof grantedAt === "number" ? grantedAt : since,
+      },
       held: token > 0,
       token,
     });

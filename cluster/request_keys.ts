@@ -38,6 +38,12 @@ export interface RequestValue {
    * the grant's revision, and its fencing token that plus the token base.
    */
   granted?: boolean | undefined;
+  /**
+   * When the mark that granted a waiting request was written (ms since the
+   * epoch); a request granted by the txn that queued it was granted at
+   * `since`.
+   */
+  grantedAt?: number | undefined;
 }
 
 /** The parts of a request's key. */

@@ -14,6 +14,7 @@ import {
 import { etcdTest, startEtcdCluster } from "./etcd_cluster.ts";
 import { ADMIN_SECRET, RawClient, runCli } from "./helpers.ts";
 import { frameOf } from "./wire.ts";
+import { delay } from "../message/io.ts";
 import { ExitCode } from "../cli/exit_codes.ts";
 
 etcdTest("two nodes share one lock space", async (t) => {
@@ -133,6 +134,38 @@ etcdTest("two nodes share one lock space", async (t) => {
       }
       await hold.release();
       await (await waiting).release();
+    },
+  );
+
+  await t.step(
+    "status shows a holder of another node granted after a wait as held since its grant",
+    async () => {
+      await using holder = await connect({ port: a.port });
+      await using waiter = await connect({ port: b.port });
+      const hold = await holder.lock("since");
+      const waiting = waiter.lock("since");
+      waiting.catch(() => {});
+      await waitForWaiters(holder, "since", 1);
+      const asked = Date.parse(
+        (await holder.status()).locks.find((l) => l.name === "since")!
+          .waiters[0]!.since,
+      );
+      // The grant must come on a later millisecond than the ask to tell them
+      // apart.
+      while (Date.now() <= asked) await delay(1);
+      const released = Date.now();
+      await hold.release();
+      const got = await waiting;
+      await waitForLock(
+        holder,
+        "since",
+        (lock) => lock?.holders[0]?.node === b.node,
+      );
+      const lock = (await holder.status()).locks.find((l) =>
+        l.name === "since"
+      )!;
+      assert.ok(Date.parse(lock.holders[0]!.since) >= released);
+      await got.release();
     },
   );
 

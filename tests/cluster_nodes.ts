@@ -66,8 +66,8 @@ export interface ClusterStatus {
   locks: {
     name: string;
     limit?: number;
-    holders: { node?: string }[];
-    waiters: { node?: string }[];
+    holders: { node?: string; since: string }[];
+    waiters: { node?: string; since: string }[];
   }[];
 }
 
