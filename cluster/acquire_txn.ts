@@ -12,7 +12,7 @@ import { limitOf } from "./lock_mirror.ts";
 import type { ClusterRequest } from "./own_requests.ts";
 import { lockPrefix, type RequestValue } from "./request_keys.ts";
 
-/** How often a shared request that would not wait asks before it is busy. */
+/** How often a limited request that would not wait asks before it is busy. */
 const TRY_LOCK_TRIES = 3;
 
 /** What {@linkcode queueRequest} writes, and what it knows of the lock. */
@@ -33,9 +33,9 @@ export interface QueueOptions {
  * Writes a request's key: granted when it holds at once, else waiting, or,
  * when it would not wait, nothing. The failure branch reads the key (a
  * retried txn whose first try committed finds it, so its real place in line
- * is known). A shared request that would not wait reads its whole lock
- * instead; when that listing shows it would hold, it asks again with what
- * the listing shows, a few times, before it is taken as busy.
+ * is known). A shared request with a limit that would not wait reads its
+ * whole lock instead; when that listing shows it would hold, it asks again
+ * with what the listing shows, a few times, before it is taken as busy.
  *
  * @param etcd The etcd client.
  * @param request The request.
@@ -58,7 +58,7 @@ export async function queueRequest(
       lease: options.lease,
     },
   });
-  const retry = !wait && mode === "shared";
+  const retry = !wait && limit !== Infinity;
   const read = retry
     ? { range: { key: lockPrefix(root, name), prefix: true } }
     : { range: { key } };

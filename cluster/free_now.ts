@@ -3,15 +3,18 @@
  * compares under which the request, written by that txn, holds by the grant
  * rule of `lock_mirror.ts` at the txn's revision.
  *
- * An exclusive request holds when its lock has no key at all: one compare
- * says so. A shared one holds when every request before it is shared with
- * its limit and fewer than that limit, and a compare cannot count keys or
- * read a limit out of a value. So the node asks what it knows (its mirror, or
- * a listing) whether the lock's shared requests all have that limit and are
- * fewer; the txn then checks that the lock has no exclusive key and no shared
- * key created after what the node knows. Keys deleted since only leave fewer
- * before it. When what the node knows does not allow it, the compare never
- * holds: the request queues and the mirror grants it, a mark later.
+ * - An exclusive request holds when its lock has no key at all.
+ * - A shared one without a limit holds when its lock has no exclusive key and
+ *   no shared key with a limit (`l/`): two compares, exact.
+ * - A shared one with a limit holds when every request before it is shared
+ *   with its limit and there are fewer than that limit; a compare can count
+ *   no keys nor read a limit out of a value. So the node asks what it knows
+ *   (its mirror, or a listing) whether the lock's limited requests all have
+ *   that limit and are fewer; the txn then checks that the lock has no
+ *   exclusive key, no shared key without a limit, and no limited key created
+ *   after what the node knows (keys deleted since only leave fewer before
+ *   it). When what the node knows does not allow it, the compare never
+ *   holds: the request queues and the mirror grants it, a mark later.
  *
  * @module
  */
@@ -71,9 +74,10 @@ export function sharedFits(
  * @param name The lock's name.
  * @param mode The mode asked for.
  * @param limit The limit asked for, when shared; `Infinity` when unbounded.
- * @param known What the node knows of the lock, for a shared request.
- * @returns The compares; for a shared request that does not fit what the
- *   node knows, one that never holds.
+ * @param known What the node knows of the lock, for a shared request with a
+ *   limit.
+ * @returns The compares; for a shared request with a limit that does not
+ *   fit what the node knows, one that never holds.
  */
 export function freeNow(
   root: string,
@@ -83,22 +87,22 @@ export function freeNow(
   known: KnownLock,
 ): Compare[] {
   const empty = { prefix: true, target: "create", value: 0 } as const;
-  if (mode === "exclusive") {
-    return [{ ...empty, key: lockPrefix(root, name), result: "==" }];
-  }
+  const none = (kind?: "exclusive" | "shared" | "limited"): Compare => ({
+    ...empty,
+    key: lockPrefix(root, name, kind),
+    result: "==",
+  });
+  if (mode === "exclusive") return [none()];
+  if (limit === Infinity) return [none("exclusive"), none("limited")];
   if (!sharedFits(known.requests, limit)) {
     // No key has a create revision below 0, and an empty range reads as 0.
-    return [{ ...empty, key: lockPrefix(root, name), result: "<" }];
+    return [{ ...none(), result: "<" }];
   }
-  return [
-    { ...empty, key: lockPrefix(root, name, "exclusive"), result: "==" },
-    {
-      ...empty,
-      key: lockPrefix(root, name, "shared"),
-      result: "<",
-      value: known.revision + 1,
-    },
-  ];
+  return [none("exclusive"), none("shared"), {
+    ...none("limited"),
+    result: "<",
+    value: known.revision + 1,
+  }];
 }
 
 /**
@@ -113,7 +117,7 @@ export function knownFrom(root: string, kvs: KeyValue[]): KnownRequest[] {
   for (const kv of kvs) {
     const parts = parseRequestKey(root, kv.key);
     if (!parts) continue;
-    const limit = parts.mode === "shared"
+    const limit = parts.limited
       ? limitOf(parseRequestValue(kv.value))
       : Infinity;
     known.push({ mode: parts.mode, limit });

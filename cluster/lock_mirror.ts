@@ -30,8 +30,8 @@ export interface MirroredRequest {
   /** Its owner across the cluster: {@linkcode ownerOf} its node and conn. */
   readonly owner: string;
   /**
-   * The most shared holders it allows at once: a shared request's `limit`,
-   * `Infinity` when unbounded (and for an exclusive one).
+   * The most shared holders it allows at once: the `limit` of a shared
+   * request under `l/`, `Infinity` for any other.
    */
   readonly limit: number;
   /** Its place in the queue. */
@@ -151,41 +151,23 @@ export class LockMirror {
   }
 
   /**
-   * The limit of a lock's shared requests: that of its oldest one.
+   * The limit of a lock's shared requests: that of its oldest one. A shared
+   * request with another limit is refused with `limit_mismatch`, as on one
+   * server. Two that race are both queued; by the grant rule neither the
+   * younger nor any request behind it holds while the older is there, and
+   * the younger's own node refuses it.
    *
    * @param name The lock's name.
-   * @returns It; `Infinity` when unbounded or when the lock has none.
-   */
-  limit(name: string): number {
-    for (const other of this.queue(name)) {
-      if (other.mode === "shared") return other.limit;
-    }
-    return Infinity;
-  }
-
-  /**
-   * A shared request before `stop` whose limit is not `limit`: a shared
-   * request with `limit` is refused with `limit_mismatch` while one is there,
-   * as on one server. Two that race are both queued; the younger's own node
-   * refuses it when it first sees both, and until then the grant rule holds
-   * neither it nor any request behind it.
-   *
-   * @param name The lock's name.
-   * @param limit The limit asked for.
-   * @param stop The request itself; absent for one that would join the tail.
    * @param skip Requests to leave out: those the caller knows are gone.
-   * @returns The limit it has, or `undefined` when none differs.
+   * @returns It (`Infinity` when unbounded), or `undefined` when the lock
+   *   has no shared request.
    */
-  mismatch(
+  limit(
     name: string,
-    limit: number,
-    stop?: MirroredRequest,
     skip?: (request: MirroredRequest) => boolean,
   ): number | undefined {
     for (const other of this.queue(name)) {
-      if (other === stop) return undefined;
-      if (other.mode !== "shared" || skip?.(other)) continue;
-      if (other.limit !== limit) return other.limit;
+      if (other.mode === "shared" && !skip?.(other)) return other.limit;
     }
     return undefined;
   }
@@ -299,7 +281,7 @@ export class LockMirror {
       node: parts.node,
       conn: parts.conn,
       owner: ownerOf(parts.node, parts.conn),
-      limit: parts.mode === "shared" ? limitOf(value) : Infinity,
+      limit: parts.limited ? limitOf(value) : Infinity,
       createRevision: kv.createRevision,
       modRevision: kv.modRevision,
       value,
@@ -336,8 +318,8 @@ export class LockMirror {
 }
 
 /**
- * A request value's limit: a whole number of at least 1, else unbounded (an
- * operator's write, or none given).
+ * The limit in the value of a request under `l/`: a whole number of at least
+ * 1, else unbounded (an operator's write).
  *
  * @param value The value.
  * @returns The limit; `Infinity` when unbounded.

@@ -40,11 +40,23 @@ Deno.test(
 );
 
 Deno.test(
-  "one name's prefix never covers another's, even with slashes",
+  "one name's prefix never covers another's, even with slashes; a limited request's key is under l/",
   pure,
   () => {
     assert.ok(!lockPrefix(ROOT, "a/b").startsWith(lockPrefix(ROOT, "a")));
     assert.equal(lockPrefix(ROOT, "a/b"), "/pklock/v1/q/a%2Fb/");
+    const limited = {
+      name: "pool",
+      mode: "shared",
+      limited: true,
+      node: "a1",
+      conn: 2,
+      seq: 3,
+    } as const;
+    const key = requestKey(ROOT, limited);
+    assert.equal(key, "/pklock/v1/q/pool/l/a1.2.3");
+    assert.ok(key.startsWith(lockPrefix(ROOT, "pool", "limited")));
+    assert.deepEqual(parseRequestKey(ROOT, key), limited);
   },
 );
 
@@ -98,10 +110,13 @@ function referenceHolds(live: KeyValue[], key: string): boolean {
   const at = queue.findIndex((kv) => kv.key === key);
   const before = queue.slice(0, at);
   if (mine.mode === "exclusive") return at === 0;
-  const limit = parseRequestValue(queue[at]!.value).limit ?? Infinity;
+  const limitOf = (kv: KeyValue) =>
+    parseRequestKey(ROOT, kv.key)!.limited
+      ? parseRequestValue(kv.value).limit!
+      : Infinity;
+  const limit = limitOf(queue[at]!);
   return before.every((kv) =>
-    parseRequestKey(ROOT, kv.key)!.mode === "shared" &&
-    (parseRequestValue(kv.value).limit ?? Infinity) === limit
+    parseRequestKey(ROOT, kv.key)!.mode === "shared" && limitOf(kv) === limit
   ) && at < limit;
 }
 
@@ -121,6 +136,7 @@ Deno.test(
             const key = requestKey(ROOT, {
               name: step.name,
               mode: step.exclusive ? "exclusive" : "shared",
+              limited: !step.exclusive && step.limit ? true : undefined,
               node: "a1",
               conn: 1,
               seq: revision,
@@ -282,7 +298,7 @@ Deno.test(
 );
 
 Deno.test(
-  "a shared request younger than one with another limit holds nothing, nor do those behind it, until the older goes",
+  "a shared request younger than one with another limit holds nothing, nor do those behind it, until it goes; the oldest sets the limit",
   pure,
   () => {
     const mirror = new LockMirror(ROOT);
@@ -290,6 +306,7 @@ Deno.test(
       const key = requestKey(ROOT, {
         name: "pool",
         mode: "shared",
+        limited: true,
         node,
         conn: 1,
         seq: revision,
@@ -312,13 +329,12 @@ Deno.test(
       [first, raced, behind].map((kv) => mirror.holds(kv.key)),
       [true, false, false],
     );
-    assert.equal(mirror.mismatch("pool", 3, mirror.get(raced.key)), 2);
-    assert.equal(mirror.mismatch("pool", 2, mirror.get(behind.key)), 3);
-    assert.equal(mirror.mismatch("pool", 2, mirror.get(first.key)), undefined);
-    assert.equal(mirror.mismatch("pool", Infinity), 2);
+    assert.equal(mirror.limit("pool", (r) => r.key === first.key), 3);
+    assert.equal(mirror.limit("other"), undefined);
     mirror.apply([{ type: "delete", kv: raced }], 5);
     assert.equal(mirror.holds(behind.key), true);
-    assert.equal(mirror.mismatch("pool", 2), undefined);
+    mirror.apply([{ type: "delete", kv: first }], 6);
+    assert.equal(mirror.limit("pool"), 2);
   },
 );
 

@@ -161,10 +161,8 @@ export class EtcdLockSpace implements AsyncDisposable {
     const owner = ownerOf(this.#node, conn);
     const mirror = this.mirror;
     const limit = mode === "shared" ? options.limit ?? Infinity : Infinity;
-    if (
-      mode === "shared" &&
-      mirror.mismatch(name, limit, undefined, this.#gone) !== undefined
-    ) {
+    const others = mirror.limit(name, this.#gone) ?? limit;
+    if (mode === "shared" && others !== limit) {
       return { status: "refused", reason: "limit_mismatch" };
     }
     if (
@@ -175,7 +173,9 @@ export class EtcdLockSpace implements AsyncDisposable {
     }
     const seq = ++this.#seq;
     const node = this.#node;
-    const key = requestKey(this.#root, { name, mode, node, conn, seq });
+    const limited = limit === Infinity ? undefined : true;
+    const parts = { name, mode, limited, node, conn, seq } as const;
+    const key = requestKey(this.#root, parts);
     const request = new ClusterRequest(key, name, mode, conn);
     this.#own.add(request);
     const value: RequestValue = {
@@ -315,32 +315,33 @@ export class EtcdLockSpace implements AsyncDisposable {
   }
 
   /**
-   * Marks a waiting request granted once the mirror shows it holding; the
-   * first time the mirror shows it waiting, refuses it if an older shared
-   * request has another limit, or if its enqueue closed a cycle.
+   * Marks a waiting request granted once the mirror shows it holding. While
+   * it waits, refuses it if the lock's oldest shared request has another
+   * limit (they raced), and, the first time, if its enqueue closed a cycle.
    */
   #consider(request: ClusterRequest): void {
     const mirrored = this.mirror.get(request.key);
     if (request.state !== "waiting" || !mirrored) return;
-    if (this.mirror.holds(request.key)) {
+    const mirror = this.mirror;
+    if (mirror.holds(request.key)) {
       request.state = "marking";
       this.#track(this.#mark(request));
+      return;
+    }
+    const { owner, name, mode, limit } = mirrored;
+    let refusal: "limit_mismatch" | "deadlock" | null = null;
+    if (mode === "shared" && mirror.limit(name, this.#gone) !== limit) {
+      refusal = "limit_mismatch";
     } else if (!request.checked) {
       request.checked = true;
-      const { owner, name, mode, limit } = mirrored;
-      const mirror = this.mirror;
-      const refusal = mode === "shared" &&
-          mirror.mismatch(name, limit, mirrored, this.#gone) !== undefined
-        ? "limit_mismatch"
-        : mirror.waitClosesCycle(owner, name, mode, mirrored, this.#gone)
-        ? "deadlock"
-        : null;
-      if (refusal !== null) {
-        this.#own.end(request);
-        this.#options.onRefused(request, refusal);
-        this.#deleteKeys([request.key]);
+      if (mirror.waitClosesCycle(owner, name, mode, mirrored, this.#gone)) {
+        refusal = "deadlock";
       }
     }
+    if (refusal === null) return;
+    this.#own.end(request);
+    this.#options.onRefused(request, refusal);
+    this.#deleteKeys([request.key]);
   }
 
   async #mark(request: ClusterRequest): Promise<void> {

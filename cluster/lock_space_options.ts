@@ -34,7 +34,8 @@ export interface LockSpaceOptions {
    * Called once for a queued request refused after the fact, racing one on
    * another node: its enqueue closed a cycle of owners waiting for each
    * other and it is the cycle's youngest request (`deadlock`), or it is a
-   * shared request younger than one with another limit (`limit_mismatch`).
+   * shared request waiting while the lock's oldest shared request has another
+   * limit (`limit_mismatch`).
    * Its key is deleted; the owner answers with the reason.
    */
   onRefused: (

@@ -254,5 +254,11 @@ export function wholeState(
     });
   }
   const mode = (holders[0] ?? waiters[0])!.mode;
-  return { name, mode, limit: space.mirror.limit(name), holders, waiters };
+  return {
+    name,
+    mode,
+    limit: space.mirror.limit(name) ?? Infinity,
+    holders,
+    waiters,
+  };
 }
