@@ -116,6 +116,16 @@ export class LockMirror {
   }
 
   /**
+   * One owner's requests.
+   *
+   * @param owner The owner ({@linkcode ownerOf} its node and conn).
+   * @returns Them, in no particular order.
+   */
+  requestsOf(owner: string): Iterable<MirroredRequest> {
+    return this.#byOwner.get(owner) ?? [];
+  }
+
+  /**
    * One request, by key.
    *
    * @param key Its key.
@@ -174,11 +184,9 @@ export class LockMirror {
 
   /**
    * The requests that one in `mode` waits for: the earlier requests of its
-   * queue whose mode conflicts with it, held or waiting. A semaphore of one
-   * slot is a mutex: a shared request with limit 1 waits for every earlier
-   * one. With a larger limit a wait for shared holders is no edge (one
-   * server's check finds deadlocks there that a holder outside a cycle
-   * cannot end; this one does not look for them).
+   * queue whose mode conflicts with it, held or waiting. With a limit, a
+   * shared request waits for every earlier one (the slots are taken in
+   * turn), as one server's search counts it.
    *
    * @param name The lock's name.
    * @param mode The mode asked for.
@@ -195,7 +203,7 @@ export class LockMirror {
     skip?: (request: MirroredRequest) => boolean,
     limit = stop?.limit ?? Infinity,
   ): void {
-    const all = mode === "exclusive" || limit === 1;
+    const all = mode === "exclusive" || limit !== Infinity;
     for (const other of this.queue(name)) {
       if (other === stop) return;
       if (skip?.(other)) continue;

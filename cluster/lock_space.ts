@@ -24,6 +24,7 @@ import {
 import type { EtcdClient } from "./etcd.ts";
 import { deleteKeys, untilTaken } from "./etcd_retry.ts";
 import { queueRequest } from "./acquire_txn.ts";
+import { waitDeadlocks } from "./mirror_deadlock.ts";
 import { LinkedAbort } from "./linked_abort.ts";
 import { MirrorFeed } from "./mirror_feed.ts";
 import type { LockMirror, MirroredRequest } from "./lock_mirror.ts";
@@ -165,10 +166,8 @@ export class EtcdLockSpace implements AsyncDisposable {
     if (mode === "shared" && others !== limit) {
       return { status: "refused", reason: "limit_mismatch" };
     }
-    if (
-      wait &&
-      mirror.waitClosesCycle(owner, name, mode, undefined, this.#gone, limit)
-    ) {
+    const skip = this.#gone;
+    if (wait && waitDeadlocks(mirror, owner, name, { mode, limit, skip })) {
       return { status: "refused", reason: "deadlock" };
     }
     const seq = ++this.#seq;
@@ -334,9 +333,8 @@ export class EtcdLockSpace implements AsyncDisposable {
       refusal = "limit_mismatch";
     } else if (!request.checked) {
       request.checked = true;
-      if (mirror.waitClosesCycle(owner, name, mode, mirrored, this.#gone)) {
-        refusal = "deadlock";
-      }
+      const asked = { mode, limit, request: mirrored, skip: this.#gone };
+      if (waitDeadlocks(mirror, owner, name, asked)) refusal = "deadlock";
     }
     if (refusal === null) return;
     this.#own.end(request);

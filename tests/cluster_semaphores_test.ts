@@ -10,6 +10,10 @@ import { etcdTest, startEtcdCluster } from "./etcd_cluster.ts";
 import { RawClient } from "./helpers.ts";
 import { frameOf } from "./wire.ts";
 
+function isDeadlock(error: unknown): boolean {
+  return error instanceof RequestRefusedError && error.code === "deadlock";
+}
+
 function isMismatch(error: unknown): boolean {
   return error instanceof RequestRefusedError &&
     error.code === "limit_mismatch";
@@ -95,6 +99,58 @@ etcdTest("semaphores across three nodes", async (t) => {
       const read = await reader;
       assert.ok(read.token > wrote.token);
       await read.release();
+    },
+  );
+
+  await t.step(
+    "a wait through a full semaphore held on two nodes is refused as a deadlock",
+    async () => {
+      await using x = await connect({ port: a.port });
+      await using y = await connect({ port: b.port });
+      await using z = await connect({ port: c.port });
+      const xSlot = await x.lock("slots2", { limit: 2 });
+      const ySlot = await y.lock("slots2", { limit: 2 });
+      const door = await z.lock("door");
+      const zSlot = z.lock("slots2", { limit: 2 });
+      zSlot.catch(() => {});
+      await waitForWaiters(x, "slots2", 1);
+      const yDoor = y.lock("door");
+      yDoor.catch(() => {});
+      await waitForWaiters(x, "door", 1);
+      // x waits for z (the door), z for a slot x and y hold, y for the door.
+      await assert.rejects(x.lock("door"), isDeadlock);
+      await xSlot.release();
+      await door.release();
+      await (await zSlot).release();
+      await (await yDoor).release();
+      await ySlot.release();
+    },
+  );
+
+  await t.step(
+    "a wait through a full semaphore whose other holder waits for nothing is no deadlock",
+    async () => {
+      await using x = await connect({ port: a.port });
+      await using y = await connect({ port: b.port });
+      await using z = await connect({ port: c.port });
+      const xSlot = await x.lock("slots3", { limit: 2 });
+      const ySlot = await y.lock("slots3", { limit: 2 });
+      const door = await z.lock("door3");
+      const zSlot = z.lock("slots3", { limit: 2 });
+      zSlot.catch(() => {});
+      await waitForWaiters(x, "slots3", 1);
+      // x waits for z, z for a slot x and y hold; y is free to end.
+      const xDoor = x.lock("door3");
+      xDoor.catch(() => {});
+      await waitForWaiters(y, "door3", 1);
+      await ySlot.release();
+      const zGot = await zSlot;
+      await door.release();
+      const xGot = await xDoor;
+      assert.ok(xGot.token > zGot.token);
+      await xGot.release();
+      await zGot.release();
+      await xSlot.release();
     },
   );
 
