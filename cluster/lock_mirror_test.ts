@@ -339,7 +339,7 @@ Deno.test(
 );
 
 Deno.test(
-  "blockers() of a shared request with limit 1 are every request before it",
+  "blockers() of a shared request with a limit are every request before it",
   pure,
   () => {
     const mirror = new LockMirror(ROOT);
@@ -350,6 +350,9 @@ Deno.test(
     assert.deepEqual(one, ["a.1", "b.1"]);
     const two: string[] = [];
     mirror.blockers("r", "shared", undefined, two, undefined, 2);
-    assert.deepEqual(two, []);
+    assert.deepEqual(two, ["a.1", "b.1"]);
+    const unbounded: string[] = [];
+    mirror.blockers("r", "shared", undefined, unbounded);
+    assert.deepEqual(unbounded, []);
   },
 );

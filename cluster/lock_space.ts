@@ -162,11 +162,10 @@ export class EtcdLockSpace implements AsyncDisposable {
     const owner = ownerOf(this.#node, conn);
     const mirror = this.mirror;
     const limit = mode === "shared" ? options.limit ?? Infinity : Infinity;
-    const others = mirror.limit(name, this.#gone) ?? limit;
-    if (mode === "shared" && others !== limit) {
+    const skip = this.#gone;
+    if (mode === "shared" && (mirror.limit(name, skip) ?? limit) !== limit) {
       return { status: "refused", reason: "limit_mismatch" };
     }
-    const skip = this.#gone;
     if (wait && waitDeadlocks(mirror, owner, name, { mode, limit, skip })) {
       return { status: "refused", reason: "deadlock" };
     }

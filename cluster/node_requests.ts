@@ -189,7 +189,8 @@ export class NodeRequests {
     holders.sort((a, b) => a.token - b.token);
     waiters.sort((a, b) => place(a) - place(b));
     const mode = (holders[0] ?? waiters[0])!.mode;
-    const shared = [...holders, ...waiters].find((r) => r.mode === "shared");
+    const isShared = (r: NodeRequest) => r.mode === "shared";
+    const shared = holders.find(isShared) ?? waiters.find(isShared);
     const limit = shared?.ticket.limit ?? Infinity;
     return { name, mode, limit, holders, waiters };
   }
