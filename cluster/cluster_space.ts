@@ -93,13 +93,13 @@ export class ClusterLockSpace
     etcd: EtcdClient,
     options: ClusterLockSpaceOptions = {},
   ): Promise<ClusterLockSpace> {
-    // The space reports only for requests it was given, so never before
-    // `made` is set.
+    // The space reports outcomes only for requests it was given, so never
+    // before `made` is set; a watch batch may come before, with none here.
     const made: { self?: ClusterLockSpace } = {};
     const space = await openNodeSpace(
       etcd,
       options,
-      ClusterLockSpace.#reports(() => made.self!),
+      ClusterLockSpace.#reports(() => made.self),
     );
     const self = made.self = new ClusterLockSpace(etcd, space, options);
     self.#watchLease(space);
@@ -382,12 +382,15 @@ export class ClusterLockSpace
   }
 
   /** Where a node space reports what etcd decided later: to `target()`. */
-  static #reports(target: () => ClusterLockSpace): SpaceReports {
+  static #reports(target: () => ClusterLockSpace | undefined): SpaceReports {
     return {
-      onGrant: (request) => target().#onGrant(request),
-      onLost: (request, reason) => target().#onLost(request, reason),
-      onRefused: (request, reason) => target().#onRefused(request, reason),
-      onQueues: (names) => target().#onQueues(names),
+      onGrant: (request) => target()!.#onGrant(request),
+      onLost: (request, reason) => target()!.#onLost(request, reason),
+      onRefused: (request, reason) => target()!.#onRefused(request, reason),
+      onQueues: (names) => {
+        const self = target();
+        if (self !== undefined) self.#onQueues(names);
+      },
     };
   }
 }

@@ -294,6 +294,7 @@ export class EtcdLockSpace implements AsyncDisposable {
         this.#lost(request, "Its key was deleted by another party");
       } else this.#consider(request);
     }
+    this.#options.onQueues?.(this.mirror.names());
   }
 
   #changed(touched: Iterable<string>, deleted: MirroredRequest[]): void {

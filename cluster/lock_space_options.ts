@@ -44,7 +44,8 @@ export interface LockSpaceOptions {
   ) => void;
   /**
    * Called after each watch batch with the locks whose queues it changed, on
-   * any node, once this node's requests have taken it in.
+   * any node, once this node's requests have taken it in; after a re-list,
+   * with every lock.
    *
    * @default {Not called}
    */
