@@ -12,7 +12,6 @@
  * @module
  */
 
-import type { LockLostEvent } from "../protocol/lock_protocol.ts";
 import type { Timing } from "../server/journal.ts";
 import type {
   ClusterView,
@@ -22,19 +21,19 @@ import type {
   LockView,
   RequestOwner,
   SharedLockSpace,
+  SpaceLockState,
   WithdrawCause,
 } from "../server/lock_space.ts";
-import { MessageError } from "../message/errors.ts";
 import type { Ticket } from "../server/outcomes.ts";
 import type { Session } from "../server/session.ts";
 import type { EtcdClient } from "./etcd.ts";
-import { EtcdError } from "./etcd_errors.ts";
 import { deleteKeys } from "./etcd_retry.ts";
 import type { EtcdLockSpace } from "./lock_space.ts";
 import { NodeLeaseLostError } from "./node_lease.ts";
 import type { AcquireResult, ClusterRequest } from "./own_requests.ts";
 import { followNodes, readNodes } from "./live_nodes.ts";
 import { NodeRequest, NodeRequests, wholeState } from "./node_requests.ts";
+import { closeLost, failAcquire, nodeState } from "./node_queues.ts";
 import {
   type ClusterLockSpaceOptions,
   openNodeSpace,
@@ -97,13 +96,13 @@ export class ClusterLockSpace
     etcd: EtcdClient,
     options: ClusterLockSpaceOptions = {},
   ): Promise<ClusterLockSpace> {
-    // The space reports only for requests it was given, so never before
-    // `made` is set.
+    // The space reports outcomes only for requests it was given, so never
+    // before `made` is set; a watch batch may come before, with none here.
     const made: { self?: ClusterLockSpace } = {};
     const space = await openNodeSpace(
       etcd,
       options,
-      ClusterLockSpace.#reports(() => made.self!),
+      ClusterLockSpace.#reports(() => made.self),
     );
     const self = made.self = new ClusterLockSpace(etcd, space, options);
     self.#watchLease(space);
@@ -139,13 +138,9 @@ export class ClusterLockSpace
       );
       return;
     }
-    if (ticket.limit !== undefined) {
-      this.#fail(session, ticket, "limits are not supported in cluster mode");
-      return;
-    }
     const space = this.#space;
     if (space === null) {
-      this.#fail(session, ticket, new NodeLeaseLostError(NO_LEASE));
+      failAcquire(session, ticket, new NodeLeaseLostError(NO_LEASE));
       return;
     }
     const request = new NodeRequest(session, ticket);
@@ -201,12 +196,16 @@ export class ClusterLockSpace
     return this.#mine.countOf(session);
   }
 
-  inspect(name: string): LockState<Session, Ticket> | null {
-    return this.#mine.inspect(name);
+  inspect(name: string): SpaceLockState<Session, Ticket> | null {
+    const space = this.#space;
+    return space
+      ? nodeState(space, this.#mine, name)
+      : this.#mine.inspect(name);
   }
 
+  /** This node's: metrics are a process's, and sum over the nodes. */
   count(name: string): { holders: number; waiters: number } | null {
-    const state = this.inspect(name);
+    const state = this.#mine.inspect(name);
     return state && {
       holders: state.holders.length,
       waiters: state.waiters.length,
@@ -251,6 +250,7 @@ export class ClusterLockSpace
     try {
       result = await space.acquire(session.id, ticket.name, {
         mode: ticket.mode,
+        limit: ticket.limit,
         wait: ticket.wait !== 0,
         peer: session.peer,
         label: session.label,
@@ -258,7 +258,7 @@ export class ClusterLockSpace
     } catch (error) {
       if (request.state === "ended" && !request.cancelled) return;
       this.#mine.end(request);
-      this.#fail(session, ticket, error as Error);
+      failAcquire(session, ticket, error as Error);
       return;
     }
     const events = this.#events!;
@@ -302,23 +302,14 @@ export class ClusterLockSpace
   /** A request's key went without its owner's say: close its connection. */
   #onLost(cluster: ClusterRequest, reason: string): void {
     const request = this.#mine.behind(cluster);
-    if (request === undefined) return;
-    const session = request.owner;
-    if (!session.greeted) {
-      session.connection.close();
-      return;
-    }
-    const event: LockLostEvent = {
-      event: "lock_lost",
-      lockName: request.name,
-      token: cluster.token,
-      message: reason,
-    };
-    session.connection.closeWith(event, { reason: "closed" });
+    if (request !== undefined) closeLost(request, cluster.token, reason);
   }
 
-  /** A queued request closed a cycle that another node's request raced. */
-  #onDeadlock(cluster: ClusterRequest): void {
+  /** A queued request lost a race with another node's: refused after all. */
+  #onRefused(
+    cluster: ClusterRequest,
+    reason: "deadlock" | "limit_mismatch",
+  ): void {
     const request = this.#mine.behind(cluster);
     if (request === undefined || request.state === "ended") return;
     const was = request.state;
@@ -327,8 +318,15 @@ export class ClusterLockSpace
     // Its queueing was reported: it leaves the queue, and the refusal is
     // its answer.
     if (was === "waiting") events.withdrawn(request, "disconnect");
-    events.refused(request.owner, request.ticket, "deadlock");
+    events.refused(request.owner, request.ticket, reason);
     events.changed(request.name);
+  }
+
+  /** Queues changed on some node: this node's waiters and holders are told. */
+  #onQueues(names: Iterable<string>): void {
+    for (const name of names) {
+      if (this.#mine.has(name)) this.#events!.changed(name);
+    }
   }
 
   #grant(request: NodeRequest): void {
@@ -342,21 +340,6 @@ export class ClusterLockSpace
     if (request.cluster !== null && space !== null) {
       this.#track(space.release(request.cluster));
     }
-  }
-
-  /** Answers a request etcd could not take; nothing was queued. */
-  #fail(session: Session, ticket: Ticket, why: string | Error): void {
-    session.connection.replyError(
-      { id: ticket.id },
-      new MessageError(
-        why instanceof EtcdError || why instanceof NodeLeaseLostError
-          ? "unavailable"
-          : "internal_error",
-        `Cannot acquire lock "${ticket.name}": ${
-          why instanceof Error ? why.message : why
-        }`,
-      ),
-    );
   }
 
   #inspectWhole(name: string): LockState<RequestOwner, Timing> | null {
@@ -402,11 +385,15 @@ export class ClusterLockSpace
   }
 
   /** Where a node space reports what etcd decided later: to `target()`. */
-  static #reports(target: () => ClusterLockSpace): SpaceReports {
+  static #reports(target: () => ClusterLockSpace | undefined): SpaceReports {
     return {
-      onGrant: (request) => target().#onGrant(request),
-      onLost: (request, reason) => target().#onLost(request, reason),
-      onDeadlock: (request) => target().#onDeadlock(request),
+      onGrant: (request) => target()!.#onGrant(request),
+      onLost: (request, reason) => target()!.#onLost(request, reason),
+      onRefused: (request, reason) => target()!.#onRefused(request, reason),
+      onQueues: (names) => {
+        const self = target();
+        if (self !== undefined) self.#onQueues(names);
+      },
     };
   }
 }

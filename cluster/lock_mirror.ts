@@ -29,6 +29,11 @@ export interface MirroredRequest {
   readonly conn: number;
   /** Its owner across the cluster: {@linkcode ownerOf} its node and conn. */
   readonly owner: string;
+  /**
+   * The most shared holders it allows at once: the `limit` of a shared
+   * request under `l/`, `Infinity` for any other.
+   */
+  readonly limit: number;
   /** Its place in the queue. */
   readonly createRevision: number;
   /** The revision of its last write (its grant's, once granted). */
@@ -111,6 +116,16 @@ export class LockMirror {
   }
 
   /**
+   * One owner's requests.
+   *
+   * @param owner The owner ({@linkcode ownerOf} its node and conn).
+   * @returns Them, in no particular order.
+   */
+  requestsOf(owner: string): Iterable<MirroredRequest> {
+    return this.#byOwner.get(owner) ?? [];
+  }
+
+  /**
    * One request, by key.
    *
    * @param key Its key.
@@ -122,8 +137,9 @@ export class LockMirror {
 
   /**
    * The grant rule: an exclusive request holds when it is first in its queue;
-   * a shared one when no exclusive request is before it. Once a request
-   * holds it holds until deleted, since later keys queue after it.
+   * a shared one when every request before it is shared with the same limit,
+   * and fewer than that limit. Once a request holds it holds until deleted:
+   * later keys queue after it, and deletes only shorten what is before it.
    *
    * @param key The request's key.
    * @returns Whether it holds; `false` when the mirror has no such key.
@@ -133,22 +149,51 @@ export class LockMirror {
     if (!request) return false;
     const queue = this.queue(request.name);
     if (request.mode === "exclusive") return queue[0] === request;
+    let ahead = 0;
     for (const other of queue) {
-      if (other === request) return true;
-      if (other.mode === "exclusive") return false;
+      if (other === request) return ahead < request.limit;
+      if (other.mode === "exclusive" || other.limit !== request.limit) {
+        return false;
+      }
+      ahead++;
     }
     return false;
   }
 
   /**
+   * The limit of a lock's shared requests: that of its oldest one. A shared
+   * request with another limit is refused with `limit_mismatch`, as on one
+   * server. Two that race are both queued; by the grant rule neither the
+   * younger nor any request behind it holds while the older is there, and
+   * the younger's own node refuses it.
+   *
+   * @param name The lock's name.
+   * @param skip Requests to leave out: those the caller knows are gone.
+   * @returns It (`Infinity` when unbounded), or `undefined` when the lock
+   *   has no shared request.
+   */
+  limit(
+    name: string,
+    skip?: (request: MirroredRequest) => boolean,
+  ): number | undefined {
+    for (const other of this.queue(name)) {
+      if (other.mode === "shared" && !skip?.(other)) return other.limit;
+    }
+    return undefined;
+  }
+
+  /**
    * The requests that one in `mode` waits for: the earlier requests of its
-   * queue whose mode conflicts with it, held or waiting.
+   * queue whose mode conflicts with it, held or waiting. With a limit, a
+   * shared request waits for every earlier one (the slots are taken in
+   * turn), as one server's search counts it.
    *
    * @param name The lock's name.
    * @param mode The mode asked for.
    * @param stop The request itself; absent for one that would join the tail.
    * @param into Receives their owners.
    * @param skip Requests to leave out: those the caller knows are gone.
+   * @param limit The limit asked for, when shared.
    */
   blockers(
     name: string,
@@ -156,13 +201,13 @@ export class LockMirror {
     stop: MirroredRequest | undefined,
     into: string[],
     skip?: (request: MirroredRequest) => boolean,
+    limit = stop?.limit ?? Infinity,
   ): void {
+    const all = mode === "exclusive" || limit !== Infinity;
     for (const other of this.queue(name)) {
       if (other === stop) return;
       if (skip?.(other)) continue;
-      if (mode === "exclusive" || other.mode === "exclusive") {
-        into.push(other.owner);
-      }
+      if (all || other.mode === "exclusive") into.push(other.owner);
     }
   }
 
@@ -210,6 +255,7 @@ export class LockMirror {
    * @param mode Its mode.
    * @param request It, in the mirror; absent for one not yet queued.
    * @param skip Requests to leave out: those the caller knows are gone.
+   * @param limit Its limit, when shared.
    * @returns Whether waiting would close a cycle.
    */
   waitClosesCycle(
@@ -218,9 +264,10 @@ export class LockMirror {
     mode: LockMode,
     request?: MirroredRequest,
     skip?: (request: MirroredRequest) => boolean,
+    limit = request?.limit ?? Infinity,
   ): boolean {
     const waitsFor: string[] = [];
-    this.blockers(name, mode, request, waitsFor, skip);
+    this.blockers(name, mode, request, waitsFor, skip, limit);
     const before = request?.createRevision ?? Infinity;
     return this.closesCycle(owner, waitsFor, before, skip);
   }
@@ -234,6 +281,7 @@ export class LockMirror {
     }
     const parts = parseRequestKey(this.#root, kv.key);
     if (!parts) return null;
+    const value = parseRequestValue(kv.value);
     const request: MirroredRequest = {
       key: kv.key,
       name: parts.name,
@@ -241,9 +289,10 @@ export class LockMirror {
       node: parts.node,
       conn: parts.conn,
       owner: ownerOf(parts.node, parts.conn),
+      limit: parts.limited ? limitOf(value) : Infinity,
       createRevision: kv.createRevision,
       modRevision: kv.modRevision,
-      value: parseRequestValue(kv.value),
+      value,
     };
     this.#byKey.set(kv.key, request);
     const owned = this.#byOwner.get(request.owner);
@@ -274,4 +323,18 @@ export class LockMirror {
     if (queue.length === 0) this.#queues.delete(request.name);
     return request;
   }
+}
+
+/**
+ * The limit in the value of a request under `l/`: a whole number of at least
+ * 1, else unbounded (an operator's write).
+ *
+ * @param value The value.
+ * @returns The limit; `Infinity` when unbounded.
+ */
+export function limitOf(value: RequestValue): number {
+  const limit = value.limit;
+  return typeof limit === "number" && Number.isInteger(limit) && limit >= 1
+    ? limit
+    : Infinity;
 }

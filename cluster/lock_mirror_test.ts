@@ -40,11 +40,23 @@ Deno.test(
 );
 
 Deno.test(
-  "one name's prefix never covers another's, even with slashes",
+  "one name's prefix never covers another's, even with slashes; a limited request's key is under l/",
   pure,
   () => {
     assert.ok(!lockPrefix(ROOT, "a/b").startsWith(lockPrefix(ROOT, "a")));
     assert.equal(lockPrefix(ROOT, "a/b"), "/pklock/v1/q/a%2Fb/");
+    const limited = {
+      name: "pool",
+      mode: "shared",
+      limited: true,
+      node: "a1",
+      conn: 2,
+      seq: 3,
+    } as const;
+    const key = requestKey(ROOT, limited);
+    assert.equal(key, "/pklock/v1/q/pool/l/a1.2.3");
+    assert.ok(key.startsWith(lockPrefix(ROOT, "pool", "limited")));
+    assert.deepEqual(parseRequestKey(ROOT, key), limited);
   },
 );
 
@@ -71,7 +83,7 @@ Deno.test(
 );
 
 type Step =
-  | { kind: "put"; name: string; exclusive: boolean }
+  | { kind: "put"; name: string; exclusive: boolean; limit?: number }
   | { kind: "delete"; pick: number }
   | { kind: "mark"; pick: number }
   | { kind: "relist" };
@@ -81,7 +93,8 @@ const stepArbitrary: fc.Arbitrary<Step> = fc.oneof(
     kind: fc.constant("put" as const),
     name: fc.constantFrom("a", "b", "c/d"),
     exclusive: fc.boolean(),
-  }),
+    limit: fc.constantFrom(1, 2, 3),
+  }, { requiredKeys: ["kind", "name", "exclusive"] }),
   fc.record({ kind: fc.constant("delete" as const), pick: fc.nat() }),
   fc.record({ kind: fc.constant("mark" as const), pick: fc.nat() }),
   fc.record({ kind: fc.constant("relist" as const) }),
@@ -95,14 +108,20 @@ function referenceHolds(live: KeyValue[], key: string): boolean {
   )
     .sort((a, b) => a.createRevision - b.createRevision);
   const at = queue.findIndex((kv) => kv.key === key);
-  const before = queue.slice(0, at).map((kv) =>
-    parseRequestKey(ROOT, kv.key)!.mode
-  );
-  return mine.mode === "exclusive" ? at === 0 : !before.includes("exclusive");
+  const before = queue.slice(0, at);
+  if (mine.mode === "exclusive") return at === 0;
+  const limitOf = (kv: KeyValue) =>
+    parseRequestKey(ROOT, kv.key)!.limited
+      ? parseRequestValue(kv.value).limit!
+      : Infinity;
+  const limit = limitOf(queue[at]!);
+  return before.every((kv) =>
+    parseRequestKey(ROOT, kv.key)!.mode === "shared" && limitOf(kv) === limit
+  ) && at < limit;
 }
 
 Deno.test(
-  "LockMirror agrees with the grant rule, and a holder holds until deleted",
+  "LockMirror agrees with the grant rule, and a holder holds until deleted, whatever the limits",
   pure,
   () => {
     fc.assert(
@@ -117,13 +136,14 @@ Deno.test(
             const key = requestKey(ROOT, {
               name: step.name,
               mode: step.exclusive ? "exclusive" : "shared",
+              limited: !step.exclusive && step.limit ? true : undefined,
               node: "a1",
               conn: 1,
               seq: revision,
             });
             const kv = {
               key,
-              value: '{"since":1}',
+              value: JSON.stringify({ since: 1, limit: step.limit }),
               createRevision: revision,
               modRevision: revision,
               lease: "1",
@@ -149,7 +169,10 @@ Deno.test(
               assert.equal(deleted.length, 1);
               assert.ok(touched.has(parseRequestKey(ROOT, kv.key)!.name));
             } else {
-              kv.value = '{"since":1,"granted":true}';
+              kv.value = JSON.stringify({
+                ...parseRequestValue(kv.value),
+                granted: true,
+              });
               kv.modRevision = revision;
               mirror.apply([{ type: "put", kv }], revision);
               assert.equal(mirror.get(kv.key)!.modRevision, revision);
@@ -271,5 +294,65 @@ Deno.test(
     const exclusive: string[] = [];
     mirror.blockers("r", "exclusive", undefined, exclusive);
     assert.deepEqual(exclusive, ["a.1", "a.2", "b.1"]);
+  },
+);
+
+Deno.test(
+  "a shared request younger than one with another limit holds nothing, nor do those behind it, until it goes; the oldest sets the limit",
+  pure,
+  () => {
+    const mirror = new LockMirror(ROOT);
+    const at = (revision: number, node: string, limit?: number) => {
+      const key = requestKey(ROOT, {
+        name: "pool",
+        mode: "shared",
+        limited: true,
+        node,
+        conn: 1,
+        seq: revision,
+      });
+      const kv = {
+        key,
+        value: JSON.stringify({ since: 1, limit }),
+        createRevision: revision,
+        modRevision: revision,
+        lease: "1",
+      };
+      mirror.apply([{ type: "put", kv }], revision);
+      return kv;
+    };
+    const first = at(2, "a", 2);
+    const raced = at(3, "b", 3);
+    const behind = at(4, "c", 2);
+    assert.equal(mirror.limit("pool"), 2);
+    assert.deepEqual(
+      [first, raced, behind].map((kv) => mirror.holds(kv.key)),
+      [true, false, false],
+    );
+    assert.equal(mirror.limit("pool", (r) => r.key === first.key), 3);
+    assert.equal(mirror.limit("other"), undefined);
+    mirror.apply([{ type: "delete", kv: raced }], 5);
+    assert.equal(mirror.holds(behind.key), true);
+    mirror.apply([{ type: "delete", kv: first }], 6);
+    assert.equal(mirror.limit("pool"), 2);
+  },
+);
+
+Deno.test(
+  "blockers() of a shared request with a limit are every request before it",
+  pure,
+  () => {
+    const mirror = new LockMirror(ROOT);
+    put(mirror, 2, { name: "r", mode: "shared", node: "a", conn: 1 });
+    put(mirror, 3, { name: "r", mode: "shared", node: "b", conn: 1 });
+    const one: string[] = [];
+    mirror.blockers("r", "shared", undefined, one, undefined, 1);
+    assert.deepEqual(one, ["a.1", "b.1"]);
+    const two: string[] = [];
+    mirror.blockers("r", "shared", undefined, two, undefined, 2);
+    assert.deepEqual(two, ["a.1", "b.1"]);
+    const unbounded: string[] = [];
+    mirror.blockers("r", "shared", undefined, unbounded);
+    assert.deepEqual(unbounded, []);
   },
 );

@@ -22,17 +22,13 @@ import {
   OwnRequests,
 } from "./own_requests.ts";
 import type { EtcdClient } from "./etcd.ts";
-import type { TxnOp } from "./etcd_codec.ts";
 import { deleteKeys, untilTaken } from "./etcd_retry.ts";
+import { queueRequest } from "./acquire_txn.ts";
+import { waitDeadlocks } from "./mirror_deadlock.ts";
 import { LinkedAbort } from "./linked_abort.ts";
 import { MirrorFeed } from "./mirror_feed.ts";
 import type { LockMirror, MirroredRequest } from "./lock_mirror.ts";
-import {
-  lockPrefix,
-  ownerOf,
-  requestKey,
-  type RequestValue,
-} from "./request_keys.ts";
+import { ownerOf, requestKey, type RequestValue } from "./request_keys.ts";
 import type { NodeLease } from "./node_lease.ts";
 import type { LockSpaceOptions } from "./lock_space_options.ts";
 
@@ -45,7 +41,7 @@ import type { LockSpaceOptions } from "./lock_space_options.ts";
  * await using space = await EtcdLockSpace.open(etcd, lease, {
  *   onGrant: (request) => reply(request.conn, request.token),
  *   onLost: (request) => closeConnection(request.conn),
- *   onDeadlock: (request) => replyDeadlock(request.conn),
+ *   onRefused: (request, reason) => refuse(request.conn, reason),
  * });
  * const result = await space.acquire(7, "jobs");
  * ```
@@ -165,41 +161,34 @@ export class EtcdLockSpace implements AsyncDisposable {
     }
     const owner = ownerOf(this.#node, conn);
     const mirror = this.mirror;
-    if (
-      wait && mirror.waitClosesCycle(owner, name, mode, undefined, this.#gone)
-    ) {
+    const limit = mode === "shared" ? options.limit ?? Infinity : Infinity;
+    const skip = this.#gone;
+    if (mode === "shared" && (mirror.limit(name, skip) ?? limit) !== limit) {
+      return { status: "refused", reason: "limit_mismatch" };
+    }
+    if (wait && waitDeadlocks(mirror, owner, name, { mode, limit, skip })) {
       return { status: "refused", reason: "deadlock" };
     }
     const seq = ++this.#seq;
     const node = this.#node;
-    const key = requestKey(this.#root, { name, mode, node, conn, seq });
+    const limited = limit === Infinity ? undefined : true;
+    const parts = { name, mode, limited, node, conn, seq } as const;
+    const key = requestKey(this.#root, parts);
     const request = new ClusterRequest(key, name, mode, conn);
     this.#own.add(request);
     const value: RequestValue = {
       since: Date.now(),
       peer: options.peer,
       label: options.label,
+      limit: limit === Infinity ? undefined : limit,
     };
-    const conflict = lockPrefix(
-      this.#root,
-      name,
-      mode === "shared" ? "exclusive" : undefined,
-    );
-    const put = (granted: boolean): TxnOp => ({
-      put: {
-        key,
-        value: JSON.stringify({ ...value, granted }),
-        lease: this.#lease.id,
-      },
+    const asked = queueRequest(this.#etcd, request, {
+      root: this.#root,
+      lease: this.#lease.id,
+      value,
+      wait,
+      known: { revision: mirror.revision, requests: mirror.queue(name) },
     });
-    // A retried txn whose first try committed finds its own key: the failure
-    // branch reads it, so its real place in line is known.
-    const free = { key: conflict, prefix: true, value: 0 } as const;
-    const asked = this.#etcd.txn(
-      [{ ...free, target: "create", result: "==" }],
-      [put(true)],
-      wait ? [put(false), { range: { key } }] : [{ range: { key } }],
-    );
     request.queued = asked.catch(() => {});
     let answer;
     try {
@@ -226,7 +215,9 @@ export class EtcdLockSpace implements AsyncDisposable {
       request.state = "held";
       return { status: "granted", request };
     }
-    const mine = answer.responses.at(-1)?.range?.kvs[0];
+    const mine = answer.responses.at(-1)?.range?.kvs.find((kv) =>
+      kv.key === key
+    );
     if (!wait) {
       this.#own.end(request);
       if (mine) await this.#deleteKeys([key]);
@@ -303,6 +294,7 @@ export class EtcdLockSpace implements AsyncDisposable {
         this.#lost(request, "Its key was deleted by another party");
       } else this.#consider(request);
     }
+    this.#options.onQueues?.(this.mirror.names());
   }
 
   #changed(touched: Iterable<string>, deleted: MirroredRequest[]): void {
@@ -318,35 +310,45 @@ export class EtcdLockSpace implements AsyncDisposable {
         this.#consider(request);
       }
     }
+    this.#options.onQueues?.(touched);
   }
 
   /**
-   * Marks a waiting request granted once the mirror shows it holding; the
-   * first time the mirror shows it waiting, refuses it if its enqueue closed
-   * a cycle.
+   * Marks a waiting request granted once the mirror shows it holding. While
+   * it waits, refuses it if the lock's oldest shared request has another
+   * limit (they raced), and, the first time, if its enqueue closed a cycle.
    */
   #consider(request: ClusterRequest): void {
     const mirrored = this.mirror.get(request.key);
     if (request.state !== "waiting" || !mirrored) return;
-    if (this.mirror.holds(request.key)) {
+    const mirror = this.mirror;
+    if (mirror.holds(request.key)) {
       request.state = "marking";
       this.#track(this.#mark(request));
+      return;
+    }
+    const { owner, name, mode, limit } = mirrored;
+    let refusal: "limit_mismatch" | "deadlock" | null = null;
+    if (mode === "shared" && mirror.limit(name, this.#gone) !== limit) {
+      refusal = "limit_mismatch";
     } else if (!request.checked) {
       request.checked = true;
-      const { owner, name, mode } = mirrored;
-      if (
-        this.mirror.waitClosesCycle(owner, name, mode, mirrored, this.#gone)
-      ) {
-        this.#own.end(request);
-        this.#options.onDeadlock(request);
-        this.#deleteKeys([request.key]);
-      }
+      const asked = { mode, limit, request: mirrored, skip: this.#gone };
+      if (waitDeadlocks(mirror, owner, name, asked)) refusal = "deadlock";
     }
+    if (refusal === null) return;
+    this.#own.end(request);
+    this.#options.onRefused(request, refusal);
+    this.#deleteKeys([request.key]);
   }
 
   async #mark(request: ClusterRequest): Promise<void> {
     const known = this.mirror.get(request.key)!;
-    const value = JSON.stringify({ ...known.value, granted: true });
+    const value = JSON.stringify({
+      ...known.value,
+      granted: true,
+      grantedAt: Date.now(),
+    });
     using stop = new LinkedAbort(this.#stop, request.withdrawn.signal);
     const answer = await untilTaken(stop.signal, () =>
       this.#etcd.txn(

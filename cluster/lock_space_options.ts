@@ -31,10 +31,23 @@ export interface LockSpaceOptions {
    */
   onLost: (request: ClusterRequest, reason: string) => void;
   /**
-   * Called once for a queued request refused after the fact: its enqueue,
-   * racing one on another node, closed a cycle of owners waiting for each
-   * other, and it is the cycle's youngest request. Its key is deleted; the
-   * owner answers `deadlock`.
+   * Called once for a queued request refused after the fact, racing one on
+   * another node: its enqueue closed a cycle of owners waiting for each
+   * other and it is the cycle's youngest request (`deadlock`), or it is a
+   * shared request waiting while the lock's oldest shared request has another
+   * limit (`limit_mismatch`).
+   * Its key is deleted; the owner answers with the reason.
    */
-  onDeadlock: (request: ClusterRequest) => void;
+  onRefused: (
+    request: ClusterRequest,
+    reason: "deadlock" | "limit_mismatch",
+  ) => void;
+  /**
+   * Called after each watch batch with the locks whose queues it changed, on
+   * any node, once this node's requests have taken it in; after a re-list,
+   * with every lock.
+   *
+   * @default {Not called}
+   */
+  onQueues?: ((names: Iterable<string>) => void) | undefined;
 }

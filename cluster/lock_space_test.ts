@@ -38,7 +38,7 @@ class Node implements AsyncDisposable {
       prefix: options.prefix,
       progressTimeoutMs: 3_000,
       onGrant: (request) => node.#record(() => node.grants.push(request)),
-      onDeadlock: (request) => node.#record(() => node.deadlocks.push(request)),
+      onRefused: (request) => node.#record(() => node.deadlocks.push(request)),
       onLost: (request, reason) =>
         node.#record(() =>
           node.losses.push({ request, reason, at: Date.now() })

@@ -56,6 +56,14 @@ export class NodeRequest implements LockRequest<Session, Ticket> {
   }
 }
 
+/** One lock's holders and waiters on this node. */
+export interface NodeLockState extends LockState<Session, Ticket> {
+  /** This node's holders, in grant order. */
+  holders: NodeRequest[];
+  /** This node's waiters, first in line first. */
+  waiters: NodeRequest[];
+}
+
 /** This node's requests that have not ended, by session and by lock. */
 export class NodeRequests {
   readonly #bySession = new Map<Session, Map<string, NodeRequest>>();
@@ -169,7 +177,7 @@ export class NodeRequests {
    * @returns Its state here, or `null` when none of this node's requests holds
    *   or waits for it.
    */
-  inspect(name: string): LockState<Session, Ticket> | null {
+  inspect(name: string): NodeLockState | null {
     const holders: NodeRequest[] = [];
     const waiters: NodeRequest[] = [];
     for (const request of this.#byName.get(name) ?? []) {
@@ -181,7 +189,20 @@ export class NodeRequests {
     holders.sort((a, b) => a.token - b.token);
     waiters.sort((a, b) => place(a) - place(b));
     const mode = (holders[0] ?? waiters[0])!.mode;
-    return { name, mode, limit: Infinity, holders, waiters };
+    const isShared = (r: NodeRequest) => r.mode === "shared";
+    const shared = holders.find(isShared) ?? waiters.find(isShared);
+    const limit = shared?.ticket.limit ?? Infinity;
+    return { name, mode, limit, holders, waiters };
+  }
+
+  /**
+   * Whether this node has a request for a lock.
+   *
+   * @param name The lock.
+   * @returns Whether it has.
+   */
+  has(name: string): boolean {
+    return this.#byName.has(name);
   }
 
   /**
@@ -198,7 +219,8 @@ export class NodeRequests {
  * One lock's holders and queue across the whole cluster, from a node's
  * mirror: a holder is a request marked granted. Requests of this node carry
  * their tickets (when asked and granted); those of other nodes the time
- * their node received them, for both.
+ * their node received them, and the time of their mark (or, granted at once,
+ * again the time their node received them).
  *
  * @param space The node's etcd lock space.
  * @param mine The node's own requests.
@@ -216,7 +238,7 @@ export function wholeState(
   const waiters: LockRequest<RequestOwner, Timing>[] = [];
   for (const mirrored of queue) {
     const token = space.tokenOf(mirrored);
-    const { since, peer = "", label } = mirrored.value;
+    const { since, grantedAt, peer = "", label } = mirrored.value;
     const local = mirrored.node === space.node
       ? mine.byKey(name, mirrored.key)
       : undefined;
@@ -224,11 +246,20 @@ export function wholeState(
       owner: { id: mirrored.conn, peer, label, node: mirrored.node },
       name,
       mode: mirrored.mode,
-      ticket: local?.ticket ?? { asked: since, granted: since },
+      ticket: local?.ticket ?? {
+        asked: since,
+        granted: typeof grantedAt === "number" ? grantedAt : since,
+      },
       held: token > 0,
       token,
     });
   }
   const mode = (holders[0] ?? waiters[0])!.mode;
-  return { name, mode, limit: Infinity, holders, waiters };
+  return {
+    name,
+    mode,
+    limit: space.mirror.limit(name) ?? Infinity,
+    holders,
+    waiters,
+  };
 }

@@ -32,7 +32,7 @@ export interface ClusterLockSpaceOptions extends NodeLeaseOptions {
 /** Where a node space reports the outcomes etcd decides after the fact. */
 export type SpaceReports = Pick<
   LockSpaceOptions,
-  "onGrant" | "onLost" | "onDeadlock"
+  "onGrant" | "onLost" | "onRefused" | "onQueues"
 >;
 
 /** The pause between two tries at a new lease, in milliseconds. */

@@ -23,6 +23,12 @@ export interface AcquireOptions {
    * @default {true}
    */
   wait?: boolean | undefined;
+  /**
+   * The most shared holders at once, for a shared request: a semaphore.
+   *
+   * @default {Infinity}
+   */
+  limit?: number | undefined;
   /** Who asks, for status. */
   peer?: string | undefined;
   /** The client's label, for status. */
@@ -38,10 +44,15 @@ export type AcquireResult =
 
 /**
  * Why a request was turned away before queueing: the connection already
- * holds or waits for that lock, or waiting would close a cycle of owners
+ * holds or waits for that lock, a shared request's limit differs from that of
+ * the lock's shared requests, or waiting would close a cycle of owners
  * waiting for each other, as this node's mirror shows it.
  */
-export type Refusal = "already_held" | "already_waiting" | "deadlock";
+export type Refusal =
+  | "already_held"
+  | "already_waiting"
+  | "limit_mismatch"
+  | "deadlock";
 
 type State = "pending" | "waiting" | "marking" | "held" | "ended";
 

@@ -7,13 +7,16 @@
  * ```
  * <root>/q/<enc(name)>/x/<node>.<conn>.<seq>   an exclusive request   (lease: the node's)
  * <root>/q/<enc(name)>/s/<node>.<conn>.<seq>   a shared request       (lease: the node's)
+ * <root>/q/<enc(name)>/l/<node>.<conn>.<seq>   a shared one, limited  (lease: the node's)
  * <root>/nodes/<node>                          a live node            (lease: the node's)
  * <root>/meta/tokenBase                        added to every fencing token
  * ```
  *
  * `enc` is `encodeURIComponent`, which escapes `/`, so the prefix of one name
  * never covers another. `node` is the node lease's id in hex. Order is by
- * create revision, across both modes.
+ * create revision, across both modes. A shared request with a limit (a
+ * semaphore) keeps it in its value, under `l/`, so that a compare can tell
+ * whether a lock has any: one without a limit cannot share with them.
  *
  * @module
  */
@@ -29,10 +32,21 @@ export interface RequestValue {
   /** When the node received the request (ms since the epoch). */
   since: number;
   /**
+   * A shared request's limit, under `l/`: the most shared holders at once (a
+   * semaphore); absent when unbounded.
+   */
+  limit?: number | undefined;
+  /**
    * Set by the write that granted the request, so the key's mod revision is
    * the grant's revision, and its fencing token that plus the token base.
    */
   granted?: boolean | undefined;
+  /**
+   * When the mark that granted a waiting request was written (ms since the
+   * epoch); a request granted by the txn that queued it was granted at
+   * `since`.
+   */
+  grantedAt?: number | undefined;
 }
 
 /** The parts of a request's key. */
@@ -41,6 +55,8 @@ export interface RequestKey {
   name: string;
   /** The mode asked for. */
   mode: LockMode;
+  /** A shared request with a limit (in its value): its key is under `l/`. */
+  limited?: true | undefined;
   /** The owning node's lease id in hex. */
   node: string;
   /** The connection on that node. */
@@ -49,22 +65,33 @@ export interface RequestKey {
   seq: number;
 }
 
+/** Which of a lock's requests: of one mode, or the shared ones with a limit. */
+export type RequestKind = LockMode | "limited";
+
+/** The segment of each kind of request in its key. */
+const SEGMENTS: Record<RequestKind, string> = {
+  exclusive: "x",
+  shared: "s",
+  limited: "l",
+};
+
 /**
- * Where the requests of one lock live: every request of it, or, for
- * `"exclusive"` only, its exclusive requests.
+ * Where the requests of one lock live: every request of it, or only those
+ * of one kind.
  *
  * @param root The root prefix.
  * @param name The lock's name.
- * @param mode Only the exclusive requests, when `"exclusive"`.
+ * @param kind Only the requests of this kind (`shared`: those without a
+ *   limit); absent for all.
  * @returns The prefix.
  */
 export function lockPrefix(
   root: string,
   name: string,
-  mode?: LockMode,
+  kind?: RequestKind,
 ): string {
   const prefix = `${root}/q/${encodeURIComponent(name)}/`;
-  return mode === "exclusive" ? `${prefix}x/` : prefix;
+  return kind === undefined ? prefix : `${prefix}${SEGMENTS[kind]}/`;
 }
 
 /**
@@ -75,10 +102,10 @@ export function lockPrefix(
  * @returns The key.
  */
 export function requestKey(root: string, request: RequestKey): string {
-  const mode = request.mode === "exclusive" ? "x" : "s";
+  const kind = request.limited ? "limited" : request.mode;
   return `${
-    lockPrefix(root, request.name)
-  }${mode}/${request.node}.${request.conn}.${request.seq}`;
+    lockPrefix(root, request.name, kind)
+  }${request.node}.${request.conn}.${request.seq}`;
 }
 
 /**
@@ -106,20 +133,22 @@ export function parseRequestKey(root: string, key: string): RequestKey | null {
   if (parts.length !== 3) return null;
   const [encoded, mode, id] = parts as [string, string, string];
   const match = /^([0-9a-f]+)\.(\d+)\.(\d+)$/.exec(id);
-  if (!match || (mode !== "x" && mode !== "s")) return null;
+  if (!match || (mode !== "x" && mode !== "s" && mode !== "l")) return null;
   let name: string;
   try {
     name = decodeURIComponent(encoded);
   } catch {
     return null;
   }
-  return {
+  const request: RequestKey = {
     name,
     mode: mode === "x" ? "exclusive" : "shared",
     node: match[1]!,
     conn: Number(match[2]),
     seq: Number(match[3]),
   };
+  if (mode === "l") request.limited = true;
+  return request;
 }
 
 /**

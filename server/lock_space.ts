@@ -74,6 +74,26 @@ export interface LockSpaceEvents<T extends LockAsk> {
   changed(name: string): void;
 }
 
+/**
+ * One lock's state as a lock space shows it to the server. A cluster node's
+ * shows its own requests, each waiter with its place in the whole cluster's
+ * queue.
+ */
+export interface SpaceLockState<O, T> extends LockState<O, T> {
+  /**
+   * Each waiter's place in the lock's whole queue, from 1.
+   *
+   * @default {Its index in `waiters` plus 1}
+   */
+  places?: number[] | undefined;
+  /**
+   * How many wait in the lock's whole queue.
+   *
+   * @default {The length of `waiters`}
+   */
+  queued?: number | undefined;
+}
+
 /** Where the lock server's locks live. */
 export interface LockSpace<T extends LockAsk> {
   /**
@@ -125,7 +145,7 @@ export interface LockSpace<T extends LockAsk> {
    * @param name The lock.
    * @returns Its state, or `null` when nobody holds or waits for it.
    */
-  inspect(name: string): LockState<Session, T> | null;
+  inspect(name: string): SpaceLockState<Session, T> | null;
   /**
    * How many hold and wait for a lock.
    *

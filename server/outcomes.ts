@@ -11,14 +11,15 @@ import { MessageError } from "../message/errors.ts";
 import type { HoldAlarmEvent, LockResult } from "../protocol/lock_protocol.ts";
 import type { HoldAlarms } from "./hold_alarms.ts";
 import type { Journal } from "./journal.ts";
-import type {
-  LockAsk,
-  LockRequest,
-  LockSpace,
-  LockSpaceEvents,
-  Refusal,
-  ReleaseCause,
-  WithdrawCause,
+import {
+  isShared,
+  type LockAsk,
+  type LockRequest,
+  type LockSpace,
+  type LockSpaceEvents,
+  type Refusal,
+  type ReleaseCause,
+  type WithdrawCause,
 } from "./lock_space.ts";
 import { type NoticeState, QueueNotices } from "./queue_notices.ts";
 import { RequestBudget } from "./request_budget.ts";
@@ -175,7 +176,9 @@ export class LockOutcomes implements LockSpaceEvents<Ticket> {
   /** The sentence of a refusal other than `busy`. */
   #refusalText(code: Exclude<Refusal, "busy">, ticket: Ticket): string {
     if (code !== "limit_mismatch") return refusalText(code, ticket.name);
-    const limit = this.space.inspect(ticket.name)?.limit;
+    // A cluster node's own requests may not be the lock's.
+    const view = isShared(this.space) ? this.space.whole : this.space;
+    const limit = view.inspect(ticket.name)?.limit;
     return `Lock "${ticket.name}" is held or waited for with ${
       limitText(limit ?? Infinity)
     }, not ${limitText(ticket.limit ?? Infinity)}`;

@@ -1,6 +1,7 @@
 /**
  * Queue notices: the `position` events a waiter asked for (its place in the
- * queue) and the `contention` events a holder asked for (how many wait). Both
+ * queue) and the `contention` events a holder asked for (how many wait), over
+ * the whole queue, a cluster's when the space is a cluster node's. Both
  * describe state, so only a change is sent, and locks nobody asked about cost
  * one map lookup per change. They leave as the connection's notices, keyed by
  * the request: one pending value per hold or waiter, replaced by the next and
@@ -98,8 +99,9 @@ export class QueueNotices {
     if (watched) {
       state.waiters.forEach((request, index) => {
         const ticket = request.ticket;
-        if (!ticket.watching || ticket.position === index + 1) return;
-        ticket.position = index + 1;
+        const position = state.places?.[index] ?? index + 1;
+        if (!ticket.watching || ticket.position === position) return;
+        ticket.position = position;
         const event: PositionEvent = {
           event: "position",
           lockName: name,
@@ -109,7 +111,7 @@ export class QueueNotices {
       });
     }
     if (contended) {
-      const waiters = state.waiters.length;
+      const waiters = state.queued ?? state.waiters.length;
       for (const request of state.holders) {
         const ticket = request.ticket;
         if (

@@ -4,13 +4,18 @@
  */
 
 import assert from "node:assert/strict";
-import { connect, RemoteError } from "../mod.ts";
-import { startNode } from "./cluster_nodes.ts";
+import { connect } from "../mod.ts";
+import {
+  startNode,
+  waitFor,
+  waitForLock,
+  waitForWaiters,
+} from "./cluster_nodes.ts";
 import { etcdTest, startEtcdCluster } from "./etcd_cluster.ts";
 import { ADMIN_SECRET, RawClient, runCli } from "./helpers.ts";
 import { frameOf } from "./wire.ts";
-import { ExitCode } from "../cli/exit_codes.ts";
 import { delay } from "../message/io.ts";
+import { ExitCode } from "../cli/exit_codes.ts";
 
 etcdTest("two nodes share one lock space", async (t) => {
   await using etcd = await startEtcdCluster();
@@ -133,6 +138,38 @@ etcdTest("two nodes share one lock space", async (t) => {
   );
 
   await t.step(
+    "status shows a holder of another node granted after a wait as held since its grant",
+    async () => {
+      await using holder = await connect({ port: a.port });
+      await using waiter = await connect({ port: b.port });
+      const hold = await holder.lock("since");
+      const waiting = waiter.lock("since");
+      waiting.catch(() => {});
+      await waitForWaiters(holder, "since", 1);
+      const asked = Date.parse(
+        (await holder.status()).locks.find((l) => l.name === "since")!
+          .waiters[0]!.since,
+      );
+      // The grant must come on a later millisecond than the ask to tell them
+      // apart.
+      while (Date.now() <= asked) await delay(1);
+      const released = Date.now();
+      await hold.release();
+      const got = await waiting;
+      await waitForLock(
+        holder,
+        "since",
+        (lock) => lock?.holders[0]?.node === b.node,
+      );
+      const lock = (await holder.status()).locks.find((l) =>
+        l.name === "since"
+      )!;
+      assert.ok(Date.parse(lock.holders[0]!.since) >= released);
+      await got.release();
+    },
+  );
+
+  await t.step(
     "a forced release on one node ends a hold on the other",
     async () => {
       await using holder = await connect({ port: b.port });
@@ -149,56 +186,7 @@ etcdTest("two nodes share one lock space", async (t) => {
       await taken.release();
     },
   );
-
-  await t.step(
-    "a semaphore limit is refused with a clear error, and nothing is queued",
-    async () => {
-      await using client = await connect({ port: a.port });
-      await assert.rejects(
-        client.lock("pool", { limit: 2 }),
-        (error: unknown) =>
-          error instanceof RemoteError &&
-          /limits are not supported in cluster mode/.test(error.message),
-      );
-      assert.equal((await client.status()).locks.length, 0);
-    },
-  );
 });
-
-type Status = {
-  locks: { name: string; holders: unknown[]; waiters: unknown[] }[];
-};
-
-/**
- * Waits until status shows a lock as `ok` wants it. No event tells a client
- * that another node's request is queued or gone, so status is asked again.
- */
-/** Asks again until `ok` holds; no event says the cluster changed. */
-async function waitFor(ok: () => Promise<boolean>): Promise<void> {
-  for (let i = 0; i < 500; i++) {
-    if (await ok()) return;
-    await delay(10);
-  }
-  throw new Error("The cluster never got there");
-}
-
-async function waitForLock(
-  client: { status(): Promise<Status> },
-  name: string,
-  ok: (lock: Status["locks"][number] | undefined) => boolean,
-): Promise<void> {
-  await waitFor(async () =>
-    ok((await client.status()).locks.find((l) => l.name === name))
-  );
-}
-
-function waitForWaiters(
-  client: { status(): Promise<Status> },
-  name: string,
-  count: number,
-): Promise<void> {
-  return waitForLock(client, name, (lock) => lock?.waiters.length === count);
-}
 
 function waitAborted(signal: AbortSignal): Promise<void> {
   if (signal.aborted) return Promise.resolve();

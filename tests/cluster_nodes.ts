@@ -5,6 +5,7 @@
  * @module
  */
 
+import { delay } from "../message/io.ts";
 import { DenoProcess, MAIN, settingsFile } from "./helpers.ts";
 
 /** The node lease's TTL in the cluster tests, in seconds. */
@@ -63,4 +64,62 @@ export async function startNode(
     await process[Symbol.asyncDispose]();
     throw error;
   }
+}
+
+/** What the waits below read of `status`. */
+export interface ClusterStatus {
+  /** Every lock, with its holders and waiters. */
+  locks: {
+    name: string;
+    limit?: number;
+    holders: { node?: string; since: string }[];
+    waiters: { node?: string; since: string }[];
+  }[];
+}
+
+/**
+ * Asks again until `ok` holds: no event tells a client that another node's
+ * request is queued or gone, so the test asks status again.
+ *
+ * @param ok Whether the cluster got there.
+ * @throws {Error} After 500 tries 10 ms apart.
+ */
+export async function waitFor(ok: () => Promise<boolean>): Promise<void> {
+  for (let i = 0; i < 500; i++) {
+    if (await ok()) return;
+    await delay(10);
+  }
+  throw new Error("The cluster never got there");
+}
+
+/**
+ * Waits until status shows a lock as `ok` wants it.
+ *
+ * @param client Whose status to read.
+ * @param name The lock.
+ * @param ok Whether the lock (or its absence) is as wanted.
+ */
+export async function waitForLock(
+  client: { status(): Promise<ClusterStatus> },
+  name: string,
+  ok: (lock: ClusterStatus["locks"][number] | undefined) => boolean,
+): Promise<void> {
+  await waitFor(async () =>
+    ok((await client.status()).locks.find((l) => l.name === name))
+  );
+}
+
+/**
+ * Waits until status shows `count` waiters of a lock.
+ *
+ * @param client Whose status to read.
+ * @param name The lock.
+ * @param count How many.
+ */
+export function waitForWaiters(
+  client: { status(): Promise<ClusterStatus> },
+  name: string,
+  count: number,
+): Promise<void> {
+  return waitForLock(client, name, (lock) => lock?.waiters.length === count);
 }

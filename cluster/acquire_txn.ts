@@ -1,0 +1,82 @@
+/**
+ * The txn that queues a lock request: it writes the request's key, marked
+ * granted when the request holds at once (the compares of `free_now.ts`).
+ *
+ * @module
+ */
+
+import type { EtcdClient } from "./etcd.ts";
+import type { TxnOp, TxnResponse } from "./etcd_codec.ts";
+import { freeNow, knownFrom, type KnownLock, sharedFits } from "./free_now.ts";
+import { limitOf } from "./lock_mirror.ts";
+import type { ClusterRequest } from "./own_requests.ts";
+import { lockPrefix, type RequestValue } from "./request_keys.ts";
+
+/** How often a limited request that would not wait asks before it is busy. */
+const TRY_LOCK_TRIES = 3;
+
+/** What {@linkcode queueRequest} writes, and what it knows of the lock. */
+export interface QueueOptions {
+  /** The root prefix. */
+  root: string;
+  /** The node's lease, which the key is attached to. */
+  lease: string;
+  /** The key's value, without `granted`. */
+  value: RequestValue;
+  /** Whether to queue when the request does not hold at once. */
+  wait: boolean;
+  /** The lock as the node's mirror shows it. */
+  known: KnownLock;
+}
+
+/**
+ * Writes a request's key: granted when it holds at once, else waiting, or,
+ * when it would not wait, nothing. The failure branch reads the key (a
+ * retried txn whose first try committed finds it, so its real place in line
+ * is known). A shared request with a limit that would not wait reads its
+ * whole lock instead; when that listing shows it would hold, it asks again
+ * with what the listing shows, a few times, before it is taken as busy.
+ *
+ * @param etcd The etcd client.
+ * @param request The request.
+ * @param options What to write, and what the node knows of the lock.
+ * @returns The answer of the last txn: `succeeded` when granted.
+ * @throws {EtcdError} When etcd does not take the txn.
+ */
+export async function queueRequest(
+  etcd: EtcdClient,
+  request: ClusterRequest,
+  options: QueueOptions,
+): Promise<TxnResponse> {
+  const { key, name, mode } = request;
+  const { root, value, wait } = options;
+  const limit = limitOf(value);
+  const put = (granted: boolean): TxnOp => ({
+    put: {
+      key,
+      value: JSON.stringify({ ...value, granted }),
+      lease: options.lease,
+    },
+  });
+  const retry = !wait && limit !== Infinity;
+  const read = retry
+    ? { range: { key: lockPrefix(root, name), prefix: true } }
+    : { range: { key } };
+  let known = options.known;
+  for (let tries = 1;; tries++) {
+    const answer = await etcd.txn(
+      freeNow(root, name, mode, limit, known),
+      [put(true)],
+      wait ? [put(false), read] : [read],
+    );
+    if (answer.succeeded || !retry || tries === TRY_LOCK_TRIES) return answer;
+    const kvs = answer.responses.at(-1)?.range?.kvs ?? [];
+    const requests = knownFrom(root, kvs);
+    if (
+      kvs.some((kv) => kv.key === key) ||
+      requests.some((r) => r.mode === "exclusive") ||
+      !sharedFits(requests, limit)
+    ) return answer;
+    known = { revision: answer.revision, requests };
+  }
+}

@@ -1,0 +1,170 @@
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { LockTable } from "../server/lock_table.ts";
+import type { KeyValue } from "./etcd_codec.ts";
+import { LockMirror } from "./lock_mirror.ts";
+import { waitDeadlocks } from "./mirror_deadlock.ts";
+import { ownerOf, requestKey } from "./request_keys.ts";
+
+const pure = { permissions: "none" } as const;
+const ROOT = "/pklock/v1";
+
+type Step =
+  | {
+    kind: "acquire";
+    owner: number;
+    name: string;
+    exclusive: boolean;
+    limit?: number;
+  }
+  | { kind: "release"; pick: number };
+
+const steps = fc.array(
+  fc.oneof(
+    {
+      weight: 3,
+      arbitrary: fc.record({
+        kind: fc.constant("acquire" as const),
+        owner: fc.nat({ max: 3 }),
+        name: fc.constantFrom("a", "b", "c"),
+        exclusive: fc.boolean(),
+        limit: fc.constantFrom(1, 2),
+      }, { requiredKeys: ["kind", "owner", "name", "exclusive"] }),
+    },
+    {
+      weight: 1,
+      arbitrary: fc.record({
+        kind: fc.constant("release" as const),
+        pick: fc.nat(),
+      }),
+    },
+  ),
+  { maxLength: 60 },
+);
+
+Deno.test(
+  "deadlock refusal on the mirror agrees with one server's lock table, semaphores included",
+  pure,
+  () => {
+    let refusals = 0;
+    fc.assert(
+      fc.property(steps, (script: Step[]) => {
+        const table = new LockTable<string, string>();
+        const mirror = new LockMirror(ROOT);
+        const live: { owner: string; name: string; kv: KeyValue }[] = [];
+        let revision = 1;
+        const put = (
+          owner: number,
+          name: string,
+          exclusive: boolean,
+          limit: number,
+        ) => {
+          revision++;
+          const limited = !exclusive && limit !== Infinity ? true : undefined;
+          const kv = {
+            key: requestKey(ROOT, {
+              name,
+              mode: exclusive ? "exclusive" : "shared",
+              limited,
+              node: "a1",
+              conn: owner,
+              seq: revision,
+            }),
+            value: JSON.stringify({ since: 1, limit: limited && limit }),
+            createRevision: revision,
+            modRevision: revision,
+            lease: "1",
+          };
+          mirror.apply([{ type: "put", kv }], revision);
+          return kv;
+        };
+        const remove = (kv: KeyValue) => {
+          revision++;
+          mirror.apply([{ type: "delete", kv }], revision);
+        };
+        for (const step of script) {
+          if (step.kind === "release") {
+            if (live.length === 0) continue;
+            const [gone] = live.splice(step.pick % live.length, 1);
+            table.release(gone!.owner, gone!.name, []);
+            remove(gone!.kv);
+            continue;
+          }
+          const owner = ownerOf("a1", step.owner);
+          const { name, exclusive } = step;
+          if (live.some((r) => r.owner === owner && r.name === name)) continue;
+          const mode = exclusive ? "exclusive" : "shared";
+          const limit = exclusive ? Infinity : step.limit ?? Infinity;
+          const got = table.acquire(owner, name, mode, "", true, limit);
+          if (got === "limit_mismatch") continue;
+          const refused = waitDeadlocks(mirror, owner, name, { mode, limit });
+          assert.equal(refused, got === "deadlock", `${owner} asks ${name}`);
+          const kv = put(step.owner, name, exclusive, limit);
+          const request = mirror.get(kv.key)!;
+          const queued = !mirror.holds(kv.key);
+          assert.equal(
+            queued &&
+              waitDeadlocks(mirror, owner, name, { mode, limit, request }),
+            got === "deadlock",
+            "once queued, as its node sees it first",
+          );
+          if (got === "deadlock") {
+            refusals++;
+            remove(kv);
+          } else live.push({ owner, name, kv });
+        }
+      }),
+      { numRuns: 500 },
+    );
+    assert.ok(refusals > 0, "some histories deadlock");
+  },
+);
+
+Deno.test(
+  "a cycle through a full semaphore is a deadlock only when no holder outside it can free a slot",
+  pure,
+  () => {
+    for (const outside of [true, false]) {
+      const mirror = new LockMirror(ROOT);
+      const table = new LockTable<string, string>();
+      let revision = 1;
+      const ask = (conn: number, name: string, limit?: number) => {
+        const owner = ownerOf("a1", conn);
+        const mode = limit === undefined ? "exclusive" : "shared";
+        const got = table.acquire(owner, name, mode, "", true, limit);
+        revision++;
+        const key = requestKey(ROOT, {
+          name,
+          mode,
+          limited: limit === undefined ? undefined : true,
+          node: "a1",
+          conn,
+          seq: revision,
+        });
+        const value = JSON.stringify({ since: 1, limit });
+        const kv = {
+          key,
+          value,
+          createRevision: revision,
+          modRevision: revision,
+          lease: "1",
+        };
+        mirror.apply([{ type: "put", kv }], revision);
+        return got;
+      };
+      // Two slots of "pool": a1.1 and a1.2, or a1.1 and a1.9 who waits for
+      // nothing. a1.3 holds "door" and waits for a slot; a1.2 waits for the
+      // door.
+      ask(1, "pool", 2);
+      ask(outside ? 9 : 2, "pool", 2);
+      ask(3, "door");
+      ask(3, "pool", 2);
+      ask(2, "door");
+      const asked = { mode: "exclusive", limit: Infinity } as const;
+      const refused = waitDeadlocks(mirror, "a1.1", "door", asked);
+      assert.equal(refused, !outside);
+      const got = table.acquire("a1.1", "door", "exclusive", "");
+      assert.equal(got === "deadlock", refused, "as one server");
+    }
+  },
+);
