@@ -5,9 +5,11 @@
  * grant rule of `lock_mirror.ts`, which one node-wide watch keeps mirrored. A request is
  * granted at once by the txn that queues it when nothing conflicts; otherwise
  * the node sees, in its mirror, the moment it holds, records the grant with a
- * txn on the key (the "mark"), and only then tells the caller. Fencing tokens
- * are the revision of the txn that granted (strictly increasing over the whole
- * cluster, as revisions never go back) plus a token base kept in etcd.
+ * txn on the key (the "mark"), and only then tells the caller. The node's
+ * writes are group-committed (`group_commit.ts`): many requests' acquires,
+ * marks and deletes in one txn. Fencing tokens come from the revision of the
+ * txn that granted and the grant's slot in it (strictly increasing over the
+ * whole cluster, as revisions never go back) plus a token base kept in etcd.
  *
  * Release, withdrawal and disconnect delete keys at once; a dead node's keys
  * go when its lease expires; this node's lease lost ends every request here.
@@ -22,17 +24,15 @@ import {
   OwnRequests,
 } from "./own_requests.ts";
 import type { EtcdClient } from "./etcd.ts";
-import type { TxnOp } from "./etcd_codec.ts";
-import { deleteKeys, untilTaken } from "./etcd_retry.ts";
+import type { PutRequest } from "./etcd_codec.ts";
+import { EtcdNoSpaceError } from "./etcd_errors.ts";
+import { untilTaken } from "./etcd_retry.ts";
+import { GroupCommit, tokenFor } from "./group_commit.ts";
 import { LinkedAbort } from "./linked_abort.ts";
 import { MirrorFeed } from "./mirror_feed.ts";
 import type { LockMirror, MirroredRequest } from "./lock_mirror.ts";
-import {
-  lockPrefix,
-  ownerOf,
-  requestKey,
-  type RequestValue,
-} from "./request_keys.ts";
+import { ownerOf, requestKey, type RequestValue } from "./request_keys.ts";
+import { acquireWrite, deleteWrite, markWrite } from "./request_writes.ts";
 import type { NodeLease } from "./node_lease.ts";
 import type { LockSpaceOptions } from "./lock_space_options.ts";
 
@@ -54,6 +54,9 @@ export class EtcdLockSpace implements AsyncDisposable {
   /** Added to every revision to make a fencing token. */
   readonly tokenBase: number;
   readonly #etcd: EtcdClient;
+  /** This node's key among the live nodes. */
+  readonly #nodeKey: PutRequest;
+  readonly #batch: GroupCommit;
   readonly #lease: NodeLease;
   readonly #node: string;
   readonly #root: string;
@@ -83,6 +86,12 @@ export class EtcdLockSpace implements AsyncDisposable {
     this.#lease = lease;
     this.#node = BigInt(lease.id).toString(16);
     this.#root = options.prefix ?? "/pklock/v1";
+    this.#nodeKey = {
+      key: `${this.#root}/nodes/${this.#node}`,
+      value: JSON.stringify({ since: Date.now() }),
+      lease: lease.id,
+    };
+    this.#batch = new GroupCommit(etcd, this.#nodeKey);
     this.#options = options;
     this.tokenBase = tokenBase;
     this.#stop = new LinkedAbort(this.#closed.signal, lease.lost).signal;
@@ -106,11 +115,7 @@ export class EtcdLockSpace implements AsyncDisposable {
     const base = await etcd.range({ key: `${root}/meta/tokenBase` });
     const tokenBase = Number(base.kvs[0]?.value ?? 0) || 0;
     const space = new EtcdLockSpace(etcd, lease, tokenBase, options);
-    await etcd.put({
-      key: `${root}/nodes/${space.#node}`,
-      value: JSON.stringify({ since: Date.now() }),
-      lease: lease.id,
-    });
+    await etcd.put(space.#nodeKey);
     space.#feed = await MirrorFeed.open(etcd, {
       root,
       progressTimeoutMs: options.progressTimeoutMs,
@@ -180,26 +185,15 @@ export class EtcdLockSpace implements AsyncDisposable {
       peer: options.peer,
       label: options.label,
     };
-    const conflict = lockPrefix(
-      this.#root,
+    const asked = this.#batch.submit(acquireWrite({
+      root: this.#root,
+      key,
       name,
-      mode === "shared" ? "exclusive" : undefined,
-    );
-    const put = (granted: boolean): TxnOp => ({
-      put: {
-        key,
-        value: JSON.stringify({ ...value, granted }),
-        lease: this.#lease.id,
-      },
-    });
-    // A retried txn whose first try committed finds its own key: the failure
-    // branch reads it, so its real place in line is known.
-    const free = { key: conflict, prefix: true, value: 0 } as const;
-    const asked = this.#etcd.txn(
-      [{ ...free, target: "create", result: "==" }],
-      [put(true)],
-      wait ? [put(false), { range: { key } }] : [{ range: { key } }],
-    );
+      mode,
+      value,
+      lease: this.#lease.id,
+      wait,
+    }));
     request.queued = asked.catch(() => {});
     let answer;
     try {
@@ -220,13 +214,14 @@ export class EtcdLockSpace implements AsyncDisposable {
       await this.#deleteKeys([key]);
       return { status: "busy" };
     }
-    if (answer.succeeded) {
+    const branch = answer.response.txn;
+    if (branch?.succeeded) {
       request.createRevision = answer.revision;
-      request.token = answer.revision + this.tokenBase;
+      request.token = tokenFor(answer.revision, answer.slot, this.tokenBase);
       request.state = "held";
       return { status: "granted", request };
     }
-    const mine = answer.responses.at(-1)?.range?.kvs[0];
+    const mine = branch?.responses.at(-1)?.range?.kvs[0];
     if (!wait) {
       this.#own.end(request);
       if (mine) await this.#deleteKeys([key]);
@@ -257,7 +252,7 @@ export class EtcdLockSpace implements AsyncDisposable {
 
   /**
    * Ends every request of a connection at once (it closed): their keys are
-   * deleted in txns of at most 128 deletes, sent together.
+   * deleted together, in as few txns as etcd takes.
    *
    * @param conn The connection.
    */
@@ -285,7 +280,8 @@ export class EtcdLockSpace implements AsyncDisposable {
    * @returns Its token, or 0 when it is not (yet) marked granted.
    */
   tokenOf(request: MirroredRequest): number {
-    return request.value.granted ? request.modRevision + this.tokenBase : 0;
+    const { granted, slot = 0 } = request.value;
+    return granted ? tokenFor(request.modRevision, slot, this.tokenBase) : 0;
   }
 
   /** Stops following etcd; the requests' keys stay until the lease goes. */
@@ -333,10 +329,7 @@ export class EtcdLockSpace implements AsyncDisposable {
       this.#track(this.#mark(request));
     } else if (!request.checked) {
       request.checked = true;
-      const { owner, name, mode } = mirrored;
-      if (
-        this.mirror.waitClosesCycle(owner, name, mode, mirrored, this.#gone)
-      ) {
+      if (this.#closedCycle(mirrored)) {
         this.#own.end(request);
         this.#options.onDeadlock(request);
         this.#deleteKeys([request.key]);
@@ -344,36 +337,70 @@ export class EtcdLockSpace implements AsyncDisposable {
     }
   }
 
+  /**
+   * Whether a request's wait closed a cycle, counting only older requests:
+   * those created before it and, of those created by its own txn (a group
+   * commit), the ones whose keys sort before its key; so exactly one request
+   * of a cycle is its youngest.
+   */
+  #closedCycle(mirrored: MirroredRequest): boolean {
+    const { owner, name, mode, createRevision, key } = mirrored;
+    const waitsFor: string[] = [];
+    this.mirror.blockers(name, mode, mirrored, waitsFor, this.#gone);
+    const younger = (other: MirroredRequest) =>
+      this.#gone(other) ||
+      (other.createRevision === createRevision && other.key >= key);
+    return this.mirror.closesCycle(
+      owner,
+      waitsFor,
+      createRevision + 1,
+      younger,
+    );
+  }
+
   async #mark(request: ClusterRequest): Promise<void> {
     const known = this.mirror.get(request.key)!;
-    const value = JSON.stringify({ ...known.value, granted: true });
+    const { key, createRevision } = request;
+    const mark = markWrite(key, createRevision, known.value, this.#lease.id);
     using stop = new LinkedAbort(this.#stop, request.withdrawn.signal);
-    const answer = await untilTaken(stop.signal, () =>
-      this.#etcd.txn(
-        [{
-          key: request.key,
-          target: "create",
-          result: "==",
-          value: request.createRevision,
-        }],
-        [{ put: { key: request.key, value, lease: this.#lease.id } }],
-      ));
+    const answer = await untilTaken(
+      stop.signal,
+      () => this.#batch.submit(mark),
+    );
     if (!answer || request.state !== "marking" || this.#lease.lost.aborted) {
       return;
     }
     this.#feed!.seen(answer.revision);
-    if (!answer.succeeded) {
+    if (!answer.response.txn?.succeeded) {
       this.#lost(request, "Its key was deleted by another party");
       return;
     }
-    request.token = answer.revision + this.tokenBase;
+    request.token = tokenFor(answer.revision, answer.slot, this.tokenBase);
     request.state = "held";
     this.#options.onGrant(request);
   }
 
-  /** Deletes keys until etcd takes it, in the background of `dispose`. */
+  /**
+   * Deletes keys until etcd takes it, in the background of `dispose`. On a
+   * full quota etcd refuses any txn, deletes included, but still takes a
+   * plain DeleteRange, so releases keep working.
+   */
   #deleteKeys(keys: string[]): Promise<void> {
-    return this.#track(deleteKeys(this.#etcd, keys, this.#stop));
+    const deleted = Promise.all(
+      keys.map((key) =>
+        untilTaken(
+          this.#stop,
+          () =>
+            this.#batch.submit(deleteWrite(key)).catch((error) => {
+              if (!(error instanceof EtcdNoSpaceError)) {
+                throw error;
+              }
+              return this.#etcd.deleteRange({ key });
+            }),
+        )
+      ),
+    );
+    return this.#track(deleted.then(() => {}));
   }
 
   /** Keeps a background task, so that disposal waits for it. */

@@ -1,0 +1,125 @@
+/**
+ * The writes of one lock request, as ops of a group-committed txn
+ * (`group_commit.ts`), pure: the acquire that queues it (and grants it when
+ * nothing conflicts), the mark that records a later grant, and the delete
+ * that ends it. A grant's value carries its slot in the txn, so that anyone
+ * reading the key knows its fencing token.
+ *
+ * @module
+ */
+
+import type { LockMode } from "../protocol/lock_protocol.ts";
+import type { BatchWrite } from "./group_commit.ts";
+import type { TxnOp } from "./etcd_codec.ts";
+import { lockPrefix, type RequestValue } from "./request_keys.ts";
+
+/** What an acquire writes. */
+export interface AcquireWrite {
+  /** The root prefix. */
+  root: string;
+  /** The request's key. */
+  key: string;
+  /** The lock's name. */
+  name: string;
+  /** The mode asked for. */
+  mode: LockMode;
+  /** The key's value, before any grant. */
+  value: RequestValue;
+  /** The node's lease. */
+  lease: string;
+  /** Whether to queue when the lock is taken; else nothing is written. */
+  wait: boolean;
+}
+
+/**
+ * The acquire: if nothing conflicts (no key of the lock at all, or for a
+ * shared request no exclusive key), the key is put granted; otherwise it is
+ * put waiting (only when `wait`), and read back in both cases, since a
+ * retried txn whose first try committed finds its own key there and so its
+ * real place in line.
+ *
+ * @param acquire What to write.
+ * @returns The write; its answer is a nested txn's, the key read last.
+ */
+export function acquireWrite(acquire: AcquireWrite): BatchWrite {
+  const { root, key, name, mode, value, lease, wait } = acquire;
+  const conflict = lockPrefix(
+    root,
+    name,
+    mode === "shared" ? "exclusive" : undefined,
+  );
+  const waiting = JSON.stringify({ ...value, granted: false });
+  const read: TxnOp = { range: { key } };
+  return {
+    keys: [key],
+    queues: name,
+    puts: true,
+    bytes: 3 * key.length + conflict.length + 6 * waiting.length,
+    op: (slot) => ({
+      txn: {
+        compare: [{
+          key: conflict,
+          prefix: true,
+          target: "create",
+          result: "==",
+          value: 0,
+        }],
+        success: [{ put: { key, value: granted(value, slot), lease } }],
+        failure: wait
+          ? [{ put: { key, value: waiting, lease } }, read]
+          : [read],
+      },
+    }),
+  };
+}
+
+/**
+ * The mark of a waiting request that now holds: its value put granted, if
+ * its key is still the one created at `createRevision`.
+ *
+ * @param key The request's key.
+ * @param createRevision Its create revision.
+ * @param value Its value as the mirror knows it.
+ * @param lease The node's lease.
+ * @returns The write; its answer's nested txn succeeded when the key was
+ *   there.
+ */
+export function markWrite(
+  key: string,
+  createRevision: number,
+  value: RequestValue,
+  lease: string,
+): BatchWrite {
+  return {
+    keys: [key],
+    puts: true,
+    bytes: key.length * 2 + 3 * JSON.stringify(value).length,
+    op: (slot) => ({
+      txn: {
+        compare: [{
+          key,
+          target: "create",
+          result: "==",
+          value: createRevision,
+        }],
+        success: [{ put: { key, value: granted(value, slot), lease } }],
+        failure: [],
+      },
+    }),
+  };
+}
+
+/**
+ * The delete of a request's key.
+ *
+ * @param key The key.
+ * @returns The write.
+ */
+export function deleteWrite(key: string): BatchWrite {
+  const op: TxnOp = { deleteRange: { key } };
+  return { keys: [key], bytes: key.length, op: () => op };
+}
+
+function granted(value: RequestValue, slot: number): string {
+  return JSON.stringify({ ...value, granted: true, slot });
+}
