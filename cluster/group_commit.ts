@@ -92,9 +92,12 @@ export interface BatchAnswer {
   response: TxnOpResponse;
 }
 
+/** Writes that commit together, in one txn. */
 interface Pending {
-  write: BatchWrite;
-  resolve: (answer: BatchAnswer) => void;
+  writes: readonly BatchWrite[];
+  names: string[];
+  bytes: number;
+  resolve: (answers: BatchAnswer[]) => void;
   reject: (error: unknown) => void;
 }
 
@@ -136,9 +139,25 @@ export class GroupCommit {
    * @throws {EtcdError} What etcd answered; a txn etcd refused for one of
    *   its writes is sent again write by write, so each gets its own answer.
    */
-  submit(write: BatchWrite): Promise<BatchAnswer> {
-    const { promise, resolve, reject } = Promise.withResolvers<BatchAnswer>();
-    this.#queue.push({ write, resolve, reject });
+  async submit(write: BatchWrite): Promise<BatchAnswer> {
+    return (await this.submitAll([write]))[0]!;
+  }
+
+  /**
+   * Queues writes that must commit together, in one txn and in this order
+   * (at most {@linkcode MAX_BATCH_OPS}).
+   *
+   * @param writes The writes.
+   * @returns Their answers, in order, once their txn has committed.
+   * @throws {EtcdError} What etcd answered.
+   */
+  submitAll(writes: readonly BatchWrite[]): Promise<BatchAnswer[]> {
+    const { promise, resolve, reject } = Promise.withResolvers<
+      BatchAnswer[]
+    >();
+    const names = writes.flatMap(namesOf);
+    const bytes = writes.reduce((sum, write) => sum + write.bytes, 0);
+    this.#queue.push({ writes, names, bytes, resolve, reject });
     this.#schedule();
     return promise;
   }
@@ -163,23 +182,21 @@ export class GroupCommit {
     const rest: Pending[] = [];
     const claimed = new Set<string>();
     const deferred = new Set<string>();
+    let ops = 0;
     let bytes = 0;
     for (const pending of this.#queue) {
-      const names = namesOf(pending.write);
-      const fits = batch.length < MAX_BATCH_OPS &&
-        (batch.length === 0 ||
-          bytes + pending.write.bytes <= MAX_BATCH_BYTES) &&
-        names.every((n) =>
+      const fits = ops + pending.writes.length <= MAX_BATCH_OPS &&
+        (ops === 0 || bytes + pending.bytes <= MAX_BATCH_BYTES) &&
+        pending.names.every((n) =>
           !claimed.has(n) && !deferred.has(n) && !this.#busy.has(n)
         );
+      const into = fits ? claimed : deferred;
+      for (const n of pending.names) into.add(n);
       if (fits) {
         batch.push(pending);
-        bytes += pending.write.bytes;
-        for (const n of names) claimed.add(n);
-      } else {
-        rest.push(pending);
-        for (const n of names) deferred.add(n);
-      }
+        ops += pending.writes.length;
+        bytes += pending.bytes;
+      } else rest.push(pending);
     }
     this.#queue = rest;
     return batch;
@@ -187,19 +204,22 @@ export class GroupCommit {
 
   async #send(batch: Pending[]): Promise<void> {
     this.#inFlight++;
-    const names = batch.flatMap((p) => namesOf(p.write));
+    const names = batch.flatMap((p) => p.names);
     for (const n of names) this.#busy.set(n, (this.#busy.get(n) ?? 0) + 1);
     try {
-      const ops = batch.map((p, slot) => p.write.op(slot));
-      if (batch.some((p) => p.write.puts)) ops.push({ put: this.#own });
-      const answer = await this.#etcd.txn([], ops);
-      batch.forEach((p, slot) =>
-        p.resolve({
-          revision: answer.revision,
-          slot,
-          response: answer.responses[slot] ?? {},
-        })
-      );
+      const writes = batch.flatMap((p) => p.writes);
+      const ops = writes.map((write, slot) => write.op(slot));
+      if (writes.some((write) => write.puts)) ops.push({ put: this.#own });
+      const { revision, responses } = await this.#etcd.txn([], ops);
+      let first = 0;
+      for (const p of batch) {
+        p.resolve(p.writes.map((_, i) => ({
+          revision,
+          slot: first + i,
+          response: responses[first + i] ?? {},
+        })));
+        first += p.writes.length;
+      }
     } catch (error) {
       if (batch.length > 1 && refusedForOne(error)) {
         await Promise.all(batch.map((p) => this.#send([p])));

@@ -133,7 +133,14 @@ etcdTest(
     const revision = await etcd.put({ key: "/k", value: "{}" });
     const batch = new GroupCommit(etcd, { key: "/node", value: "{}" });
     const [mark, other, removal] = await Promise.all([
-      batch.submit(markWrite("/k", revision, { since: 1 }, "0")),
+      batch.submit(
+        markWrite({
+          key: "/k",
+          createRevision: revision,
+          value: { since: 1 },
+          lease: "0",
+        }),
+      ),
       batch.submit(deleteWrite("/other")),
       batch.submit(deleteWrite("/k")),
     ]);
@@ -159,8 +166,22 @@ etcdTest(
     };
     etcd.txns.length = 0;
     const [good, gone, bad] = await Promise.allSettled([
-      batch.submit(markWrite("/k", revision, { since: 1 }, "0")),
-      batch.submit(markWrite("/nothing", revision, { since: 1 }, "0")),
+      batch.submit(
+        markWrite({
+          key: "/k",
+          createRevision: revision,
+          value: { since: 1 },
+          lease: "0",
+        }),
+      ),
+      batch.submit(
+        markWrite({
+          key: "/nothing",
+          createRevision: revision,
+          value: { since: 1 },
+          lease: "0",
+        }),
+      ),
       batch.submit(invalid),
     ]);
     assert.equal(good.status, "fulfilled");

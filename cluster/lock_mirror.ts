@@ -126,16 +126,18 @@ export class LockMirror {
    * holds it holds until deleted, since later keys queue after it.
    *
    * @param key The request's key.
+   * @param gone Keys to take as deleted: whether it would hold without them.
    * @returns Whether it holds; `false` when the mirror has no such key.
    */
-  holds(key: string): boolean {
+  holds(key: string, gone?: ReadonlySet<string>): boolean {
     const request = this.#byKey.get(key);
     if (!request) return false;
-    const queue = this.queue(request.name);
-    if (request.mode === "exclusive") return queue[0] === request;
-    for (const other of queue) {
+    for (const other of this.queue(request.name)) {
       if (other === request) return true;
-      if (other.mode === "exclusive") return false;
+      if (gone?.has(other.key)) continue;
+      if (request.mode === "exclusive" || other.mode === "exclusive") {
+        return false;
+      }
     }
     return false;
   }

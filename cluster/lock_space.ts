@@ -25,14 +25,14 @@ import {
 } from "./own_requests.ts";
 import type { EtcdClient } from "./etcd.ts";
 import type { PutRequest } from "./etcd_codec.ts";
-import { EtcdNoSpaceError } from "./etcd_errors.ts";
 import { untilTaken } from "./etcd_retry.ts";
 import { GroupCommit, tokenFor } from "./group_commit.ts";
 import { LinkedAbort } from "./linked_abort.ts";
 import { MirrorFeed } from "./mirror_feed.ts";
 import type { LockMirror, MirroredRequest } from "./lock_mirror.ts";
 import { ownerOf, requestKey, type RequestValue } from "./request_keys.ts";
-import { acquireWrite, deleteWrite, markWrite } from "./request_writes.ts";
+import { acquireWrite, markWrite } from "./request_writes.ts";
+import { deleteHandingOff } from "./hand_off.ts";
 import type { NodeLease } from "./node_lease.ts";
 import type { LockSpaceOptions } from "./lock_space_options.ts";
 
@@ -324,7 +324,13 @@ export class EtcdLockSpace implements AsyncDisposable {
   #consider(request: ClusterRequest): void {
     const mirrored = this.mirror.get(request.key);
     if (request.state !== "waiting" || !mirrored) return;
-    if (this.mirror.holds(request.key)) {
+    if (mirrored.value.granted) {
+      // Marked by the txn that deleted the last request before it.
+      if (this.#lease.lost.aborted) return;
+      request.token = this.tokenOf(mirrored);
+      request.state = "held";
+      this.#options.onGrant(request);
+    } else if (this.mirror.holds(request.key)) {
       request.state = "marking";
       this.#track(this.#mark(request));
     } else if (!request.checked) {
@@ -359,9 +365,10 @@ export class EtcdLockSpace implements AsyncDisposable {
   }
 
   async #mark(request: ClusterRequest): Promise<void> {
-    const known = this.mirror.get(request.key)!;
     const { key, createRevision } = request;
-    const mark = markWrite(key, createRevision, known.value, this.#lease.id);
+    const { value } = this.mirror.get(key)!;
+    const lease = this.#lease.id;
+    const mark = markWrite({ key, createRevision, value, lease });
     using stop = new LinkedAbort(this.#stop, request.withdrawn.signal);
     const answer = await untilTaken(
       stop.signal,
@@ -381,26 +388,19 @@ export class EtcdLockSpace implements AsyncDisposable {
   }
 
   /**
-   * Deletes keys until etcd takes it, in the background of `dispose`. On a
-   * full quota etcd refuses any txn, deletes included, but still takes a
-   * plain DeleteRange, so releases keep working.
+   * Deletes keys until etcd takes it, in the background of `dispose`, each
+   * with the marks of the requests that hold once it is gone.
    */
   #deleteKeys(keys: string[]): Promise<void> {
-    const deleted = Promise.all(
-      keys.map((key) =>
-        untilTaken(
-          this.#stop,
-          () =>
-            this.#batch.submit(deleteWrite(key)).catch((error) => {
-              if (!(error instanceof EtcdNoSpaceError)) {
-                throw error;
-              }
-              return this.#etcd.deleteRange({ key });
-            }),
-        )
-      ),
-    );
-    return this.#track(deleted.then(() => {}));
+    const handOff = {
+      etcd: this.#etcd,
+      batch: this.#batch,
+      mirror: this.mirror,
+      skip: this.#gone,
+      signal: this.#stop,
+    };
+    const deleted = keys.map((key) => deleteHandingOff(handOff, key));
+    return this.#track(Promise.all(deleted).then(() => {}));
   }
 
   /** Keeps a background task, so that disposal waits for it. */

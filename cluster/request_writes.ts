@@ -10,7 +10,7 @@
 
 import type { LockMode } from "../protocol/lock_protocol.ts";
 import type { BatchWrite } from "./group_commit.ts";
-import type { TxnOp } from "./etcd_codec.ts";
+import type { Compare, TxnOp } from "./etcd_codec.ts";
 import { lockPrefix, type RequestValue } from "./request_keys.ts";
 
 /** What an acquire writes. */
@@ -73,35 +73,45 @@ export function acquireWrite(acquire: AcquireWrite): BatchWrite {
   };
 }
 
+/** The request a mark is for, as this node's mirror shows it. */
+export interface MarkedRequest {
+  /** Its key. */
+  key: string;
+  /** Its value. */
+  value: RequestValue;
+  /** Its node's lease. */
+  lease: string;
+  /** Its create revision: the mark writes only while the key is that one. */
+  createRevision: number;
+  /**
+   * Its mod revision, when the mark must instead find the key unchanged
+   * since (a mark of another node's request: sent again, it writes
+   * nothing).
+   */
+  modRevision?: number | undefined;
+}
+
 /**
  * The mark of a waiting request that now holds: its value put granted, if
- * its key is still the one created at `createRevision`.
+ * its key is still the one the mirror knows. One comparison, and the lease
+ * given, so etcd reads the key once.
  *
- * @param key The request's key.
- * @param createRevision Its create revision.
- * @param value Its value as the mirror knows it.
- * @param lease The node's lease.
+ * @param request The request.
  * @returns The write; its answer's nested txn succeeded when the key was
  *   there.
  */
-export function markWrite(
-  key: string,
-  createRevision: number,
-  value: RequestValue,
-  lease: string,
-): BatchWrite {
+export function markWrite(request: MarkedRequest): BatchWrite {
+  const { key, value, lease, createRevision, modRevision } = request;
+  const compare: Compare = modRevision === undefined
+    ? { key, target: "create", result: "==", value: createRevision }
+    : { key, target: "mod", result: "==", value: modRevision };
   return {
     keys: [key],
     puts: true,
     bytes: key.length * 2 + 3 * JSON.stringify(value).length,
     op: (slot) => ({
       txn: {
-        compare: [{
-          key,
-          target: "create",
-          result: "==",
-          value: createRevision,
-        }],
+        compare: [compare],
         success: [{ put: { key, value: granted(value, slot), lease } }],
         failure: [],
       },
