@@ -71,28 +71,30 @@ export interface HandOff {
 }
 
 /**
- * Deletes a request's key, with the marks of its {@linkcode successors},
- * until etcd takes it. On a full quota etcd refuses any txn that puts, so
- * the key goes by a plain DeleteRange, which etcd still takes, and the
- * successors wait for marks of their own.
+ * Deletes keys, each with the marks of its {@linkcode successors}, until
+ * etcd takes it. On a full quota etcd refuses any txn that puts, so a key
+ * goes by a plain DeleteRange, which etcd still takes, and its successors
+ * wait for marks of their own.
  *
  * @param handOff The node's writers.
- * @param key The key.
+ * @param keys The keys.
  */
 export async function deleteHandingOff(
   handOff: HandOff,
-  key: string,
+  keys: readonly string[],
 ): Promise<void> {
   const { etcd, batch, mirror, skip, signal } = handOff;
-  await untilTaken(signal, async () => {
-    const marks = successors(mirror, key, skip).map((next) =>
-      markWrite({ ...next, lease: BigInt(`0x${next.node}`).toString() })
-    );
-    try {
-      await batch.submitAll([deleteWrite(key), ...marks]);
-    } catch (error) {
-      if (!(error instanceof EtcdNoSpaceError)) throw error;
-      await etcd.deleteRange({ key });
-    }
-  });
+  await Promise.all(keys.map((key) =>
+    untilTaken(signal, async () => {
+      const marks = successors(mirror, key, skip).map((next) =>
+        markWrite({ ...next, lease: BigInt(`0x${next.node}`).toString() })
+      );
+      try {
+        await batch.submitAll([deleteWrite(key), ...marks]);
+      } catch (error) {
+        if (!(error instanceof EtcdNoSpaceError)) throw error;
+        await etcd.deleteRange({ key });
+      }
+    })
+  ));
 }

@@ -33,6 +33,7 @@ import type { LockMirror, MirroredRequest } from "./lock_mirror.ts";
 import { ownerOf, requestKey, type RequestValue } from "./request_keys.ts";
 import { acquireWrite, markWrite } from "./request_writes.ts";
 import { deleteHandingOff } from "./hand_off.ts";
+import { closedCycle } from "./cycle_check.ts";
 import type { NodeLease } from "./node_lease.ts";
 import type { LockSpaceOptions } from "./lock_space_options.ts";
 
@@ -335,33 +336,12 @@ export class EtcdLockSpace implements AsyncDisposable {
       this.#track(this.#mark(request));
     } else if (!request.checked) {
       request.checked = true;
-      if (this.#closedCycle(mirrored)) {
+      if (closedCycle(this.mirror, mirrored, this.#gone)) {
         this.#own.end(request);
         this.#options.onDeadlock(request);
         this.#deleteKeys([request.key]);
       }
     }
-  }
-
-  /**
-   * Whether a request's wait closed a cycle, counting only older requests:
-   * those created before it and, of those created by its own txn (a group
-   * commit), the ones whose keys sort before its key; so exactly one request
-   * of a cycle is its youngest.
-   */
-  #closedCycle(mirrored: MirroredRequest): boolean {
-    const { owner, name, mode, createRevision, key } = mirrored;
-    const waitsFor: string[] = [];
-    this.mirror.blockers(name, mode, mirrored, waitsFor, this.#gone);
-    const younger = (other: MirroredRequest) =>
-      this.#gone(other) ||
-      (other.createRevision === createRevision && other.key >= key);
-    return this.mirror.closesCycle(
-      owner,
-      waitsFor,
-      createRevision + 1,
-      younger,
-    );
   }
 
   async #mark(request: ClusterRequest): Promise<void> {
@@ -399,8 +379,7 @@ export class EtcdLockSpace implements AsyncDisposable {
       skip: this.#gone,
       signal: this.#stop,
     };
-    const deleted = keys.map((key) => deleteHandingOff(handOff, key));
-    return this.#track(Promise.all(deleted).then(() => {}));
+    return this.#track(deleteHandingOff(handOff, keys));
   }
 
   /** Keeps a background task, so that disposal waits for it. */
