@@ -114,8 +114,9 @@ interface Pending {
  * ```
  */
 export class GroupCommit {
+  /** The node's own key, put again with every txn that puts. */
+  readonly own: PutRequest;
   readonly #etcd: EtcdClient;
-  readonly #own: PutRequest;
   #queue: Pending[] = [];
   #inFlight = 0;
   #scheduled = false;
@@ -128,7 +129,7 @@ export class GroupCommit {
    */
   constructor(etcd: EtcdClient, own: PutRequest) {
     this.#etcd = etcd;
-    this.#own = own;
+    this.own = own;
   }
 
   /**
@@ -209,7 +210,7 @@ export class GroupCommit {
     try {
       const writes = batch.flatMap((p) => p.writes);
       const ops = writes.map((write, slot) => write.op(slot));
-      if (writes.some((write) => write.puts)) ops.push({ put: this.#own });
+      if (writes.some((write) => write.puts)) ops.push({ put: this.own });
       const { revision, responses } = await this.#etcd.txn([], ops);
       let first = 0;
       for (const p of batch) {

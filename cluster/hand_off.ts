@@ -2,16 +2,17 @@
  * Hand-off in the releasing txn: the delete of a request's key carries the
  * marks of the requests that hold once it is gone, whichever node they are
  * on, so a waiter is granted one txn after the release, not two (the delete,
- * then its own node's mark once its watch shows it holding). Each owner sees
- * the mark in its mirror and tells its client; a request its owner has
- * ended meanwhile is deleted, as it would be after its own mark.
+ * then its own node's mark once its watch shows it holding). An owner tells
+ * its client once its mirror shows the mark, or, on the deleting node, once
+ * etcd answers; a request its owner has ended meanwhile is deleted, as it
+ * would be after its own mark.
  *
  * Why a mark written by the releasing node is right: its mirror shows the
  * waiter, so it has seen every key created before the waiter, and such keys
  * can only go, never come. If the waiter holds in the mirror once the
  * released key is taken as gone, it holds in the store once the txn has
- * deleted that key, whatever else happened meanwhile; the mark's comparisons
- * (the waiter's key unchanged since the mirror saw it) make sure the mark
+ * deleted that key, whatever else happened meanwhile; the mark's comparison
+ * (the waiter's key unchanged since the mirror saw it) makes sure the mark
  * writes nothing when sent again or when the waiter went.
  *
  * @module
@@ -20,7 +21,11 @@
 import type { EtcdClient } from "./etcd.ts";
 import { EtcdNoSpaceError } from "./etcd_errors.ts";
 import { untilTaken } from "./etcd_retry.ts";
-import { type GroupCommit, MAX_BATCH_OPS } from "./group_commit.ts";
+import {
+  type BatchAnswer,
+  type GroupCommit,
+  MAX_BATCH_OPS,
+} from "./group_commit.ts";
 import type { LockMirror, MirroredRequest } from "./lock_mirror.ts";
 import { deleteWrite, markWrite } from "./request_writes.ts";
 
@@ -68,6 +73,11 @@ export interface HandOff {
   skip: (request: MirroredRequest) => boolean;
   /** Gives up (the node stops, or its lease is gone). */
   signal: AbortSignal;
+  /**
+   * Called for each mark that committed, as soon as etcd answers: the owner
+   * of a request of this node need not wait for its watch.
+   */
+  onMarked: (request: MirroredRequest, answer: BatchAnswer) => void;
 }
 
 /**
@@ -83,14 +93,21 @@ export async function deleteHandingOff(
   handOff: HandOff,
   keys: readonly string[],
 ): Promise<void> {
-  const { etcd, batch, mirror, skip, signal } = handOff;
+  const { etcd, batch, mirror, skip, signal, onMarked } = handOff;
   await Promise.all(keys.map((key) =>
     untilTaken(signal, async () => {
-      const marks = successors(mirror, key, skip).map((next) =>
-        markWrite({ ...next, lease: BigInt(`0x${next.node}`).toString() })
+      const next = successors(mirror, key, skip);
+      const marks = next.map((request) =>
+        markWrite({ ...request, lease: BigInt(`0x${request.node}`).toString() })
       );
       try {
-        await batch.submitAll([deleteWrite(key), ...marks]);
+        const [, ...answers] = await batch.submitAll([
+          deleteWrite(key),
+          ...marks,
+        ]);
+        answers.forEach((answer, i) => {
+          if (answer.response.txn?.succeeded) onMarked(next[i]!, answer);
+        });
       } catch (error) {
         if (!(error instanceof EtcdNoSpaceError)) throw error;
         await etcd.deleteRange({ key });

@@ -119,3 +119,38 @@ etcdTest(
     assert.ok(waiter.token > held.request.token);
   },
 );
+
+etcdTest(
+  "a release hands off to the next waiter on its own node in the same txn, granted at its answer",
+  async () => {
+    await using cluster = await startEtcdCluster({ members: 1 });
+    const etcd = new CountingClient(cluster.endpoints);
+    const lease = await NodeLease.grant(etcd, { ttlSeconds: 5 });
+    await using _lease = lease;
+    const grants: ClusterRequest[] = [];
+    await using space = await EtcdLockSpace.open(etcd, lease, {
+      onGrant: (request) => grants.push(request),
+      onLost: () => {},
+      onDeadlock: () => {},
+    });
+    const held = await space.acquire(1, "h");
+    const waiting = await space.acquire(2, "h");
+    assert.equal(held.status, "granted");
+    assert.equal(waiting.status, "queued");
+    await space.caughtUp(waiting.request.createRevision);
+    etcd.txns = 0;
+    await space.release(held.request);
+    assert.deepEqual(
+      grants,
+      [waiting.request],
+      "granted when the txn answered",
+    );
+    assert.equal(etcd.txns, 1);
+    assert.equal(
+      waiting.request.token % TOKEN_SLOTS,
+      1,
+      "slot 1: after the delete",
+    );
+    assert.ok(waiting.request.token > held.request.token);
+  },
+);

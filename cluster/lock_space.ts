@@ -1,18 +1,14 @@
 /**
  * The cluster's lock space on etcd: every lock request is a key under its
- * lock's prefix, attached to this node's lease; the queue is the create
- * revision order (`request_keys.ts`); who holds follows from the store by the
- * grant rule of `lock_mirror.ts`, which one node-wide watch keeps mirrored. A request is
- * granted at once by the txn that queues it when nothing conflicts; otherwise
- * the node sees, in its mirror, the moment it holds, records the grant with a
- * txn on the key (the "mark"), and only then tells the caller. The node's
- * writes are group-committed (`group_commit.ts`): many requests' acquires,
- * marks and deletes in one txn. Fencing tokens come from the revision of the
- * txn that granted and the grant's slot in it (strictly increasing over the
- * whole cluster, as revisions never go back) plus a token base kept in etcd.
- *
+ * lock's prefix on this node's lease, queued in create revision order
+ * (`request_keys.ts`); who holds follows from the store by the grant rule of
+ * `lock_mirror.ts`, mirrored by one watch. A request is granted at once by
+ * the txn that queues it when nothing conflicts, else by its mark, a write
+ * that the delete freeing it carries (`hand_off.ts`) or its node makes. Writes
+ * are group-committed (`group_commit.ts`); tokens are the granting txn's
+ * revision and the grant's slot in it, plus a token base kept in etcd.
  * Release, withdrawal and disconnect delete keys at once; a dead node's keys
- * go when its lease expires; this node's lease lost ends every request here.
+ * go with its lease; this node's lease lost ends every request here.
  *
  * @module
  */
@@ -24,13 +20,12 @@ import {
   OwnRequests,
 } from "./own_requests.ts";
 import type { EtcdClient } from "./etcd.ts";
-import type { PutRequest } from "./etcd_codec.ts";
 import { untilTaken } from "./etcd_retry.ts";
-import { GroupCommit, tokenFor } from "./group_commit.ts";
+import { type BatchAnswer, GroupCommit, tokenFor } from "./group_commit.ts";
 import { LinkedAbort } from "./linked_abort.ts";
 import { MirrorFeed } from "./mirror_feed.ts";
 import type { LockMirror, MirroredRequest } from "./lock_mirror.ts";
-import { ownerOf, requestKey, type RequestValue } from "./request_keys.ts";
+import { ownerOf, requestKey } from "./request_keys.ts";
 import { acquireWrite, markWrite } from "./request_writes.ts";
 import { deleteHandingOff } from "./hand_off.ts";
 import { closedCycle } from "./cycle_check.ts";
@@ -55,8 +50,6 @@ export class EtcdLockSpace implements AsyncDisposable {
   /** Added to every revision to make a fencing token. */
   readonly tokenBase: number;
   readonly #etcd: EtcdClient;
-  /** This node's key among the live nodes. */
-  readonly #nodeKey: PutRequest;
   readonly #batch: GroupCommit;
   readonly #lease: NodeLease;
   readonly #node: string;
@@ -87,12 +80,11 @@ export class EtcdLockSpace implements AsyncDisposable {
     this.#lease = lease;
     this.#node = BigInt(lease.id).toString(16);
     this.#root = options.prefix ?? "/pklock/v1";
-    this.#nodeKey = {
+    this.#batch = new GroupCommit(etcd, {
       key: `${this.#root}/nodes/${this.#node}`,
       value: JSON.stringify({ since: Date.now() }),
       lease: lease.id,
-    };
-    this.#batch = new GroupCommit(etcd, this.#nodeKey);
+    });
     this.#options = options;
     this.tokenBase = tokenBase;
     this.#stop = new LinkedAbort(this.#closed.signal, lease.lost).signal;
@@ -116,7 +108,7 @@ export class EtcdLockSpace implements AsyncDisposable {
     const base = await etcd.range({ key: `${root}/meta/tokenBase` });
     const tokenBase = Number(base.kvs[0]?.value ?? 0) || 0;
     const space = new EtcdLockSpace(etcd, lease, tokenBase, options);
-    await etcd.put(space.#nodeKey);
+    await etcd.put(space.#batch.own);
     space.#feed = await MirrorFeed.open(etcd, {
       root,
       progressTimeoutMs: options.progressTimeoutMs,
@@ -181,17 +173,12 @@ export class EtcdLockSpace implements AsyncDisposable {
     const key = requestKey(this.#root, { name, mode, node, conn, seq });
     const request = new ClusterRequest(key, name, mode, conn);
     this.#own.add(request);
-    const value: RequestValue = {
-      since: Date.now(),
-      peer: options.peer,
-      label: options.label,
-    };
     const asked = this.#batch.submit(acquireWrite({
       root: this.#root,
       key,
       name,
       mode,
-      value,
+      value: { since: Date.now(), peer: options.peer, label: options.label },
       lease: this.#lease.id,
       wait,
     }));
@@ -311,9 +298,7 @@ export class EtcdLockSpace implements AsyncDisposable {
       }
     }
     for (const name of touched) {
-      for (const request of this.#own.ofName(name)) {
-        this.#consider(request);
-      }
+      for (const request of this.#own.ofName(name)) this.#consider(request);
     }
   }
 
@@ -327,10 +312,7 @@ export class EtcdLockSpace implements AsyncDisposable {
     if (request.state !== "waiting" || !mirrored) return;
     if (mirrored.value.granted) {
       // Marked by the txn that deleted the last request before it.
-      if (this.#lease.lost.aborted) return;
-      request.token = this.tokenOf(mirrored);
-      request.state = "held";
-      this.#options.onGrant(request);
+      this.#grant(request, this.tokenOf(mirrored));
     } else if (this.mirror.holds(request.key)) {
       request.state = "marking";
       this.#track(this.#mark(request));
@@ -350,10 +332,8 @@ export class EtcdLockSpace implements AsyncDisposable {
     const lease = this.#lease.id;
     const mark = markWrite({ key, createRevision, value, lease });
     using stop = new LinkedAbort(this.#stop, request.withdrawn.signal);
-    const answer = await untilTaken(
-      stop.signal,
-      () => this.#batch.submit(mark),
-    );
+    const submit = () => this.#batch.submit(mark);
+    const answer = await untilTaken(stop.signal, submit);
     if (!answer || request.state !== "marking" || this.#lease.lost.aborted) {
       return;
     }
@@ -362,9 +342,10 @@ export class EtcdLockSpace implements AsyncDisposable {
       this.#lost(request, "Its key was deleted by another party");
       return;
     }
-    request.token = tokenFor(answer.revision, answer.slot, this.tokenBase);
-    request.state = "held";
-    this.#options.onGrant(request);
+    this.#grant(
+      request,
+      tokenFor(answer.revision, answer.slot, this.tokenBase),
+    );
   }
 
   /**
@@ -378,8 +359,21 @@ export class EtcdLockSpace implements AsyncDisposable {
       mirror: this.mirror,
       skip: this.#gone,
       signal: this.#stop,
+      onMarked: (marked: MirroredRequest, { revision, slot }: BatchAnswer) => {
+        const request = this.#own.get(marked.key);
+        if (request?.state !== "waiting") return;
+        this.#grant(request, tokenFor(revision, slot, this.tokenBase));
+      },
     };
     return this.#track(deleteHandingOff(handOff, keys));
+  }
+
+  /** Grants a request whose mark has committed, unless the lease is lost. */
+  #grant(request: ClusterRequest, token: number): void {
+    if (this.#lease.lost.aborted) return;
+    request.token = token;
+    request.state = "held";
+    this.#options.onGrant(request);
   }
 
   /** Keeps a background task, so that disposal waits for it. */
