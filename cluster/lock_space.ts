@@ -47,7 +47,7 @@ import type { LockSpaceOptions } from "./lock_space_options.ts";
  * ```
  */
 export class EtcdLockSpace implements AsyncDisposable {
-  /** Added to every revision to make a fencing token. */
+  /** Added to every fencing token ({@linkcode tokenFor}). */
   readonly tokenBase: number;
   readonly #etcd: EtcdClient;
   readonly #batch: GroupCommit;
@@ -63,11 +63,13 @@ export class EtcdLockSpace implements AsyncDisposable {
   #feed: MirrorFeed | null = null;
   #seq = 0;
   /**
-   * This node's requests the mirror still shows but that have ended here
-   * (their deletes are on the way): a wait-for graph must not count them, or
-   * a client that released and asks again would be refused.
+   * Whether a request of the mirror is one this node has ended (its delete
+   * on the way): left out of wait-for graphs and `status`.
+   *
+   * @param request A request of the mirror.
+   * @returns Whether it has ended here.
    */
-  readonly #gone = (request: MirroredRequest): boolean =>
+  readonly ended = (request: MirroredRequest): boolean =>
     request.node === this.#node && this.#own.get(request.key) === undefined;
 
   private constructor(
@@ -164,7 +166,7 @@ export class EtcdLockSpace implements AsyncDisposable {
     const owner = ownerOf(this.#node, conn);
     const mirror = this.mirror;
     if (
-      wait && mirror.waitClosesCycle(owner, name, mode, undefined, this.#gone)
+      wait && mirror.waitClosesCycle(owner, name, mode, undefined, this.ended)
     ) {
       return { status: "refused", reason: "deadlock" };
     }
@@ -318,7 +320,7 @@ export class EtcdLockSpace implements AsyncDisposable {
       this.#track(this.#mark(request));
     } else if (!request.checked) {
       request.checked = true;
-      if (closedCycle(this.mirror, mirrored, this.#gone)) {
+      if (closedCycle(this.mirror, mirrored, this.ended)) {
         this.#own.end(request);
         this.#options.onDeadlock(request);
         this.#deleteKeys([request.key]);
@@ -357,7 +359,7 @@ export class EtcdLockSpace implements AsyncDisposable {
       etcd: this.#etcd,
       batch: this.#batch,
       mirror: this.mirror,
-      skip: this.#gone,
+      skip: this.ended,
       signal: this.#stop,
       onMarked: (marked: MirroredRequest, { revision, slot }: BatchAnswer) => {
         const request = this.#own.get(marked.key);
