@@ -65,8 +65,6 @@ export interface PutRequest {
   value: string;
   /** The lease to attach the key to. */
   lease?: string | undefined;
-  /** Keeps the key's lease instead (the key must exist). */
-  ignoreLease?: boolean | undefined;
 }
 
 /** A comparison of a txn: `target(key) result value`. */
@@ -234,7 +232,6 @@ export function putBody(request: PutRequest): Record<string, unknown> {
     key: b64(request.key),
     value: b64(request.value),
     ...(request.lease ? { lease: request.lease } : {}),
-    ...(request.ignoreLease ? { ignore_lease: true } : {}),
   };
 }
 
