@@ -5,11 +5,12 @@
  * @module
  */
 
-import type { EtcdClient } from "./etcd.ts";
-import type { TxnOp, TxnResponse } from "./etcd_codec.ts";
+import type { TxnOp } from "./etcd_codec.ts";
 import { freeNow, knownFrom, type KnownLock, sharedFits } from "./free_now.ts";
+import type { BatchAnswer, BatchWrite } from "./group_commit.ts";
 import { limitOf } from "./lock_mirror.ts";
 import type { ClusterRequest } from "./own_requests.ts";
+import { acquireWrite } from "./request_writes.ts";
 import { lockPrefix, type RequestValue } from "./request_keys.ts";
 
 /** How often a limited request that would not wait asks before it is busy. */
@@ -37,40 +38,34 @@ export interface QueueOptions {
  * whole lock instead; when that listing shows it would hold, it asks again
  * with what the listing shows, a few times, before it is taken as busy.
  *
- * @param etcd The etcd client.
+ * @param submit Sends a write in the node's next txn (`GroupCommit`).
  * @param request The request.
  * @param options What to write, and what the node knows of the lock.
- * @returns The answer of the last txn: `succeeded` when granted.
+ * @returns The answer of the last write: its nested txn `succeeded` when
+ *   granted.
  * @throws {EtcdError} When etcd does not take the txn.
  */
 export async function queueRequest(
-  etcd: EtcdClient,
+  submit: (write: BatchWrite) => Promise<BatchAnswer>,
   request: ClusterRequest,
   options: QueueOptions,
-): Promise<TxnResponse> {
+): Promise<BatchAnswer> {
   const { key, name, mode } = request;
-  const { root, value, wait } = options;
+  const { root, value, wait, lease } = options;
   const limit = limitOf(value);
-  const put = (granted: boolean): TxnOp => ({
-    put: {
-      key,
-      value: JSON.stringify({ ...value, granted }),
-      lease: options.lease,
-    },
-  });
   const retry = !wait && limit !== Infinity;
-  const read = retry
+  const read: TxnOp = retry
     ? { range: { key: lockPrefix(root, name), prefix: true } }
     : { range: { key } };
   let known = options.known;
   for (let tries = 1;; tries++) {
-    const answer = await etcd.txn(
-      freeNow(root, name, mode, limit, known),
-      [put(true)],
-      wait ? [put(false), read] : [read],
+    const compare = freeNow(root, name, mode, limit, known);
+    const answer = await submit(
+      acquireWrite({ key, name, compare, value, lease, wait, read }),
     );
-    if (answer.succeeded || !retry || tries === TRY_LOCK_TRIES) return answer;
-    const kvs = answer.responses.at(-1)?.range?.kvs ?? [];
+    const branch = answer.response.txn;
+    if (branch?.succeeded || !retry || tries === TRY_LOCK_TRIES) return answer;
+    const kvs = branch?.responses.at(-1)?.range?.kvs ?? [];
     const requests = knownFrom(root, kvs);
     if (
       kvs.some((kv) => kv.key === key) ||

@@ -77,11 +77,26 @@ export interface Compare extends KeyRange {
   value: number | string;
 }
 
+/**
+ * A txn: if every comparison holds, `success`, else `failure`. Nested in
+ * another txn's branch (etcd 3.3 and later), its comparisons see the store as
+ * it was before the outer txn, not the writes of the ops before it.
+ */
+export interface TxnRequest {
+  /** The comparisons. */
+  compare: Compare[];
+  /** Run when they all hold. */
+  success: TxnOp[];
+  /** Run otherwise. */
+  failure: TxnOp[];
+}
+
 /** One operation of a txn branch. */
 export type TxnOp =
   | { put: PutRequest }
   | { range: RangeRequest }
-  | { deleteRange: KeyRange };
+  | { deleteRange: KeyRange }
+  | { txn: TxnRequest };
 
 /** The answer to one operation of a txn branch, in order. */
 export interface TxnOpResponse {
@@ -89,6 +104,8 @@ export interface TxnOpResponse {
   range?: RangeResponse;
   /** Set for a deleteRange: how many keys went. */
   deleted?: number;
+  /** Set for a nested txn: which branch ran, and its answers. */
+  txn?: { succeeded: boolean; responses: TxnOpResponse[] };
 }
 
 /** A txn's answer. */
@@ -248,6 +265,10 @@ function compareBody(compare: Compare): Record<string, unknown> {
 function opBody(op: TxnOp): Record<string, unknown> {
   if ("put" in op) return { request_put: putBody(op.put) };
   if ("range" in op) return { request_range: rangeBody(op.range) };
+  if ("txn" in op) {
+    const { compare, success, failure } = op.txn;
+    return { request_txn: txnBody(compare, success, failure) };
+  }
   return { request_delete_range: rangeKeys(op.deleteRange) };
 }
 
@@ -292,18 +313,25 @@ export function txnBody(
  * @returns Which branch ran, its answers and the revision.
  */
 export function decodeTxn(body: GatewayJson): TxnResponse {
-  const responses = (body.responses ?? []).map(
-    (r: GatewayJson): TxnOpResponse => {
-      if (r.response_range) return { range: decodeRange(r.response_range) };
-      if (r.response_delete_range) {
-        return { deleted: Number(r.response_delete_range.deleted ?? 0) };
-      }
-      return {};
-    },
-  );
   return {
     succeeded: body.succeeded === true,
     revision: revisionOf(body),
-    responses,
+    responses: (body.responses ?? []).map(decodeOpResponse),
   };
+}
+
+function decodeOpResponse(r: GatewayJson): TxnOpResponse {
+  if (r.response_range) return { range: decodeRange(r.response_range) };
+  if (r.response_delete_range) {
+    return { deleted: Number(r.response_delete_range.deleted ?? 0) };
+  }
+  if (r.response_txn) {
+    return {
+      txn: {
+        succeeded: r.response_txn.succeeded === true,
+        responses: (r.response_txn.responses ?? []).map(decodeOpResponse),
+      },
+    };
+  }
+  return {};
 }

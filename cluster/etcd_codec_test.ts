@@ -6,6 +6,7 @@ import {
   prefixEnd,
   rangeKeys,
   txnBody,
+  type TxnRequest,
   unb64,
 } from "./etcd_codec.ts";
 
@@ -133,6 +134,60 @@ Deno.test(
           { range: { kvs: [decodeKeyValue(kv)], more: true, revision: 10 } },
           { deleted: 2 },
           {},
+        ],
+      },
+    );
+  },
+);
+
+Deno.test(
+  "a nested txn maps to request_txn, and response_txn reads back with its branch",
+  pure,
+  () => {
+    const inner: TxnRequest = {
+      compare: [{ key: "k", target: "create", result: "==", value: 3 }],
+      success: [{ put: { key: "k", value: "v" } }],
+      failure: [{ range: { key: "k" } }],
+    };
+    assert.deepEqual(
+      txnBody([], [{ txn: inner }], []),
+      {
+        compare: [],
+        success: [{
+          request_txn: {
+            compare: [{
+              key: b64("k"),
+              target: "CREATE",
+              result: "EQUAL",
+              create_revision: "3",
+            }],
+            success: [{ request_put: { key: b64("k"), value: b64("v") } }],
+            failure: [{ request_range: { key: b64("k") } }],
+          },
+        }],
+        failure: [],
+      },
+    );
+    assert.deepEqual(
+      decodeTxn({
+        header: { revision: "12" },
+        succeeded: true,
+        responses: [
+          { response_txn: { header: {}, responses: [{ response_range: {} }] } },
+          { response_txn: { succeeded: true, responses: [{}] } },
+        ],
+      }),
+      {
+        succeeded: true,
+        revision: 12,
+        responses: [
+          {
+            txn: {
+              succeeded: false,
+              responses: [{ range: { kvs: [], more: false, revision: 0 } }],
+            },
+          },
+          { txn: { succeeded: true, responses: [{}] } },
         ],
       },
     );

@@ -142,19 +142,21 @@ export class LockMirror {
    * later keys queue after it, and deletes only shorten what is before it.
    *
    * @param key The request's key.
+   * @param gone Keys to take as deleted: whether it would hold without them.
    * @returns Whether it holds; `false` when the mirror has no such key.
    */
-  holds(key: string): boolean {
+  holds(key: string, gone?: ReadonlySet<string>): boolean {
     const request = this.#byKey.get(key);
     if (!request) return false;
     const queue = this.queue(request.name);
-    if (request.mode === "exclusive") return queue[0] === request;
     let ahead = 0;
     for (const other of queue) {
       if (other === request) return ahead < request.limit;
-      if (other.mode === "exclusive" || other.limit !== request.limit) {
+      if (gone?.has(other.key)) continue;
+      if (request.mode === "exclusive" || other.mode === "exclusive") {
         return false;
       }
+      if (other.limit !== request.limit) return false;
       ahead++;
     }
     return false;
@@ -248,7 +250,8 @@ export class LockMirror {
 
   /**
    * Whether a request's wait closes a cycle: {@linkcode closesCycle} of its
-   * {@linkcode blockers}, counting only requests older than it.
+   * {@linkcode blockers}, counting only requests older than it
+   * ({@linkcode olderThan}).
    *
    * @param owner Its owner.
    * @param name Its lock's name.
@@ -268,8 +271,17 @@ export class LockMirror {
   ): boolean {
     const waitsFor: string[] = [];
     this.blockers(name, mode, request, waitsFor, skip, limit);
-    const before = request?.createRevision ?? Infinity;
-    return this.closesCycle(owner, waitsFor, before, skip);
+    if (request === undefined) {
+      return this.closesCycle(owner, waitsFor, Infinity, skip);
+    }
+    const younger = (other: MirroredRequest) =>
+      skip?.(other) === true || !olderThan(other, request);
+    return this.closesCycle(
+      owner,
+      waitsFor,
+      request.createRevision + 1,
+      younger,
+    );
   }
 
   #put(kv: KeyValue): MirroredRequest | null {
@@ -337,4 +349,23 @@ export function limitOf(value: RequestValue): number {
   return typeof limit === "number" && Number.isInteger(limit) && limit >= 1
     ? limit
     : Infinity;
+}
+
+/**
+ * Whether `other` was queued before `request`. A group commit queues several
+ * requests of one node in one txn, at one create revision (at most one per
+ * lock); of those, the one whose key sorts last counts as the youngest, so
+ * that of every cycle exactly one request is the youngest, and is refused.
+ *
+ * @param other A request of the mirror.
+ * @param request The request it is compared with.
+ * @returns Whether `other` is older.
+ */
+export function olderThan(
+  other: MirroredRequest,
+  request: MirroredRequest,
+): boolean {
+  return other.createRevision < request.createRevision ||
+    (other.createRevision === request.createRevision &&
+      other.key < request.key);
 }

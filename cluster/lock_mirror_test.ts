@@ -356,3 +356,46 @@ Deno.test(
     assert.deepEqual(unbounded, []);
   },
 );
+
+Deno.test(
+  "holds() with keys taken as gone tells who would hold once they are deleted",
+  pure,
+  () => {
+    const mirror = new LockMirror(ROOT);
+    const x1 = put(mirror, 2, {
+      name: "g",
+      mode: "exclusive",
+      node: "a",
+      conn: 1,
+    });
+    const s2 = put(mirror, 3, {
+      name: "g",
+      mode: "shared",
+      node: "a",
+      conn: 2,
+    });
+    const s3 = put(mirror, 4, {
+      name: "g",
+      mode: "shared",
+      node: "b",
+      conn: 1,
+    });
+    const x4 = put(mirror, 5, {
+      name: "g",
+      mode: "exclusive",
+      node: "b",
+      conn: 2,
+    });
+    assert.deepEqual([x1, s2, s3, x4].map((k) => mirror.holds(k)), [
+      true,
+      false,
+      false,
+      false,
+    ]);
+    const without = (...gone: string[]) =>
+      [x1, s2, s3, x4].map((k) => mirror.holds(k, new Set(gone)));
+    assert.deepEqual(without(x1), [true, true, true, false]);
+    assert.deepEqual(without(s2, s3), [true, false, false, false]);
+    assert.deepEqual(without(x1, s2, s3), [true, true, true, true]);
+  },
+);

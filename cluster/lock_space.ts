@@ -1,16 +1,14 @@
 /**
  * The cluster's lock space on etcd: every lock request is a key under its
- * lock's prefix, attached to this node's lease; the queue is the create
- * revision order (`request_keys.ts`); who holds follows from the store by the
- * grant rule of `lock_mirror.ts`, which one node-wide watch keeps mirrored. A request is
- * granted at once by the txn that queues it when nothing conflicts; otherwise
- * the node sees, in its mirror, the moment it holds, records the grant with a
- * txn on the key (the "mark"), and only then tells the caller. Fencing tokens
- * are the revision of the txn that granted (strictly increasing over the whole
- * cluster, as revisions never go back) plus a token base kept in etcd.
- *
+ * lock's prefix on this node's lease, queued in create revision order
+ * (`request_keys.ts`); who holds follows from the store by the grant rule of
+ * `lock_mirror.ts`, mirrored by one watch. A request is granted at once by
+ * the txn that queues it when nothing conflicts, else by its mark, a write
+ * that the delete freeing it carries (`hand_off.ts`) or its node makes. Writes
+ * are group-committed (`group_commit.ts`); tokens are the granting txn's
+ * revision and the grant's slot in it, plus a token base kept in etcd.
  * Release, withdrawal and disconnect delete keys at once; a dead node's keys
- * go when its lease expires; this node's lease lost ends every request here.
+ * go with its lease; this node's lease lost ends every request here.
  *
  * @module
  */
@@ -22,13 +20,16 @@ import {
   OwnRequests,
 } from "./own_requests.ts";
 import type { EtcdClient } from "./etcd.ts";
-import { deleteKeys, untilTaken } from "./etcd_retry.ts";
+import { untilTaken } from "./etcd_retry.ts";
 import { queueRequest } from "./acquire_txn.ts";
+import { type BatchAnswer, GroupCommit, tokenFor } from "./group_commit.ts";
 import { waitDeadlocks } from "./mirror_deadlock.ts";
 import { LinkedAbort } from "./linked_abort.ts";
 import { MirrorFeed } from "./mirror_feed.ts";
 import type { LockMirror, MirroredRequest } from "./lock_mirror.ts";
 import { ownerOf, requestKey, type RequestValue } from "./request_keys.ts";
+import { markWrite } from "./request_writes.ts";
+import { deleteHandingOff } from "./hand_off.ts";
 import type { NodeLease } from "./node_lease.ts";
 import type { LockSpaceOptions } from "./lock_space_options.ts";
 
@@ -47,9 +48,10 @@ import type { LockSpaceOptions } from "./lock_space_options.ts";
  * ```
  */
 export class EtcdLockSpace implements AsyncDisposable {
-  /** Added to every revision to make a fencing token. */
+  /** Added to every fencing token ({@linkcode tokenFor}). */
   readonly tokenBase: number;
   readonly #etcd: EtcdClient;
+  readonly #batch: GroupCommit;
   readonly #lease: NodeLease;
   readonly #node: string;
   readonly #root: string;
@@ -62,11 +64,13 @@ export class EtcdLockSpace implements AsyncDisposable {
   #feed: MirrorFeed | null = null;
   #seq = 0;
   /**
-   * This node's requests the mirror still shows but that have ended here
-   * (their deletes are on the way): a wait-for graph must not count them, or
-   * a client that released and asks again would be refused.
+   * Whether a request of the mirror is one this node has ended (its delete
+   * on the way): left out of wait-for graphs and `status`.
+   *
+   * @param request A request of the mirror.
+   * @returns Whether it has ended here.
    */
-  readonly #gone = (request: MirroredRequest): boolean =>
+  readonly ended = (request: MirroredRequest): boolean =>
     request.node === this.#node && this.#own.get(request.key) === undefined;
 
   private constructor(
@@ -79,6 +83,11 @@ export class EtcdLockSpace implements AsyncDisposable {
     this.#lease = lease;
     this.#node = BigInt(lease.id).toString(16);
     this.#root = options.prefix ?? "/pklock/v1";
+    this.#batch = new GroupCommit(etcd, {
+      key: `${this.#root}/nodes/${this.#node}`,
+      value: JSON.stringify({ since: Date.now() }),
+      lease: lease.id,
+    });
     this.#options = options;
     this.tokenBase = tokenBase;
     this.#stop = new LinkedAbort(this.#closed.signal, lease.lost).signal;
@@ -102,11 +111,7 @@ export class EtcdLockSpace implements AsyncDisposable {
     const base = await etcd.range({ key: `${root}/meta/tokenBase` });
     const tokenBase = Number(base.kvs[0]?.value ?? 0) || 0;
     const space = new EtcdLockSpace(etcd, lease, tokenBase, options);
-    await etcd.put({
-      key: `${root}/nodes/${space.#node}`,
-      value: JSON.stringify({ since: Date.now() }),
-      lease: lease.id,
-    });
+    await etcd.put(space.#batch.own);
     space.#feed = await MirrorFeed.open(etcd, {
       root,
       progressTimeoutMs: options.progressTimeoutMs,
@@ -162,7 +167,7 @@ export class EtcdLockSpace implements AsyncDisposable {
     const owner = ownerOf(this.#node, conn);
     const mirror = this.mirror;
     const limit = mode === "shared" ? options.limit ?? Infinity : Infinity;
-    const skip = this.#gone;
+    const skip = this.ended;
     if (mode === "shared" && (mirror.limit(name, skip) ?? limit) !== limit) {
       return { status: "refused", reason: "limit_mismatch" };
     }
@@ -182,7 +187,7 @@ export class EtcdLockSpace implements AsyncDisposable {
       label: options.label,
       limit: limit === Infinity ? undefined : limit,
     };
-    const asked = queueRequest(this.#etcd, request, {
+    const asked = queueRequest((write) => this.#batch.submit(write), request, {
       root: this.#root,
       lease: this.#lease.id,
       value,
@@ -209,13 +214,14 @@ export class EtcdLockSpace implements AsyncDisposable {
       await this.#deleteKeys([key]);
       return { status: "busy" };
     }
-    if (answer.succeeded) {
+    const branch = answer.response.txn;
+    if (branch?.succeeded) {
       request.createRevision = answer.revision;
-      request.token = answer.revision + this.tokenBase;
+      request.token = tokenFor(answer.revision, answer.slot, this.tokenBase);
       request.state = "held";
       return { status: "granted", request };
     }
-    const mine = answer.responses.at(-1)?.range?.kvs.find((kv) =>
+    const mine = branch?.responses.at(-1)?.range?.kvs.find((kv) =>
       kv.key === key
     );
     if (!wait) {
@@ -248,7 +254,7 @@ export class EtcdLockSpace implements AsyncDisposable {
 
   /**
    * Ends every request of a connection at once (it closed): their keys are
-   * deleted in txns of at most 128 deletes, sent together.
+   * deleted together, in as few txns as etcd takes.
    *
    * @param conn The connection.
    */
@@ -276,7 +282,8 @@ export class EtcdLockSpace implements AsyncDisposable {
    * @returns Its token, or 0 when it is not (yet) marked granted.
    */
   tokenOf(request: MirroredRequest): number {
-    return request.value.granted ? request.modRevision + this.tokenBase : 0;
+    const { granted, slot = 0 } = request.value;
+    return granted ? tokenFor(request.modRevision, slot, this.tokenBase) : 0;
   }
 
   /** Stops following etcd; the requests' keys stay until the lease goes. */
@@ -306,9 +313,7 @@ export class EtcdLockSpace implements AsyncDisposable {
       }
     }
     for (const name of touched) {
-      for (const request of this.#own.ofName(name)) {
-        this.#consider(request);
-      }
+      for (const request of this.#own.ofName(name)) this.#consider(request);
     }
     this.#options.onQueues?.(touched);
   }
@@ -322,6 +327,11 @@ export class EtcdLockSpace implements AsyncDisposable {
     const mirrored = this.mirror.get(request.key);
     if (request.state !== "waiting" || !mirrored) return;
     const mirror = this.mirror;
+    if (mirrored.value.granted) {
+      // Marked by the txn that deleted the last request before it.
+      this.#grant(request, this.tokenOf(mirrored));
+      return;
+    }
     if (mirror.holds(request.key)) {
       request.state = "marking";
       this.#track(this.#mark(request));
@@ -329,11 +339,11 @@ export class EtcdLockSpace implements AsyncDisposable {
     }
     const { owner, name, mode, limit } = mirrored;
     let refusal: "limit_mismatch" | "deadlock" | null = null;
-    if (mode === "shared" && mirror.limit(name, this.#gone) !== limit) {
+    if (mode === "shared" && mirror.limit(name, this.ended) !== limit) {
       refusal = "limit_mismatch";
     } else if (!request.checked) {
       request.checked = true;
-      const asked = { mode, limit, request: mirrored, skip: this.#gone };
+      const asked = { mode, limit, request: mirrored, skip: this.ended };
       if (waitDeadlocks(mirror, owner, name, asked)) refusal = "deadlock";
     }
     if (refusal === null) return;
@@ -343,39 +353,53 @@ export class EtcdLockSpace implements AsyncDisposable {
   }
 
   async #mark(request: ClusterRequest): Promise<void> {
-    const known = this.mirror.get(request.key)!;
-    const value = JSON.stringify({
-      ...known.value,
-      granted: true,
-      grantedAt: Date.now(),
-    });
+    const { key, createRevision } = request;
+    const { value } = this.mirror.get(key)!;
+    const lease = this.#lease.id;
+    const mark = markWrite({ key, createRevision, value, lease });
     using stop = new LinkedAbort(this.#stop, request.withdrawn.signal);
-    const answer = await untilTaken(stop.signal, () =>
-      this.#etcd.txn(
-        [{
-          key: request.key,
-          target: "create",
-          result: "==",
-          value: request.createRevision,
-        }],
-        [{ put: { key: request.key, value, lease: this.#lease.id } }],
-      ));
+    const submit = () => this.#batch.submit(mark);
+    const answer = await untilTaken(stop.signal, submit);
     if (!answer || request.state !== "marking" || this.#lease.lost.aborted) {
       return;
     }
     this.#feed!.seen(answer.revision);
-    if (!answer.succeeded) {
+    if (!answer.response.txn?.succeeded) {
       this.#lost(request, "Its key was deleted by another party");
       return;
     }
-    request.token = answer.revision + this.tokenBase;
-    request.state = "held";
-    this.#options.onGrant(request);
+    this.#grant(
+      request,
+      tokenFor(answer.revision, answer.slot, this.tokenBase),
+    );
   }
 
-  /** Deletes keys until etcd takes it, in the background of `dispose`. */
+  /**
+   * Deletes keys until etcd takes it, in the background of `dispose`, each
+   * with the marks of the requests that hold once it is gone.
+   */
   #deleteKeys(keys: string[]): Promise<void> {
-    return this.#track(deleteKeys(this.#etcd, keys, this.#stop));
+    const handOff = {
+      etcd: this.#etcd,
+      batch: this.#batch,
+      mirror: this.mirror,
+      skip: this.ended,
+      signal: this.#stop,
+      onMarked: (marked: MirroredRequest, { revision, slot }: BatchAnswer) => {
+        const request = this.#own.get(marked.key);
+        if (request?.state !== "waiting") return;
+        this.#grant(request, tokenFor(revision, slot, this.tokenBase));
+      },
+    };
+    return this.#track(deleteHandingOff(handOff, keys));
+  }
+
+  /** Grants a request whose mark has committed, unless the lease is lost. */
+  #grant(request: ClusterRequest, token: number): void {
+    if (this.#lease.lost.aborted) return;
+    request.token = token;
+    request.state = "held";
+    this.#options.onGrant(request);
   }
 
   /** Keeps a background task, so that disposal waits for it. */

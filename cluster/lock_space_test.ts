@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { EtcdClient } from "./etcd.ts";
 import { EtcdNoSpaceError } from "./etcd_errors.ts";
 import { EtcdLockSpace } from "./lock_space.ts";
+import { TOKEN_SLOTS } from "./group_commit.ts";
 import type { ClusterRequest } from "./own_requests.ts";
 import { NodeLease } from "./node_lease.ts";
 import {
@@ -11,6 +12,11 @@ import {
 } from "../tests/etcd_cluster.ts";
 import { deadline, DenoProcess } from "../tests/helpers.ts";
 import { delay } from "../message/io.ts";
+
+/** The revision of the txn that granted a token. */
+function revisionOf(token: number, base: number): number {
+  return Math.floor((token - base) / TOKEN_SLOTS);
+}
 
 /** One lock-space instance, as if on its own node, recording its events. */
 class Node implements AsyncDisposable {
@@ -148,8 +154,9 @@ etcdTest(
     await c!.granted(1);
     assert.ok(third.token > second.token);
     // The grant is told once the mark commits; the mirror shows it a watch
-    // delivery later, at the mark's revision: the token less the base.
-    await c!.locks.caughtUp(third.token - c!.locks.tokenBase);
+    // delivery later, at the mark's revision: the token less the base, over
+    // the slots of a revision.
+    await c!.locks.caughtUp(revisionOf(third.token, c!.locks.tokenBase));
     assert.equal(
       c!.locks.tokenOf(c!.locks.mirror.get(third.key)!),
       third.token,
@@ -346,12 +353,13 @@ etcdTest("tokens start above the token base kept in etcd", async () => {
   await using a = await Node.start(cluster.endpoints, { prefix: "/base" });
   assert.equal(a.locks.tokenBase, 1_000_000_000);
   const held = await a.held(1, "t");
-  assert.ok(held.token > 1_000_000_000 && held.token < 1_000_001_000);
+  assert.ok(held.token > 1_000_000_000);
+  assert.ok(held.token < 1_000_000_000 + 1_000 * TOKEN_SLOTS);
   const queued = await a.queued(2, "t");
   await a.locks.release(held);
   await a.granted(1);
   assert.ok(queued.token > held.token);
-  await a.locks.caughtUp(queued.token - a.locks.tokenBase);
+  await a.locks.caughtUp(revisionOf(queued.token, a.locks.tokenBase));
   assert.equal(a.locks.tokenOf(a.locks.mirror.get(queued.key)!), queued.token);
 });
 

@@ -9,8 +9,9 @@
  * a slot).
  *
  * The copy holds only requests older than the one asked about (created
- * before it), as the cycle search counts them: the youngest request of a
- * deadlock is the one refused, by its own node.
+ * before it, or in the same txn with a key that sorts first: `olderThan`),
+ * as the cycle search counts them: the youngest request of a deadlock is
+ * the one refused, by its own node.
  *
  * @module
  */
@@ -21,7 +22,11 @@ import {
   type SearchedLock,
   type SearchedRequest,
 } from "../server/deadlock.ts";
-import type { LockMirror, MirroredRequest } from "./lock_mirror.ts";
+import {
+  type LockMirror,
+  type MirroredRequest,
+  olderThan,
+} from "./lock_mirror.ts";
 
 /** What {@linkcode waitDeadlocks} asks about besides the owner and the lock. */
 export interface WaitOptions {
@@ -55,11 +60,7 @@ export function waitDeadlocks(
   if (!mirror.waitClosesCycle(owner, name, mode, request, skip, limit)) {
     return false;
   }
-  const copy = new MirrorCopy(
-    mirror,
-    request?.createRevision ?? Infinity,
-    skip,
-  );
+  const copy = new MirrorCopy(mirror, request, skip);
   const asked = copy.ask(owner, name, mode, limit);
   return !asked.held && deadlocked(asked, copy.owners, copy.waiting);
 }
@@ -116,17 +117,17 @@ class MirrorCopy {
   readonly waiting = new Map<string, Set<Copied>>();
   readonly #locks = new Map<string, CopiedLock>();
   readonly #mirror: LockMirror;
-  readonly #before: number;
+  readonly #asked: MirroredRequest | undefined;
   readonly #skip: (request: MirroredRequest) => boolean;
   readonly #pending: string[] = [];
 
   constructor(
     mirror: LockMirror,
-    before: number,
+    asked: MirroredRequest | undefined,
     skip: ((request: MirroredRequest) => boolean) | undefined,
   ) {
     this.#mirror = mirror;
-    this.#before = before;
+    this.#asked = asked;
     this.#skip = skip ?? (() => false);
   }
 
@@ -150,7 +151,9 @@ class MirrorCopy {
   }
 
   #counts(request: MirroredRequest): boolean {
-    return request.createRevision < this.#before && !this.#skip(request);
+    const asked = this.#asked;
+    return (asked === undefined || olderThan(request, asked)) &&
+      !this.#skip(request);
   }
 
   #lock(name: string): CopiedLock {

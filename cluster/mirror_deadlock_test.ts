@@ -4,7 +4,7 @@ import { LockTable } from "../server/lock_table.ts";
 import type { KeyValue } from "./etcd_codec.ts";
 import { LockMirror } from "./lock_mirror.ts";
 import { waitDeadlocks } from "./mirror_deadlock.ts";
-import { ownerOf, requestKey } from "./request_keys.ts";
+import { ownerOf, type RequestKey, requestKey } from "./request_keys.ts";
 
 const pure = { permissions: "none" } as const;
 const ROOT = "/pklock/v1";
@@ -166,5 +166,54 @@ Deno.test(
       const got = table.acquire("a1.1", "door", "exclusive", "");
       assert.equal(got === "deadlock", refused, "as one server");
     }
+  },
+);
+
+/** Puts an exclusive request of node `a` at a create revision of its own. */
+function putAt(
+  mirror: LockMirror,
+  revision: number,
+  parts: Omit<RequestKey, "seq" | "mode" | "node">,
+): string {
+  const key = requestKey(ROOT, {
+    ...parts,
+    mode: "exclusive",
+    node: "a",
+    seq: mirror.revision + 1,
+  });
+  const kv = { key, value: "{}", createRevision: revision, lease: "1" };
+  mirror.apply(
+    [{ type: "put", kv: { ...kv, modRevision: revision } }],
+    revision,
+  );
+  return key;
+}
+
+Deno.test(
+  "of two requests queued by one txn that close a cycle, only the one whose key sorts last is refused",
+  pure,
+  () => {
+    const mirror = new LockMirror(ROOT);
+    putAt(mirror, 2, { name: "c1", conn: 1 }); // a.1 holds c1
+    putAt(mirror, 3, { name: "c2", conn: 2 }); // a.2 holds c2
+    const waitsForC2 = putAt(mirror, 4, { name: "c2", conn: 1 }); // a.1 waits
+    const waitsForC1 = putAt(mirror, 4, { name: "c1", conn: 2 }); // a.2 waits
+    assert.ok(waitsForC2 > waitsForC1, "…/q/c2/… sorts after …/q/c1/…");
+    const refused = (key: string, skip?: (r: { key: string }) => boolean) => {
+      const request = mirror.get(key)!;
+      return waitDeadlocks(mirror, request.owner, request.name, {
+        mode: "exclusive",
+        limit: Infinity,
+        request,
+        skip,
+      });
+    };
+    assert.equal(refused(waitsForC2), true);
+    assert.equal(refused(waitsForC1), false);
+    assert.equal(
+      refused(waitsForC2, (r) => r.key === waitsForC1),
+      false,
+      "a request known gone closes nothing",
+    );
   },
 );

@@ -217,10 +217,11 @@ export class NodeRequests {
 
 /**
  * One lock's holders and queue across the whole cluster, from a node's
- * mirror: a holder is a request marked granted. Requests of this node carry
- * their tickets (when asked and granted); those of other nodes the time
- * their node received them, and the time of their mark (or, granted at once,
- * again the time their node received them).
+ * mirror: a holder is a request marked granted; a request this node has
+ * ended is left out, though its delete may still be on the way. Requests of
+ * this node carry their tickets (when asked and granted); those of other
+ * nodes the time their node received them, and the time of their mark (or,
+ * granted at once, again the time their node received them).
  *
  * @param space The node's etcd lock space.
  * @param mine The node's own requests.
@@ -232,7 +233,7 @@ export function wholeState(
   mine: NodeRequests,
   name: string,
 ): LockState<RequestOwner, Timing> | null {
-  const queue = space.mirror.queue(name);
+  const queue = space.mirror.queue(name).filter((m) => !space.ended(m));
   if (queue.length === 0) return null;
   const holders: LockRequest<RequestOwner, Timing>[] = [];
   const waiters: LockRequest<RequestOwner, Timing>[] = [];

@@ -38,7 +38,7 @@ export interface RequestValue {
   limit?: number | undefined;
   /**
    * Set by the write that granted the request, so the key's mod revision is
-   * the grant's revision, and its fencing token that plus the token base.
+   * the grant's revision.
    */
   granted?: boolean | undefined;
   /**
@@ -47,6 +47,11 @@ export interface RequestValue {
    * `since`.
    */
   grantedAt?: number | undefined;
+  /**
+   * The grant's index in its txn: with the mod revision and the token base,
+   * the fencing token (`tokenFor` in `group_commit.ts`).
+   */
+  slot?: number | undefined;
 }
 
 /** The parts of a request's key. */

@@ -55,6 +55,17 @@ etcdTest("two nodes share one lock space", async (t) => {
   );
 
   await t.step(
+    "a lock released on a node is gone from that node's status at once",
+    async () => {
+      await using client = await connect({ port: a.port });
+      const hold = await client.lock("brief");
+      await hold.release();
+      // The release is answered before its delete commits.
+      assert.deepEqual((await client.status()).locks, []);
+    },
+  );
+
+  await t.step(
     "shared holders on two nodes exclude an exclusive one",
     async () => {
       await using r1 = await connect({ port: a.port });

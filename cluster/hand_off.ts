@@ -1,0 +1,117 @@
+/**
+ * Hand-off in the releasing txn: the delete of a request's key carries the
+ * marks of the requests that hold once it is gone, whichever node they are
+ * on, so a waiter is granted one txn after the release, not two (the delete,
+ * then its own node's mark once its watch shows it holding). An owner tells
+ * its client once its mirror shows the mark, or, on the deleting node, once
+ * etcd answers; a request its owner has ended meanwhile is deleted, as it
+ * would be after its own mark.
+ *
+ * Why a mark written by the releasing node is right: its mirror shows the
+ * waiter, so it has seen every key created before the waiter, and such keys
+ * can only go, never come. If the waiter holds in the mirror once the
+ * released key is taken as gone, it holds in the store once the txn has
+ * deleted that key, whatever else happened meanwhile; the mark's comparison
+ * (the waiter's key unchanged since the mirror saw it) makes sure the mark
+ * writes nothing when sent again or when the waiter went.
+ *
+ * @module
+ */
+
+import type { EtcdClient } from "./etcd.ts";
+import { EtcdNoSpaceError } from "./etcd_errors.ts";
+import { untilTaken } from "./etcd_retry.ts";
+import {
+  type BatchAnswer,
+  type GroupCommit,
+  MAX_BATCH_OPS,
+} from "./group_commit.ts";
+import type { LockMirror, MirroredRequest } from "./lock_mirror.ts";
+import { deleteWrite, markWrite } from "./request_writes.ts";
+
+/**
+ * The requests that hold once `key` is deleted and not before, as the
+ * mirror shows them: those not yet marked and not left out by `skip`, at
+ * most enough to fit one txn with the delete.
+ *
+ * @param mirror The node's mirror.
+ * @param key The key to be deleted.
+ * @param skip Requests not to mark (their owner has ended them).
+ * @returns The requests to mark, first in line first.
+ */
+export function successors(
+  mirror: LockMirror,
+  key: string,
+  skip: (request: MirroredRequest) => boolean,
+): MirroredRequest[] {
+  const released = mirror.get(key);
+  if (!released) return [];
+  const gone = new Set([key]);
+  const next: MirroredRequest[] = [];
+  for (const other of mirror.queue(released.name)) {
+    if (other === released) continue;
+    // Holders are a prefix of the queue: past the first that waits, all do.
+    if (!mirror.holds(other.key, gone) || next.length >= MAX_BATCH_OPS - 1) {
+      break;
+    }
+    if (!other.value.granted && !skip(other) && !mirror.holds(other.key)) {
+      next.push(other);
+    }
+  }
+  return next;
+}
+
+/** What {@linkcode deleteHandingOff} writes with. */
+export interface HandOff {
+  /** The etcd client, for a plain delete on a full quota. */
+  etcd: EtcdClient;
+  /** The node's group commit. */
+  batch: GroupCommit;
+  /** The node's mirror. */
+  mirror: LockMirror;
+  /** Requests not to mark. */
+  skip: (request: MirroredRequest) => boolean;
+  /** Gives up (the node stops, or its lease is gone). */
+  signal: AbortSignal;
+  /**
+   * Called for each mark that committed, as soon as etcd answers: the owner
+   * of a request of this node need not wait for its watch.
+   */
+  onMarked: (request: MirroredRequest, answer: BatchAnswer) => void;
+}
+
+/**
+ * Deletes keys, each with the marks of its {@linkcode successors}, until
+ * etcd takes it. On a full quota etcd refuses any txn that puts, so a key
+ * goes by a plain DeleteRange, which etcd still takes, and its successors
+ * wait for marks of their own.
+ *
+ * @param handOff The node's writers.
+ * @param keys The keys.
+ */
+export async function deleteHandingOff(
+  handOff: HandOff,
+  keys: readonly string[],
+): Promise<void> {
+  const { etcd, batch, mirror, skip, signal, onMarked } = handOff;
+  await Promise.all(keys.map((key) =>
+    untilTaken(signal, async () => {
+      const next = successors(mirror, key, skip);
+      const marks = next.map((request) =>
+        markWrite({ ...request, lease: BigInt(`0x${request.node}`).toString() })
+      );
+      try {
+        const [, ...answers] = await batch.submitAll([
+          deleteWrite(key),
+          ...marks,
+        ]);
+        answers.forEach((answer, i) => {
+          if (answer.response.txn?.succeeded) onMarked(next[i]!, answer);
+        });
+      } catch (error) {
+        if (!(error instanceof EtcdNoSpaceError)) throw error;
+        await etcd.deleteRange({ key });
+      }
+    })
+  ));
+}

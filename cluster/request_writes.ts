@@ -1,0 +1,133 @@
+/**
+ * The writes of one lock request, as ops of a group-committed txn
+ * (`group_commit.ts`): the acquire that queues it (and grants it when
+ * nothing conflicts), the mark that records a later grant, and the delete
+ * that ends it. A grant's value carries its slot in the txn, so that anyone
+ * reading the key knows its fencing token; a mark's also the time it was
+ * made (`grantedAt`, for `status`).
+ *
+ * @module
+ */
+
+import type { BatchWrite } from "./group_commit.ts";
+import type { Compare, TxnOp } from "./etcd_codec.ts";
+import type { RequestValue } from "./request_keys.ts";
+
+/** What an acquire writes. */
+export interface AcquireWrite {
+  /** The request's key. */
+  key: string;
+  /** The lock's name. */
+  name: string;
+  /**
+   * The compares under which the request holds once written
+   * (`free_now.ts`).
+   */
+  compare: Compare[];
+  /** The key's value, before any grant. */
+  value: RequestValue;
+  /** The node's lease. */
+  lease: string;
+  /** Whether to queue when the lock is taken; else nothing is written. */
+  wait: boolean;
+  /** What to read last, whatever the compares find. */
+  read: TxnOp;
+}
+
+/**
+ * The acquire: if the compares hold, the key is put granted; otherwise it
+ * is put waiting (only when `wait`), and `read` is read in both cases (the
+ * key itself, so that a retried txn whose first try committed finds its own
+ * key there and so its real place in line; or the whole lock).
+ *
+ * @param acquire What to write.
+ * @returns The write; its answer is a nested txn's, the read last.
+ */
+export function acquireWrite(acquire: AcquireWrite): BatchWrite {
+  const { key, name, compare, value, lease, wait, read } = acquire;
+  const waiting = JSON.stringify({ ...value, granted: false });
+  const compared = compare.reduce((n, c) => n + c.key.length, 0);
+  return {
+    keys: [key],
+    queues: name,
+    puts: true,
+    bytes: 3 * key.length + compared + 6 * waiting.length,
+    op: (slot) => ({
+      txn: {
+        compare,
+        success: [{ put: { key, value: granted(value, slot), lease } }],
+        failure: wait
+          ? [{ put: { key, value: waiting, lease } }, read]
+          : [read],
+      },
+    }),
+  };
+}
+
+/** The request a mark is for, as this node's mirror shows it. */
+export interface MarkedRequest {
+  /** Its key. */
+  key: string;
+  /** Its value. */
+  value: RequestValue;
+  /** Its node's lease. */
+  lease: string;
+  /** Its create revision: the mark writes only while the key is that one. */
+  createRevision: number;
+  /**
+   * Its mod revision, when the mark must instead find the key unchanged
+   * since (a mark of another node's request: sent again, it writes
+   * nothing).
+   */
+  modRevision?: number | undefined;
+}
+
+/**
+ * The mark of a waiting request that now holds: its value put granted, if
+ * its key is still the one the mirror knows. One comparison, and the lease
+ * given, so etcd reads the key once.
+ *
+ * @param request The request.
+ * @returns The write; its answer's nested txn succeeded when the key was
+ *   there.
+ */
+export function markWrite(request: MarkedRequest): BatchWrite {
+  const { key, value, lease, createRevision, modRevision } = request;
+  const grantedAt = Date.now();
+  const compare: Compare = modRevision === undefined
+    ? { key, target: "create", result: "==", value: createRevision }
+    : { key, target: "mod", result: "==", value: modRevision };
+  return {
+    keys: [key],
+    puts: true,
+    bytes: key.length * 2 + 3 * JSON.stringify(value).length,
+    op: (slot) => ({
+      txn: {
+        compare: [compare],
+        success: [{
+          put: { key, value: granted(value, slot, grantedAt), lease },
+        }],
+        failure: [],
+      },
+    }),
+  };
+}
+
+/**
+ * The delete of a request's key.
+ *
+ * @param key The key.
+ * @returns The write.
+ */
+export function deleteWrite(key: string): BatchWrite {
+  const op: TxnOp = { deleteRange: { key } };
+  return { keys: [key], bytes: key.length, op: () => op };
+}
+
+function granted(
+  value: RequestValue,
+  slot: number,
+  grantedAt?: number,
+): string {
+  return JSON.stringify({ ...value, granted: true, slot, grantedAt });
+}
