@@ -17,6 +17,8 @@ import { exactId, mayBeInexact } from "./exact_id.ts";
 import { writeAll } from "./io.ts";
 import { FrameClock } from "./frame_clock.ts";
 import { PeerOutput } from "./peer_output.ts";
+import { ReadBacklog } from "./read_backlog.ts";
+import { TickBatch } from "./tick_batch.ts";
 import {
   type CloseInfo,
   type CloseReason,
@@ -62,10 +64,8 @@ export class Connection {
   readonly #frameTimeout: number | undefined;
   /** Made by the first read that ends mid-frame: most peers send whole ones. */
   #frameClock: FrameClock | undefined = undefined;
-  /** While not read because its output is over the cap: resolves on drain. */
-  #paused: PromiseWithResolvers<void> | null = null;
-  /** Payloads read while paused, dispatched once it resumes (one read's worth). */
-  readonly #held: Uint8Array[] = [];
+  /** From a pause for output over the cap until its frames are dispatched. */
+  #backlog: ReadBacklog | null = null;
   #writing = false;
   /** Whether this connection is in the list the next flush writes. */
   #queued = false;
@@ -75,20 +75,10 @@ export class Connection {
   #reading: Promise<void>;
   #writer: Promise<void> = WRITTEN;
 
-  /** Connections with frames queued in this tick, in the order they queued. */
-  static readonly #unflushed: Connection[] = [];
-  static #flushQueued = false;
-
-  /** Starts the writes of every connection that queued frames this tick. */
-  static #flushAll(): void {
-    Connection.#flushQueued = false;
-    const batch = Connection.#unflushed;
-    for (let i = 0; i < batch.length; i++) {
-      const connection = batch[i]!;
-      connection.#writer = connection.#write();
-    }
-    batch.length = 0;
-  }
+  /** Connections with frames queued in this tick: each writes them at once. */
+  static readonly #unflushed = new TickBatch<Connection>((connection) => {
+    connection.#writer = connection.#write();
+  });
 
   /**
    * Wraps a socket and starts reading from it.
@@ -201,11 +191,7 @@ export class Connection {
   #schedule(): void {
     if (!this.#writing && !this.#queued) {
       this.#queued = true;
-      Connection.#unflushed.push(this);
-      if (!Connection.#flushQueued) {
-        Connection.#flushQueued = true;
-        queueMicrotask(Connection.#flushAll);
-      }
+      Connection.#unflushed.add(this);
     }
   }
 
@@ -215,7 +201,7 @@ export class Connection {
       this.#finish({ reason: "output_overflow" });
       return false;
     }
-    this.#paused ??= Promise.withResolvers<void>();
+    (this.#backlog ??= new ReadBacklog()).pause();
     return true;
   }
 
@@ -223,11 +209,8 @@ export class Connection {
     this.#frameClock?.finished();
     if (this.#state !== "open") return;
     // Paused mid-read: the rest of the read waits, as requests, not replies.
-    if (this.#paused !== null || this.#held.length > 0) {
-      this.#held.push(payload.slice());
-      return;
-    }
-    this.#dispatch(payload);
+    if (this.#backlog !== null) this.#backlog.hold(payload);
+    else this.#dispatch(payload);
   }
 
   #dispatch(payload: Uint8Array): void {
@@ -323,12 +306,15 @@ export class Connection {
         } else if (n < small.length) {
           buffer = small;
         }
-        while (this.#paused !== null || this.#held.length > 0) {
-          if (this.#paused !== null) await this.#paused.promise;
-          while (this.#held.length > 0 && this.#paused === null) {
+        for (let backlog = this.#backlog; backlog; backlog = this.#backlog) {
+          if (backlog.paused) await backlog.resumed;
+          if (this.#state !== "open") return;
+          let payload: Uint8Array | undefined;
+          while (!backlog.paused && (payload = backlog.next()) !== undefined) {
+            this.#dispatch(payload);
             if (this.#state !== "open") return;
-            this.#dispatch(this.#held.shift()!);
           }
+          if (!backlog.paused) this.#backlog = null;
         }
       }
     } catch (error) {
@@ -357,7 +343,7 @@ export class Connection {
         if (written < bytes.length) {
           await writeAll(this.#conn, bytes.subarray(written));
         }
-        if (this.#output.written()) this.#resume();
+        if (this.#output.written()) this.#backlog?.resume();
       }
     } catch (error) {
       this.#finish({ reason: "io_error", error });
@@ -384,20 +370,14 @@ export class Connection {
     return this.#state === "closed";
   }
 
-  /** Reads again, if paused. */
-  #resume(): void {
-    this.#paused?.resolve();
-    this.#paused = null;
-  }
-
   #finish(info: CloseInfo): void {
     if (this.#state === "closed") return;
     this.#state = "closed";
     clearTimeout(this.#closeTimer);
     this.#frameClock?.stop();
     this.#output.drop();
-    this.#held.length = 0;
-    this.#resume();
+    this.#backlog?.resume();
+    this.#backlog = null;
     const final = this.#info ?? info;
     // Release and grant first, then close: after a burst of disconnects the
     // grants do not wait behind every close syscall.

@@ -189,7 +189,8 @@ export class ConnectionJournal {
       });
     }
     const count = session.releasedCount;
-    if (count === 0) return;
+    // Below info (--log-level warning) the line's text is not even built.
+    if (count === 0 || !log.isEnabledFor("info")) return;
     const details = {
       count,
       id: session.id,

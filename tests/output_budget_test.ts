@@ -94,6 +94,28 @@ Deno.test("a holder that sends requests and does not read is paused, never dropp
   assert.ok(holder.take().every((reply) => reply.result !== undefined));
 });
 
+Deno.test("a holder whose one read brings more replies than its cap is paused and resumed until every reply, in order", async () => {
+  // Forty requests in one write, whose replies pass a 1 KiB cap several
+  // times over before the first of them is written: the rest of each read
+  // waits, and reading stops until the output is written, again and again.
+  await using server = startServer({ maxOutputBytes: 1024 });
+  await using holder = await SlowPeer.connect(server.addr.port);
+  const pings = Array.from({ length: 40 }, (_, i) => ({
+    command: "ping",
+    id: `${i}`.padEnd(300, "."),
+  }));
+  await holder.send([
+    { command: "lock", parameters: { lockName: "mine" }, id: "lock" },
+    ...pings,
+  ]);
+  assert.equal(await holder.read(41), 41);
+  assert.deepEqual(
+    holder.take().map((reply) => reply.id),
+    ["lock", ...pings.map((ping) => ping.id)],
+  );
+  assert.equal(server.status().connections.current, 1, "never dropped");
+});
+
 Deno.test("a waiter with position events that does not read is paused, never dropped, and keeps its place", async () => {
   await using server = startServer({ maxOutputBytes: 64 * 1024 });
   const port = server.addr.port;
