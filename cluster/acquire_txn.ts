@@ -8,7 +8,6 @@
 import type { TxnOp } from "./etcd_codec.ts";
 import { freeNow, knownFrom, type KnownLock, sharedFits } from "./free_now.ts";
 import type { BatchAnswer, BatchWrite } from "./group_commit.ts";
-import { limitOf } from "./lock_mirror.ts";
 import type { ClusterRequest } from "./own_requests.ts";
 import { acquireWrite } from "./request_writes.ts";
 import { lockPrefix, type RequestValue } from "./request_keys.ts";
@@ -22,8 +21,12 @@ export interface QueueOptions {
   root: string;
   /** The node's lease, which the key is attached to. */
   lease: string;
-  /** The key's value, without `granted`. */
-  value: RequestValue;
+  /** The limit asked for, when shared; `Infinity` when unbounded. */
+  limit: number;
+  /** Who asked, for status. */
+  peer?: string | undefined;
+  /** The client's label, for status. */
+  label?: string | undefined;
   /** Whether to queue when the request does not hold at once. */
   wait: boolean;
   /** The lock as the node's mirror shows it. */
@@ -51,8 +54,13 @@ export async function queueRequest(
   options: QueueOptions,
 ): Promise<BatchAnswer> {
   const { key, name, mode } = request;
-  const { root, value, wait, lease } = options;
-  const limit = limitOf(value);
+  const { root, wait, lease, limit, peer, label } = options;
+  const value: RequestValue = {
+    since: Date.now(),
+    peer,
+    label,
+    limit: limit === Infinity ? undefined : limit,
+  };
   const retry = !wait && limit !== Infinity;
   const read: TxnOp = retry
     ? { range: { key: lockPrefix(root, name), prefix: true } }

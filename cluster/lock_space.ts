@@ -23,15 +23,19 @@ import type { EtcdClient } from "./etcd.ts";
 import { untilTaken } from "./etcd_retry.ts";
 import { queueRequest } from "./acquire_txn.ts";
 import { type BatchAnswer, GroupCommit, tokenFor } from "./group_commit.ts";
-import { waitDeadlocks } from "./mirror_deadlock.ts";
+import { refusalToQueue, refusalWhileWaiting } from "./mirror_refusals.ts";
 import { LinkedAbort } from "./linked_abort.ts";
 import { MirrorFeed } from "./mirror_feed.ts";
 import type { LockMirror, MirroredRequest } from "./lock_mirror.ts";
-import { ownerOf, requestKey, type RequestValue } from "./request_keys.ts";
+import { ownerOf, requestKey } from "./request_keys.ts";
 import { markWrite } from "./request_writes.ts";
 import { deleteHandingOff } from "./hand_off.ts";
+import { AbandonedKeys } from "./abandoned_keys.ts";
 import type { NodeLease } from "./node_lease.ts";
 import type { LockSpaceOptions } from "./lock_space_options.ts";
+
+/** Why a request ends whose key someone else deleted. */
+const DELETED = "Its key was deleted by another party";
 
 /**
  * The lock space of one node, shared with every other node on the same etcd
@@ -61,6 +65,7 @@ export class EtcdLockSpace implements AsyncDisposable {
   /** Ends the background writes: the node stops, or its lease is gone. */
   readonly #stop: AbortSignal;
   readonly #tasks = new Set<Promise<void>>();
+  readonly #abandoned = new AbandonedKeys((keys) => this.#deleteKeys(keys));
   #feed: MirrorFeed | null = null;
   #seq = 0;
   /**
@@ -167,13 +172,9 @@ export class EtcdLockSpace implements AsyncDisposable {
     const owner = ownerOf(this.#node, conn);
     const mirror = this.mirror;
     const limit = mode === "shared" ? options.limit ?? Infinity : Infinity;
-    const skip = this.ended;
-    if (mode === "shared" && (mirror.limit(name, skip) ?? limit) !== limit) {
-      return { status: "refused", reason: "limit_mismatch" };
-    }
-    if (wait && waitDeadlocks(mirror, owner, name, { mode, limit, skip })) {
-      return { status: "refused", reason: "deadlock" };
-    }
+    const asked = { owner, name, mode, limit, wait };
+    const refusal = refusalToQueue(mirror, asked, this.ended);
+    if (refusal !== null) return { status: "refused", reason: refusal };
     const seq = ++this.#seq;
     const node = this.#node;
     const limited = limit === Infinity ? undefined : true;
@@ -181,27 +182,24 @@ export class EtcdLockSpace implements AsyncDisposable {
     const key = requestKey(this.#root, parts);
     const request = new ClusterRequest(key, name, mode, conn);
     this.#own.add(request);
-    const value: RequestValue = {
-      since: Date.now(),
-      peer: options.peer,
-      label: options.label,
-      limit: limit === Infinity ? undefined : limit,
-    };
-    const asked = queueRequest((write) => this.#batch.submit(write), request, {
+    const queued = queueRequest((write) => this.#batch.submit(write), request, {
       root: this.#root,
       lease: this.#lease.id,
-      value,
       wait,
       known: { revision: mirror.revision, requests: mirror.queue(name) },
+      limit,
+      peer: options.peer,
+      label: options.label,
     });
-    request.queued = asked.catch(() => {});
+    request.queued = queued.catch(() => {});
     let answer;
     try {
-      answer = await asked;
+      answer = await queued;
     } catch (error) {
-      // The txn may have committed before the answer was lost.
+      // The txn may have committed before the answer was lost, or commit
+      // later still (a member that had it resumes): deleted when seen.
       this.#own.end(request);
-      this.#deleteKeys([key]);
+      this.#abandoned.add(key);
       throw error;
     }
     this.#feed!.seen(answer.revision);
@@ -295,22 +293,21 @@ export class EtcdLockSpace implements AsyncDisposable {
 
   /** After a re-list: requests whose keys went meanwhile are lost. */
   #reset(): void {
+    this.#abandoned.sweep(this.mirror);
     for (const request of this.#own.all()) {
       if (request.state === "pending") continue;
-      if (!this.mirror.get(request.key)) {
-        this.#lost(request, "Its key was deleted by another party");
-      } else this.#consider(request);
+      if (!this.mirror.get(request.key)) this.#lost(request, DELETED);
+      else this.#consider(request);
     }
     this.#options.onQueues?.(this.mirror.names());
   }
 
   #changed(touched: Iterable<string>, deleted: MirroredRequest[]): void {
+    this.#abandoned.sweep(this.mirror);
     for (const gone of deleted) {
       const request = this.#own.get(gone.key);
       if (request?.state === "pending") this.#own.end(request);
-      else if (request) {
-        this.#lost(request, "Its key was deleted by another party");
-      }
+      else if (request) this.#lost(request, DELETED);
     }
     for (const name of touched) {
       for (const request of this.#own.ofName(name)) this.#consider(request);
@@ -337,15 +334,9 @@ export class EtcdLockSpace implements AsyncDisposable {
       this.#track(this.#mark(request));
       return;
     }
-    const { owner, name, mode, limit } = mirrored;
-    let refusal: "limit_mismatch" | "deadlock" | null = null;
-    if (mode === "shared" && mirror.limit(name, this.ended) !== limit) {
-      refusal = "limit_mismatch";
-    } else if (!request.checked) {
-      request.checked = true;
-      const asked = { mode, limit, request: mirrored, skip: this.ended };
-      if (waitDeadlocks(mirror, owner, name, asked)) refusal = "deadlock";
-    }
+    const first = !request.checked;
+    request.checked = true;
+    const refusal = refusalWhileWaiting(mirror, mirrored, first, this.ended);
     if (refusal === null) return;
     this.#own.end(request);
     this.#options.onRefused(request, refusal);
@@ -364,10 +355,7 @@ export class EtcdLockSpace implements AsyncDisposable {
       return;
     }
     this.#feed!.seen(answer.revision);
-    if (!answer.response.txn?.succeeded) {
-      this.#lost(request, "Its key was deleted by another party");
-      return;
-    }
+    if (!answer.response.txn?.succeeded) return this.#lost(request, DELETED);
     this.#grant(
       request,
       tokenFor(answer.revision, answer.slot, this.tokenBase),
@@ -417,6 +405,7 @@ export class EtcdLockSpace implements AsyncDisposable {
   /** Ends every request; those still being queued throw from `acquire`. */
   #leaseLost(): void {
     const reason = (this.#lease.lost.reason as Error).message;
+    this.#abandoned.clear();
     for (const request of this.#own.all()) {
       if (request.state !== "pending") this.#lost(request, reason);
     }

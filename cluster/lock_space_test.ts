@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
 import { EtcdClient } from "./etcd.ts";
-import { EtcdNoSpaceError } from "./etcd_errors.ts";
+import { EtcdError, EtcdNoSpaceError } from "./etcd_errors.ts";
 import { EtcdLockSpace } from "./lock_space.ts";
 import { TOKEN_SLOTS } from "./group_commit.ts";
+import type { Compare, TxnOp, TxnResponse } from "./etcd_codec.ts";
 import type { ClusterRequest } from "./own_requests.ts";
 import { NodeLease } from "./node_lease.ts";
 import {
@@ -34,9 +35,13 @@ class Node implements AsyncDisposable {
 
   static async start(
     endpoints: string[],
-    options: { prefix?: string; ttlSeconds?: number | undefined } = {},
+    options: {
+      prefix?: string;
+      ttlSeconds?: number | undefined;
+      etcd?: EtcdClient;
+    } = {},
   ): Promise<Node> {
-    const etcd = new EtcdClient(endpoints);
+    const etcd = options.etcd ?? new EtcdClient(endpoints);
     const ttlSeconds = options.ttlSeconds ?? 2;
     const lease = await NodeLease.grant(etcd, { ttlSeconds, marginMs: 500 });
     const node = new Node(etcd, lease, null);
@@ -547,5 +552,61 @@ etcdTest(
     console.log(
       `${raced} of 5 rounds raced past both pre-checks and were refused after the fact`,
     );
+  },
+);
+
+/**
+ * An etcd client whose next txn, once armed, is not sent but answered with
+ * an error, as when a member stops answering, and sent for real later
+ * (`commitLate`), as when the frozen member that had taken it resumes.
+ */
+class LateTxnClient extends EtcdClient {
+  #armed = false;
+  #late: (() => Promise<TxnResponse>) | null = null;
+  /** Resolves when a txn that deletes keys has committed. */
+  deleted = Promise.withResolvers<void>();
+
+  /** The next txn fails now and may commit later. */
+  arm(): void {
+    this.#armed = true;
+  }
+
+  /** Sends the txn that failed. */
+  commitLate(): Promise<TxnResponse> {
+    return this.#late!();
+  }
+
+  override async txn(
+    compare: Compare[],
+    success: TxnOp[],
+    failure: TxnOp[] = [],
+    signal?: AbortSignal,
+  ): Promise<TxnResponse> {
+    if (this.#armed) {
+      this.#armed = false;
+      this.#late = () => super.txn(compare, success, failure);
+      throw new EtcdError("No endpoint answered (armed by the test)", 14);
+    }
+    const answer = await super.txn(compare, success, failure, signal);
+    if (success.some((op) => "deleteRange" in op)) this.deleted.resolve();
+    return answer;
+  }
+}
+
+etcdTest(
+  "an acquire that failed but commits later, after the node deleted its key, is deleted again when seen: the lock is not blocked",
+  async () => {
+    await using cluster = await startEtcdCluster();
+    const late = new LateTxnClient(cluster.endpoints);
+    await using a = await Node.start(cluster.endpoints, { etcd: late });
+    await using b = await Node.start(cluster.endpoints);
+    late.arm();
+    await assert.rejects(a.locks.acquire(1, "late"), EtcdError);
+    await late.deleted.promise;
+    const committed = await late.commitLate();
+    assert.ok(committed.revision > 0);
+    const result = await b.locks.acquire(1, "late");
+    if (result.status === "queued") await b.granted(1);
+    else assert.equal(result.status, "granted");
   },
 );
