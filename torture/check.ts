@@ -8,6 +8,9 @@
  * - A worker appends `end` before it sends `release`, and the next holder
  *   appends `start` after its grant arrives, so a release and the grant it
  *   allows are ordered in the file.
+ * - The driver writes `spawn` for a worker before it closes the worker's
+ *   standard input, and the worker writes nothing before that input ends,
+ *   so a worker's `spawn` line precedes all of its own.
  * - Before the driver writes `kill` for a worker it stops the worker with
  *   SIGSTOP and waits until every thread has stopped; only then does it send
  *   SIGKILL. The worker writes nothing after its `kill` line, and the server
@@ -37,7 +40,8 @@
  *   chaos, or lost its connection (`disconnected`); a worker killed because it
  *   did not finish at shutdown (`straggler`) is not excused.
  * - **sequence**: lines a correct worker never writes (a `start` without an
- *   `ask`, a line after the worker's `kill`): the harness itself is wrong.
+ *   `ask`, a line after the worker's `kill`), or a `spawn` after the lines of
+ *   the worker it starts: the harness itself is wrong.
  * - **malformed**: a line that is not a record, such as a torn append.
  *
  * @module
@@ -159,6 +163,8 @@ export class LogChecker {
   readonly #pending = new Map<number, number>();
   /** Workers killed or exited: they write nothing more. */
   readonly #gone = new Map<number, string>();
+  /** Workers that wrote a line since their pid's last `spawn`. */
+  readonly #wrote = new Set<number>();
   readonly #deadServers = new Set<number>();
   #line = 0;
 
@@ -222,6 +228,7 @@ export class LogChecker {
           `pid ${record.pid} wrote "${record.event}" after its ${gone}`,
         );
       }
+      this.#wrote.add(record.pid);
     }
     switch (record.event) {
       case "ask": {
@@ -303,7 +310,16 @@ export class LogChecker {
         }
         return;
       case "spawn":
+        if (this.#wrote.has(record.pid) && !this.#gone.has(record.pid)) {
+          // Those lines are the new worker's own: its state stays.
+          this.#fail(
+            "sequence",
+            `pid ${record.pid} was spawned after it had written lines`,
+          );
+          return;
+        }
         // A new process may reuse the pid of one that has exited.
+        this.#wrote.delete(record.pid);
         this.#gone.delete(record.pid);
         this.#holds.delete(record.pid);
         this.#pending.delete(record.pid);

@@ -249,6 +249,33 @@ Deno.test("writes for a hold the worker does not have are caught", {
 });
 
 Deno.test(
+  "a spawn logged after the worker's own lines is the harness's fault, not a write outside its hold",
+  { permissions: "none" },
+  () => {
+    const [ask, start, work, end] = hold(A, 1);
+    const spawn: LogRecord = { event: "spawn", pid: A, gen: 1 };
+    assert.deepEqual(kinds([spawn, ask!, start!, work!, end!]), []);
+    const late = checkLog(formatLog([ask!, start!, spawn, work!, end!]));
+    assert.deepEqual(late.violations.map((v) => [v.kind, v.line]), [
+      ["sequence", 3],
+    ]);
+    assert.equal(late.stats.grants, 1);
+    // A new process with the pid of one that exited starts afresh.
+    assert.deepEqual(
+      kinds([
+        spawn,
+        ask!,
+        start!,
+        { event: "exit", pid: A, code: 137 },
+        spawn,
+        ...hold(A, 2),
+      ]),
+      [],
+    );
+  },
+);
+
+Deno.test(
   "a torn or garbled line is malformed",
   { permissions: "none" },
   () => {

@@ -11,6 +11,17 @@ import { delay } from "../message/io.ts";
 /** How much of a child's standard error to keep for reports. */
 const KEEP_STDERR = 8192;
 
+/** Options of {@linkcode Child}. */
+export interface ChildOptions {
+  /**
+   * Keep the child's standard input open until {@linkcode Child.open}: a
+   * child that reads it to its end first does nothing before then.
+   *
+   * @default {false}
+   */
+  gated?: boolean;
+}
+
 /** A `deno run` child process. */
 export class Child {
   readonly #process: Deno.ChildProcess;
@@ -25,12 +36,13 @@ export class Child {
    * Starts `deno run ...args`.
    *
    * @param args The arguments after `deno run`.
+   * @param options Whether its standard input is a gate.
    */
-  constructor(args: string[]) {
+  constructor(args: string[], options: ChildOptions = {}) {
     this.#process = new Deno.Command(Deno.execPath(), {
       args: ["run", ...args],
       env: { NO_COLOR: "1" },
-      stdin: "null",
+      stdin: options.gated ? "piped" : "null",
       stdout: "piped",
       stderr: "piped",
     }).spawn();
@@ -51,6 +63,14 @@ export class Child {
         return status;
       },
     );
+  }
+
+  /**
+   * Opens the gate of a `gated` child: closes its standard input. A child
+   * that has exited already is left alone.
+   */
+  open(): void {
+    this.#process.stdin.close().catch(() => {});
   }
 
   /** The process id. */

@@ -192,9 +192,12 @@ async function run(
       String(current.gen),
       "--seed",
       String(random.int(0, 2 ** 31)),
-    ]);
+    ], { gated: true });
     const pid = child.pid;
+    // The worker writes nothing before its gate opens, so its `spawn` line
+    // precedes its own, however late this process runs after the spawn.
     log.write({ event: "spawn", pid, gen: current.gen });
+    child.open();
     spawned++;
     const worker: WorkerChild = {
       child,

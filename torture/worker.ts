@@ -9,8 +9,9 @@
  * `lost` the moment the signal fires, so it never writes as a holder after
  * learning the lock is gone.
  *
- * Usage: `worker.ts --port P --log FILE --gen G --seed S`. Exit codes: 0 after
- * SIGTERM, 4 when the connection was lost.
+ * Usage: `worker.ts --port P --log FILE --gen G --seed S`; it starts once its
+ * standard input ends. Exit codes: 0 after SIGTERM, 4 when the connection was
+ * lost.
  *
  * @module
  */
@@ -196,6 +197,9 @@ export async function main(args: string[]): Promise<number> {
   }, 250);
   Deno.unrefTimer(watchdog);
 
+  // The driver closes standard input once it has logged this worker's
+  // `spawn`: a line of ours before that would be cleared by it.
+  await Deno.stdin.readable.pipeTo(new WritableStream());
   using log = new LogWriter(values.log);
   let client: LockClient;
   try {
