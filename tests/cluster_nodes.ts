@@ -28,7 +28,8 @@ export interface PklockNode extends AsyncDisposable {
  *
  * @param endpoints The etcd members it may reach.
  * @param settings Further settings (an admin secret, …); a `cluster` object
- *   is merged into the node's own (etcd auth, TLS).
+ *   is merged into the node's own (etcd auth, TLS, a longer `ttl` and
+ *   `margin`).
  * @returns The node; dispose of it with `await using`.
  */
 export async function startNode(
