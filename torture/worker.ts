@@ -199,7 +199,7 @@ export async function main(args: string[]): Promise<number> {
 
   // The driver closes standard input once it has logged this worker's
   // `spawn`: a line of ours before that would be cleared by it.
-  await Deno.stdin.readable.pipeTo(new WritableStream());
+  const gate = Deno.stdin.readable.pipeTo(new WritableStream());
   using log = new LogWriter(values.log);
   let client: LockClient;
   try {
@@ -210,6 +210,7 @@ export async function main(args: string[]): Promise<number> {
     return EXIT_LOST;
   }
   try {
+    await gate;
     worker = new Worker(client, log, new Random(seed), gen);
     if (stopped) worker.stop();
     return await worker.run();
