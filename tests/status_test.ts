@@ -175,7 +175,8 @@ Deno.test("status on 100,000 locks: others are served meanwhile, and askers that
       for (const report of reports) assert.ok(report.locks >= 100_000);
       // One page is a few milliseconds of work; before pages, one report was
       // seconds of it and a lock/release waited behind all 30 (7.6 s to 66 s).
-      assert.ok(latencies.max < 2_000, `max ${latencies.max} ms`);
+      // The bound leaves a loaded CI machine room (2 s failed once there).
+      assert.ok(latencies.max < 5_000, `max ${latencies.max} ms`);
       assert.ok(latencies.count > 30, `${latencies.count} round trips`);
     },
   );
