@@ -5,8 +5,7 @@
 
 import assert from "node:assert/strict";
 import { connect, RequestRefusedError } from "../mod.ts";
-import { delay } from "../message/io.ts";
-import { startNode } from "./cluster_nodes.ts";
+import { startNode, waitForWaiters } from "./cluster_nodes.ts";
 import { etcdTest, startEtcdCluster } from "./etcd_cluster.ts";
 
 function isDeadlock(error: unknown): boolean {
@@ -27,7 +26,7 @@ etcdTest("deadlock refusal across two nodes", async (t) => {
       const q = await y.lock("q");
       const xWaits = x.lock("q");
       xWaits.catch(() => {});
-      await waitForWaiter(y, "q");
+      await waitForWaiters(y, "q", 1);
       await assert.rejects(y.lock("p"), isDeadlock);
       await q.release();
       const got = await xWaits;
@@ -70,19 +69,3 @@ etcdTest("deadlock refusal across two nodes", async (t) => {
     },
   );
 });
-
-/** Waits until status shows one waiter for `name`. */
-async function waitForWaiter(
-  client: {
-    status(): Promise<{ locks: { name: string; waiters: unknown[] }[] }>;
-  },
-  name: string,
-): Promise<void> {
-  for (let i = 0; i < 500; i++) {
-    const lock = (await client.status()).locks.find((l) => l.name === name);
-    if (lock?.waiters.length === 1) return;
-    // No event says "queued on another node": status is asked again.
-    await delay(10);
-  }
-  throw new Error(`Status never showed a waiter for "${name}"`);
-}

@@ -6,7 +6,7 @@
 import assert from "node:assert/strict";
 import { connect } from "../mod.ts";
 import { delay } from "../message/io.ts";
-import { startNode, TTL_S } from "./cluster_nodes.ts";
+import { startNode, TTL_S, waitForWaiters } from "./cluster_nodes.ts";
 import { etcdTest, startEtcdCluster } from "./etcd_cluster.ts";
 import { RawClient } from "./helpers.ts";
 
@@ -24,7 +24,7 @@ etcdTest(
     const held = await onA.lock("victim");
     const waiting = onB.lock("victim");
     waiting.catch(() => {});
-    await waitForWaiter(onB, "victim");
+    await waitForWaiters(onB, "victim", 1);
     const killed = performance.now();
     a.process.kill("SIGKILL");
     await aborted(held.lost);
@@ -63,7 +63,7 @@ etcdTest(
     const waiting = onB.lock("steady");
     // Awaited below; a rejection before then must fail the test, not the file.
     waiting.catch(() => {});
-    await waitForWaiter(onA, "steady");
+    await waitForWaiters(onA, "steady", 1);
     await etcd.kill(await etcd.leader());
     const killed = performance.now();
     await using other = await connect({ port: b.port });
@@ -108,7 +108,7 @@ etcdTest(
     await using onB = await connect({ port: b.port });
     const waiting = onB.lock("island");
     waiting.catch(() => {});
-    await waitForWaiter(onB, "island");
+    await waitForWaiters(onB, "island", 1);
     etcd.stop(only);
     using _resume = { [Symbol.dispose]: () => etcd.cont(only) };
     const event = await holder.next();
@@ -143,22 +143,6 @@ etcdTest(
     await again.release();
   },
 );
-
-/** Waits until a node's status shows one waiter for `name`. */
-async function waitForWaiter(
-  client: {
-    status(): Promise<{ locks: { name: string; waiters: unknown[] }[] }>;
-  },
-  name: string,
-): Promise<void> {
-  for (let i = 0; i < 500; i++) {
-    const lock = (await client.status()).locks.find((l) => l.name === name);
-    if (lock?.waiters.length === 1) return;
-    // No event says "queued on another node": status is asked again.
-    await delay(10);
-  }
-  throw new Error(`Status never showed a waiter for "${name}"`);
-}
 
 /** Asks until the node has a lease again (it refuses meanwhile). */
 async function retryLock(
