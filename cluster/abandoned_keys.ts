@@ -36,6 +36,16 @@ export class AbandonedKeys {
   }
 
   /**
+   * Whether a key is one to delete whenever it shows up.
+   *
+   * @param key A key.
+   * @returns Whether it is.
+   */
+  has(key: string): boolean {
+    return this.#keys.has(key);
+  }
+
+  /**
    * Deletes the keys the mirror shows, and forgets them.
    *
    * @param mirror The node's mirror, after a watch batch or a re-list.

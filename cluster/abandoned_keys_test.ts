@@ -10,8 +10,7 @@ function keyOf(seq: number): string {
     name: "n",
     mode: "exclusive",
     node: "a",
-    conn: 1,
-    seq,
+    seat: seq,
   });
 }
 

@@ -53,9 +53,10 @@ export async function queueRequest(
   request: ClusterRequest,
   options: QueueOptions,
 ): Promise<BatchAnswer> {
-  const { key, name, mode } = request;
+  const { key, name, mode, conn } = request;
   const { root, wait, lease, limit, peer, label } = options;
   const value: RequestValue = {
+    conn,
     since: Date.now(),
     peer,
     label,

@@ -113,10 +113,10 @@ Deno.test(
               mode,
               limited: limit === Infinity ? undefined : true,
               node: "a1",
-              conn: revision,
-              seq: revision,
+              seat: revision,
             });
             const value = JSON.stringify({
+              conn: revision,
               since: 1,
               limit: limit === Infinity ? undefined : limit,
             });
@@ -224,10 +224,10 @@ Deno.test(
     });
     assert.deepEqual(
       knownFrom(ROOT, [
-        kv(`${ROOT}/q/j/l/a.1.1`, '{"since":1,"limit":2}'),
-        kv(`${ROOT}/q/j/l/a.2.2`, '{"since":1,"limit":0.5}'),
-        kv(`${ROOT}/q/j/s/a.3.3`, '{"since":1,"limit":2}'),
-        kv(`${ROOT}/q/j/x/a.4.4`, '{"since":1,"limit":2}'),
+        kv(`${ROOT}/q/j/l/a.1`, '{"since":1,"limit":2}'),
+        kv(`${ROOT}/q/j/l/a.2`, '{"since":1,"limit":0.5}'),
+        kv(`${ROOT}/q/j/s/a.3`, '{"since":1,"limit":2}'),
+        kv(`${ROOT}/q/j/x/a.4`, '{"since":1,"limit":2}'),
         kv(`${ROOT}/q/j/x/oops`, "{}"),
       ]),
       [

@@ -78,6 +78,12 @@ export interface HandOff {
    * of a request of this node need not wait for its watch.
    */
   onMarked: (request: MirroredRequest, answer: BatchAnswer) => void;
+  /**
+   * Called once for each key when its delete has ended: with the revision
+   * etcd took it at, or `undefined` when the first try failed (a failed try
+   * may still commit later) or the node stopped first.
+   */
+  onDeleted?: ((key: string, revision: number | undefined) => void) | undefined;
 }
 
 /**
@@ -93,25 +99,30 @@ export async function deleteHandingOff(
   handOff: HandOff,
   keys: readonly string[],
 ): Promise<void> {
-  const { etcd, batch, mirror, skip, signal, onMarked } = handOff;
-  await Promise.all(keys.map((key) =>
-    untilTaken(signal, async () => {
+  const { etcd, batch, mirror, skip, signal, onMarked, onDeleted } = handOff;
+  await Promise.all(keys.map(async (key) => {
+    let tries = 0;
+    const revision = await untilTaken(signal, async () => {
+      const first = tries++ === 0;
       const next = successors(mirror, key, skip);
       const marks = next.map((request) =>
         markWrite({ ...request, lease: BigInt(`0x${request.node}`).toString() })
       );
       try {
-        const [, ...answers] = await batch.submitAll([
+        const [deleted, ...answers] = await batch.submitAll([
           deleteWrite(key),
           ...marks,
         ]);
         answers.forEach((answer, i) => {
           if (answer.response.txn?.succeeded) onMarked(next[i]!, answer);
         });
+        return first ? deleted!.revision : undefined;
       } catch (error) {
         if (!(error instanceof EtcdNoSpaceError)) throw error;
         await etcd.deleteRange({ key });
+        return undefined;
       }
-    })
-  ));
+    });
+    onDeleted?.(key, revision);
+  }));
 }

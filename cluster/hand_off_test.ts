@@ -16,11 +16,17 @@ const ROOT = "/pklock/v1";
 function put(
   mirror: LockMirror,
   revision: number,
-  parts: Omit<RequestKey, "seq" | "name">,
+  parts: Omit<RequestKey, "seat" | "name"> & { conn: number },
   value = "{}",
 ): string {
-  const key = requestKey(ROOT, { ...parts, name: "h", seq: revision });
-  const kv = { key, value, createRevision: revision, modRevision: revision };
+  const { conn, ...at } = parts;
+  const key = requestKey(ROOT, { ...at, name: "h", seat: revision });
+  const kv = {
+    key,
+    value: JSON.stringify({ ...JSON.parse(value), conn }),
+    createRevision: revision,
+    modRevision: revision,
+  };
   mirror.apply([{ type: "put", kv: { ...kv, lease: "1" } }], revision);
   return key;
 }
@@ -43,7 +49,7 @@ Deno.test(
       [s3],
       "a request its owner ended is not marked",
     );
-    assert.deepEqual(keys("/pklock/v1/q/h/x/unknown.1.1"), []);
+    assert.deepEqual(keys("/pklock/v1/q/h/x/unknown.1"), []);
     const granted = JSON.stringify({ since: 1, granted: true, slot: 0 });
     const marked = new LockMirror(ROOT);
     const y1 = put(marked, 2, { mode: "exclusive", node: "a", conn: 1 });

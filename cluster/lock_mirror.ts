@@ -25,7 +25,7 @@ export interface MirroredRequest {
   readonly mode: LockMode;
   /** The node that owns it (its lease id in hex). */
   readonly node: string;
-  /** Its connection on that node. */
+  /** Its connection on that node (in its value); -1 in a value not ours. */
   readonly conn: number;
   /** Its owner across the cluster: {@linkcode ownerOf} its node and conn. */
   readonly owner: string;
@@ -299,8 +299,11 @@ export class LockMirror {
       name: parts.name,
       mode: parts.mode,
       node: parts.node,
-      conn: parts.conn,
-      owner: ownerOf(parts.node, parts.conn),
+      conn: value.conn ?? -1,
+      // A key not written by a node is an owner of its own.
+      owner: value.conn === undefined
+        ? kv.key
+        : ownerOf(parts.node, value.conn),
       limit: parts.limited ? limitOf(value) : Infinity,
       createRevision: kv.createRevision,
       modRevision: kv.modRevision,

@@ -14,7 +14,7 @@ const pure = { permissions: "none" } as const;
 const ROOT = "/pklock/v1";
 
 Deno.test(
-  "requestKey() and parseRequestKey() round-trip any name, mode and owner",
+  "requestKey() and parseRequestKey() round-trip any name, mode, node and seat",
   pure,
   () => {
     fc.assert(fc.property(
@@ -24,8 +24,7 @@ Deno.test(
         node: fc.bigInt({ min: 1n, max: 2n ** 63n - 1n }).map((n) =>
           n.toString(16)
         ),
-        conn: fc.nat(),
-        seq: fc.nat(),
+        seat: fc.nat(),
       }),
       (parts: RequestKey) => {
         const key = requestKey(ROOT, parts);
@@ -50,11 +49,10 @@ Deno.test(
       mode: "shared",
       limited: true,
       node: "a1",
-      conn: 2,
-      seq: 3,
+      seat: 3,
     } as const;
     const key = requestKey(ROOT, limited);
-    assert.equal(key, "/pklock/v1/q/pool/l/a1.2.3");
+    assert.equal(key, "/pklock/v1/q/pool/l/a1.3");
     assert.ok(key.startsWith(lockPrefix(ROOT, "pool", "limited")));
     assert.deepEqual(parseRequestKey(ROOT, key), limited);
   },
@@ -66,12 +64,13 @@ Deno.test(
   () => {
     for (
       const key of [
-        "/other/q/a/x/1.2.3",
-        `${ROOT}/q/a/y/1.2.3`,
-        `${ROOT}/q/a/x/zz.2.3`,
-        `${ROOT}/q/a/x/1.2`,
-        `${ROOT}/q/%E0/x/1.2.3`,
-        `${ROOT}/q/a/b/x/1.2.3`,
+        "/other/q/a/x/1.2",
+        `${ROOT}/q/a/y/1.2`,
+        `${ROOT}/q/a/x/zz.2`,
+        `${ROOT}/q/a/x/1`,
+        `${ROOT}/q/a/x/1.2.3`,
+        `${ROOT}/q/%E0/x/1.2`,
+        `${ROOT}/q/a/b/x/1.2`,
       ]
     ) assert.equal(parseRequestKey(ROOT, key), null, key);
     assert.deepEqual(parseRequestValue("not json"), { since: 0 });
@@ -138,12 +137,11 @@ Deno.test(
               mode: step.exclusive ? "exclusive" : "shared",
               limited: !step.exclusive && step.limit ? true : undefined,
               node: "a1",
-              conn: 1,
-              seq: revision,
+              seat: revision,
             });
             const kv = {
               key,
-              value: JSON.stringify({ since: 1, limit: step.limit }),
+              value: JSON.stringify({ conn: 1, since: 1, limit: step.limit }),
               createRevision: revision,
               modRevision: revision,
               lease: "1",
@@ -225,12 +223,13 @@ Deno.test(
 function put(
   mirror: LockMirror,
   revision: number,
-  parts: Omit<RequestKey, "seq">,
+  parts: Omit<RequestKey, "seat"> & { conn: number },
 ): string {
-  const key = requestKey(ROOT, { ...parts, seq: revision });
+  const { conn, ...at } = parts;
+  const key = requestKey(ROOT, { ...at, seat: revision });
   const kv = {
     key,
-    value: "{}",
+    value: JSON.stringify({ conn, since: 1 }),
     createRevision: revision,
     modRevision: revision,
     lease: "1",
@@ -269,7 +268,9 @@ Deno.test(
     mirror.blockers(
       "b",
       "exclusive",
-      mirror.get(requestKey(ROOT, { ...x, name: "b", node: "a1", seq: 4 })),
+      mirror.get(
+        requestKey(ROOT, { mode: "exclusive", name: "b", node: "a1", seat: 4 }),
+      ),
       older,
     );
     assert.equal(
@@ -308,12 +309,11 @@ Deno.test(
         mode: "shared",
         limited: true,
         node,
-        conn: 1,
-        seq: revision,
+        seat: revision,
       });
       const kv = {
         key,
-        value: JSON.stringify({ since: 1, limit }),
+        value: JSON.stringify({ conn: 1, since: 1, limit }),
         createRevision: revision,
         modRevision: revision,
         lease: "1",

@@ -27,7 +27,8 @@ import { refusalToQueue, refusalWhileWaiting } from "./mirror_refusals.ts";
 import { LinkedAbort } from "./linked_abort.ts";
 import { MirrorFeed } from "./mirror_feed.ts";
 import type { LockMirror, MirroredRequest } from "./lock_mirror.ts";
-import { ownerOf, requestKey } from "./request_keys.ts";
+import { ownerOf } from "./request_keys.ts";
+import { RequestSeats } from "./request_seats.ts";
 import { markWrite } from "./request_writes.ts";
 import { deleteHandingOff } from "./hand_off.ts";
 import { AbandonedKeys } from "./abandoned_keys.ts";
@@ -65,9 +66,11 @@ export class EtcdLockSpace implements AsyncDisposable {
   /** Ends the background writes: the node stops, or its lease is gone. */
   readonly #stop: AbortSignal;
   readonly #tasks = new Set<Promise<void>>();
-  readonly #abandoned = new AbandonedKeys((keys) => this.#deleteKeys(keys));
+  readonly #abandoned = new AbandonedKeys((keys) =>
+    this.#deleteKeys(keys, false)
+  );
+  readonly #seats: RequestSeats;
   #feed: MirrorFeed | null = null;
-  #seq = 0;
   /**
    * Whether a request of the mirror is one this node has ended (its delete
    * on the way): left out of wait-for graphs and `status`.
@@ -88,6 +91,7 @@ export class EtcdLockSpace implements AsyncDisposable {
     this.#lease = lease;
     this.#node = BigInt(lease.id).toString(16);
     this.#root = options.prefix ?? "/pklock/v1";
+    this.#seats = new RequestSeats(this.#root, this.#node);
     this.#batch = new GroupCommit(etcd, {
       key: `${this.#root}/nodes/${this.#node}`,
       value: JSON.stringify({ since: Date.now() }),
@@ -175,11 +179,8 @@ export class EtcdLockSpace implements AsyncDisposable {
     const asked = { owner, name, mode, limit, wait };
     const refusal = refusalToQueue(mirror, asked, this.ended);
     if (refusal !== null) return { status: "refused", reason: refusal };
-    const seq = ++this.#seq;
-    const node = this.#node;
     const limited = limit === Infinity ? undefined : true;
-    const parts = { name, mode, limited, node, conn, seq } as const;
-    const key = requestKey(this.#root, parts);
+    const key = this.#seats.take({ name, mode, limited }, mirror.revision);
     const request = new ClusterRequest(key, name, mode, conn);
     this.#own.add(request);
     const queued = queueRequest((write) => this.#batch.submit(write), request, {
@@ -199,6 +200,7 @@ export class EtcdLockSpace implements AsyncDisposable {
       // The txn may have committed before the answer was lost, or commit
       // later still (a member that had it resumes): deleted when seen.
       this.#own.end(request);
+      this.#seats.retire(key);
       this.#abandoned.add(key);
       throw error;
     }
@@ -225,6 +227,7 @@ export class EtcdLockSpace implements AsyncDisposable {
     if (!wait) {
       this.#own.end(request);
       if (mine) await this.#deleteKeys([key]);
+      else this.#seats.unused(key, answer.revision);
       return { status: "busy" };
     }
     request.createRevision = mine?.createRevision ?? answer.revision;
@@ -364,9 +367,15 @@ export class EtcdLockSpace implements AsyncDisposable {
 
   /**
    * Deletes keys until etcd takes it, in the background of `dispose`, each
-   * with the marks of the requests that hold once it is gone.
+   * with the marks of the requests that hold once it is gone; then, unless
+   * `vacate` is false (an abandoned acquire's key), their seats are free.
    */
-  #deleteKeys(keys: string[]): Promise<void> {
+  #deleteKeys(keys: string[], vacate = true): Promise<void> {
+    const seats = this.#seats;
+    const vacating = new Set(
+      vacate ? keys.filter((key) => !this.#abandoned.has(key)) : [],
+    );
+    for (const key of vacating) seats.leaving(key);
     const handOff = {
       etcd: this.#etcd,
       batch: this.#batch,
@@ -377,6 +386,9 @@ export class EtcdLockSpace implements AsyncDisposable {
         const request = this.#own.get(marked.key);
         if (request?.state !== "waiting") return;
         this.#grant(request, tokenFor(revision, slot, this.tokenBase));
+      },
+      onDeleted: (key: string, revision: number | undefined) => {
+        if (vacating.has(key)) seats.left(key, revision);
       },
     };
     return this.#track(deleteHandingOff(handOff, keys));

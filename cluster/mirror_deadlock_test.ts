@@ -4,7 +4,7 @@ import { LockTable } from "../server/lock_table.ts";
 import type { KeyValue } from "./etcd_codec.ts";
 import { LockMirror } from "./lock_mirror.ts";
 import { waitDeadlocks } from "./mirror_deadlock.ts";
-import { ownerOf, type RequestKey, requestKey } from "./request_keys.ts";
+import { ownerOf, requestKey } from "./request_keys.ts";
 
 const pure = { permissions: "none" } as const;
 const ROOT = "/pklock/v1";
@@ -67,10 +67,13 @@ Deno.test(
               mode: exclusive ? "exclusive" : "shared",
               limited,
               node: "a1",
-              conn: owner,
-              seq: revision,
+              seat: revision,
             }),
-            value: JSON.stringify({ since: 1, limit: limited && limit }),
+            value: JSON.stringify({
+              conn: owner,
+              since: 1,
+              limit: limited && limit,
+            }),
             createRevision: revision,
             modRevision: revision,
             lease: "1",
@@ -138,10 +141,9 @@ Deno.test(
           mode,
           limited: limit === undefined ? undefined : true,
           node: "a1",
-          conn,
-          seq: revision,
+          seat: revision,
         });
-        const value = JSON.stringify({ since: 1, limit });
+        const value = JSON.stringify({ conn, since: 1, limit });
         const kv = {
           key,
           value,
@@ -173,15 +175,16 @@ Deno.test(
 function putAt(
   mirror: LockMirror,
   revision: number,
-  parts: Omit<RequestKey, "seq" | "mode" | "node">,
+  parts: { name: string; conn: number },
 ): string {
   const key = requestKey(ROOT, {
-    ...parts,
+    name: parts.name,
     mode: "exclusive",
     node: "a",
-    seq: mirror.revision + 1,
+    seat: mirror.revision + 1,
   });
-  const kv = { key, value: "{}", createRevision: revision, lease: "1" };
+  const value = JSON.stringify({ conn: parts.conn, since: 1 });
+  const kv = { key, value, createRevision: revision, lease: "1" };
   mirror.apply(
     [{ type: "put", kv: { ...kv, modRevision: revision } }],
     revision,

@@ -5,11 +5,11 @@
  * Layout under a root prefix (`/pklock/v1`):
  *
  * ```
- * <root>/q/<enc(name)>/x/<node>.<conn>.<seq>   an exclusive request   (lease: the node's)
- * <root>/q/<enc(name)>/s/<node>.<conn>.<seq>   a shared request       (lease: the node's)
- * <root>/q/<enc(name)>/l/<node>.<conn>.<seq>   a shared one, limited  (lease: the node's)
- * <root>/nodes/<node>                          a live node            (lease: the node's)
- * <root>/meta/tokenBase                        added to every fencing token
+ * <root>/q/<enc(name)>/x/<node>.<seat>   an exclusive request   (lease: the node's)
+ * <root>/q/<enc(name)>/s/<node>.<seat>   a shared request       (lease: the node's)
+ * <root>/q/<enc(name)>/l/<node>.<seat>   a shared one, limited  (lease: the node's)
+ * <root>/nodes/<node>                    a live node            (lease: the node's)
+ * <root>/meta/tokenBase                  added to every fencing token
  * ```
  *
  * `enc` is `encodeURIComponent`, which escapes `/`, so the prefix of one name
@@ -18,6 +18,12 @@
  * semaphore) keeps it in its value, under `l/`, so that a compare can tell
  * whether a lock has any: one without a limit cannot share with them.
  *
+ * A `seat` is reused by the node's later requests of the same lock and kind
+ * (`request_seats.ts`), and the connection that owns a request is in its
+ * value: etcd 3.4 visits every key a range compare covers, deleted ones
+ * included until compaction, so a lock whose keys were all new would cost
+ * its acquires more with each request since the last compaction.
+ *
  * @module
  */
 
@@ -25,6 +31,8 @@ import type { LockMode } from "../protocol/lock_protocol.ts";
 
 /** What a request's key holds besides its place in the key. */
 export interface RequestValue {
+  /** The connection on the owning node; absent in a value not ours. */
+  conn?: number | undefined;
   /** Who asked, for status. */
   peer?: string | undefined;
   /** The client's label, for status. */
@@ -64,10 +72,8 @@ export interface RequestKey {
   limited?: true | undefined;
   /** The owning node's lease id in hex. */
   node: string;
-  /** The connection on that node. */
-  conn: number;
-  /** The request's number on that node. */
-  seq: number;
+  /** The key's number among the node's keys of this lock and kind. */
+  seat: number;
 }
 
 /** Which of a lock's requests: of one mode, or the shared ones with a limit. */
@@ -110,7 +116,7 @@ export function requestKey(root: string, request: RequestKey): string {
   const kind = request.limited ? "limited" : request.mode;
   return `${
     lockPrefix(root, request.name, kind)
-  }${request.node}.${request.conn}.${request.seq}`;
+  }${request.node}.${request.seat}`;
 }
 
 /**
@@ -137,7 +143,7 @@ export function parseRequestKey(root: string, key: string): RequestKey | null {
   const parts = key.slice(queues.length).split("/");
   if (parts.length !== 3) return null;
   const [encoded, mode, id] = parts as [string, string, string];
-  const match = /^([0-9a-f]+)\.(\d+)\.(\d+)$/.exec(id);
+  const match = /^([0-9a-f]+)\.(\d+)$/.exec(id);
   if (!match || (mode !== "x" && mode !== "s" && mode !== "l")) return null;
   let name: string;
   try {
@@ -149,8 +155,7 @@ export function parseRequestKey(root: string, key: string): RequestKey | null {
     name,
     mode: mode === "x" ? "exclusive" : "shared",
     node: match[1]!,
-    conn: Number(match[2]),
-    seq: Number(match[3]),
+    seat: Number(match[2]),
   };
   if (mode === "l") request.limited = true;
   return request;
