@@ -22,7 +22,7 @@ import {
 import type { EtcdClient } from "./etcd.ts";
 import { untilTaken } from "./etcd_retry.ts";
 import { queueRequest } from "./acquire_txn.ts";
-import { type BatchAnswer, GroupCommit, tokenFor } from "./group_commit.ts";
+import { GroupCommit, tokenFor } from "./group_commit.ts";
 import { refusalToQueue, refusalWhileWaiting } from "./mirror_refusals.ts";
 import { LinkedAbort } from "./linked_abort.ts";
 import { MirrorFeed } from "./mirror_feed.ts";
@@ -30,7 +30,7 @@ import type { LockMirror, MirroredRequest } from "./lock_mirror.ts";
 import { ownerOf } from "./request_keys.ts";
 import { RequestSeats } from "./request_seats.ts";
 import { markWrite } from "./request_writes.ts";
-import { deleteHandingOff } from "./hand_off.ts";
+import { deleteHandingOff, type HandOff } from "./hand_off.ts";
 import { AbandonedKeys } from "./abandoned_keys.ts";
 import type { NodeLease } from "./node_lease.ts";
 import type { LockSpaceOptions } from "./lock_space_options.ts";
@@ -55,7 +55,6 @@ const DELETED = "Its key was deleted by another party";
 export class EtcdLockSpace implements AsyncDisposable {
   /** Added to every fencing token ({@linkcode tokenFor}). */
   readonly tokenBase: number;
-  readonly #etcd: EtcdClient;
   readonly #batch: GroupCommit;
   readonly #lease: NodeLease;
   readonly #node: string;
@@ -71,6 +70,7 @@ export class EtcdLockSpace implements AsyncDisposable {
   );
   readonly #seats: RequestSeats;
   #feed: MirrorFeed | null = null;
+  readonly #handOff: Omit<HandOff, "mirror">;
   /**
    * Whether a request of the mirror is one this node has ended (its delete
    * on the way): left out of wait-for graphs and `status`.
@@ -87,7 +87,6 @@ export class EtcdLockSpace implements AsyncDisposable {
     tokenBase: number,
     options: LockSpaceOptions,
   ) {
-    this.#etcd = etcd;
     this.#lease = lease;
     this.#node = BigInt(lease.id).toString(16);
     this.#root = options.prefix ?? "/pklock/v1";
@@ -100,6 +99,17 @@ export class EtcdLockSpace implements AsyncDisposable {
     this.#options = options;
     this.tokenBase = tokenBase;
     this.#stop = new LinkedAbort(this.#closed.signal, lease.lost).signal;
+    this.#handOff = {
+      etcd,
+      batch: this.#batch,
+      skip: this.ended,
+      signal: this.#stop,
+      onMarked: (marked, { revision, slot }) => {
+        const request = this.#own.get(marked.key);
+        if (request?.state !== "waiting") return;
+        this.#grant(request, tokenFor(revision, slot, this.tokenBase));
+      },
+    };
   }
 
   /**
@@ -168,11 +178,8 @@ export class EtcdLockSpace implements AsyncDisposable {
     this.#lease.lost.throwIfAborted();
     const mode = options.mode ?? "exclusive";
     const wait = options.wait ?? true;
-    const existing = this.#own.find(conn, name);
-    if (existing) {
-      const reason = existing.held ? "already_held" : "already_waiting";
-      return { status: "refused", reason };
-    }
+    const again = this.#own.again(conn, name);
+    if (again) return { status: "refused", reason: again };
     const owner = ownerOf(this.#node, conn);
     const mirror = this.mirror;
     const limit = mode === "shared" ? options.limit ?? Infinity : Infinity;
@@ -371,26 +378,11 @@ export class EtcdLockSpace implements AsyncDisposable {
    * `vacate` is false (an abandoned acquire's key), their seats are free.
    */
   #deleteKeys(keys: string[], vacate = true): Promise<void> {
-    const seats = this.#seats;
-    const vacating = new Set(
-      vacate ? keys.filter((key) => !this.#abandoned.has(key)) : [],
+    const abandoned = this.#abandoned;
+    const onDeleted = this.#seats.leaving(
+      vacate ? keys.filter((key) => !abandoned.has(key)) : [],
     );
-    for (const key of vacating) seats.leaving(key);
-    const handOff = {
-      etcd: this.#etcd,
-      batch: this.#batch,
-      mirror: this.mirror,
-      skip: this.ended,
-      signal: this.#stop,
-      onMarked: (marked: MirroredRequest, { revision, slot }: BatchAnswer) => {
-        const request = this.#own.get(marked.key);
-        if (request?.state !== "waiting") return;
-        this.#grant(request, tokenFor(revision, slot, this.tokenBase));
-      },
-      onDeleted: (key: string, revision: number | undefined) => {
-        if (vacating.has(key)) seats.left(key, revision);
-      },
-    };
+    const handOff = { ...this.#handOff, mirror: this.mirror, onDeleted };
     return this.#track(deleteHandingOff(handOff, keys));
   }
 

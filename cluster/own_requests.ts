@@ -140,6 +140,19 @@ export class OwnRequests {
   }
 
   /**
+   * Why a connection may not ask for a lock: it holds it or waits for it.
+   *
+   * @param conn The connection.
+   * @param name The lock's name.
+   * @returns The refusal, or `null` when it may ask.
+   */
+  again(conn: number, name: string): "already_held" | "already_waiting" | null {
+    const existing = this.find(conn, name);
+    if (!existing) return null;
+    return existing.held ? "already_held" : "already_waiting";
+  }
+
+  /**
    * A request by key.
    *
    * @param key Its key.

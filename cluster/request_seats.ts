@@ -105,16 +105,27 @@ export class RequestSeats {
    * @param revision The revision of the acquire's answer.
    */
   unused(key: string, revision: number): void {
-    this.leaving(key);
-    this.left(key, revision);
+    this.leaving([key])(key, revision);
   }
 
   /**
-   * A delete of a key is on its way.
+   * Deletes of keys are on their way.
    *
-   * @param key The key.
+   * @param keys The keys.
+   * @returns What to call as each delete ends ({@linkcode RequestSeats.left}),
+   *   for these keys only.
    */
-  leaving(key: string): void {
+  leaving(
+    keys: readonly string[],
+  ): (key: string, revision: number | undefined) => void {
+    for (const key of keys) this.#leavingOne(key);
+    const mine = new Set(keys);
+    return (key, revision) => {
+      if (mine.has(key)) this.left(key, revision);
+    };
+  }
+
+  #leavingOne(key: string): void {
     const leaving = this.#leaving.get(key);
     if (leaving) leaving.pending++;
     else this.#leaving.set(key, { pending: 1, revision: 0, doubtful: false });

@@ -14,7 +14,7 @@ Deno.test(
     const first = seats.take(X, 5);
     assert.equal(first, "/pklock/v1/q/job/x/a1.0");
     assert.equal(seats.take(X, 5), "/pklock/v1/q/job/x/a1.1", "in use: new");
-    seats.leaving(first);
+    seats.leaving([first]);
     assert.equal(seats.take(X, 5), "/pklock/v1/q/job/x/a1.2", "being deleted");
     seats.left(first, 10);
     assert.equal(seats.take(X, 9), "/pklock/v1/q/job/x/a1.3", "mirror behind");
@@ -29,15 +29,15 @@ Deno.test(
   () => {
     const seats = new RequestSeats(ROOT, "a1");
     const retried = seats.take(X, 1);
-    seats.leaving(retried);
+    seats.leaving([retried]);
     seats.left(retried, undefined);
     const abandoned = seats.take(X, 1);
-    seats.leaving(abandoned);
+    seats.leaving([abandoned]);
     seats.retire(abandoned);
     seats.left(abandoned, 3);
     const twice = seats.take(X, 1);
-    seats.leaving(twice);
-    seats.leaving(twice);
+    seats.leaving([twice]);
+    seats.leaving([twice]);
     seats.left(twice, 4);
     const next = seats.take(X, 100);
     assert.ok(![retried, abandoned, twice].includes(next), "one still going");
@@ -55,7 +55,7 @@ Deno.test(
     const seats = new RequestSeats(ROOT, "a1");
     const key = seats.take(X, 1);
     seats.unused(key, 2);
-    seats.leaving(key);
+    seats.leaving([key]);
     assert.notEqual(seats.take(X, 10), key);
     seats.left(key, 7);
     assert.equal(seats.take(X, 7), key);
@@ -79,7 +79,7 @@ Deno.test(
       "/pklock/v1/q/other/x/b2.3",
     ]);
     for (const key of keys) {
-      seats.leaving(key);
+      seats.leaving([key]);
       seats.left(key, 2);
     }
     assert.equal(seats.take(shared, 2), keys[1]);
@@ -88,7 +88,7 @@ Deno.test(
 
     const many = Array.from({ length: 70 }, () => seats.take(X, 2));
     for (const key of many) {
-      seats.leaving(key);
+      seats.leaving([key]);
       seats.left(key, 3);
     }
     const again = new Set(many.map(() => seats.take(X, 3)));
@@ -99,7 +99,7 @@ Deno.test(
       (_, i) => seats.take({ ...X, name: `n${i}` }, 3),
     );
     for (const key of locks) {
-      seats.leaving(key);
+      seats.leaving([key]);
       seats.left(key, 4);
     }
     assert.notEqual(seats.take({ ...X, name: "n0" }, 4), locks[0], "forgotten");
@@ -141,10 +141,10 @@ Deno.test(
         } else if (s.kind === "leave" && live.size > 0) {
           const key = [...live][s.pick % live.size]!;
           live.delete(key);
-          seats.leaving(key);
+          seats.leaving([key]);
           deleting.push(key);
           if (s.pick % 3 === 0) {
-            seats.leaving(key);
+            seats.leaving([key]);
             deleting.push(key);
           }
         } else if (s.kind === "answer" && deleting.length > 0) {
