@@ -34,7 +34,9 @@ ${ExitCode.NotAcquired} (or -E) when the lock is not granted in time; ${ExitCode
 while the command runs; ${ExitCode.Connection} when the server cannot be reached; 127 when the
 command cannot be started. SIGTERM, SIGUSR2 (and SIGHUP, SIGINT, SIGQUIT off a
 terminal, where the command has a process group of its own) are passed on to
-the command once; SIGUSR1 is ignored (see docs/operations.md).`;
+the command once, except a stop signal systemd already sent to every process
+of run's unit (KillMode=control-group, asked of systemctl); SIGUSR1 is ignored
+(see docs/operations.md).`;
 
 /** The end of `pklock hold --help`. */
 export const HOLD_HELP = `

@@ -20,6 +20,7 @@ import { withInheritedConnection } from "./inherited_connection.ts";
 import { ExitCode } from "./exit_codes.ts";
 import { type LockFlags, lockRequest } from "./lock_flags.ts";
 import { StopSignals } from "./stop_signals.ts";
+import { SystemdUnit } from "./systemd_unit.ts";
 
 /** Options of {@linkcode run}. */
 export interface RunOptions extends ConnectionFlags, LockFlags {
@@ -136,11 +137,35 @@ async function holdAndRun(
     await release(client, lock);
     return NOT_FOUND;
   }
-  stop.redirect((signal) => {
-    if (ownGroup || !FROM_TERMINAL.includes(signal)) child.kill(signal);
-  });
+  stop.redirect(passOn(child, ownGroup, options.verbose));
   contention.started(child);
   return await supervise(child, client, lock, argv[0]!, options, stop);
+}
+
+/**
+ * How `run` passes a signal on to its command: not one the terminal sent to
+ * the whole foreground job, nor one systemd sent to every process of the
+ * unit (its default `KillMode=control-group`); in the order they came.
+ */
+function passOn(
+  child: CommandProcess,
+  ownGroup: boolean,
+  verbose: boolean | undefined,
+): (signal: Deno.Signal) => void {
+  const unit = SystemdUnit.find();
+  let passed = Promise.resolve();
+  return (signal) => {
+    if (!ownGroup && FROM_TERMINAL.includes(signal)) return;
+    if (!unit) return child.kill(signal);
+    passed = passed.then(async () => {
+      if (!await unit.signalledEveryProcess(signal)) return child.kill(signal);
+      if (verbose) {
+        console.error(
+          `pklock: systemd sent ${signal} to every process of ${unit.name} (KillMode=control-group); not passed on again`,
+        );
+      }
+    });
+  };
 }
 
 /**

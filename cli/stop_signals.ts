@@ -26,6 +26,16 @@ const NUMBERS: Readonly<Partial<Record<Deno.Signal, number>>> = {
   SIGUSR2: Deno.build.os === "darwin" ? 31 : 12,
 };
 
+/**
+ * A signal's number on this system.
+ *
+ * @param signal The signal.
+ * @returns Its number, or 0 for one this module does not know.
+ */
+export function signalNumber(signal: Deno.Signal): number {
+  return NUMBERS[signal] ?? 0;
+}
+
 /** The signals every client subcommand stops on. */
 export const STOP_SIGNALS: readonly Deno.Signal[] = [
   "SIGHUP",
@@ -69,7 +79,7 @@ export class StopSignals implements Disposable {
   get code(): number | undefined {
     return this.#received === undefined
       ? undefined
-      : 128 + (NUMBERS[this.#received] ?? 0);
+      : 128 + signalNumber(this.#received);
   }
 
   /**
@@ -133,11 +143,11 @@ export class StopSignals implements Disposable {
     try {
       Deno.kill(Deno.pid, signal);
     } catch {
-      return 128 + (NUMBERS[signal] ?? 0);
+      return 128 + signalNumber(signal);
     }
     // The runtime applies the default action on its signal thread.
     await delay(RAISE_GRACE_MS);
-    return 128 + (NUMBERS[signal] ?? 0);
+    return 128 + signalNumber(signal);
   }
 
   #caught(signal: Deno.Signal): void {
