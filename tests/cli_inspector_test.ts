@@ -4,35 +4,14 @@
 // working, and listen on nothing new.
 import assert from "node:assert/strict";
 import { connect } from "../mod.ts";
-import { delay } from "../message/io.ts";
 import { cli, MAIN, spawnServer } from "./helpers.ts";
 import {
-  ageMs,
+  assertNoInspector,
   GroupLeader,
   listeningPorts,
   pklockArgv,
+  sendUsr1WhenArmed,
 } from "./fixtures/cli_processes.ts";
-
-const INSPECTOR_PORT = 9229;
-
-/**
- * Sends SIGUSR1 once the runtime's own SIGUSR1 listener is installed: it is
- * installed on a timer, 500 ms after start, with nothing to observe, so this
- * waits on the process's age (from /proc) rather than on an event.
- */
-async function sendUsr1WhenArmed(pid: number): Promise<void> {
-  await delay(Math.max(0, 1000 - ageMs(pid)));
-  Deno.kill(pid, "SIGUSR1");
-}
-
-/** Asserts that the process listens on no inspector, after a round trip. */
-function assertNoInspector(pid: number, ports: number[]): void {
-  assert.ok(
-    !listeningPorts(pid).includes(INSPECTOR_PORT),
-    `pid ${pid} listens on ${listeningPorts(pid)}`,
-  );
-  assert.deepEqual(listeningPorts(pid).sort(), ports.sort());
-}
 
 Deno.test("serve ignores SIGUSR1: no inspector opens and it keeps serving", async () => {
   const { process: server, port } = await spawnServer();

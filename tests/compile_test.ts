@@ -3,6 +3,10 @@
 // neither works, the test is skipped with the reason printed.
 import assert from "node:assert/strict";
 import { MAIN, ROOT, taskV8Flags } from "./helpers.ts";
+import {
+  assertNoInspector,
+  sendUsr1WhenArmed,
+} from "./fixtures/cli_processes.ts";
 
 Deno.test("the compiled executable gets the V8 flags deno task serve uses", async () => {
   const serve = await taskV8Flags("serve");
@@ -51,7 +55,8 @@ async function run(args: string[]): Promise<{ code: number; stdout: string }> {
 }
 
 Deno.test({
-  name: "the compiled pklock executable serves and takes a lock",
+  name:
+    "the compiled pklock executable serves, ignores SIGUSR1 (no inspector opens) and takes a lock",
   ignore: unavailable,
   async fn() {
     try {
@@ -74,6 +79,8 @@ Deno.test({
         }
         reader.releaseLock();
         const port = out.match(/:(\d+)\n/)![1]!;
+        // The executable ignores SIGUSR1 as `deno run` does: no inspector.
+        await sendUsr1WhenArmed(server.pid);
         const lock = await run([
           "try-lock",
           "x",
@@ -84,6 +91,7 @@ Deno.test({
         ]);
         assert.equal(lock.code, 0);
         assert.match(lock.stdout, /Got lock "x"/);
+        assertNoInspector(server.pid, [Number(port)]);
       } finally {
         server.kill("SIGKILL");
         await server.status;
