@@ -28,10 +28,8 @@ import { LinkedAbort } from "./linked_abort.ts";
 import { MirrorFeed } from "./mirror_feed.ts";
 import type { LockMirror, MirroredRequest } from "./lock_mirror.ts";
 import { ownerOf } from "./request_keys.ts";
-import { RequestSeats } from "./request_seats.ts";
+import { NodeKeys } from "./node_keys.ts";
 import { markWrite } from "./request_writes.ts";
-import { deleteHandingOff, type HandOff } from "./hand_off.ts";
-import { AbandonedKeys } from "./abandoned_keys.ts";
 import type { NodeLease } from "./node_lease.ts";
 import type { LockSpaceOptions } from "./lock_space_options.ts";
 
@@ -65,12 +63,8 @@ export class EtcdLockSpace implements AsyncDisposable {
   /** Ends the background writes: the node stops, or its lease is gone. */
   readonly #stop: AbortSignal;
   readonly #tasks = new Set<Promise<void>>();
-  readonly #abandoned = new AbandonedKeys((keys) =>
-    this.#deleteKeys(keys, false)
-  );
-  readonly #seats: RequestSeats;
+  readonly #keys: NodeKeys;
   #feed: MirrorFeed | null = null;
-  readonly #handOff: Omit<HandOff, "mirror">;
   /**
    * Whether a request of the mirror is one this node has ended (its delete
    * on the way): left out of wait-for graphs and `status`.
@@ -90,7 +84,6 @@ export class EtcdLockSpace implements AsyncDisposable {
     this.#lease = lease;
     this.#node = BigInt(lease.id).toString(16);
     this.#root = options.prefix ?? "/pklock/v1";
-    this.#seats = new RequestSeats(this.#root, this.#node);
     this.#batch = new GroupCommit(etcd, {
       key: `${this.#root}/nodes/${this.#node}`,
       value: JSON.stringify({ since: Date.now() }),
@@ -99,7 +92,7 @@ export class EtcdLockSpace implements AsyncDisposable {
     this.#options = options;
     this.tokenBase = tokenBase;
     this.#stop = new LinkedAbort(this.#closed.signal, lease.lost).signal;
-    this.#handOff = {
+    this.#keys = new NodeKeys(this.#root, this.#node, {
       etcd,
       batch: this.#batch,
       skip: this.ended,
@@ -109,7 +102,9 @@ export class EtcdLockSpace implements AsyncDisposable {
         if (request?.state !== "waiting") return;
         this.#grant(request, tokenFor(revision, slot, this.tokenBase));
       },
-    };
+      mirror: () => this.mirror,
+      track: (task) => this.#track(task),
+    });
   }
 
   /**
@@ -187,7 +182,7 @@ export class EtcdLockSpace implements AsyncDisposable {
     const refusal = refusalToQueue(mirror, asked, this.ended);
     if (refusal !== null) return { status: "refused", reason: refusal };
     const limited = limit === Infinity ? undefined : true;
-    const key = this.#seats.take({ name, mode, limited }, mirror.revision);
+    const key = this.#keys.take({ name, mode, limited });
     const request = new ClusterRequest(key, name, mode, conn);
     this.#own.add(request);
     const queued = queueRequest((write) => this.#batch.submit(write), request, {
@@ -207,8 +202,7 @@ export class EtcdLockSpace implements AsyncDisposable {
       // The txn may have committed before the answer was lost, or commit
       // later still (a member that had it resumes): deleted when seen.
       this.#own.end(request);
-      this.#seats.retire(key);
-      this.#abandoned.add(key);
+      this.#keys.abandon(key);
       throw error;
     }
     this.#feed!.seen(answer.revision);
@@ -218,7 +212,7 @@ export class EtcdLockSpace implements AsyncDisposable {
     }
     if (request.state === "ended") {
       // Released while being queued, or its key deleted by someone else.
-      await this.#deleteKeys([key]);
+      await this.#keys.delete([key]);
       return { status: "busy" };
     }
     const branch = answer.response.txn;
@@ -233,8 +227,8 @@ export class EtcdLockSpace implements AsyncDisposable {
     );
     if (!wait) {
       this.#own.end(request);
-      if (mine) await this.#deleteKeys([key]);
-      else this.#seats.unused(key, answer.revision);
+      if (mine) await this.#keys.delete([key]);
+      else this.#keys.unused(key, answer.revision);
       return { status: "busy" };
     }
     request.createRevision = mine?.createRevision ?? answer.revision;
@@ -256,7 +250,7 @@ export class EtcdLockSpace implements AsyncDisposable {
     const held = request.state === "held";
     this.#own.end(request);
     await request.queued;
-    await this.#deleteKeys([request.key]);
+    await this.#keys.delete([request.key]);
     return held;
   }
 
@@ -270,7 +264,7 @@ export class EtcdLockSpace implements AsyncDisposable {
     const requests = this.#own.ofConn(conn);
     for (const request of requests) this.#own.end(request);
     await Promise.all(requests.map((r) => r.queued));
-    await this.#deleteKeys(requests.map((r) => r.key));
+    await this.#keys.delete(requests.map((r) => r.key));
   }
 
   /**
@@ -303,7 +297,7 @@ export class EtcdLockSpace implements AsyncDisposable {
 
   /** After a re-list: requests whose keys went meanwhile are lost. */
   #reset(): void {
-    this.#abandoned.sweep(this.mirror);
+    this.#keys.sweep(this.mirror);
     for (const request of this.#own.all()) {
       if (request.state === "pending") continue;
       if (!this.mirror.get(request.key)) this.#lost(request, DELETED);
@@ -313,7 +307,7 @@ export class EtcdLockSpace implements AsyncDisposable {
   }
 
   #changed(touched: Iterable<string>, deleted: MirroredRequest[]): void {
-    this.#abandoned.sweep(this.mirror);
+    this.#keys.sweep(this.mirror);
     for (const gone of deleted) {
       const request = this.#own.get(gone.key);
       if (request?.state === "pending") this.#own.end(request);
@@ -350,7 +344,7 @@ export class EtcdLockSpace implements AsyncDisposable {
     if (refusal === null) return;
     this.#own.end(request);
     this.#options.onRefused(request, refusal);
-    this.#deleteKeys([request.key]);
+    this.#keys.delete([request.key]);
   }
 
   async #mark(request: ClusterRequest): Promise<void> {
@@ -370,20 +364,6 @@ export class EtcdLockSpace implements AsyncDisposable {
       request,
       tokenFor(answer.revision, answer.slot, this.tokenBase),
     );
-  }
-
-  /**
-   * Deletes keys until etcd takes it, in the background of `dispose`, each
-   * with the marks of the requests that hold once it is gone; then, unless
-   * `vacate` is false (an abandoned acquire's key), their seats are free.
-   */
-  #deleteKeys(keys: string[], vacate = true): Promise<void> {
-    const abandoned = this.#abandoned;
-    const onDeleted = this.#seats.leaving(
-      vacate ? keys.filter((key) => !abandoned.has(key)) : [],
-    );
-    const handOff = { ...this.#handOff, mirror: this.mirror, onDeleted };
-    return this.#track(deleteHandingOff(handOff, keys));
   }
 
   /** Grants a request whose mark has committed, unless the lease is lost. */
@@ -409,7 +389,7 @@ export class EtcdLockSpace implements AsyncDisposable {
   /** Ends every request; those still being queued throw from `acquire`. */
   #leaseLost(): void {
     const reason = (this.#lease.lost.reason as Error).message;
-    this.#abandoned.clear();
+    this.#keys.clear();
     for (const request of this.#own.all()) {
       if (request.state !== "pending") this.#lost(request, reason);
     }
