@@ -8,7 +8,6 @@ import { cli, MAIN, spawnServer } from "./helpers.ts";
 import {
   assertNoInspector,
   GroupLeader,
-  listeningPorts,
   pklockArgv,
   sendUsr1WhenArmed,
 } from "./fixtures/cli_processes.ts";
