@@ -131,23 +131,29 @@ const decoder = new TextDecoder();
 export function prefixEnd(prefix: string): string {
   // UTF-8 never contains 0xff, so raising the last byte cannot overflow.
   const bytes = encoder.encode(prefix);
-  if (bytes.length === 0) return toBase64(new Uint8Array([0]));
+  if (bytes.length === 0) return new Uint8Array([0]).toBase64();
   bytes[bytes.length - 1]!++;
-  return toBase64(bytes);
+  return bytes.toBase64();
 }
 
+/** A UTF-16 unit from 0x80 on: a string without one is its own UTF-8. */
+const NON_ASCII = /[\u0080-\uffff]/;
+
 /**
- * Base64 of a string's UTF-8 bytes.
+ * Base64 of a string's UTF-8 bytes. Keys and values are ASCII but for names
+ * that are not: an ASCII string's characters are its UTF-8 bytes, and
+ * `btoa` encodes them as they are, with no byte array between.
  *
  * @param text The string.
  * @returns Its base64.
  */
 export function b64(text: string): string {
-  return toBase64(encoder.encode(text));
+  return NON_ASCII.test(text) ? encoder.encode(text).toBase64() : btoa(text);
 }
 
 /**
- * A base64 field of the gateway back to a string.
+ * A base64 field of the gateway back to a string. `atob` gives one
+ * character per byte: when every byte is ASCII, that is the UTF-8 text.
  *
  * @param base64 The field; absent means empty.
  * @returns The string.
@@ -155,9 +161,8 @@ export function b64(text: string): string {
 export function unb64(base64: string | undefined): string {
   if (!base64) return "";
   const binary = atob(base64);
-  const bytes = new Uint8Array(binary.length);
-  for (let i = 0; i < binary.length; i++) bytes[i] = binary.charCodeAt(i);
-  return decoder.decode(bytes);
+  if (!NON_ASCII.test(binary)) return binary;
+  return decoder.decode(Uint8Array.fromBase64(base64));
 }
 
 /**
@@ -189,12 +194,6 @@ export function rangeKeys(
   if (range.prefix) keys.range_end = prefixEnd(range.key);
   else if (range.end !== undefined) keys.range_end = b64(range.end);
   return keys;
-}
-
-function toBase64(bytes: Uint8Array): string {
-  let binary = "";
-  for (const byte of bytes) binary += String.fromCharCode(byte);
-  return btoa(binary);
 }
 
 /**

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import {
   b64,
   decodeKeyValue,
@@ -19,6 +20,48 @@ Deno.test(
     assert.equal(b64("/q/é"), btoa("/q/\xc3\xa9"));
     assert.equal(unb64(b64("zwei ✓ 🔒")), "zwei ✓ 🔒");
     assert.equal(unb64(undefined), "");
+  },
+);
+
+/** Base64 of bytes, one character per byte through `btoa`. */
+function bytesToBase64(bytes: Uint8Array): string {
+  let binary = "";
+  for (const byte of bytes) binary += String.fromCharCode(byte);
+  return btoa(binary);
+}
+
+Deno.test(
+  "b64() is the base64 of the UTF-8 bytes of any string, lone surrogates included",
+  pure,
+  () => {
+    const encoder = new TextEncoder();
+    fc.assert(
+      fc.property(
+        fc.oneof(fc.string(), fc.string({ unit: "binary" })),
+        (text) => {
+          assert.equal(b64(text), bytesToBase64(encoder.encode(text)));
+        },
+      ),
+      { numRuns: 500 },
+    );
+    assert.equal(b64("a\ud800"), btoa("a\xef\xbf\xbd"));
+  },
+);
+
+Deno.test(
+  "unb64() decodes any bytes as UTF-8, invalid sequences replaced",
+  pure,
+  () => {
+    const decoder = new TextDecoder();
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 64 }), (bytes) => {
+        assert.equal(unb64(bytesToBase64(bytes)), decoder.decode(bytes));
+      }),
+      { numRuns: 500 },
+    );
+    assert.equal(unb64(btoa("\xef\xbb\xbfk")), "k", "a BOM is dropped");
+    assert.equal(unb64(btoa("\xffk")), "\ufffdk");
+    assert.throws(() => unb64("not base64!"));
   },
 );
 
