@@ -56,6 +56,13 @@ export type Refusal =
 
 type State = "pending" | "waiting" | "marking" | "held" | "ended";
 
+/**
+ * Why a request's `withdrawn` signal aborts: one shared reason, since
+ * `abort()` without one builds a new `DOMException`, stack trace and all,
+ * for every request that ends, and nothing reads it.
+ */
+const ENDED = new DOMException("The request has ended", "AbortError");
+
 /** One request of this node, from acquire to its end. */
 export class ClusterRequest {
   /** The fencing token, once held; 0 before. */
@@ -118,7 +125,7 @@ export class OwnRequests {
    */
   end(request: ClusterRequest): void {
     request.state = "ended";
-    request.withdrawn.abort();
+    request.withdrawn.abort(ENDED);
     this.#byKey.delete(request.key);
     const ofName = this.#byName.get(request.name);
     ofName?.delete(request);
