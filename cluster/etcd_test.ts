@@ -251,3 +251,30 @@ etcdTest(
     assert.ok(late < 5_000);
   },
 );
+
+etcdTest(
+  "watch() keeps a stream whose events come more often than its silence bound, past that bound",
+  async () => {
+    await using cluster = await startEtcdCluster({ members: 3 });
+    const etcd = new EtcdClient(cluster.endpoints);
+    const writer = new EtcdClient([cluster.endpoint(1), cluster.endpoint(2)]);
+    const first = etcd.endpoint;
+    const start = await writer.put({ key: "/k/0", value: "" });
+    // Below the members' progress interval: only the events keep it alive.
+    const silence = 900;
+    const batches = watch(etcd, { key: "/k/", prefix: true }, {
+      startRevision: start,
+      progressTimeoutMs: silence,
+    });
+    await collect(batches, () => true);
+    const began = performance.now();
+    let puts = 0;
+    while (performance.now() - began < 3 * silence) {
+      await writer.put({ key: `/k/${++puts}`, value: "" });
+      await collect(batches, (seen) => seen.some((b) => b.events.length > 0));
+    }
+    await batches.return();
+    assert.ok(puts > 3, `${puts} puts`);
+    assert.equal(etcd.endpoint, first, "the stream was never started again");
+  },
+);

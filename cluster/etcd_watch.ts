@@ -111,7 +111,7 @@ export async function* watch(
     const endpoint = client.endpoint;
     using stream = new LinkedAbort(outer);
     const signal = stream.signal;
-    let timer = setTimeout(() => stream.abort(), silence);
+    using quiet = new Silence(silence, () => stream.abort());
     let token: string | undefined;
     try {
       token = await client.token(signal);
@@ -128,8 +128,7 @@ export async function* watch(
         throw etcdError("/v3/watch", await response.json(), response.status);
       }
       for await (const message of lines(response.body!, signal)) {
-        clearTimeout(timer);
-        timer = setTimeout(() => stream.abort(), silence);
+        quiet.heard();
         if (message.error) throw etcdError("/v3/watch", message.error, 200);
         const result = message.result ?? {};
         const compacted = Number(result.compact_revision ?? 0);
@@ -157,11 +156,43 @@ export async function* watch(
         client.refused(token);
       }
     } finally {
-      clearTimeout(timer);
       stream.abort();
     }
     client.rotate(endpoint);
     await delay(100, outer);
+  }
+}
+
+/**
+ * Calls `onSilent` once nothing has been heard for `ms`. Hearing something
+ * only notes the time: the one timer, when it fires early, waits again for
+ * the rest, so a busy stream does not clear and set a timer per message.
+ */
+class Silence implements Disposable {
+  #last = performance.now();
+  #timer: ReturnType<typeof setTimeout>;
+
+  /**
+   * @param ms How long a silence may last.
+   * @param onSilent Called once, when one lasts longer.
+   */
+  constructor(ms: number, onSilent: () => void) {
+    const check = () => {
+      const quiet = performance.now() - this.#last;
+      if (quiet >= ms) onSilent();
+      else this.#timer = setTimeout(check, ms - quiet);
+    };
+    this.#timer = setTimeout(check, ms);
+  }
+
+  /** Something was heard: the silence starts again from now. */
+  heard(): void {
+    this.#last = performance.now();
+  }
+
+  /** Stops the timer. */
+  [Symbol.dispose](): void {
+    clearTimeout(this.#timer);
   }
 }
 
