@@ -213,11 +213,10 @@ export function revisionOf(body: GatewayJson): number {
  * @returns Its JSON.
  */
 export function rangeBody(request: RangeRequest): Record<string, unknown> {
-  return {
-    ...rangeKeys(request),
-    ...(request.revision ? { revision: String(request.revision) } : {}),
-    ...(request.limit ? { limit: String(request.limit) } : {}),
-  };
+  const body: Record<string, unknown> = rangeKeys(request);
+  if (request.revision) body.revision = String(request.revision);
+  if (request.limit) body.limit = String(request.limit);
+  return body;
 }
 
 /**
@@ -227,11 +226,12 @@ export function rangeBody(request: RangeRequest): Record<string, unknown> {
  * @returns Its JSON.
  */
 export function putBody(request: PutRequest): Record<string, unknown> {
-  return {
+  const body: Record<string, unknown> = {
     key: b64(request.key),
     value: b64(request.value),
-    ...(request.lease ? { lease: request.lease } : {}),
   };
+  if (request.lease) body.lease = request.lease;
+  return body;
 }
 
 const TARGETS = {
@@ -251,14 +251,13 @@ const RESULTS = {
 
 function compareBody(compare: Compare): Record<string, unknown> {
   const [target, field] = TARGETS[compare.target];
-  return {
-    ...rangeKeys(compare),
-    target,
-    result: RESULTS[compare.result],
-    [field]: compare.target === "value"
-      ? b64(String(compare.value))
-      : String(compare.value),
-  };
+  const body: Record<string, unknown> = rangeKeys(compare);
+  body.target = target;
+  body.result = RESULTS[compare.result];
+  body[field] = compare.target === "value"
+    ? b64(String(compare.value))
+    : String(compare.value);
+  return body;
 }
 
 function opBody(op: TxnOp): Record<string, unknown> {
