@@ -28,6 +28,14 @@ import {
 } from "./group_commit.ts";
 import type { LockMirror, MirroredRequest } from "./lock_mirror.ts";
 import { deleteWrite, markWrite } from "./request_writes.ts";
+import { delay } from "../message/io.ts";
+
+/**
+ * Keys prepared between two turns of the event loop: a txn's worth when each
+ * frees one waiter (a delete and a mark each), so that the first txn of a
+ * disconnect with many locks leaves before the last key is prepared.
+ */
+const CHUNK = (MAX_BATCH_OPS - 1) / 2;
 
 /**
  * The requests that hold once `key` is deleted and not before, as the
@@ -88,7 +96,8 @@ export interface HandOff {
 
 /**
  * Deletes keys, each with the marks of its {@linkcode successors}, until
- * etcd takes it. On a full quota etcd refuses any txn that puts, so a key
+ * etcd takes it; many keys go a txn's worth at a time, each sent as soon as
+ * it is prepared. On a full quota etcd refuses any txn that puts, so a key
  * goes by a plain DeleteRange, which etcd still takes, and its successors
  * wait for marks of their own.
  *
@@ -99,30 +108,44 @@ export async function deleteHandingOff(
   handOff: HandOff,
   keys: readonly string[],
 ): Promise<void> {
+  const deletes: Promise<unknown>[] = [];
+  for (let at = 0; at < keys.length; at += CHUNK) {
+    // Lets the txns of the keys so far leave while the rest are prepared.
+    if (at > 0) await delay(0, handOff.signal);
+    for (const key of keys.slice(at, at + CHUNK)) {
+      const done = deleteOne(handOff, key);
+      // Handled here, thrown below: a failure while a later chunk waits.
+      done.catch(() => {});
+      deletes.push(done);
+    }
+  }
+  await Promise.all(deletes);
+}
+
+/** One key's delete, with the marks of its successors, until etcd takes it. */
+async function deleteOne(handOff: HandOff, key: string): Promise<void> {
   const { etcd, batch, mirror, skip, signal, onMarked, onDeleted } = handOff;
-  await Promise.all(keys.map(async (key) => {
-    let tries = 0;
-    const revision = await untilTaken(signal, async () => {
-      const first = tries++ === 0;
-      const next = successors(mirror, key, skip);
-      const marks = next.map((request) =>
-        markWrite({ ...request, lease: BigInt(`0x${request.node}`).toString() })
-      );
-      try {
-        const [deleted, ...answers] = await batch.submitAll([
-          deleteWrite(key),
-          ...marks,
-        ]);
-        answers.forEach((answer, i) => {
-          if (answer.response.txn?.succeeded) onMarked(next[i]!, answer);
-        });
-        return first ? deleted!.revision : undefined;
-      } catch (error) {
-        if (!(error instanceof EtcdNoSpaceError)) throw error;
-        await etcd.deleteRange({ key });
-        return undefined;
-      }
-    });
-    onDeleted?.(key, revision);
-  }));
+  let tries = 0;
+  const revision = await untilTaken(signal, async () => {
+    const first = tries++ === 0;
+    const next = successors(mirror, key, skip);
+    const marks = next.map((request) =>
+      markWrite({ ...request, lease: BigInt(`0x${request.node}`).toString() })
+    );
+    try {
+      const [deleted, ...answers] = await batch.submitAll([
+        deleteWrite(key),
+        ...marks,
+      ]);
+      answers.forEach((answer, i) => {
+        if (answer.response.txn?.succeeded) onMarked(next[i]!, answer);
+      });
+      return first ? deleted!.revision : undefined;
+    } catch (error) {
+      if (!(error instanceof EtcdNoSpaceError)) throw error;
+      await etcd.deleteRange({ key });
+      return undefined;
+    }
+  });
+  onDeleted?.(key, revision);
 }

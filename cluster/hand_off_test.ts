@@ -1,8 +1,8 @@
 import assert from "node:assert/strict";
 import { EtcdClient } from "./etcd.ts";
 import type { Compare, TxnOp, TxnResponse } from "./etcd_codec.ts";
-import { TOKEN_SLOTS } from "./group_commit.ts";
-import { successors } from "./hand_off.ts";
+import { GroupCommit, MAX_BATCH_OPS, TOKEN_SLOTS } from "./group_commit.ts";
+import { deleteHandingOff, successors } from "./hand_off.ts";
 import { EtcdLockSpace } from "./lock_space.ts";
 import { LockMirror } from "./lock_mirror.ts";
 import { NodeLease } from "./node_lease.ts";
@@ -158,5 +158,79 @@ etcdTest(
       "slot 1: after the delete",
     );
     assert.ok(waiting.request.token > held.request.token);
+  },
+);
+
+etcdTest(
+  "deleteHandingOff() of many keys sends its first txn before it has prepared the last key",
+  async () => {
+    await using cluster = await startEtcdCluster({ members: 1 });
+    const keys = 4 * MAX_BATCH_OPS;
+    let prepared = 0;
+    const preparedAtTxn: number[] = [];
+    class WatchingClient extends EtcdClient {
+      override txn(
+        compare: Compare[],
+        success: TxnOp[],
+        failure?: TxnOp[],
+        signal?: AbortSignal,
+      ): Promise<TxnResponse> {
+        preparedAtTxn.push(prepared);
+        return super.txn(compare, success, failure, signal);
+      }
+    }
+    const etcd = new WatchingClient(cluster.endpoints);
+    const mirror = new LockMirror(ROOT);
+    const held: string[] = [];
+    for (let i = 0; i < keys; i++) {
+      const name = `k${i}`;
+      const key = requestKey(ROOT, {
+        name,
+        mode: "exclusive",
+        node: "a",
+        seat: 0,
+      });
+      const value = JSON.stringify({ since: 1, conn: 1 });
+      await etcd.put({ key, value });
+      held.push(key);
+      const waiter = requestKey(ROOT, {
+        name,
+        mode: "exclusive",
+        node: "b",
+        seat: 0,
+      });
+      const at = keys + 2 * i;
+      const kv = { value, createRevision: at, modRevision: at, lease: "0" };
+      mirror.apply([
+        { type: "put", kv: { ...kv, key } },
+        {
+          type: "put",
+          kv: {
+            ...kv,
+            key: waiter,
+            createRevision: at + 1,
+            modRevision: at + 1,
+          },
+        },
+      ], at + 1);
+    }
+    const batch = new GroupCommit(etcd, { key: `${ROOT}/nodes/a`, value: "" });
+    await deleteHandingOff({
+      etcd,
+      batch,
+      mirror,
+      // Asked once per key, of its waiter, when the key is prepared.
+      skip: () => (prepared++, false),
+      signal: new AbortController().signal,
+      onMarked: () => {},
+    }, held);
+    assert.equal(prepared, keys);
+    assert.ok(preparedAtTxn.length >= keys / MAX_BATCH_OPS);
+    assert.ok(
+      preparedAtTxn[0]! < keys,
+      `first txn sent after ${preparedAtTxn[0]} of ${keys} keys`,
+    );
+    const left = await etcd.range({ key: `${ROOT}/q/`, prefix: true });
+    assert.deepEqual(left.kvs, [], "every key deleted");
   },
 );
