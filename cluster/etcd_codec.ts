@@ -121,6 +121,9 @@ export interface TxnResponse {
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
+/** A UTF-16 unit from 0x80 on: a string without one is its own UTF-8. */
+const NON_ASCII = /[\u0080-\uffff]/;
+
 /**
  * The key right after every key that starts with `prefix`, as etcd's
  * `range_end` wants it.
@@ -129,15 +132,18 @@ const decoder = new TextDecoder();
  * @returns The range end, base64.
  */
 export function prefixEnd(prefix: string): string {
+  if (prefix === "") return btoa("\0");
+  if (!NON_ASCII.test(prefix)) {
+    // Each character is a byte: the last one raised is at most 0x80, which
+    // `btoa` takes as that byte.
+    const last = prefix.charCodeAt(prefix.length - 1) + 1;
+    return btoa(prefix.slice(0, -1) + String.fromCharCode(last));
+  }
   // UTF-8 never contains 0xff, so raising the last byte cannot overflow.
   const bytes = encoder.encode(prefix);
-  if (bytes.length === 0) return new Uint8Array([0]).toBase64();
   bytes[bytes.length - 1]!++;
   return bytes.toBase64();
 }
-
-/** A UTF-16 unit from 0x80 on: a string without one is its own UTF-8. */
-const NON_ASCII = /[\u0080-\uffff]/;
 
 /**
  * Base64 of a string's UTF-8 bytes. Keys and values are ASCII but for names

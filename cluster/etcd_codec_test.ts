@@ -79,6 +79,27 @@ Deno.test(
   },
 );
 
+Deno.test(
+  "prefixEnd() of any string is its UTF-8 bytes with the last one raised",
+  pure,
+  () => {
+    const encoder = new TextEncoder();
+    fc.assert(
+      fc.property(
+        fc.oneof(fc.string({ minLength: 1 }), fc.string({ unit: "binary" })),
+        (prefix) => {
+          const bytes = encoder.encode(prefix);
+          if (bytes.length === 0) return;
+          bytes[bytes.length - 1]!++;
+          assert.equal(prefixEnd(prefix), bytesToBase64(bytes));
+        },
+      ),
+      { numRuns: 500 },
+    );
+    assert.equal(prefixEnd("a\x7f"), btoa("a\x80"));
+  },
+);
+
 Deno.test("rangeKeys() covers one key, a prefix, or [key, end)", pure, () => {
   assert.deepEqual(rangeKeys({ key: "k" }), { key: b64("k") });
   assert.deepEqual(rangeKeys({ key: "/p/", prefix: true }), {
