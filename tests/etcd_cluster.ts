@@ -232,8 +232,14 @@ export class EtcdCluster implements AsyncDisposable {
   #spawn(member: Member, state: "new" | "existing"): void {
     const cluster = this.#members.map((m) => `${m.name}=${url(m.peerPort)}`)
       .join(",");
-    const child = new Deno.Command("etcd", {
+    // setpriv(1) execs etcd with a parent-death signal, so a member dies
+    // with the process that started it, even by kill -9 (Deno forks from its
+    // main thread, which lives as long as the process).
+    const child = new Deno.Command("setpriv", {
       args: [
+        "--pdeathsig",
+        "KILL",
+        "etcd",
         `--name=${member.name}`,
         `--data-dir=${this.#dir}/${member.name}`,
         `--listen-client-urls=${this.#url(member.clientPort)}`,

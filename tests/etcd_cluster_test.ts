@@ -1,5 +1,8 @@
 import assert from "node:assert/strict";
 import { etcdTest, startEtcdCluster } from "./etcd_cluster.ts";
+import { deadline, ROOT } from "./helpers.ts";
+import { running } from "./fixtures/cli_processes.ts";
+import { delay } from "../message/io.ts";
 
 async function health(endpoint: string): Promise<boolean> {
   return await fetch(`${endpoint}/health`, {
@@ -35,5 +38,42 @@ etcdTest(
     assert.notEqual(next, leader);
     await cluster.restart(leader);
     assert.ok(await health(cluster.endpoint(leader)));
+  },
+);
+
+etcdTest(
+  "the members die with the process that started them, even by kill -9",
+  async () => {
+    const owner = new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", `${ROOT}tests/fixtures/etcd_owner.ts`],
+      stdin: "null",
+      stdout: "piped",
+      stderr: "null",
+    }).spawn();
+    const reader = owner.stdout.pipeThrough(new TextDecoderStream())
+      .getReader();
+    let pids: number[] = [];
+    try {
+      const { value } = await deadline(reader.read(), 30_000, "the members");
+      pids = (value ?? "").trim().split(" ").map(Number);
+      assert.equal(pids.length, 3);
+      assert.ok(pids.every(running));
+      owner.kill("SIGKILL");
+      await owner.status;
+      // Not children of this process: nothing to await but their state.
+      for (let tries = 0; tries < 250 && pids.some(running); tries++) {
+        await delay(20);
+      }
+      assert.deepEqual(pids.filter(running), [], "members left running");
+    } finally {
+      for (const pid of pids) {
+        try {
+          Deno.kill(pid, "SIGKILL");
+        } catch {
+          // Gone, as they should be.
+        }
+      }
+      await reader.cancel().catch(() => {});
+    }
   },
 );
