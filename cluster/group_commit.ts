@@ -30,10 +30,10 @@ import type { PutRequest, TxnOp, TxnOpResponse } from "./etcd_codec.ts";
 /**
  * How many writes one txn carries at most. etcd (`--max-txn-ops`, 128 by
  * default) counts a nested txn's widest branch against what its outer txn
- * leaves: 125 writes, each nested at most 2 wide, and the node's own key
- * fit.
+ * leaves: 123 writes and the node's own key leave 4, the most an acquire
+ * takes (its guard, then up to 3 comparisons).
  */
-export const MAX_BATCH_OPS = 125;
+export const MAX_BATCH_OPS = 123;
 /** The slots of one revision in a fencing token. */
 export const TOKEN_SLOTS = 128;
 /**

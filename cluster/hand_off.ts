@@ -102,11 +102,11 @@ export interface HandOff {
  * wait for marks of their own.
  *
  * @param handOff The node's writers.
- * @param keys The keys.
+ * @param keys The keys, each with its request's create revision when known.
  */
 export async function deleteHandingOff(
   handOff: HandOff,
-  keys: readonly string[],
+  keys: readonly Deletion[],
 ): Promise<void> {
   const deletes: Promise<unknown>[] = [];
   for (let at = 0; at < keys.length; at += CHUNK) {
@@ -122,9 +122,18 @@ export async function deleteHandingOff(
   await Promise.all(deletes);
 }
 
+/** A key to delete, and its request's create revision when known. */
+export interface Deletion {
+  /** The key. */
+  readonly key: string;
+  /** The create revision the key must still have (`deleteWrite`). */
+  readonly createRevision?: number | undefined;
+}
+
 /** One key's delete, with the marks of its successors, until etcd takes it. */
-async function deleteOne(handOff: HandOff, key: string): Promise<void> {
+async function deleteOne(handOff: HandOff, deletion: Deletion): Promise<void> {
   const { etcd, batch, mirror, skip, signal, onMarked, onDeleted } = handOff;
+  const { key, createRevision } = deletion;
   let tries = 0;
   const revision = await untilTaken(signal, async () => {
     const first = tries++ === 0;
@@ -134,7 +143,7 @@ async function deleteOne(handOff: HandOff, key: string): Promise<void> {
     );
     try {
       const [deleted, ...answers] = await batch.submitAll([
-        deleteWrite(key),
+        deleteWrite(key, createRevision),
         ...marks,
       ]);
       answers.forEach((answer, i) => {

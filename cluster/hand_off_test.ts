@@ -223,7 +223,7 @@ etcdTest(
       skip: () => (prepared++, false),
       signal: new AbortController().signal,
       onMarked: () => {},
-    }, held);
+    }, held.map((key) => ({ key })));
     assert.equal(prepared, keys);
     assert.ok(preparedAtTxn.length >= keys / MAX_BATCH_OPS);
     assert.ok(

@@ -65,6 +65,8 @@ export class EtcdLockSpace implements AsyncDisposable {
   readonly #tasks = new Set<Promise<void>>();
   readonly #keys: NodeKeys;
   #feed: MirrorFeed | null = null;
+  /** Requests asked on this node so far: each one's number. */
+  #asked = 0;
   /**
    * Whether a request of the mirror is one this node has ended (its delete
    * on the way): left out of wait-for graphs and `status`.
@@ -183,7 +185,7 @@ export class EtcdLockSpace implements AsyncDisposable {
     if (refusal !== null) return { status: "refused", reason: refusal };
     const limited = limit === Infinity ? undefined : true;
     const key = this.#keys.take({ name, mode, limited });
-    const request = new ClusterRequest(key, name, mode, conn);
+    const request = new ClusterRequest(key, name, mode, conn, ++this.#asked);
     this.#own.add(request);
     const queued = queueRequest((write) => this.#batch.submit(write), request, {
       root: this.#root,
@@ -210,28 +212,29 @@ export class EtcdLockSpace implements AsyncDisposable {
       this.#own.end(request);
       throw this.#lease.lost.reason;
     }
+    if (answer.occupied) {
+      // An older request's late write holds the key: it goes, and is never
+      // taken again; this request asks again under another key.
+      this.#own.end(request);
+      this.#keys.abandon(key);
+      return await this.acquire(conn, name, options);
+    }
     if (request.state === "ended") {
       // Released while being queued, or its key deleted by someone else.
-      await this.#keys.delete([key]);
+      await this.#keys.discard(request, answer.revision);
       return { status: "busy" };
     }
-    const branch = answer.response.txn;
-    if (branch?.succeeded) {
-      request.createRevision = answer.revision;
-      request.token = tokenFor(answer.revision, answer.slot, this.tokenBase);
+    if (answer.grant) {
+      const { revision, slot } = answer.grant;
+      request.token = tokenFor(revision, slot, this.tokenBase);
       request.state = "held";
       return { status: "granted", request };
     }
-    const mine = branch?.responses.at(-1)?.range?.kvs.find((kv) =>
-      kv.key === key
-    );
     if (!wait) {
       this.#own.end(request);
-      if (mine) await this.#keys.delete([key]);
-      else this.#keys.unused(key, answer.revision);
+      await this.#keys.discard(request, answer.revision);
       return { status: "busy" };
     }
-    request.createRevision = mine?.createRevision ?? answer.revision;
     request.state = "waiting";
     this.#consider(request);
     return { status: "queued", request };
@@ -250,7 +253,7 @@ export class EtcdLockSpace implements AsyncDisposable {
     const held = request.state === "held";
     this.#own.end(request);
     await request.queued;
-    await this.#keys.delete([request.key]);
+    await this.#keys.delete([request]);
     return held;
   }
 
@@ -264,7 +267,7 @@ export class EtcdLockSpace implements AsyncDisposable {
     const requests = this.#own.ofConn(conn);
     for (const request of requests) this.#own.end(request);
     await Promise.all(requests.map((r) => r.queued));
-    await this.#keys.delete(requests.map((r) => r.key));
+    await this.#keys.delete(requests);
   }
 
   /**
@@ -344,7 +347,7 @@ export class EtcdLockSpace implements AsyncDisposable {
     if (refusal === null) return;
     this.#own.end(request);
     this.#options.onRefused(request, refusal);
-    this.#keys.delete([request.key]);
+    this.#keys.delete([request]);
   }
 
   async #mark(request: ClusterRequest): Promise<void> {

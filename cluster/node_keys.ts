@@ -9,7 +9,7 @@
  */
 
 import { AbandonedKeys } from "./abandoned_keys.ts";
-import { deleteHandingOff, type HandOff } from "./hand_off.ts";
+import { deleteHandingOff, type Deletion, type HandOff } from "./hand_off.ts";
 import type { LockMirror } from "./lock_mirror.ts";
 import { RequestSeats, type SeatOf } from "./request_seats.ts";
 
@@ -24,7 +24,9 @@ export interface KeyWriters extends Omit<HandOff, "mirror" | "onDeleted"> {
 /** The keys of one node's requests. */
 export class NodeKeys {
   readonly #seats: RequestSeats;
-  readonly #abandoned = new AbandonedKeys((keys) => this.#delete(keys, []));
+  readonly #abandoned = new AbandonedKeys((keys) =>
+    this.#delete(keys.map((key) => ({ key })), [])
+  );
   readonly #writers: KeyWriters;
 
   /**
@@ -48,13 +50,19 @@ export class NodeKeys {
   }
 
   /**
-   * A key whose acquire wrote nothing: free at once.
+   * The key of a request that ended as its acquire answered: deleted when
+   * the acquire wrote it, else free at once.
    *
-   * @param key The key.
+   * @param request The request, its create revision set (0: not written).
    * @param revision The revision of the acquire's answer.
+   * @returns Once deleted.
    */
-  unused(key: string, revision: number): void {
-    this.#seats.unused(key, revision);
+  async discard(
+    request: Deletion & { key: string },
+    revision: number,
+  ): Promise<void> {
+    if (request.createRevision) await this.delete([request]);
+    else this.#seats.unused(request.key, revision);
   }
 
   /**
@@ -69,14 +77,21 @@ export class NodeKeys {
   }
 
   /**
-   * Deletes keys until etcd takes it, each with the marks of the requests
-   * that hold once it is gone; then their seats are free.
+   * Deletes requests' keys until etcd takes it, each with the marks of the
+   * requests that hold once it is gone, and only while it is still that
+   * request's (its create revision); then their seats are free. A request
+   * that wrote nothing (create revision 0) has nothing to delete; one whose
+   * acquire's outcome is unknown was abandoned, and is deleted as such.
    *
-   * @param keys The keys.
+   * @param keys The keys, each with its request's create revision.
    * @returns Once every delete has ended.
    */
-  delete(keys: string[]): Promise<void> {
-    return this.#delete(keys, keys.filter((k) => !this.#abandoned.has(k)));
+  delete(keys: Deletion[]): Promise<void> {
+    const written = keys.filter(({ createRevision }) => createRevision);
+    const vacating = written.map(({ key }) => key).filter((key) =>
+      !this.#abandoned.has(key)
+    );
+    return this.#delete(written, vacating);
   }
 
   /**
@@ -93,7 +108,7 @@ export class NodeKeys {
     this.#abandoned.clear();
   }
 
-  #delete(keys: string[], vacating: string[]): Promise<void> {
+  #delete(keys: Deletion[], vacating: string[]): Promise<void> {
     const { mirror, track, ...writers } = this.#writers;
     const onDeleted = this.#seats.leaving(vacating);
     const handOff = { ...writers, mirror: mirror(), onDeleted };

@@ -83,12 +83,14 @@ export class ClusterRequest {
    * @param name The lock's name.
    * @param mode Its mode.
    * @param conn Its connection.
+   * @param req Its number on this node.
    */
   constructor(
     readonly key: string,
     readonly name: string,
     readonly mode: LockMode,
     readonly conn: number,
+    readonly req: number,
   ) {}
 
   /** Whether it holds the lock. */
@@ -126,7 +128,9 @@ export class OwnRequests {
   end(request: ClusterRequest): void {
     request.state = "ended";
     request.withdrawn.abort(ENDED);
-    this.#byKey.delete(request.key);
+    if (this.#byKey.get(request.key) === request) {
+      this.#byKey.delete(request.key);
+    }
     const ofName = this.#byName.get(request.name);
     ofName?.delete(request);
     if (ofName?.size === 0) this.#byName.delete(request.name);

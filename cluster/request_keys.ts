@@ -33,6 +33,11 @@ import type { LockMode } from "../protocol/lock_protocol.ts";
 export interface RequestValue {
   /** The connection on the owning node; absent in a value not ours. */
   conn?: number | undefined;
+  /**
+   * The request's number on its node: tells a request's own write, sent
+   * again by the etcd client, from an older request's on the same key.
+   */
+  req?: number | undefined;
   /** Who asked, for status. */
   peer?: string | undefined;
   /** The client's label, for status. */

@@ -15,7 +15,10 @@
  * again; neither is the key of an acquire whose outcome is unknown (the
  * caller keeps those out). It is taken again only once the node's mirror is
  * past the delete, so that the mirror never shows a key's old request after
- * its new one has begun.
+ * its new one has begun. The etcd client may still have sent a "first try"
+ * twice (to another member, after a timeout), so the writes themselves are
+ * guarded as well (`request_writes.ts`): the acquire writes only while the
+ * key is absent, the delete only while it has its request's create revision.
  *
  * @module
  */

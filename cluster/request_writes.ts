@@ -10,7 +10,7 @@
  */
 
 import type { BatchWrite } from "./group_commit.ts";
-import type { Compare, TxnOp } from "./etcd_codec.ts";
+import type { Compare, KeyValue, TxnOp, TxnOpResponse } from "./etcd_codec.ts";
 import type { RequestValue } from "./request_keys.ts";
 
 /** What an acquire writes. */
@@ -36,9 +36,11 @@ export interface AcquireWrite {
 
 /**
  * The acquire: if the compares hold, the key is put granted; otherwise it
- * is put waiting (only when `wait`), and `read` is read in both cases (the
- * key itself, so that a retried txn whose first try committed finds its own
- * key there and so its real place in line; or the whole lock).
+ * is put waiting (only when `wait`), and `read` is read (the key itself, or
+ * the whole lock). All of it only while the key is absent: a copy of an
+ * older request's acquire that commits late (a member that had it resumes,
+ * after the etcd client sent it again elsewhere) finds the key of the
+ * request that reuses it and writes nothing; the key is read instead.
  *
  * @param acquire What to write.
  * @returns The write; its answer is a nested txn's, the read last.
@@ -47,21 +49,60 @@ export function acquireWrite(acquire: AcquireWrite): BatchWrite {
   const { key, name, compare, value, lease, wait, read } = acquire;
   const waiting = JSON.stringify({ ...value, granted: false });
   const compared = compare.reduce((n, c) => n + c.key.length, 0);
+  const absent: Compare = { key, target: "create", result: "==", value: 0 };
   return {
     keys: [key],
     queues: name,
     puts: true,
-    bytes: 3 * key.length + compared + 6 * waiting.length,
+    bytes: 5 * key.length + compared + 6 * waiting.length,
     op: (slot) => ({
       txn: {
-        compare,
-        success: [{ put: { key, value: granted(value, slot), lease } }],
-        failure: wait
-          ? [{ put: { key, value: waiting, lease } }, read]
-          : [read],
+        compare: [absent],
+        success: [{
+          txn: {
+            compare,
+            success: [{ put: { key, value: granted(value, slot), lease } }],
+            failure: wait
+              ? [{ put: { key, value: waiting, lease } }, read]
+              : [read],
+          },
+        }],
+        failure: [{ range: { key } }],
       },
     }),
   };
+}
+
+/** What an acquire's answer says ({@linkcode acquireWrite}). */
+export interface AcquireAnswer {
+  /** Whether the key was absent, so that the acquire wrote. */
+  wrote: boolean;
+  /** Whether it wrote the request granted. */
+  granted: boolean;
+  /** What the failure branches read: the key, or the whole lock. */
+  kvs: KeyValue[];
+  /** The key as read, when it exists. */
+  kv: KeyValue | undefined;
+}
+
+/**
+ * Reads an acquire's answer.
+ *
+ * @param response The answer to the acquire's op.
+ * @param key The request's key.
+ * @returns What it says.
+ */
+export function readAcquire(
+  response: TxnOpResponse,
+  key: string,
+): AcquireAnswer {
+  const outer = response.txn;
+  const inner = outer?.responses[0];
+  const wrote = outer?.succeeded === true;
+  const read = wrote ? inner?.txn?.responses.at(-1) : inner;
+  const kvs = read?.range?.kvs ?? [];
+  const granted = wrote && inner?.txn?.succeeded === true;
+  return { wrote, granted, kvs, kv: kvs.find((kv) => kv.key === key) };
 }
 
 /** The request a mark is for, as this node's mirror shows it. */
@@ -114,14 +155,25 @@ export function markWrite(request: MarkedRequest): BatchWrite {
 }
 
 /**
- * The delete of a request's key.
+ * The delete of a request's key; with its create revision, only while the
+ * key is still that request's, so that a copy the etcd client sent again
+ * and that commits late never deletes the key of the request that reuses
+ * it.
  *
  * @param key The key.
+ * @param createRevision The request's create revision, when known.
  * @returns The write.
  */
-export function deleteWrite(key: string): BatchWrite {
-  const op: TxnOp = { deleteRange: { key } };
-  return { keys: [key], bytes: key.length, op: () => op };
+export function deleteWrite(key: string, createRevision?: number): BatchWrite {
+  const remove: TxnOp = { deleteRange: { key } };
+  const op: TxnOp = createRevision === undefined ? remove : {
+    txn: {
+      compare: [{ key, target: "create", result: "==", value: createRevision }],
+      success: [remove],
+      failure: [],
+    },
+  };
+  return { keys: [key], bytes: 2 * key.length, op: () => op };
 }
 
 function granted(
