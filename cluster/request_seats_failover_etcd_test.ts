@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { EtcdClient } from "./etcd.ts";
 import { b64 } from "./etcd_codec.ts";
 import { Node } from "./space_nodes.ts";
+import type { ClusterRequest } from "./own_requests.ts";
 import { etcdTest, startEtcdCluster } from "../tests/etcd_cluster.ts";
 
 /**
@@ -26,9 +27,16 @@ class SlowMemberClient extends EtcdClient {
     this.#target = () => true;
   }
 
+  readonly #holding = Promise.withResolvers<void>();
+
   /** Whether a txn was held. */
   get holding(): boolean {
     return this.#held !== null;
+  }
+
+  /** Resolves once a txn is held. */
+  get held(): Promise<void> {
+    return this.#holding.promise;
   }
 
   /** The held txn reaches etcd after all. */
@@ -54,6 +62,7 @@ class SlowMemberClient extends EtcdClient {
       const response = await super.post(url, json, token, late.signal);
       return await response.json();
     };
+    this.#holding.resolve();
     const { promise, reject } = Promise.withResolvers<Response>();
     signal.addEventListener("abort", () => reject(signal.reason), {
       once: true,
@@ -116,5 +125,64 @@ etcdTest(
       "granted",
       "a second holder while the first holds with a limit of 1",
     );
+  },
+);
+
+etcdTest(
+  "an older request's late acquire that lands on a vacated key is deleted, and the next request asks under another key",
+  async () => {
+    await using cluster = await startEtcdCluster();
+    const [endpoint] = cluster.endpoints;
+    const slow = new SlowMemberClient([endpoint!, endpoint!], {
+      timeoutMs: 500,
+    });
+    await using a = await Node.start(cluster.endpoints, { etcd: slow });
+    slow.holdNextTxn();
+    const old = await a.held(1, "orphan");
+    assert.ok(slow.holding, "the acquire's first HTTP try was held");
+    await a.locks.release(old);
+    await a.locks.caughtUp((await a.etcd.range({ key: old.key })).revision);
+    // The old acquire's copy commits now, on the vacated key: nobody's.
+    await slow.commitHeld();
+    const orphan = await a.etcd.range({ key: old.key });
+    assert.equal(orphan.kvs.length, 1, "the late copy wrote the key");
+    await a.locks.caughtUp(orphan.revision);
+    const result = await a.locks.acquire(2, "orphan");
+    const next = result.status === "granted" || result.status === "queued"
+      ? result.request
+      : assert.fail(`asked again: ${result.status}`);
+    assert.notEqual(next.key, old.key, "the occupied key is not taken");
+    if (result.status === "queued") await a.granted(1);
+    assert.equal((await a.etcd.range({ key: old.key })).kvs.length, 0);
+  },
+);
+
+etcdTest(
+  "a request's own acquire that committed before the etcd client sent it again is taken as it stands: granted once, one token",
+  async () => {
+    await using cluster = await startEtcdCluster();
+    const [endpoint] = cluster.endpoints;
+    const slow = new SlowMemberClient([endpoint!, endpoint!], {
+      timeoutMs: 1_000,
+    });
+    await using a = await Node.start(cluster.endpoints, { etcd: slow });
+    slow.holdNextTxn();
+    const asked = a.locks.acquire(1, "twice");
+    await slow.held;
+    // The first member answers after all, but too late for the client.
+    await slow.commitHeld();
+    const written = await a.etcd.range({
+      key: "/pklock/v1/q/twice/",
+      prefix: true,
+    });
+    assert.equal(written.kvs.length, 1);
+    const result = await asked;
+    assert.equal(result.status, "granted");
+    const { request } = result as { request: ClusterRequest };
+    assert.equal(request.key, written.kvs[0]!.key, "its own copy, kept");
+    await a.locks.caughtUp((await a.etcd.range({ key: request.key })).revision);
+    const mirrored = a.locks.mirror.get(request.key)!;
+    assert.equal(a.locks.tokenOf(mirrored), request.token);
+    assert.equal(request.createRevision, mirrored.createRevision);
   },
 );
