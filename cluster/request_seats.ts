@@ -26,7 +26,7 @@
 import type { LockMode } from "../protocol/lock_protocol.ts";
 import { lockPrefix, requestKey } from "./request_keys.ts";
 
-/** The most locks whose vacated keys are kept; beyond it the oldest go. */
+/** The most locks and kinds whose vacated keys are kept; beyond, the oldest go. */
 const MAX_LOCKS = 4096;
 /** The most vacated keys kept for one lock and kind. */
 const MAX_VACATED = 64;
