@@ -11,18 +11,38 @@ import assert from "node:assert/strict";
 import { etcdTest } from "./etcd_cluster.ts";
 import { ROOT } from "./helpers.ts";
 
-/** Runs `deno task bench ARGS --no-write` and returns what it printed. */
+/** How long a short bench may run before it is stopped and its output shown. */
+const BENCH_LIMIT_MS = 100_000;
+
+/**
+ * Runs `deno task bench ARGS --no-write` and returns what it printed; one
+ * that runs past {@linkcode BENCH_LIMIT_MS} is stopped and fails with what
+ * it printed so far. It leads a process group of its own, since `deno task`
+ * does not pass SIGTERM on: the whole group gets it (the bench then stops
+ * its servers).
+ */
 async function bench(args: string[]): Promise<string> {
-  const output = await new Deno.Command(Deno.execPath(), {
-    args: ["task", "bench", ...args, "--repeat", "1", "--no-write"],
+  const task = ["task", "bench", ...args, "--repeat", "1", "--no-write"];
+  const child = new Deno.Command("setsid", {
+    args: [Deno.execPath(), ...task],
     cwd: ROOT,
     env: { NO_COLOR: "1" },
     stdout: "piped",
     stderr: "piped",
-  }).output();
-  const text = new TextDecoder().decode(output.stdout) +
-    new TextDecoder().decode(output.stderr);
-  assert.equal(output.code, 0, text);
+  }).spawn();
+  let late = false;
+  const timer = setTimeout(() => {
+    late = true;
+    Deno.kill(-child.pid, "SIGTERM");
+  }, BENCH_LIMIT_MS);
+  const [stdout, stderr, status] = await Promise.all([
+    new Response(child.stdout).text(),
+    new Response(child.stderr).text(),
+    child.status,
+  ]).finally(() => clearTimeout(timer));
+  const text = stdout + stderr;
+  assert.ok(!late, `bench still running after ${BENCH_LIMIT_MS} ms:\n${text}`);
+  assert.equal(status.code, 0, text);
   return text;
 }
 
