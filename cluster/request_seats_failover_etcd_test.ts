@@ -3,7 +3,11 @@ import { EtcdClient } from "./etcd.ts";
 import { b64 } from "./etcd_codec.ts";
 import { Node } from "./space_nodes.ts";
 import type { ClusterRequest } from "./own_requests.ts";
-import { etcdTest, startEtcdCluster } from "../tests/etcd_cluster.ts";
+import {
+  type EtcdCluster,
+  etcdTest,
+  startEtcdCluster,
+} from "../tests/etcd_cluster.ts";
 
 /**
  * An etcd client one of whose members, once armed, takes the next txn that
@@ -71,15 +75,20 @@ class SlowMemberClient extends EtcdClient {
   }
 }
 
+/**
+ * A client of one member under two endpoints, so that it fails over from
+ * one to the other: both the same member.
+ */
+function slowMember(cluster: EtcdCluster, timeoutMs = 500): SlowMemberClient {
+  const [endpoint] = cluster.endpoints;
+  return new SlowMemberClient([endpoint!, endpoint!], { timeoutMs });
+}
+
 etcdTest(
   "a release taken by the second member after the first timed out never lets the first member's copy delete the next request's key",
   async () => {
     await using cluster = await startEtcdCluster();
-    const [endpoint] = cluster.endpoints;
-    // Two endpoints, so that the client fails over; both the one member.
-    const slow = new SlowMemberClient([endpoint!, endpoint!], {
-      timeoutMs: 500,
-    });
+    const slow = slowMember(cluster);
     await using a = await Node.start(cluster.endpoints, { etcd: slow });
     const first = await a.held(1, "failover");
     slow.holdDeleteOf(first.key);
@@ -99,10 +108,7 @@ etcdTest(
   "an acquire taken by the second member after the first timed out never lets the first member's copy rewrite the next request's limit on the reused seat",
   async () => {
     await using cluster = await startEtcdCluster();
-    const [endpoint] = cluster.endpoints;
-    const slow = new SlowMemberClient([endpoint!, endpoint!], {
-      timeoutMs: 500,
-    });
+    const slow = slowMember(cluster);
     await using a = await Node.start(cluster.endpoints, { etcd: slow });
     const shared = { mode: "shared", limit: 3 } as const;
     slow.holdNextTxn();
@@ -132,10 +138,7 @@ etcdTest(
   "an older request's late acquire that lands on a vacated key is deleted, and the next request asks under another key",
   async () => {
     await using cluster = await startEtcdCluster();
-    const [endpoint] = cluster.endpoints;
-    const slow = new SlowMemberClient([endpoint!, endpoint!], {
-      timeoutMs: 500,
-    });
+    const slow = slowMember(cluster);
     await using a = await Node.start(cluster.endpoints, { etcd: slow });
     slow.holdNextTxn();
     const old = await a.held(1, "orphan");
@@ -161,10 +164,7 @@ etcdTest(
   "a request's own acquire that committed before the etcd client sent it again is taken as it stands: granted once, one token",
   async () => {
     await using cluster = await startEtcdCluster();
-    const [endpoint] = cluster.endpoints;
-    const slow = new SlowMemberClient([endpoint!, endpoint!], {
-      timeoutMs: 1_000,
-    });
+    const slow = slowMember(cluster, 1_000);
     await using a = await Node.start(cluster.endpoints, { etcd: slow });
     slow.holdNextTxn();
     const asked = a.locks.acquire(1, "twice");
