@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
 import { EtcdClient } from "./etcd.ts";
-import type { Compare, TxnOp, TxnResponse } from "./etcd_codec.ts";
 import { EtcdError } from "./etcd_errors.ts";
 import {
   type BatchWrite,
@@ -13,22 +12,8 @@ import { EtcdLockSpace } from "./lock_space.ts";
 import { NodeLease } from "./node_lease.ts";
 import type { ClusterRequest } from "./own_requests.ts";
 import { deleteWrite, markWrite } from "./request_writes.ts";
+import { CountingClient } from "./space_nodes.ts";
 import { etcdTest, startEtcdCluster } from "../tests/etcd_cluster.ts";
-
-/** An etcd client that records how many ops each txn carried. */
-class CountingClient extends EtcdClient {
-  readonly txns: number[] = [];
-
-  override txn(
-    compare: Compare[],
-    success: TxnOp[],
-    failure?: TxnOp[],
-    signal?: AbortSignal,
-  ): Promise<TxnResponse> {
-    this.txns.push(success.length);
-    return super.txn(compare, success, failure, signal);
-  }
-}
 
 /** A lock space on its own lease, recording its grants and refusals. */
 async function openSpace(etcd: EtcdClient): Promise<

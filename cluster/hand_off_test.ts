@@ -1,6 +1,5 @@
 import assert from "node:assert/strict";
-import { EtcdClient } from "./etcd.ts";
-import type { Compare, TxnOp, TxnResponse } from "./etcd_codec.ts";
+import type { EtcdClient } from "./etcd.ts";
 import { GroupCommit, MAX_BATCH_OPS, TOKEN_SLOTS } from "./group_commit.ts";
 import { deleteHandingOff, successors } from "./hand_off.ts";
 import { EtcdLockSpace } from "./lock_space.ts";
@@ -8,6 +7,7 @@ import { LockMirror } from "./lock_mirror.ts";
 import { NodeLease } from "./node_lease.ts";
 import type { ClusterRequest } from "./own_requests.ts";
 import { type RequestKey, requestKey } from "./request_keys.ts";
+import { CountingClient } from "./space_nodes.ts";
 import { etcdTest, startEtcdCluster } from "../tests/etcd_cluster.ts";
 
 const ROOT = "/pklock/v1";
@@ -63,21 +63,6 @@ Deno.test(
   },
 );
 
-/** An etcd client that counts its txns. */
-class CountingClient extends EtcdClient {
-  txns = 0;
-
-  override txn(
-    compare: Compare[],
-    success: TxnOp[],
-    failure?: TxnOp[],
-    signal?: AbortSignal,
-  ): Promise<TxnResponse> {
-    this.txns++;
-    return super.txn(compare, success, failure, signal);
-  }
-}
-
 etcdTest(
   "a release's txn grants the next waiter on another node, which writes nothing for it",
   async () => {
@@ -108,16 +93,16 @@ etcdTest(
     assert.equal(waiting.status, "queued");
     const waiter = (waiting as { request: ClusterRequest }).request;
     await a.space.caughtUp(waiter.createRevision);
-    etcdA.txns = 0;
-    etcdB.txns = 0;
+    etcdA.txns.length = 0;
+    etcdB.txns.length = 0;
     await a.space.release((held as { request: ClusterRequest }).request);
     // The grant comes with the watch event of the release's txn.
     while (grantsB.length === 0) {
       await b.space.caughtUp(b.space.mirror.revision + 1);
     }
     assert.deepEqual(grantsB, [waiter]);
-    assert.equal(etcdA.txns, 1, "the release: one txn");
-    assert.equal(etcdB.txns, 0, "no mark of its own");
+    assert.equal(etcdA.txns.length, 1, "the release: one txn");
+    assert.equal(etcdB.txns.length, 0, "no mark of its own");
     const revision = Math.floor(
       (waiter.token - b.space.tokenBase) / TOKEN_SLOTS,
     );
@@ -144,14 +129,14 @@ etcdTest(
     assert.equal(held.status, "granted");
     assert.equal(waiting.status, "queued");
     await space.caughtUp(waiting.request.createRevision);
-    etcd.txns = 0;
+    etcd.txns.length = 0;
     await space.release(held.request);
     assert.deepEqual(
       grants,
       [waiting.request],
       "granted when the txn answered",
     );
-    assert.equal(etcd.txns, 1);
+    assert.equal(etcd.txns.length, 1);
     assert.equal(
       waiting.request.token % TOKEN_SLOTS,
       1,
@@ -168,18 +153,8 @@ etcdTest(
     const keys = 4 * MAX_BATCH_OPS;
     let prepared = 0;
     const preparedAtTxn: number[] = [];
-    class WatchingClient extends EtcdClient {
-      override txn(
-        compare: Compare[],
-        success: TxnOp[],
-        failure?: TxnOp[],
-        signal?: AbortSignal,
-      ): Promise<TxnResponse> {
-        preparedAtTxn.push(prepared);
-        return super.txn(compare, success, failure, signal);
-      }
-    }
-    const etcd = new WatchingClient(cluster.endpoints);
+    const etcd = new CountingClient(cluster.endpoints);
+    etcd.onTxn = () => preparedAtTxn.push(prepared);
     const mirror = new LockMirror(ROOT);
     const held: string[] = [];
     for (let i = 0; i < keys; i++) {

@@ -1,7 +1,7 @@
 /**
  * Test helpers for the lock space on a real etcd: one lock-space instance
  * per simulated node, recording its events, and an etcd client whose txn
- * fails now and commits later.
+ * fails now and commits later, and one that counts its txns.
  *
  * @module
  */
@@ -153,5 +153,25 @@ export class LateTxnClient extends EtcdClient {
     const answer = await super.txn(compare, success, failure, signal);
     if (success.some((op) => "deleteRange" in op)) this.deleted.resolve();
     return answer;
+  }
+}
+
+/**
+ * An etcd client that records how many ops each txn it sends carries, and
+ * calls `onTxn` just before.
+ */
+export class CountingClient extends EtcdClient {
+  readonly txns: number[] = [];
+  onTxn: () => void = () => {};
+
+  override txn(
+    compare: Compare[],
+    success: TxnOp[],
+    failure?: TxnOp[],
+    signal?: AbortSignal,
+  ): Promise<TxnResponse> {
+    this.onTxn();
+    this.txns.push(success.length);
+    return super.txn(compare, success, failure, signal);
   }
 }
