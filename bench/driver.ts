@@ -18,6 +18,7 @@
  */
 
 import { delay, writeAllSync } from "../message/io.ts";
+import { settle } from "./settle.ts";
 import type { BenchClient } from "./peers/common.ts";
 import { PklockLibClient, PklockRawClient } from "./peers/pklock.ts";
 import {
@@ -248,7 +249,7 @@ async function measure(
   const seconds = (performance.now() - start) / 1000;
   await mark("end");
   state.stop = true;
-  await Promise.all(loops);
+  await settle(loops);
   if (state.error !== null) throw state.error;
   return seconds;
 }
