@@ -1,17 +1,28 @@
 /**
- * A small etcd v3 client over etcd's JSON gateway with plain `fetch`: KV,
- * txn and leases, with endpoint failover, a timeout per request and etcd's
- * errors as typed errors (`etcd_errors.ts`). The JSON mapping lives in
+ * A small etcd v3 client over gRPC (HTTP/2, `etcd_grpc.ts`): KV, txn and
+ * leases, with endpoint failover, a timeout per call and etcd's errors as
+ * typed errors (`etcd_errors.ts`). The mapping to etcd's messages lives in
  * `etcd_codec.ts`, the streamed watch in `etcd_watch.ts`, authentication and
- * TLS in `etcd_auth.ts`, one request and its timeout in `etcd_http.ts`.
+ * TLS in `etcd_auth.ts`.
  *
  * @module
  */
 
+import type {
+  DescMessage,
+  DescMethodBiDiStreaming,
+  DescMethodUnary,
+  MessageInitShape,
+  MessageShape,
+} from "@bufbuild/protobuf";
 import { delay } from "../message/io.ts";
-import { postJson, readJson, reasonOf, withTimeout } from "./etcd_http.ts";
 import {
-  EtcdError,
+  EtcdChannels,
+  reasonOf,
+  unanswered,
+  withTimeout,
+} from "./etcd_grpc.ts";
+import {
   etcdError,
   EtcdUnavailableError,
   UNAUTHENTICATED,
@@ -21,30 +32,29 @@ import {
   type EtcdCredentials,
   type EtcdTls,
   EtcdTokens,
-  tlsClient,
+  tlsOptions,
 } from "./etcd_auth.ts";
 import {
   type Compare,
   decodeRange,
   decodeTxn,
-  type GatewayJson,
   type KeyRange,
-  putBody,
   type PutRequest,
-  rangeBody,
+  putRequest,
   rangeKeys,
   type RangeRequest,
+  rangeRequest,
   type RangeResponse,
-  revisionOf,
-  txnBody,
   type TxnOp,
+  txnRequest,
   type TxnResponse,
 } from "./etcd_codec.ts";
+import { Auth, KV, Lease } from "./proto/rpc_pb.ts";
 
 /** Options of {@linkcode EtcdClient}. */
 export interface EtcdClientOptions {
   /**
-   * How long one HTTP request may take before the next endpoint is tried.
+   * How long one call to one member may take before the next endpoint is tried.
    *
    * @default {1000}
    */
@@ -71,8 +81,8 @@ export interface Lease {
 }
 
 /**
- * Calls etcd's v3 JSON gateway, moving to the next endpoint whenever one fails
- * to answer.
+ * Calls etcd's v3 gRPC services, moving to the next endpoint whenever one
+ * fails to answer.
  *
  * @example Reading a prefix
  * ```ts ignore
@@ -84,7 +94,7 @@ export class EtcdClient implements Disposable {
   readonly #endpoints: readonly string[];
   readonly #timeoutMs: number;
   readonly #retryForMs: number;
-  readonly #http: Deno.HttpClient | undefined;
+  readonly #channels: EtcdChannels;
   readonly #tokens: EtcdTokens | undefined;
   #current = 0;
 
@@ -92,7 +102,7 @@ export class EtcdClient implements Disposable {
    * @param endpoints Client URLs of the members (`http://host:port`).
    * @param options Timeouts, credentials, TLS.
    * @throws {RangeError} When `endpoints` is empty.
-   * @throws {TypeError} When the TLS setting is incomplete or unreadable.
+   * @throws {TypeError} When the TLS setting is incomplete.
    */
   constructor(endpoints: readonly string[], options: EtcdClientOptions = {}) {
     if (endpoints.length === 0) {
@@ -101,12 +111,12 @@ export class EtcdClient implements Disposable {
     this.#endpoints = endpoints.map((e) => e.replace(/\/+$/, ""));
     this.#timeoutMs = options.timeoutMs ?? 1_000;
     this.#retryForMs = options.retryForMs ?? 5_000;
-    this.#http = tlsClient(options.tls);
+    this.#channels = new EtcdChannels(tlsOptions(options.tls));
     const credentials = options.credentials;
     this.#tokens = credentials && new EtcdTokens(
       credentials,
-      (body) =>
-        this.#call("/v3/auth/authenticate", JSON.stringify(body), undefined),
+      (request) =>
+        this.#call(Auth.method.authenticate, request, undefined, undefined),
     );
   }
 
@@ -115,7 +125,7 @@ export class EtcdClient implements Disposable {
     return this.#tokens?.authentications ?? 0;
   }
 
-  /** The endpoint the next request goes to. */
+  /** The endpoint the next call goes to. */
   get endpoint(): string {
     return this.#endpoints[this.#current]!;
   }
@@ -145,7 +155,7 @@ export class EtcdClient implements Disposable {
     signal?: AbortSignal,
   ): Promise<RangeResponse> {
     return decodeRange(
-      await this.call("/v3/kv/range", rangeBody(request), signal),
+      await this.call(KV.method.range, rangeRequest(request), signal),
     );
   }
 
@@ -158,8 +168,8 @@ export class EtcdClient implements Disposable {
    * @throws {EtcdError} What etcd answered.
    */
   async put(request: PutRequest, signal?: AbortSignal): Promise<number> {
-    const body = await this.call("/v3/kv/put", putBody(request), signal);
-    return revisionOf(body);
+    const answer = await this.call(KV.method.put, putRequest(request), signal);
+    return Number(answer.header?.revision ?? 0);
   }
 
   /**
@@ -174,12 +184,15 @@ export class EtcdClient implements Disposable {
     range: KeyRange,
     signal?: AbortSignal,
   ): Promise<{ deleted: number; revision: number }> {
-    const body = await this.call(
-      "/v3/kv/deleterange",
+    const answer = await this.call(
+      KV.method.deleteRange,
       rangeKeys(range),
       signal,
     );
-    return { deleted: Number(body.deleted ?? 0), revision: revisionOf(body) };
+    return {
+      deleted: Number(answer.deleted),
+      revision: Number(answer.header?.revision ?? 0),
+    };
   }
 
   /**
@@ -198,12 +211,8 @@ export class EtcdClient implements Disposable {
     failure: TxnOp[] = [],
     signal?: AbortSignal,
   ): Promise<TxnResponse> {
-    const body = await this.call(
-      "/v3/kv/txn",
-      txnBody(compare, success, failure),
-      signal,
-    );
-    return decodeTxn(body);
+    const request = txnRequest(compare, success, failure);
+    return decodeTxn(await this.call(KV.method.txn, request, signal));
   }
 
   /**
@@ -215,12 +224,9 @@ export class EtcdClient implements Disposable {
    * @throws {EtcdError} What etcd answered.
    */
   async leaseGrant(ttl: number, signal?: AbortSignal): Promise<Lease> {
-    const body = await this.call(
-      "/v3/lease/grant",
-      { TTL: String(ttl) },
-      signal,
-    );
-    return { id: String(body.ID), ttl: Number(body.TTL ?? 0) };
+    const request = { TTL: BigInt(ttl) };
+    const answer = await this.call(Lease.method.leaseGrant, request, signal);
+    return { id: String(answer.ID), ttl: Number(answer.TTL) };
   }
 
   /**
@@ -231,11 +237,12 @@ export class EtcdClient implements Disposable {
    * @throws {EtcdError} What etcd answered (code 5 for an unknown lease).
    */
   async leaseRevoke(id: string, signal?: AbortSignal): Promise<void> {
-    await this.call("/v3/lease/revoke", { ID: id }, signal);
+    await this.call(Lease.method.leaseRevoke, { ID: BigInt(id) }, signal);
   }
 
   /**
-   * Renews a lease once.
+   * Renews a lease once: one `LeaseKeepAlive` stream per renewal, which sends
+   * one request and reads its one answer.
    *
    * @param id The lease.
    * @param signal Abandons the call.
@@ -243,13 +250,9 @@ export class EtcdClient implements Disposable {
    * @throws {EtcdError} What etcd answered.
    */
   async leaseKeepAlive(id: string, signal?: AbortSignal): Promise<number> {
-    const path = "/v3/lease/keepalive";
-    const body = await this.call(path, { ID: id }, signal);
-    // Only an answer about the lease may say it is gone.
-    if (body?.result === undefined) {
-      throw new EtcdError(`Cannot call etcd "${path}": no result`, 2);
-    }
-    return Number(body.result.TTL ?? 0);
+    const method = Lease.method.leaseKeepAlive;
+    const answer = await this.call(method, { ID: BigInt(id) }, signal);
+    return Number(answer.TTL);
   }
 
   /**
@@ -264,11 +267,9 @@ export class EtcdClient implements Disposable {
     id: string,
     signal?: AbortSignal,
   ): Promise<{ ttl: number; grantedTtl: number }> {
-    const body = await this.call("/v3/lease/timetolive", { ID: id }, signal);
-    return {
-      ttl: Number(body.TTL ?? 0),
-      grantedTtl: Number(body.grantedTTL ?? 0),
-    };
+    const method = Lease.method.leaseTimeToLive;
+    const answer = await this.call(method, { ID: BigInt(id) }, signal);
+    return { ttl: Number(answer.TTL), grantedTtl: Number(answer.grantedTTL) };
   }
 
   /**
@@ -283,7 +284,7 @@ export class EtcdClient implements Disposable {
   }
 
   /**
-   * Forgets a token etcd refused as invalid (expired): the next request
+   * Forgets a token etcd refused as invalid (expired): the next call
    * authenticates again.
    *
    * @param token The refused token.
@@ -293,55 +294,82 @@ export class EtcdClient implements Disposable {
   }
 
   /**
-   * POSTs one request to one endpoint with this client's TLS and `token`,
-   * with no retry; the caller reads the answer.
+   * Opens a stream to one endpoint with this client's TLS and `token`.
    *
-   * @param url The member's URL and the gateway path.
-   * @param json The request's JSON text.
+   * @param endpoint The member's URL.
+   * @param method The streaming method.
+   * @param requests What to send; the stream is half-closed when it ends.
    * @param token The auth token, if any.
-   * @param signal Abandons the request.
-   * @returns The response.
+   * @param signal Ends the stream.
+   * @returns The answers.
    */
-  post(
-    url: string,
-    json: string,
+  stream<I extends DescMessage, O extends DescMessage>(
+    endpoint: string,
+    method: DescMethodBiDiStreaming<I, O>,
+    requests: AsyncIterable<MessageInitShape<I>>,
     token: string | undefined,
     signal: AbortSignal,
-  ): Promise<Response> {
-    return postJson(url, json, { token, http: this.#http, signal });
+  ): Promise<AsyncIterable<MessageShape<O>>> {
+    return this.#channels.stream(endpoint, method, requests, token, signal);
   }
 
   /**
-   * POSTs one gateway request, trying endpoint after endpoint until one
-   * answers or the retry budget is spent. Only "unavailable" answers and
-   * transport failures move on; a refused (expired) auth token is renewed
-   * once and the request repeated; any other etcd error is thrown at once.
+   * Sends one request to one endpoint with this client's TLS and `token`,
+   * with no retry, and reads its answer: every call goes through here. A
+   * bidi method (LeaseKeepAlive) gets a stream of its own, with the one
+   * request, and its first answer.
    *
-   * @param path The gateway path (`/v3/kv/put`).
-   * @param body The request.
+   * @param endpoint The member's URL.
+   * @param method The method.
+   * @param request The request.
+   * @param token The auth token, if any.
    * @param signal Abandons the call.
-   * @returns The answer's JSON.
+   * @returns The answer.
+   * @throws {ConnectError} What etcd or the transport answered.
+   */
+  send<I extends DescMessage, O extends DescMessage>(
+    endpoint: string,
+    method: DescMethodUnary<I, O> | DescMethodBiDiStreaming<I, O>,
+    request: MessageInitShape<I>,
+    token: string | undefined,
+    signal: AbortSignal,
+  ): Promise<MessageShape<O>> {
+    return this.#channels.send(endpoint, method, request, token, signal);
+  }
+
+  /**
+   * Calls etcd, trying endpoint after endpoint until one answers or the
+   * retry budget is spent. Only "unavailable" answers and transport failures
+   * (a refused connection, a reset stream, a member that took longer than
+   * `timeoutMs`) move on; a refused (expired) auth token is renewed once and
+   * the call repeated; any other etcd error is thrown at once.
+   *
+   * @param method The method (`KV.method.range`).
+   * @param request The request.
+   * @param signal Abandons the call.
+   * @returns The answer.
    * @throws {EtcdError} What etcd answered, typed.
    */
-  async call(
-    path: string,
-    body: unknown,
+  async call<I extends DescMessage, O extends DescMessage>(
+    method: DescMethodUnary<I, O> | DescMethodBiDiStreaming<I, O>,
+    request: MessageInitShape<I>,
     signal?: AbortSignal,
-  ): Promise<GatewayJson> {
-    return await this.#call(path, JSON.stringify(body), signal, this.#tokens);
+  ): Promise<MessageShape<O>> {
+    return await this.#call(method, request, signal, this.#tokens);
   }
 
-  /** Closes the HTTP client of the TLS setting. */
+  /** Closes the connections to the members. */
   [Symbol.dispose](): void {
-    this.#http?.close();
+    this.#channels[Symbol.dispose]();
   }
 
-  async #call(
-    path: string,
-    json: string,
+  async #call<I extends DescMessage, O extends DescMessage>(
+    method: DescMethodUnary<I, O> | DescMethodBiDiStreaming<I, O>,
+    request: MessageInitShape<I>,
     signal: AbortSignal | undefined,
-    tokens?: EtcdTokens,
-  ): Promise<GatewayJson> {
+    tokens: EtcdTokens | undefined,
+  ): Promise<MessageShape<O>> {
+    const name = `${method.parent.name}.${method.name}`;
     const until = performance.now() + this.#retryForMs;
     let last: unknown;
     let renewed = false;
@@ -350,41 +378,26 @@ export class EtcdClient implements Disposable {
       const endpoint = this.endpoint;
       const token = await tokens?.get(signal);
       try {
-        const [ok, status, answer] = await withTimeout(
+        return await withTimeout(
           this.#timeoutMs,
           signal,
-          async (bounded) => {
-            const url = endpoint + path;
-            const response = await this.post(url, json, token, bounded);
-            return [
-              response.ok,
-              response.status,
-              await readJson(response, bounded),
-            ];
-          },
+          (bounded) => this.send(endpoint, method, request, token, bounded),
         );
-        // A streamed answer (keep-alive) reports its error in a 200.
-        const failed = ok ? answer?.error : answer;
-        if (failed === undefined) return answer;
-        const error = etcdError(path, failed, status);
+      } catch (failure) {
+        signal?.throwIfAborted();
+        const error = etcdError(name, failure);
         if (error.code === UNAUTHENTICATED && token !== undefined && !renewed) {
           tokens!.refused(token);
           renewed = true;
           continue;
         }
-        if (error.code !== UNAVAILABLE) throw error;
-        last = error;
-      } catch (error) {
-        if (error instanceof EtcdError && error.code !== UNAVAILABLE) {
-          throw error;
-        }
-        signal?.throwIfAborted();
+        if (!unanswered(error.code)) throw error;
         last = error;
       }
       this.rotate(endpoint);
       if (performance.now() >= until) {
         throw new EtcdUnavailableError(
-          `Cannot call etcd "${path}": no endpoint answered within ${this.#retryForMs} ms: ${
+          `Cannot call etcd "${name}": no endpoint answered within ${this.#retryForMs} ms: ${
             reasonOf(last)
           }`,
           UNAVAILABLE,

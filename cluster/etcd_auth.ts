@@ -1,7 +1,7 @@
 /**
- * etcd's authentication through the JSON gateway: a user name and password
- * are exchanged for a token (`POST /v3/auth/authenticate`), sent as the
- * `Authorization` header of every request, watches included. etcd forgets a
+ * etcd's authentication: a user name and password are exchanged for a token
+ * (the `Auth.Authenticate` call), sent as the `token` metadata of every call,
+ * watches included. etcd forgets a
  * token after `--auth-token-ttl` seconds unused (simple tokens) or at its
  * expiry (JWT) and then answers "invalid auth token" (gRPC 16): the client
  * forgets it, authenticates again and repeats the request once.
@@ -12,7 +12,7 @@
  * @module
  */
 
-import type { GatewayJson } from "./etcd_codec.ts";
+import type { SecureClientSessionOptions } from "node:http2";
 
 /** A user of etcd's authentication. */
 export interface EtcdCredentials {
@@ -40,29 +40,41 @@ export interface EtcdTls {
 }
 
 /**
- * The HTTP client of a TLS setting, or `undefined` when the default one
- * (the system's CAs, no client certificate) does.
+ * The TLS options of the HTTP/2 connections to `https://` endpoints.
+ *
+ * TLS 1.2 at most: under Deno 2.9.6 a TLS 1.3 connection whose client
+ * certificate the member refuses (the refusal comes after the handshake, in
+ * 1.3) spins at full CPU and never fails; in 1.2 the handshake itself fails.
+ * Deno's `node:tls` takes `ca` as its own TLS's `caCerts`: trusted besides
+ * the default store, not instead of it.
  *
  * @param tls The setting.
- * @returns The client; the caller closes it.
- * @throws {TypeError} When only one of `cert` and `key` is given, or Deno
- *   cannot read them.
+ * @returns The options.
+ * @throws {TypeError} When only one of `cert` and `key` is given.
  */
-export function tlsClient(
+export function tlsOptions(
   tls: EtcdTls | undefined,
-): Deno.HttpClient | undefined {
-  if (tls === undefined) return undefined;
+): SecureClientSessionOptions {
+  const options: SecureClientSessionOptions = { maxVersion: "TLSv1.2" };
+  if (tls === undefined) return options;
   const { caCerts = [], cert, key } = tls;
   if ((cert === undefined) !== (key === undefined)) {
     throw new TypeError(
       "Cannot use an etcd client certificate: give both its certificate and its key",
     );
   }
+  if (caCerts.length > 0) options.ca = caCerts;
   if (cert !== undefined && key !== undefined) {
-    return Deno.createHttpClient({ caCerts, cert, key });
+    options.cert = cert;
+    options.key = key;
   }
-  return caCerts.length > 0 ? Deno.createHttpClient({ caCerts }) : undefined;
+  return options;
 }
+
+/** An authentication's request and answer. */
+export type Authenticate = (
+  request: { name: string; password: string },
+) => Promise<{ token: string }>;
 
 /**
  * The token of one set of credentials: fetched when first needed, shared by
@@ -70,16 +82,15 @@ export function tlsClient(
  *
  * @example Sending the token
  * ```ts ignore
- * const tokens = new EtcdTokens(credentials, (body) => post("/v3/auth/authenticate", body));
+ * const tokens = new EtcdTokens(credentials, (request) => etcd.call(Auth.method.authenticate, request));
  * const token = await tokens.get(signal);
- * await fetch(url, { headers: { authorization: token } });
  * ```
  */
 export class EtcdTokens {
   /** The etcd user name. */
   readonly user: string;
   readonly #password: string;
-  readonly #authenticate: (body: unknown) => Promise<GatewayJson>;
+  readonly #authenticate: Authenticate;
   readonly #onToken: ((user: string) => void) | undefined;
   #pending: Promise<string> | null = null;
   #current: string | null = null;
@@ -87,13 +98,10 @@ export class EtcdTokens {
 
   /**
    * @param credentials The user and password.
-   * @param authenticate POSTs `/v3/auth/authenticate` without a token, with
-   *   the client's failover and retry budget.
+   * @param authenticate Calls `Auth.Authenticate` without a token, with the
+   *   client's failover and retry budget.
    */
-  constructor(
-    credentials: EtcdCredentials,
-    authenticate: (body: unknown) => Promise<GatewayJson>,
-  ) {
+  constructor(credentials: EtcdCredentials, authenticate: Authenticate) {
     this.user = credentials.user;
     this.#password = credentials.password;
     this.#authenticate = authenticate;
@@ -139,11 +147,10 @@ export class EtcdTokens {
 
   async #fetch(): Promise<string> {
     try {
-      const body = await this.#authenticate({
+      const { token } = await this.#authenticate({
         name: this.user,
         password: this.#password,
       });
-      const token = String(body.token ?? "");
       this.#current = token;
       this.#count++;
       this.#onToken?.(this.user);

@@ -1,4 +1,14 @@
 import assert from "node:assert/strict";
+import { createServer } from "node:http2";
+import type { AddressInfo } from "node:net";
+import {
+  Code,
+  ConnectError,
+  type ConnectRouter,
+  type HandlerContext,
+} from "@connectrpc/connect";
+import { connectNodeAdapter } from "@connectrpc/connect-node";
+import { Auth, Lease } from "./proto/rpc_pb.ts";
 import { delay } from "../message/io.ts";
 import { EtcdClient } from "./etcd.ts";
 import { EtcdTokens } from "./etcd_auth.ts";
@@ -212,57 +222,62 @@ etcdTest(
 );
 
 /**
- * A stand-in for a gateway that checks tokens on keep-alives (etcd 3.4 does
- * not): it answers a stale token's keep-alive as a stream does, with a 200
- * and an error chunk, and drops the current token after each renewal.
+ * A stand-in for an etcd that checks tokens on keep-alives (etcd 3.4 does
+ * not): a gRPC server over HTTP/2 that ends a stale token's keep-alive stream
+ * with UNAUTHENTICATED, and drops the current token after each renewal.
  */
-function strictGateway() {
+async function strictEtcd() {
   let issued = 0;
   let valid = "";
   const renewals: number[] = [];
-  const server = Deno.serve(
-    { hostname: "127.0.0.1", port: 0, onListen: () => {} },
-    async (request) => {
-      const path = new URL(request.url).pathname;
-      const token = request.headers.get("authorization");
-      await request.body?.cancel();
-      if (path === "/v3/auth/authenticate") {
+  const check = (context: HandlerContext) => {
+    if (context.requestHeader.get("token") !== valid) {
+      throw new ConnectError(
+        "etcdserver: invalid auth token",
+        Code.Unauthenticated,
+      );
+    }
+  };
+  const routes = (router: ConnectRouter) => {
+    router.service(Auth, {
+      authenticate: () => {
         valid = `token-${++issued}`;
-        return Response.json({ token: valid });
-      }
-      if (token !== valid) {
-        const stale = {
-          grpc_code: 16,
-          http_code: 401,
-          message: "etcdserver: invalid auth token",
-        };
-        return path === "/v3/lease/keepalive"
-          ? Response.json({ error: stale })
-          : Response.json({ ...stale, code: 16 }, { status: 401 });
-      }
-      if (path === "/v3/lease/grant") {
-        return Response.json({ ID: "7", TTL: "2" });
-      }
-      if (path === "/v3/lease/keepalive") {
-        renewals.push(issued);
-        valid = "";
-        return Response.json({ result: { ID: "7", TTL: "2" } });
-      }
-      return Response.json({}, { status: 404 });
-    },
-  );
+        return { token: valid };
+      },
+    });
+    router.service(Lease, {
+      leaseGrant: (_, context) => {
+        check(context);
+        return { ID: 7n, TTL: 2n };
+      },
+      async *leaseKeepAlive(requests, context) {
+        check(context);
+        for await (const _ of requests) {
+          renewals.push(issued);
+          valid = "";
+          yield { ID: 7n, TTL: 2n };
+        }
+      },
+    });
+  };
+  const server = createServer(connectNodeAdapter({ routes }));
+  const listening = Promise.withResolvers<void>();
+  server.listen(0, "127.0.0.1", () => listening.resolve());
+  await listening.promise;
+  const { port } = server.address() as AddressInfo;
   return {
-    endpoint: `http://127.0.0.1:${server.addr.port}`,
+    endpoint: `http://127.0.0.1:${port}`,
     renewals,
-    [Symbol.asyncDispose]: () => server.shutdown(),
+    [Symbol.asyncDispose]: () =>
+      new Promise<void>((resolve) => server.close(() => resolve())),
   };
 }
 
 Deno.test(
   "a keep-alive refused for an expired token authenticates again within its bound and renews: never a lost lease",
   async () => {
-    await using gateway = strictGateway();
-    const etcd = new EtcdClient([gateway.endpoint], {
+    await using gateway = await strictEtcd();
+    using etcd = new EtcdClient([gateway.endpoint], {
       credentials: { user: "pklock", password: PASSWORD },
     });
     await using lease = await NodeLease.grant(etcd, {
@@ -270,7 +285,7 @@ Deno.test(
       marginMs: 500,
     });
     // After the first, each renewal needs a new token: the stale one is
-    // refused first, in a 200 with an error chunk.
+    // refused first, ending its stream.
     // Bounded: the lease's deadline fires `lost` within 1.5 s of silence.
     const lost = new Promise<never>((_, reject) =>
       lease.lost.addEventListener("abort", () => reject(lease.lost.reason), {

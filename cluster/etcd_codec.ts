@@ -1,19 +1,27 @@
 /**
- * The JSON mapping of etcd's v3 gateway, as pure functions: keys and values
- * are UTF-8 strings here and base64 on the wire, int64 fields are decimal
- * strings on the wire and numbers here (revisions fit 2^53 for millennia),
- * lease ids stay decimal strings, and fields at their default value are left
- * out by etcd.
+ * pklock's etcd requests and answers, and their mapping to and from etcd's
+ * protobuf messages (`proto/rpc.proto`), as pure functions: keys and values
+ * are UTF-8 strings here and bytes on the wire, int64 fields are `bigint` in
+ * the messages and numbers here (revisions fit 2^53 for millennia), and lease
+ * ids are decimal strings here.
  *
  * @module
  */
 
-/**
- * A gateway answer as parsed JSON: loosely typed on purpose, read only by the
- * decoders of this module and the client.
- */
-// deno-lint-ignore no-explicit-any
-export type GatewayJson = any;
+import type { MessageInitShape } from "@bufbuild/protobuf";
+import type { KeyValue as PbKeyValue } from "./proto/kv_pb.ts";
+import {
+  Compare_CompareResult,
+  Compare_CompareTarget,
+  type CompareSchema,
+  type PutRequestSchema,
+  type RangeRequestSchema,
+  type RangeResponse as PbRangeResponse,
+  type RequestOpSchema,
+  type ResponseOp,
+  type TxnRequestSchema,
+  type TxnResponse as PbTxnResponse,
+} from "./proto/rpc_pb.ts";
 
 /** A key and its revisions, as etcd stores it. */
 export interface KeyValue {
@@ -120,222 +128,229 @@ export interface TxnResponse {
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
+const EMPTY = new Uint8Array(0);
 
-/** A UTF-16 unit from 0x80 on: a string without one is its own UTF-8. */
-const NON_ASCII = /[\u0080-\uffff]/;
+/** The `range_end` and `key` fields of a request over a range. */
+export interface KeyBytes {
+  /** The key, or the first key of the range. */
+  key: Uint8Array;
+  /** The end of the range, exclusive; absent for one key. */
+  rangeEnd?: Uint8Array;
+}
+
+/** A range read as etcd's `RangeRequest`. */
+export type RangeInit = MessageInitShape<typeof RangeRequestSchema>;
+/** A txn as etcd's `TxnRequest`. */
+export type TxnInit = MessageInitShape<typeof TxnRequestSchema>;
+/** A put as etcd's `PutRequest`. */
+export type PutInit = MessageInitShape<typeof PutRequestSchema>;
+type OpInit = MessageInitShape<typeof RequestOpSchema>;
 
 /**
  * The key right after every key that starts with `prefix`, as etcd's
- * `range_end` wants it.
+ * `range_end` wants it: the prefix's UTF-8 bytes with the last one raised
+ * (UTF-8 never contains 0xff, so raising it cannot overflow); `"\0"`, every
+ * key, for the empty prefix.
  *
  * @param prefix The prefix.
- * @returns The range end, base64.
+ * @returns The range end.
  */
-export function prefixEnd(prefix: string): string {
-  if (prefix === "") return btoa("\0");
-  if (!NON_ASCII.test(prefix)) {
-    // Each character is a byte: the last one raised is at most 0x80, which
-    // `btoa` takes as that byte.
-    const last = prefix.charCodeAt(prefix.length - 1) + 1;
-    return btoa(prefix.slice(0, -1) + String.fromCharCode(last));
-  }
-  // UTF-8 never contains 0xff, so raising the last byte cannot overflow.
+export function prefixEnd(prefix: string): Uint8Array {
+  if (prefix === "") return new Uint8Array(1);
   const bytes = encoder.encode(prefix);
   bytes[bytes.length - 1]!++;
-  return bytes.toBase64();
+  return bytes;
 }
 
 /**
- * Base64 of a string's UTF-8 bytes. Keys and values are ASCII but for names
- * that are not: an ASCII string's characters are its UTF-8 bytes, and
- * `btoa` encodes them as they are, with no byte array between.
+ * A string's UTF-8 bytes, as a key or value goes on the wire.
  *
  * @param text The string.
- * @returns Its base64.
+ * @returns Its bytes.
  */
-export function b64(text: string): string {
-  return NON_ASCII.test(text) ? encoder.encode(text).toBase64() : btoa(text);
+export function utf8(text: string): Uint8Array {
+  return text === "" ? EMPTY : encoder.encode(text);
 }
 
 /**
- * A base64 field of the gateway back to a string. `atob` gives one
- * character per byte: when every byte is ASCII, that is the UTF-8 text.
+ * A key or value back to a string; invalid UTF-8 is replaced.
  *
- * @param base64 The field; absent means empty.
+ * @param bytes The bytes.
  * @returns The string.
  */
-export function unb64(base64: string | undefined): string {
-  if (!base64) return "";
-  const binary = atob(base64);
-  if (!NON_ASCII.test(binary)) return binary;
-  return decoder.decode(Uint8Array.fromBase64(base64));
+export function unutf8(bytes: Uint8Array): string {
+  return bytes.length === 0 ? "" : decoder.decode(bytes);
 }
 
 /**
- * One key of a gateway answer, decoded.
+ * One key of an answer, decoded.
  *
- * @param kv The gateway's `mvccpb.KeyValue`.
+ * @param kv etcd's `mvccpb.KeyValue`.
  * @returns The key.
  */
-export function decodeKeyValue(kv: GatewayJson): KeyValue {
+export function decodeKeyValue(kv: PbKeyValue): KeyValue {
   return {
-    key: unb64(kv.key),
-    value: unb64(kv.value),
-    createRevision: Number(kv.create_revision ?? 0),
-    modRevision: Number(kv.mod_revision ?? 0),
-    lease: String(kv.lease ?? "0"),
+    key: unutf8(kv.key),
+    value: unutf8(kv.value),
+    createRevision: Number(kv.createRevision),
+    modRevision: Number(kv.modRevision),
+    lease: String(kv.lease),
   };
 }
 
 /**
- * The gateway's key and range end of a range.
+ * The key and range end of a range.
  *
  * @param range The range.
- * @returns `{key, range_end?}`, base64.
+ * @returns `{key, rangeEnd?}`.
  */
-export function rangeKeys(
-  range: KeyRange,
-): { key: string; range_end?: string } {
-  const keys: { key: string; range_end?: string } = { key: b64(range.key) };
-  if (range.prefix) keys.range_end = prefixEnd(range.key);
-  else if (range.end !== undefined) keys.range_end = b64(range.end);
+export function rangeKeys(range: KeyRange): KeyBytes {
+  const keys: KeyBytes = { key: utf8(range.key) };
+  if (range.prefix) keys.rangeEnd = prefixEnd(range.key);
+  else if (range.end !== undefined) keys.rangeEnd = utf8(range.end);
   return keys;
 }
 
 /**
- * The revision in a gateway answer's header.
- *
- * @param body The answer.
- * @returns The revision, 0 when absent.
- */
-export function revisionOf(body: GatewayJson): number {
-  return Number(body.header?.revision ?? 0);
-}
-
-/**
- * The gateway body of a range read.
+ * The message of a range read.
  *
  * @param request The read.
- * @returns Its JSON.
+ * @returns Its `RangeRequest`.
  */
-export function rangeBody(request: RangeRequest): Record<string, unknown> {
-  const body: Record<string, unknown> = rangeKeys(request);
-  if (request.revision) body.revision = String(request.revision);
-  if (request.limit) body.limit = String(request.limit);
-  return body;
+export function rangeRequest(request: RangeRequest): RangeInit {
+  const message: RangeInit = rangeKeys(request);
+  if (request.revision) message.revision = BigInt(request.revision);
+  if (request.limit) message.limit = BigInt(request.limit);
+  return message;
 }
 
 /**
- * The gateway body of a put.
+ * The message of a put.
  *
  * @param request The put.
- * @returns Its JSON.
+ * @returns Its `PutRequest`.
  */
-export function putBody(request: PutRequest): Record<string, unknown> {
-  const body: Record<string, unknown> = {
-    key: b64(request.key),
-    value: b64(request.value),
+export function putRequest(request: PutRequest): PutInit {
+  const message: PutInit = {
+    key: utf8(request.key),
+    value: utf8(request.value),
   };
-  if (request.lease) body.lease = request.lease;
-  return body;
+  if (request.lease) message.lease = BigInt(request.lease);
+  return message;
 }
 
 const TARGETS = {
-  create: ["CREATE", "create_revision"],
-  mod: ["MOD", "mod_revision"],
-  version: ["VERSION", "version"],
-  value: ["VALUE", "value"],
-  lease: ["LEASE", "lease"],
+  create: [Compare_CompareTarget.CREATE, "createRevision"],
+  mod: [Compare_CompareTarget.MOD, "modRevision"],
+  version: [Compare_CompareTarget.VERSION, "version"],
+  value: [Compare_CompareTarget.VALUE, "value"],
+  lease: [Compare_CompareTarget.LEASE, "lease"],
 } as const;
 
 const RESULTS = {
-  "==": "EQUAL",
-  "!=": "NOT_EQUAL",
-  "<": "LESS",
-  ">": "GREATER",
+  "==": Compare_CompareResult.EQUAL,
+  "!=": Compare_CompareResult.NOT_EQUAL,
+  "<": Compare_CompareResult.LESS,
+  ">": Compare_CompareResult.GREATER,
 } as const;
 
-function compareBody(compare: Compare): Record<string, unknown> {
+function compareMessage(
+  compare: Compare,
+): MessageInitShape<typeof CompareSchema> {
   const [target, field] = TARGETS[compare.target];
-  const body: Record<string, unknown> = rangeKeys(compare);
-  body.target = target;
-  body.result = RESULTS[compare.result];
-  body[field] = compare.target === "value"
-    ? b64(String(compare.value))
-    : String(compare.value);
-  return body;
+  return {
+    ...rangeKeys(compare),
+    target,
+    result: RESULTS[compare.result],
+    targetUnion: field === "value"
+      ? { case: field, value: utf8(String(compare.value)) }
+      : { case: field, value: BigInt(compare.value) },
+  };
 }
 
-function opBody(op: TxnOp): Record<string, unknown> {
-  if ("put" in op) return { request_put: putBody(op.put) };
-  if ("range" in op) return { request_range: rangeBody(op.range) };
+function opMessage(op: TxnOp): OpInit {
+  if ("put" in op) {
+    return { request: { case: "requestPut", value: putRequest(op.put) } };
+  }
+  if ("range" in op) {
+    return { request: { case: "requestRange", value: rangeRequest(op.range) } };
+  }
   if ("txn" in op) {
     const { compare, success, failure } = op.txn;
-    return { request_txn: txnBody(compare, success, failure) };
+    return {
+      request: {
+        case: "requestTxn",
+        value: txnRequest(compare, success, failure),
+      },
+    };
   }
-  return { request_delete_range: rangeKeys(op.deleteRange) };
+  return {
+    request: { case: "requestDeleteRange", value: rangeKeys(op.deleteRange) },
+  };
 }
 
 /**
  * A range answer, decoded.
  *
- * @param body The gateway's answer.
+ * @param answer etcd's `RangeResponse`.
  * @returns The keys read.
  */
-export function decodeRange(body: GatewayJson): RangeResponse {
+export function decodeRange(answer: PbRangeResponse): RangeResponse {
   return {
-    kvs: (body.kvs ?? []).map(decodeKeyValue),
-    more: body.more === true,
-    revision: revisionOf(body),
+    kvs: answer.kvs.map(decodeKeyValue),
+    more: answer.more,
+    revision: Number(answer.header?.revision ?? 0),
   };
 }
 
 /**
- * The gateway body of a txn.
+ * The message of a txn.
  *
  * @param compare The comparisons.
  * @param success Run when they all hold.
  * @param failure Run otherwise.
- * @returns Its JSON.
+ * @returns Its `TxnRequest`.
  */
-export function txnBody(
+export function txnRequest(
   compare: Compare[],
   success: TxnOp[],
   failure: TxnOp[],
-): Record<string, unknown> {
+): TxnInit {
   return {
-    compare: compare.map(compareBody),
-    success: success.map(opBody),
-    failure: failure.map(opBody),
+    compare: compare.map(compareMessage),
+    success: success.map(opMessage),
+    failure: failure.map(opMessage),
   };
 }
 
 /**
  * A txn answer, decoded.
  *
- * @param body The gateway's answer.
+ * @param answer etcd's `TxnResponse`.
  * @returns Which branch ran, its answers and the revision.
  */
-export function decodeTxn(body: GatewayJson): TxnResponse {
+export function decodeTxn(answer: PbTxnResponse): TxnResponse {
   return {
-    succeeded: body.succeeded === true,
-    revision: revisionOf(body),
-    responses: (body.responses ?? []).map(decodeOpResponse),
+    succeeded: answer.succeeded,
+    revision: Number(answer.header?.revision ?? 0),
+    responses: answer.responses.map(decodeOpResponse),
   };
 }
 
-function decodeOpResponse(r: GatewayJson): TxnOpResponse {
-  if (r.response_range) return { range: decodeRange(r.response_range) };
-  if (r.response_delete_range) {
-    return { deleted: Number(r.response_delete_range.deleted ?? 0) };
+function decodeOpResponse({ response }: ResponseOp): TxnOpResponse {
+  switch (response.case) {
+    case "responseRange":
+      return { range: decodeRange(response.value) };
+    case "responseDeleteRange":
+      return { deleted: Number(response.value.deleted) };
+    case "responseTxn":
+      return {
+        txn: {
+          succeeded: response.value.succeeded,
+          responses: response.value.responses.map(decodeOpResponse),
+        },
+      };
+    default:
+      return {};
   }
-  if (r.response_txn) {
-    return {
-      txn: {
-        succeeded: r.response_txn.succeeded === true,
-        responses: (r.response_txn.responses ?? []).map(decodeOpResponse),
-      },
-    };
-  }
-  return {};
 }

@@ -1,67 +1,59 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
+import { create, fromBinary, toBinary } from "@bufbuild/protobuf";
 import {
-  b64,
   decodeKeyValue,
   decodeTxn,
   prefixEnd,
   rangeKeys,
-  txnBody,
   type TxnRequest,
-  unb64,
+  txnRequest,
+  unutf8,
+  utf8,
 } from "./etcd_codec.ts";
+import { KeyValueSchema } from "./proto/kv_pb.ts";
+import {
+  Compare_CompareResult,
+  Compare_CompareTarget,
+  TxnRequestSchema,
+  TxnResponseSchema,
+} from "./proto/rpc_pb.ts";
 
 const pure = { permissions: "none" } as const;
+const encoder = new TextEncoder();
+const bytes = (text: string) => encoder.encode(text);
 
 Deno.test(
-  "b64() and unb64() round-trip UTF-8, and an absent field is empty",
+  "utf8() and unutf8() round-trip any string's UTF-8, and empty is empty",
   pure,
   () => {
-    assert.equal(b64("/q/é"), btoa("/q/\xc3\xa9"));
-    assert.equal(unb64(b64("zwei ✓ 🔒")), "zwei ✓ 🔒");
-    assert.equal(unb64(undefined), "");
-  },
-);
-
-/** Base64 of bytes, one character per byte through `btoa`. */
-function bytesToBase64(bytes: Uint8Array): string {
-  let binary = "";
-  for (const byte of bytes) binary += String.fromCharCode(byte);
-  return btoa(binary);
-}
-
-Deno.test(
-  "b64() is the base64 of the UTF-8 bytes of any string, lone surrogates included",
-  pure,
-  () => {
-    const encoder = new TextEncoder();
+    assert.deepEqual(utf8("/q/é"), new Uint8Array([47, 113, 47, 0xc3, 0xa9]));
+    assert.equal(unutf8(utf8("zwei ✓ 🔒")), "zwei ✓ 🔒");
+    assert.equal(unutf8(new Uint8Array()), "");
+    assert.deepEqual(utf8("a\ud800"), bytes("a\ufffd"), "a lone surrogate");
     fc.assert(
       fc.property(
         fc.oneof(fc.string(), fc.string({ unit: "binary" })),
-        (text) => {
-          assert.equal(b64(text), bytesToBase64(encoder.encode(text)));
-        },
+        (text) => assert.deepEqual(utf8(text), encoder.encode(text)),
       ),
       { numRuns: 500 },
     );
-    assert.equal(b64("a\ud800"), btoa("a\xef\xbf\xbd"));
   },
 );
 
 Deno.test(
-  "unb64() decodes any bytes as UTF-8, invalid sequences replaced",
+  "unutf8() decodes any bytes as UTF-8, invalid sequences replaced",
   pure,
   () => {
     const decoder = new TextDecoder();
     fc.assert(
-      fc.property(fc.uint8Array({ maxLength: 64 }), (bytes) => {
-        assert.equal(unb64(bytesToBase64(bytes)), decoder.decode(bytes));
+      fc.property(fc.uint8Array({ maxLength: 64 }), (raw) => {
+        assert.equal(unutf8(raw), decoder.decode(raw));
       }),
       { numRuns: 500 },
     );
-    assert.equal(unb64(btoa("\xef\xbb\xbfk")), "k", "a BOM is dropped");
-    assert.equal(unb64(btoa("\xffk")), "\ufffdk");
-    assert.throws(() => unb64("not base64!"));
+    assert.equal(unutf8(new Uint8Array([0xef, 0xbb, 0xbf, 107])), "k", "BOM");
+    assert.equal(unutf8(new Uint8Array([0xff, 107])), "\ufffdk");
   },
 );
 
@@ -69,143 +61,147 @@ Deno.test(
   "prefixEnd() is the prefix with its last UTF-8 byte raised",
   pure,
   () => {
-    assert.equal(prefixEnd("/a/"), b64("/a0"));
-    assert.equal(prefixEnd("é"), btoa("\xc3\xaa"));
-    assert.equal(
+    assert.deepEqual(prefixEnd("/a/"), bytes("/a0"));
+    assert.deepEqual(prefixEnd("é"), new Uint8Array([0xc3, 0xaa]));
+    assert.deepEqual(prefixEnd("a\x7f"), new Uint8Array([97, 0x80]));
+    assert.deepEqual(
       prefixEnd(""),
-      btoa("\0"),
+      new Uint8Array([0]),
       "the empty prefix covers every key",
     );
-  },
-);
-
-Deno.test(
-  "prefixEnd() of any string is its UTF-8 bytes with the last one raised",
-  pure,
-  () => {
-    const encoder = new TextEncoder();
     fc.assert(
       fc.property(
         fc.oneof(fc.string({ minLength: 1 }), fc.string({ unit: "binary" })),
         (prefix) => {
-          const bytes = encoder.encode(prefix);
-          if (bytes.length === 0) return;
-          bytes[bytes.length - 1]!++;
-          assert.equal(prefixEnd(prefix), bytesToBase64(bytes));
+          const raised = encoder.encode(prefix);
+          if (raised.length === 0) return;
+          raised[raised.length - 1]!++;
+          assert.deepEqual(prefixEnd(prefix), raised);
         },
       ),
       { numRuns: 500 },
     );
-    assert.equal(prefixEnd("a\x7f"), btoa("a\x80"));
   },
 );
 
 Deno.test("rangeKeys() covers one key, a prefix, or [key, end)", pure, () => {
-  assert.deepEqual(rangeKeys({ key: "k" }), { key: b64("k") });
+  assert.deepEqual(rangeKeys({ key: "k" }), { key: bytes("k") });
   assert.deepEqual(rangeKeys({ key: "/p/", prefix: true }), {
-    key: b64("/p/"),
-    range_end: b64("/p0"),
+    key: bytes("/p/"),
+    rangeEnd: bytes("/p0"),
   });
   assert.deepEqual(rangeKeys({ key: "a", end: "c" }), {
-    key: b64("a"),
-    range_end: b64("c"),
+    key: bytes("a"),
+    rangeEnd: bytes("c"),
   });
 });
 
 Deno.test(
-  "txnBody() maps compares and ops to the gateway's field names",
+  "txnRequest() maps compares and ops to etcd's messages, and they encode",
   pure,
   () => {
-    assert.deepEqual(
-      txnBody(
-        [
-          {
-            key: "/q/",
-            prefix: true,
-            target: "create",
-            result: "==",
-            value: 0,
-          },
-          { key: "k", target: "value", result: "!=", value: "v" },
-        ],
-        [{ put: { key: "k", value: "v", lease: "7" } }],
-        [{ range: { key: "k", limit: 1 } }, { deleteRange: { key: "d" } }],
-      ),
-      {
-        compare: [
-          {
-            key: b64("/q/"),
-            range_end: b64("/q0"),
-            target: "CREATE",
-            result: "EQUAL",
-            create_revision: "0",
-          },
-          {
-            key: b64("k"),
-            target: "VALUE",
-            result: "NOT_EQUAL",
-            value: b64("v"),
-          },
-        ],
-        success: [{
-          request_put: { key: b64("k"), value: b64("v"), lease: "7" },
-        }],
-        failure: [
-          { request_range: { key: b64("k"), limit: "1" } },
-          { request_delete_range: { key: b64("d") } },
-        ],
-      },
+    const request = txnRequest(
+      [
+        { key: "/q/", prefix: true, target: "create", result: "==", value: 0 },
+        { key: "k", target: "value", result: "!=", value: "v" },
+        { key: "k", target: "lease", result: ">", value: "7" },
+      ],
+      [{ put: { key: "k", value: "v", lease: "7" } }],
+      [{ range: { key: "k", limit: 1 } }, { deleteRange: { key: "d" } }],
     );
+    assert.deepEqual(request, {
+      compare: [
+        {
+          key: bytes("/q/"),
+          rangeEnd: bytes("/q0"),
+          target: Compare_CompareTarget.CREATE,
+          result: Compare_CompareResult.EQUAL,
+          targetUnion: { case: "createRevision", value: 0n },
+        },
+        {
+          key: bytes("k"),
+          target: Compare_CompareTarget.VALUE,
+          result: Compare_CompareResult.NOT_EQUAL,
+          targetUnion: { case: "value", value: bytes("v") },
+        },
+        {
+          key: bytes("k"),
+          target: Compare_CompareTarget.LEASE,
+          result: Compare_CompareResult.GREATER,
+          targetUnion: { case: "lease", value: 7n },
+        },
+      ],
+      success: [{
+        request: {
+          case: "requestPut",
+          value: { key: bytes("k"), value: bytes("v"), lease: 7n },
+        },
+      }],
+      failure: [
+        {
+          request: {
+            case: "requestRange",
+            value: { key: bytes("k"), limit: 1n },
+          },
+        },
+        { request: { case: "requestDeleteRange", value: { key: bytes("d") } } },
+      ],
+    });
+    const wire = toBinary(TxnRequestSchema, create(TxnRequestSchema, request));
+    const back = fromBinary(TxnRequestSchema, wire);
+    assert.equal(back.compare[0]!.targetUnion.case, "createRevision");
+    assert.deepEqual(back.compare[0]!.rangeEnd, bytes("/q0"));
+    assert.equal(back.failure[1]!.request.case, "requestDeleteRange");
   },
 );
 
 Deno.test(
-  "decodeTxn() and decodeKeyValue() read strings as numbers and fill defaults",
+  "decodeTxn() and decodeKeyValue() read int64s as numbers, and lease ids as decimal strings",
   pure,
   () => {
-    const kv = {
-      key: b64("k"),
-      create_revision: "5",
-      mod_revision: "9",
-      lease: "12",
-    };
+    const kv = create(KeyValueSchema, {
+      key: bytes("k"),
+      createRevision: 5n,
+      modRevision: 9n,
+      lease: 7587888423475298820n,
+    });
     assert.deepEqual(decodeKeyValue(kv), {
       key: "k",
       value: "",
       createRevision: 5,
       modRevision: 9,
-      lease: "12",
+      lease: "7587888423475298820",
     });
-    assert.deepEqual(
-      decodeTxn({
-        header: { revision: "10" },
-        responses: [
-          {
-            response_range: {
-              header: { revision: "10" },
-              kvs: [kv],
-              more: true,
-            },
+    const answer = create(TxnResponseSchema, {
+      header: { revision: 10n },
+      responses: [
+        {
+          response: {
+            case: "responseRange",
+            value: { header: { revision: 10n }, kvs: [kv], more: true },
           },
-          { response_delete_range: { deleted: "2" } },
-          { response_put: {} },
-        ],
-      }),
-      {
-        succeeded: false,
-        revision: 10,
-        responses: [
-          { range: { kvs: [decodeKeyValue(kv)], more: true, revision: 10 } },
-          { deleted: 2 },
-          {},
-        ],
-      },
-    );
+        },
+        { response: { case: "responseDeleteRange", value: { deleted: 2n } } },
+        { response: { case: "responsePut", value: {} } },
+      ],
+    });
+    const decoded = {
+      succeeded: false,
+      revision: 10,
+      responses: [
+        { range: { kvs: [decodeKeyValue(kv)], more: true, revision: 10 } },
+        { deleted: 2 },
+        {},
+      ],
+    };
+    assert.deepEqual(decodeTxn(answer), decoded);
+    const wire = toBinary(TxnResponseSchema, answer);
+    assert.deepEqual(decodeTxn(fromBinary(TxnResponseSchema, wire)), decoded);
   },
 );
 
 Deno.test(
-  "a nested txn maps to request_txn, and response_txn reads back with its branch",
+  "a nested txn maps to requestTxn, and responseTxn reads back with its branch",
   pure,
   () => {
     const inner: TxnRequest = {
@@ -213,47 +209,64 @@ Deno.test(
       success: [{ put: { key: "k", value: "v" } }],
       failure: [{ range: { key: "k" } }],
     };
-    assert.deepEqual(
-      txnBody([], [{ txn: inner }], []),
-      {
-        compare: [],
-        success: [{
-          request_txn: {
+    assert.deepEqual(txnRequest([], [{ txn: inner }], []), {
+      compare: [],
+      success: [{
+        request: {
+          case: "requestTxn",
+          value: {
             compare: [{
-              key: b64("k"),
-              target: "CREATE",
-              result: "EQUAL",
-              create_revision: "3",
+              key: bytes("k"),
+              target: Compare_CompareTarget.CREATE,
+              result: Compare_CompareResult.EQUAL,
+              targetUnion: { case: "createRevision", value: 3n },
             }],
-            success: [{ request_put: { key: b64("k"), value: b64("v") } }],
-            failure: [{ request_range: { key: b64("k") } }],
+            success: [{
+              request: {
+                case: "requestPut",
+                value: { key: bytes("k"), value: bytes("v") },
+              },
+            }],
+            failure: [{
+              request: { case: "requestRange", value: { key: bytes("k") } },
+            }],
           },
-        }],
-        failure: [],
-      },
-    );
-    assert.deepEqual(
-      decodeTxn({
-        header: { revision: "12" },
-        succeeded: true,
-        responses: [
-          { response_txn: { header: {}, responses: [{ response_range: {} }] } },
-          { response_txn: { succeeded: true, responses: [{}] } },
-        ],
-      }),
-      {
-        succeeded: true,
-        revision: 12,
-        responses: [
-          {
-            txn: {
-              succeeded: false,
-              responses: [{ range: { kvs: [], more: false, revision: 0 } }],
+        },
+      }],
+      failure: [],
+    });
+    const answer = create(TxnResponseSchema, {
+      header: { revision: 12n },
+      succeeded: true,
+      responses: [
+        {
+          response: {
+            case: "responseTxn",
+            value: {
+              responses: [{ response: { case: "responseRange", value: {} } }],
             },
           },
-          { txn: { succeeded: true, responses: [{}] } },
-        ],
-      },
-    );
+        },
+        {
+          response: {
+            case: "responseTxn",
+            value: { succeeded: true, responses: [{}] },
+          },
+        },
+      ],
+    });
+    assert.deepEqual(decodeTxn(answer), {
+      succeeded: true,
+      revision: 12,
+      responses: [
+        {
+          txn: {
+            succeeded: false,
+            responses: [{ range: { kvs: [], more: false, revision: 0 } }],
+          },
+        },
+        { txn: { succeeded: true, responses: [{}] } },
+      ],
+    });
   },
 );

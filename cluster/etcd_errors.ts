@@ -4,8 +4,8 @@
  * @module
  */
 
+import { ConnectError } from "@connectrpc/connect";
 import { PklockError } from "../protocol/errors.ts";
-import type { GatewayJson } from "./etcd_codec.ts";
 
 /** etcd's gRPC status of an endpoint that cannot answer now. */
 export const UNAVAILABLE = 14;
@@ -62,24 +62,16 @@ export class EtcdUnavailableError extends EtcdError {
 }
 
 /**
- * The typed error of a gateway error answer: a unary call's
- * `{error, message, code}`, or a stream's `{grpc_code, message}` chunk.
+ * The typed error of a failed call: etcd's gRPC status, or the transport's
+ * own (a refused connection, a timeout) as Connect reports it.
  *
- * @param path The request's path.
- * @param answer The answer's JSON.
- * @param status The HTTP status.
- * @returns The error.
+ * @param method The call (`KV.Range`).
+ * @param error What the call threw.
+ * @returns The error, with `error` as its cause.
  */
-export function etcdError(
-  path: string,
-  answer: GatewayJson,
-  status: number,
-): EtcdError {
-  const text = String(answer?.message ?? answer?.error ?? `HTTP ${status}`);
-  const code = Number(
-    answer?.code ?? answer?.grpc_code ?? (status === 503 ? UNAVAILABLE : 2),
-  );
-  return typed(path, text, code);
+export function etcdError(method: string, error: unknown): EtcdError {
+  const failed = ConnectError.from(error);
+  return typed(method, failed.rawMessage, failed.code, failed);
 }
 
 /**
@@ -92,22 +84,35 @@ export function etcdError(
 export function watchCancelled(reason: string): EtcdError {
   const status = /code = (\w+) desc = (.*)$/s.exec(reason);
   const code = status ? STATUS_NAMES[status[1]!] ?? 2 : 1;
-  return typed("/v3/watch", `cancelled: ${status?.[2] ?? reason}`, code);
+  return typed("Watch", `cancelled: ${status?.[2] ?? reason}`, code);
 }
 
-function typed(path: string, text: string, code: number): EtcdError {
-  const message = `Cannot call etcd "${path}": ${text}`;
+function typed(
+  method: string,
+  text: string,
+  code: number,
+  cause?: unknown,
+): EtcdError {
+  const message = `Cannot call etcd "${method}": ${text}`;
+  const options = cause === undefined ? undefined : { cause };
   if (code === RESOURCE_EXHAUSTED && text.includes("space exceeded")) {
     return new EtcdNoSpaceError(
       `etcd is out of space (its NOSPACE alarm is raised: compact, defragment, then disarm it); ${message}`,
       code,
+      options,
     );
   }
   if (
     code === INVALID_ARGUMENT &&
     /authentication failed|user name is empty/.test(text)
   ) {
-    return new EtcdAuthError(message, code);
+    return new EtcdAuthError(message, code, options);
   }
-  return new EtcdError(message, code);
+  // A request past the member's gRPC limit (`--max-request-bytes` plus
+  // 512 KiB) is as invalid as one past `--max-request-bytes` itself, which
+  // etcd refuses with INVALID_ARGUMENT "request is too large".
+  if (code === RESOURCE_EXHAUSTED && text.includes("larger than max")) {
+    return new EtcdError(message, INVALID_ARGUMENT, options);
+  }
+  return new EtcdError(message, code, options);
 }

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { Code, ConnectError } from "@connectrpc/connect";
 import {
   EtcdAuthError,
   EtcdError,
@@ -10,52 +11,64 @@ import {
 
 const pure = { permissions: "none" } as const;
 
-Deno.test("etcdError() types a unary answer by its code", pure, () => {
-  const stale = etcdError("/v3/kv/range", {
-    error: "etcdserver: invalid auth token",
-    message: "etcdserver: invalid auth token",
-    code: 16,
-  }, 401);
+Deno.test("etcdError() types a call's status by its code", pure, () => {
+  const stale = etcdError(
+    "KV.Range",
+    new ConnectError("etcdserver: invalid auth token", Code.Unauthenticated),
+  );
   assert.equal(stale.code, UNAUTHENTICATED);
   assert.equal(
     stale.message,
-    'Cannot call etcd "/v3/kv/range": etcdserver: invalid auth token',
+    'Cannot call etcd "KV.Range": etcdserver: invalid auth token',
   );
-  const wrong = etcdError("/v3/auth/authenticate", {
-    message: "etcdserver: authentication failed, invalid user ID or password",
-    code: 3,
-  }, 400);
+  assert.ok(stale.cause instanceof ConnectError);
+  const wrong = etcdError(
+    "Auth.Authenticate",
+    new ConnectError(
+      "etcdserver: authentication failed, invalid user ID or password",
+      Code.InvalidArgument,
+    ),
+  );
   assert.ok(wrong instanceof EtcdAuthError);
   assert.ok(
-    etcdError("/v3/kv/put", {
-      message: "etcdserver: user name is empty",
-      code: 3,
-    }, 400) instanceof EtcdAuthError,
+    etcdError(
+      "KV.Put",
+      new ConnectError("etcdserver: user name is empty", Code.InvalidArgument),
+    ) instanceof EtcdAuthError,
   );
-  const other = etcdError("/v3/kv/put", {
-    message: "etcdserver: key is not provided",
-    code: 3,
-  }, 400);
+  const other = etcdError(
+    "KV.Put",
+    new ConnectError("etcdserver: key is not provided", Code.InvalidArgument),
+  );
   assert.equal(other.name, "EtcdError");
+  assert.equal(other.code, 3);
+  const refused = etcdError("KV.Put", new TypeError("connection refused"));
+  assert.equal(refused.code, Code.Unknown, "not a status: unknown");
 });
 
 Deno.test(
-  "etcdError() reads a stream's error chunk, and names the NOSPACE alarm",
+  "etcdError() names the NOSPACE alarm, and a request past the gRPC limit is invalid",
   pure,
   () => {
-    const chunk = etcdError("/v3/lease/keepalive", {
-      grpc_code: 16,
-      http_code: 401,
-      message: "etcdserver: invalid auth token",
-    }, 200);
-    assert.equal(chunk.code, UNAUTHENTICATED);
-    const full = etcdError("/v3/kv/txn", {
-      message: "etcdserver: mvcc: database space exceeded",
-      code: 8,
-    }, 429);
+    const full = etcdError(
+      "KV.Txn",
+      new ConnectError(
+        "etcdserver: mvcc: database space exceeded",
+        Code.ResourceExhausted,
+      ),
+    );
     assert.ok(full instanceof EtcdNoSpaceError);
     assert.match(full.message, /^etcd is out of space \(its NOSPACE alarm/);
     assert.match(full.message, /database space exceeded$/);
+    const large = etcdError(
+      "KV.Txn",
+      new ConnectError(
+        "grpc: received message larger than max (2097160 vs. 2097152)",
+        Code.ResourceExhausted,
+      ),
+    );
+    assert.equal(large.code, 3);
+    assert.ok(!(large instanceof EtcdNoSpaceError));
   },
 );
 
@@ -66,7 +79,7 @@ Deno.test("watchCancelled() types a cancel reason by its status", pure, () => {
   assert.equal(stale.code, UNAUTHENTICATED);
   assert.equal(
     stale.message,
-    'Cannot call etcd "/v3/watch": cancelled: etcdserver: invalid auth token',
+    'Cannot call etcd "Watch": cancelled: etcdserver: invalid auth token',
   );
   assert.ok(
     watchCancelled(

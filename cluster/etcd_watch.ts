@@ -1,6 +1,6 @@
 /**
- * etcd's streamed watch over the JSON gateway: one POST whose response is one
- * JSON object per line. The watch survives member failures by starting again,
+ * etcd's streamed watch: one `Watch` stream with one create request, kept
+ * open, whose answers are the events. The watch survives member failures by starting again,
  * on the next endpoint, from the revision after the last one delivered; it
  * treats a stream that stays silent longer than `progressTimeoutMs` as dead
  * (members must run with `--experimental-watch-progress-notify-interval` well
@@ -11,6 +11,7 @@
  * @module
  */
 
+import type { MessageInitShape } from "@bufbuild/protobuf";
 import type { EtcdClient } from "./etcd.ts";
 import {
   EtcdError,
@@ -20,11 +21,12 @@ import {
 } from "./etcd_errors.ts";
 import {
   decodeKeyValue,
-  type GatewayJson,
   type KeyRange,
   type KeyValue,
   rangeKeys,
 } from "./etcd_codec.ts";
+import { Event_EventType } from "./proto/kv_pb.ts";
+import { Watch, type WatchRequestSchema } from "./proto/rpc_pb.ts";
 import { delay } from "../message/io.ts";
 import { LinkedAbort } from "./linked_abort.ts";
 
@@ -115,36 +117,38 @@ export async function* watch(
     let token: string | undefined;
     try {
       token = await client.token(signal);
-      const body = JSON.stringify({
-        create_request: {
-          ...rangeKeys(range),
-          start_revision: String(next),
-          progress_notify: true,
+      const create: WatchInit = {
+        requestUnion: {
+          case: "createRequest",
+          value: {
+            ...rangeKeys(range),
+            startRevision: BigInt(next),
+            progressNotify: true,
+          },
         },
-      });
-      const url = `${endpoint}/v3/watch`;
-      const response = await client.post(url, body, token, signal);
-      if (!response.ok) {
-        throw etcdError("/v3/watch", await response.json(), response.status);
-      }
-      for await (const message of lines(response.body!, signal)) {
+      };
+      const method = Watch.method.watch;
+      const answers = await client.stream(
+        endpoint,
+        method,
+        openUntil(create, signal),
+        token,
+        signal,
+      );
+      for await (const answer of answers) {
         quiet.heard();
-        if (message.error) throw etcdError("/v3/watch", message.error, 200);
-        const result = message.result ?? {};
-        const compacted = Number(result.compact_revision ?? 0);
+        const compacted = Number(answer.compactRevision);
         if (compacted > 0) throw new EtcdCompactedError(compacted, next);
-        if (result.canceled) {
-          throw watchCancelled(String(result.cancel_reason ?? "no reason"));
+        if (answer.canceled) {
+          throw watchCancelled(answer.cancelReason || "no reason");
         }
-        if (result.created) continue;
-        const events: WatchEvent[] = (result.events ?? []).map((
-          e: GatewayJson,
-        ) => ({
-          type: e.type === "DELETE" ? "delete" : "put",
-          kv: decodeKeyValue(e.kv),
+        if (answer.created) continue;
+        const events: WatchEvent[] = answer.events.map((e) => ({
+          type: e.type === Event_EventType.DELETE ? "delete" : "put",
+          kv: decodeKeyValue(e.kv!),
         }));
         const last = events.at(-1);
-        const revision = Number(result.header?.revision ?? 0);
+        const revision = Number(answer.header?.revision ?? 0);
         if (last) next = Math.max(next, last.kv.modRevision + 1);
         else next = Math.max(next, revision + 1);
         yield { revision: next - 1, events };
@@ -152,9 +156,10 @@ export async function* watch(
     } catch (error) {
       if (outer?.aborted) return;
       if (error instanceof EtcdCompactedError) throw error;
-      if (error instanceof EtcdError && error.code === UNAUTHENTICATED) {
-        client.refused(token);
-      }
+      const failed = error instanceof EtcdError
+        ? error
+        : etcdError("Watch", error);
+      if (failed.code === UNAUTHENTICATED) client.refused(token);
     } finally {
       stream.abort();
     }
@@ -196,34 +201,19 @@ class Silence implements Disposable {
   }
 }
 
+type WatchInit = MessageInitShape<typeof WatchRequestSchema>;
+
 /**
- * The JSON objects of a newline-delimited stream, until it ends or `signal`
- * aborts. The body is cancelled on abort by hand: aborting the fetch's own
- * signal did not always end a pending read of a streamed body here.
+ * A stream of one request that stays open, not half-closed, until `signal`
+ * aborts.
  */
-async function* lines(
-  body: ReadableStream<Uint8Array>,
+async function* openUntil(
+  request: WatchInit,
   signal: AbortSignal,
-): AsyncGenerator<GatewayJson> {
-  const reader = body.getReader();
-  const cancel = () => void reader.cancel(signal.reason).catch(() => {});
-  signal.addEventListener("abort", cancel, { once: true });
-  const decoder = new TextDecoder();
-  let buffered = "";
-  try {
-    while (!signal.aborted) {
-      const { done, value } = await reader.read();
-      if (done) return;
-      buffered += decoder.decode(value, { stream: true });
-      let newline: number;
-      while ((newline = buffered.indexOf("\n")) >= 0) {
-        const line = buffered.slice(0, newline).trim();
-        buffered = buffered.slice(newline + 1);
-        if (line) yield JSON.parse(line);
-      }
-    }
-  } finally {
-    signal.removeEventListener("abort", cancel);
-    if (!signal.aborted) cancel();
-  }
+): AsyncGenerator<WatchInit> {
+  yield request;
+  if (signal.aborted) return;
+  const { promise, resolve } = Promise.withResolvers<void>();
+  signal.addEventListener("abort", () => resolve(), { once: true });
+  await promise;
 }

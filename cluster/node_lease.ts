@@ -17,7 +17,7 @@
 import { PklockError } from "../protocol/errors.ts";
 import { delay } from "../message/io.ts";
 import type { EtcdClient } from "./etcd.ts";
-import { withTimeout } from "./etcd_http.ts";
+import { withTimeout } from "./etcd_grpc.ts";
 
 /** Options of {@linkcode NodeLease.grant}. */
 export interface NodeLeaseOptions {

@@ -1,6 +1,15 @@
 import assert from "node:assert/strict";
 import { EtcdClient } from "./etcd.ts";
-import { b64 } from "./etcd_codec.ts";
+import type {
+  DescMessage,
+  DescMethod,
+  DescMethodBiDiStreaming,
+  DescMethodUnary,
+  MessageInitShape,
+  MessageShape,
+} from "@bufbuild/protobuf";
+import { type TxnInit, utf8 } from "./etcd_codec.ts";
+import { KV } from "./proto/rpc_pb.ts";
 import { Node } from "./space_nodes.ts";
 import type { ClusterRequest } from "./own_requests.ts";
 import {
@@ -17,13 +26,22 @@ import {
  * that member resumes.
  */
 class SlowMemberClient extends EtcdClient {
-  #target: ((json: string) => boolean) | null = null;
+  #target: ((request: TxnInit) => boolean) | null = null;
   #held: (() => Promise<unknown>) | null = null;
 
-  /** The next txn that deletes `key` hangs on its first endpoint. */
+  /**
+   * The next txn that deletes `key`, in either branch or a nested txn, hangs
+   * on its first endpoint.
+   */
   holdDeleteOf(key: string): void {
-    const deletes = `"request_delete_range":{"key":"${b64(key)}"`;
-    this.#target = (json) => json.includes(deletes);
+    const deleted = utf8(key);
+    const deletes = (txn: TxnInit): boolean =>
+      [...txn.success ?? [], ...txn.failure ?? []].some(({ request: op }) =>
+        (op?.case === "requestDeleteRange" &&
+          sameBytes(op.value.key, deleted)) ||
+        (op?.case === "requestTxn" && deletes(op.value))
+      );
+    this.#target = deletes;
   }
 
   /** The next txn hangs on its first endpoint. */
@@ -48,31 +66,42 @@ class SlowMemberClient extends EtcdClient {
     return await this.#held!();
   }
 
-  override post(
-    url: string,
-    json: string,
+  override send<I extends DescMessage, O extends DescMessage>(
+    endpoint: string,
+    method: DescMethodUnary<I, O> | DescMethodBiDiStreaming<I, O>,
+    request: MessageInitShape<I>,
     token: string | undefined,
     signal: AbortSignal,
-  ): Promise<Response> {
+  ): Promise<MessageShape<O>> {
     const target = this.#target;
     if (
-      target === null || !url.endsWith("/v3/kv/txn") || !target(json)
+      target === null || (method as DescMethod) !== KV.method.txn ||
+      !target(request as TxnInit)
     ) {
-      return super.post(url, json, token, signal);
+      return super.send(endpoint, method, request, token, signal);
     }
     this.#target = null;
-    this.#held = async () => {
-      const late = new AbortController();
-      const response = await super.post(url, json, token, late.signal);
-      return await response.json();
-    };
+    this.#held = () =>
+      super.send(
+        endpoint,
+        method,
+        request,
+        token,
+        new AbortController().signal,
+      );
     this.#holding.resolve();
-    const { promise, reject } = Promise.withResolvers<Response>();
+    const { promise, reject } = Promise.withResolvers<MessageShape<O>>();
     signal.addEventListener("abort", () => reject(signal.reason), {
       once: true,
     });
     return promise;
   }
+}
+
+/** Whether two keys are the same bytes. */
+function sameBytes(a: Uint8Array | undefined, b: Uint8Array): boolean {
+  return a !== undefined && a.length === b.length &&
+    a.every((x, i) => x === b[i]);
 }
 
 /**

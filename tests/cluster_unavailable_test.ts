@@ -110,7 +110,7 @@ etcdTest(
     assert.equal(refused.code, "unavailable");
     assert.match(
       refused.message,
-      /^Cannot acquire lock "y": Cannot call etcd "\/v3\/kv\/txn": no endpoint answered within 5000 ms/,
+      /^Cannot acquire lock "y": Cannot call etcd "KV\.Txn": no endpoint answered within 5000 ms/,
     );
     assert.equal(held.lost.aborted, false, "the held lock was lost");
     etcd.cont(0);

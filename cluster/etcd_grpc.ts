@@ -1,0 +1,205 @@
+/**
+ * The gRPC channels to etcd's members: one HTTP/2 connection per endpoint
+ * (Connect's gRPC transport over `node:http2`), opened when first used and
+ * opened again by the transport after it fails; and the bound that ends one
+ * call.
+ *
+ * @module
+ */
+
+import type { SecureClientSessionOptions } from "node:http2";
+import type {
+  DescMessage,
+  DescMethodBiDiStreaming,
+  DescMethodUnary,
+  MessageInitShape,
+  MessageShape,
+} from "@bufbuild/protobuf";
+import { Code, ConnectError, type Transport } from "@connectrpc/connect";
+import {
+  createGrpcTransport,
+  Http2SessionManager,
+} from "@connectrpc/connect-node";
+import { LinkedAbort } from "./linked_abort.ts";
+
+/**
+ * The largest answer read, as etcd's own Go client allows (`math.MaxInt32`):
+ * a range of every request key of a busy cluster must not fail for its size.
+ */
+const READ_MAX_BYTES = 0x7fff_ffff;
+
+/** One member's connection. */
+interface Channel {
+  session: Http2SessionManager;
+  transport: Transport;
+}
+
+/**
+ * The channels of a client, one per endpoint.
+ *
+ * @example Calling a member
+ * ```ts ignore
+ * using channels = new EtcdChannels({});
+ * const answer = await channels.send(
+ *   "http://127.0.0.1:2379", KV.method.range, { key }, undefined, signal,
+ * );
+ * ```
+ */
+export class EtcdChannels implements Disposable {
+  readonly #tls: SecureClientSessionOptions;
+  readonly #open = new Map<string, Channel>();
+
+  /**
+   * @param tls The TLS options of `https://` endpoints (CA, client
+   *   certificate).
+   */
+  constructor(tls: SecureClientSessionOptions) {
+    this.#tls = tls;
+  }
+
+  /**
+   * Opens a stream to one member.
+   *
+   * @param endpoint The member's client URL.
+   * @param method The streaming method.
+   * @param requests What to send; the stream is half-closed when it ends.
+   * @param token The auth token, sent as the `token` metadata.
+   * @param signal Ends the stream.
+   * @returns The answers.
+   */
+  async stream<I extends DescMessage, O extends DescMessage>(
+    endpoint: string,
+    method: DescMethodBiDiStreaming<I, O>,
+    requests: AsyncIterable<MessageInitShape<I>>,
+    token: string | undefined,
+    signal: AbortSignal,
+  ): Promise<AsyncIterable<MessageShape<O>>> {
+    const header = token === undefined ? undefined : { token };
+    const answer = await this.#transport(endpoint)
+      .stream(method, signal, undefined, header, requests);
+    return answer.message;
+  }
+
+  /**
+   * Sends one request to one member and reads its answer; a bidi method
+   * gets a stream of its own, with the one request, and its first answer.
+   *
+   * @param endpoint The member's client URL.
+   * @param method The method.
+   * @param request The request.
+   * @param token The auth token, sent as the `token` metadata.
+   * @param signal Abandons the call.
+   * @returns The answer.
+   * @throws {ConnectError} What the member or the transport answered.
+   */
+  async send<I extends DescMessage, O extends DescMessage>(
+    endpoint: string,
+    method: DescMethodUnary<I, O> | DescMethodBiDiStreaming<I, O>,
+    request: MessageInitShape<I>,
+    token: string | undefined,
+    signal: AbortSignal,
+  ): Promise<MessageShape<O>> {
+    if (method.methodKind === "bidi_streaming") {
+      const one = once(request);
+      const answers = await this.stream(endpoint, method, one, token, signal);
+      for await (const answer of answers) return answer;
+      throw new ConnectError(`${method.name}: no answer`, Code.Unknown);
+    }
+    const header = token === undefined ? undefined : { token };
+    const answer = await this.#transport(endpoint)
+      .unary(method, signal, undefined, header, request);
+    return answer.message;
+  }
+
+  #transport(endpoint: string): Transport {
+    let channel = this.#open.get(endpoint);
+    if (channel === undefined) {
+      const session = new Http2SessionManager(endpoint, {}, this.#tls);
+      const transport = createGrpcTransport({
+        baseUrl: endpoint,
+        sessionManager: session,
+        readMaxBytes: READ_MAX_BYTES,
+      });
+      channel = { session, transport };
+      this.#open.set(endpoint, channel);
+    }
+    return channel.transport;
+  }
+
+  /** Closes every connection; a call still under way fails. */
+  [Symbol.dispose](): void {
+    for (const { session } of this.#open.values()) session.abort();
+    this.#open.clear();
+  }
+}
+
+/**
+ * Whether a failed call's code says the member did not answer, rather than
+ * answered: etcd's "unavailable" (no leader, leader changed, request timed
+ * out) and the transport's failures (Connect reports a reset stream or a
+ * lost connection as aborted or internal, our own timeout as cancelled).
+ * The call moves on to the next endpoint.
+ *
+ * @param code The gRPC status code.
+ * @returns Whether to try the next endpoint.
+ */
+export function unanswered(code: number): boolean {
+  return UNANSWERED.has(code);
+}
+
+const UNANSWERED: ReadonlySet<number> = new Set([
+  Code.Unavailable,
+  Code.Canceled,
+  Code.DeadlineExceeded,
+  Code.Aborted,
+  Code.Internal,
+]);
+
+/** One item, as a stream of requests. */
+async function* once<T>(item: T): AsyncGenerator<T> {
+  yield item;
+}
+
+/**
+ * Runs `run` with a signal that aborts after `ms`, or when `signal` does; the
+ * timer is cleared as soon as `run` settles.
+ *
+ * @param ms The bound, in milliseconds.
+ * @param signal Aborts earlier.
+ * @param run What to bound.
+ * @returns What `run` returns.
+ */
+export async function withTimeout<T>(
+  ms: number,
+  signal: AbortSignal | undefined,
+  run: (signal: AbortSignal) => Promise<T>,
+): Promise<T> {
+  using bounded = new LinkedAbort(signal);
+  const timer = setTimeout(
+    () =>
+      bounded.abort(
+        new DOMException(`Timed out after ${ms} ms`, "TimeoutError"),
+      ),
+    ms,
+  );
+  try {
+    return await run(bounded.signal);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Why a call failed, for people: a transport's error says little without its
+ * cause (a refused connection, a certificate etcd refused).
+ *
+ * @param error What the call threw.
+ * @returns Its message, and its cause's.
+ */
+export function reasonOf(error: unknown): string {
+  if (!(error instanceof Error)) return String(error);
+  const cause = error.cause;
+  return cause instanceof Error
+    ? `${error.message}: ${cause.message}`
+    : error.message;
+}
