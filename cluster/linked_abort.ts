@@ -1,5 +1,5 @@
 /**
- * An abort signal that follows several others, for `fetch` and long-lived
+ * An abort signal that follows several others, for calls and long-lived
  * loops. Not `AbortSignal.any()`: its result is held by its sources only
  * weakly, and an abort algorithm such as `fetch`'s does not keep it alive, so
  * after a garbage collection aborting a source may no longer reach a request

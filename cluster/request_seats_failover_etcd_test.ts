@@ -122,7 +122,7 @@ etcdTest(
     const first = await a.held(1, "failover");
     slow.holdDeleteOf(first.key);
     await a.locks.release(first);
-    assert.ok(slow.holding, "the release's first HTTP try was held");
+    assert.ok(slow.holding, "the release's first try was held");
     await a.locks.caughtUp((await a.etcd.range({ key: first.key })).revision);
     const second = await a.held(2, "failover");
     await slow.commitHeld();
@@ -144,7 +144,7 @@ etcdTest(
     // Granted through the second endpoint now; a fix may instead refuse it
     // as of unknown outcome, and the scenario must stay harmless then too.
     const old = await a.locks.acquire(1, "sem", shared).catch(() => null);
-    assert.ok(slow.holding, "the acquire's first HTTP try was held");
+    assert.ok(slow.holding, "the acquire's first try was held");
     if (old?.status === "granted") await a.locks.release(old.request);
     await a.locks.caughtUp((await a.etcd.range({ key: "/" })).revision);
     const alone = { mode: "shared", limit: 1 } as const;
@@ -171,7 +171,7 @@ etcdTest(
     await using a = await Node.start(cluster.endpoints, { etcd: slow });
     slow.holdNextTxn();
     const old = await a.held(1, "orphan");
-    assert.ok(slow.holding, "the acquire's first HTTP try was held");
+    assert.ok(slow.holding, "the acquire's first try was held");
     await a.locks.release(old);
     await a.locks.caughtUp((await a.etcd.range({ key: old.key })).revision);
     // The old acquire's copy commits now, on the vacated key: nobody's.
