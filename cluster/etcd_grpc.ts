@@ -161,13 +161,16 @@ async function* once<T>(item: T): AsyncGenerator<T> {
 }
 
 /**
- * Runs `run` with a signal that aborts after `ms`, or when `signal` does; the
- * timer is cleared as soon as `run` settles.
+ * Runs `run` with a signal that aborts after `ms`, or when `signal` does, and
+ * fails then even if `run` has not noticed: the bound holds whatever the
+ * transport does with the abort. The timer is cleared as soon as either
+ * settles.
  *
  * @param ms The bound, in milliseconds.
  * @param signal Aborts earlier.
  * @param run What to bound.
  * @returns What `run` returns.
+ * @throws The abort's reason (a `TimeoutError` after `ms`).
  */
 export async function withTimeout<T>(
   ms: number,
@@ -175,6 +178,9 @@ export async function withTimeout<T>(
   run: (signal: AbortSignal) => Promise<T>,
 ): Promise<T> {
   using bounded = new LinkedAbort(signal);
+  const aborted = Promise.withResolvers<never>();
+  const abort = () => aborted.reject(bounded.signal.reason);
+  bounded.signal.addEventListener("abort", abort, { once: true });
   const timer = setTimeout(
     () =>
       bounded.abort(
@@ -183,9 +189,14 @@ export async function withTimeout<T>(
     ms,
   );
   try {
-    return await run(bounded.signal);
+    if (bounded.signal.aborted) abort();
+    const running = run(bounded.signal);
+    // Once the bound has won, a late failure of `run` is nobody's to see.
+    running.catch(() => {});
+    return await Promise.race([running, aborted.promise]);
   } finally {
     clearTimeout(timer);
+    bounded.signal.removeEventListener("abort", abort);
   }
 }
 
