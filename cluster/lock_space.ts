@@ -236,6 +236,15 @@ export class EtcdLockSpace implements AsyncDisposable {
       return { status: "busy" };
     }
     request.state = "waiting";
+    const marked = this.mirror.get(key);
+    if (marked?.value.granted) {
+      // A release's hand-off marked it before etcd's answer to its acquire
+      // came back: the caller has not seen it queued, so this answer grants
+      // it, not `onGrant`.
+      request.token = this.tokenOf(marked);
+      request.state = "held";
+      return { status: "granted", request };
+    }
     this.#consider(request);
     return { status: "queued", request };
   }

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { EtcdClient } from "./etcd.ts";
 import { EtcdError, EtcdNoSpaceError } from "./etcd_errors.ts";
 import { TOKEN_SLOTS } from "./group_commit.ts";
+import type { Compare, TxnOp, TxnResponse } from "./etcd_codec.ts";
 import type { ClusterRequest } from "./own_requests.ts";
 import { LateTxnClient, Node } from "./space_nodes.ts";
 import {
@@ -473,5 +474,60 @@ etcdTest(
     const result = await b.locks.acquire(1, "late");
     if (result.status === "queued") await b.granted(1);
     else assert.equal(result.status, "granted");
+  },
+);
+
+/**
+ * An etcd client that, once armed, keeps the answer of its next txn until
+ * the test lets it through, as a slow answer does.
+ */
+class SlowAnswerClient extends EtcdClient {
+  #gate: Promise<void> | null = null;
+  /** Resolves with the held txn's revision once it has committed. */
+  readonly committed = Promise.withResolvers<number>();
+
+  /** The next txn's answer waits for `gate`. */
+  holdNextAnswer(gate: Promise<void>): void {
+    this.#gate = gate;
+  }
+
+  override async txn(
+    compare: Compare[],
+    success: TxnOp[],
+    failure: TxnOp[] = [],
+    signal?: AbortSignal,
+  ): Promise<TxnResponse> {
+    const gate = this.#gate;
+    this.#gate = null;
+    const answer = await super.txn(compare, success, failure, signal);
+    if (gate !== null) {
+      this.committed.resolve(answer.revision);
+      await gate;
+    }
+    return answer;
+  }
+}
+
+etcdTest(
+  "an acquire whose answer comes after a release handed the lock to it is granted, not left queued",
+  async () => {
+    await using cluster = await startEtcdCluster({ members: 1 });
+    const slow = new SlowAnswerClient(cluster.endpoints);
+    await using a = await Node.start(cluster.endpoints);
+    await using b = await Node.start(cluster.endpoints, { etcd: slow });
+    const first = await a.held(1, "handed");
+    const gate = Promise.withResolvers<void>();
+    slow.holdNextAnswer(gate.promise);
+    const asked = b.locks.acquire(2, "handed");
+    await a.locks.caughtUp(await slow.committed.promise);
+    await a.locks.release(first);
+    // b's mirror shows its request marked granted before its acquire returns.
+    const { revision } = await a.etcd.range({ key: "/" });
+    await b.locks.caughtUp(revision);
+    const [mine] = b.locks.mirror.queue("handed");
+    assert.ok(mine?.value.granted, "the release's hand-off marked it");
+    gate.resolve();
+    const result = await asked;
+    assert.equal(result.status, "granted");
   },
 );
