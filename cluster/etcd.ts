@@ -11,12 +11,12 @@
 import type {
   DescMessage,
   DescMethodBiDiStreaming,
-  DescMethodUnary,
   MessageInitShape,
   MessageShape,
 } from "@bufbuild/protobuf";
 import { delay } from "../message/io.ts";
 import {
+  type CallMethod,
   EtcdChannels,
   reasonOf,
   unanswered,
@@ -329,7 +329,7 @@ export class EtcdClient implements Disposable {
    */
   send<I extends DescMessage, O extends DescMessage>(
     endpoint: string,
-    method: DescMethodUnary<I, O> | DescMethodBiDiStreaming<I, O>,
+    method: CallMethod<I, O>,
     request: MessageInitShape<I>,
     token: string | undefined,
     signal: AbortSignal,
@@ -351,7 +351,7 @@ export class EtcdClient implements Disposable {
    * @throws {EtcdError} What etcd answered, typed.
    */
   async call<I extends DescMessage, O extends DescMessage>(
-    method: DescMethodUnary<I, O> | DescMethodBiDiStreaming<I, O>,
+    method: CallMethod<I, O>,
     request: MessageInitShape<I>,
     signal?: AbortSignal,
   ): Promise<MessageShape<O>> {
@@ -364,7 +364,7 @@ export class EtcdClient implements Disposable {
   }
 
   async #call<I extends DescMessage, O extends DescMessage>(
-    method: DescMethodUnary<I, O> | DescMethodBiDiStreaming<I, O>,
+    method: CallMethod<I, O>,
     request: MessageInitShape<I>,
     signal: AbortSignal | undefined,
     tokens: EtcdTokens | undefined,

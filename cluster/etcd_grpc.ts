@@ -28,6 +28,11 @@ import { LinkedAbort } from "./linked_abort.ts";
  */
 const READ_MAX_BYTES = 0x7fff_ffff;
 
+/** A method one request is sent to: unary, or bidi with one request. */
+export type CallMethod<I extends DescMessage, O extends DescMessage> =
+  | DescMethodUnary<I, O>
+  | DescMethodBiDiStreaming<I, O>;
+
 /** One member's connection. */
 interface Channel {
   session: Http2SessionManager;
@@ -94,7 +99,7 @@ export class EtcdChannels implements Disposable {
    */
   async send<I extends DescMessage, O extends DescMessage>(
     endpoint: string,
-    method: DescMethodUnary<I, O> | DescMethodBiDiStreaming<I, O>,
+    method: CallMethod<I, O>,
     request: MessageInitShape<I>,
     token: string | undefined,
     signal: AbortSignal,

@@ -1,10 +1,9 @@
 import assert from "node:assert/strict";
 import { EtcdClient } from "./etcd.ts";
+import type { CallMethod } from "./etcd_grpc.ts";
 import type {
   DescMessage,
   DescMethod,
-  DescMethodBiDiStreaming,
-  DescMethodUnary,
   MessageInitShape,
   MessageShape,
 } from "@bufbuild/protobuf";
@@ -68,7 +67,7 @@ class SlowMemberClient extends EtcdClient {
 
   override send<I extends DescMessage, O extends DescMessage>(
     endpoint: string,
-    method: DescMethodUnary<I, O> | DescMethodBiDiStreaming<I, O>,
+    method: CallMethod<I, O>,
     request: MessageInitShape<I>,
     token: string | undefined,
     signal: AbortSignal,
