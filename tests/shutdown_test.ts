@@ -57,8 +57,9 @@ Deno.test("SIGTERM sends every client the shutdown farewell, closes them and exi
 
 /**
  * Starts `pklock serve` with a client that never reads and has megabytes of
- * replies queued, so that closing its connection must wait out the flush
- * grace. Returns once the server has queued them.
+ * replies queued in the server, more than the socket buffers take, so that
+ * closing its connection must wait out the flush grace. Returns once the
+ * server has dispatched every request of that client.
  */
 async function serverWithStuckReader(
   dir: string,
@@ -67,7 +68,8 @@ async function serverWithStuckReader(
   sink: Deno.TcpConn;
   holder: LockClient;
 }> {
-  // Room for far more queued output than the socket buffers hold.
+  // Room for every reply: the sink waits for a lock, and a connection that
+  // holds state and passes the output cap stops being read.
   const config = await settingsFile(dir, {
     limits: { maxOutputBytes: 256 * 1024 * 1024 },
   });
@@ -77,28 +79,31 @@ async function serverWithStuckReader(
     "--state-file",
     `${dir}/state.json`,
   ]);
-  // Many long lock names make each status reply large (about 100 KB).
   const holder = await connect({ port });
-  await Promise.all(
-    Array.from(
-      { length: 250 },
-      (_, i) => holder.lock(`${String(i).padStart(4, "0")}-${"x".repeat(250)}`),
-    ),
-  );
+  const waiting = Promise.withResolvers<void>();
+  await holder.lock("stuck-reader", {
+    onContention: (waiters) => waiters > 0 && waiting.resolve(),
+  });
   const sink = await Deno.connect({ hostname: "127.0.0.1", port });
-  // 150 status requests, about 15 MB of replies, in one write the server
-  // reads at once; reading the first byte shows that it has queued them all.
+  // Replies are bounded but errors quote the unknown command: 256 of them,
+  // about 15 MB, where loopback's socket buffers take about 4 MB (the
+  // sender's tcp_wmem maximum and the receive buffer of a peer that never
+  // reads). A status report would not do: it stops at two unread pages.
+  const command = "x".repeat(60_000);
   await writeAll(
     sink,
-    concat(
-      Array.from(
-        { length: 150 },
-        (_, i) => encodeFrame({ command: "status", id: i }),
-      ),
-    ),
+    concat([
+      ...Array.from({ length: 256 }, (_, id) => encodeFrame({ command, id })),
+      encodeFrame({
+        command: "lock",
+        parameters: { lockName: "stuck-reader" },
+        id: 256,
+      }),
+    ]),
   );
-  const first = new Uint8Array(1);
-  assert.equal(await sink.read(first), 1);
+  // The server reads a connection's requests in order: once the last one
+  // waits for the holder's lock, every reply before it is queued.
+  await deadline(waiting.promise, 5000, "the sink's last request");
   return { server, sink, holder };
 }
 
@@ -107,10 +112,17 @@ Deno.test("a client that never reads delays shutdown by at most the flush grace"
     const { server, sink, holder } = await serverWithStuckReader(dir);
     await using _server = server;
     try {
+      const signalledAt = performance.now();
       server.kill("SIGTERM");
       // The flush grace is a second; the bound leaves room for a slow host.
       const result = await deadline(server.result(), 5000, "the server exit");
+      const elapsed = performance.now() - signalledAt;
       assert.equal(result.code, 0, result.stderr);
+      // The grace's timer starts after the signal, so it is all in `elapsed`.
+      assert.ok(
+        elapsed >= 1000,
+        `exited ${elapsed.toFixed(0)} ms after SIGTERM`,
+      );
     } finally {
       sink.close();
       await holder.close();
@@ -129,8 +141,8 @@ Deno.test("a second signal during a slow shutdown exits at once with code 1", as
       server.kill("SIGTERM");
       const result = await deadline(server.result(), 3000, "the server exit");
       // Exit code 1 comes only from the second signal: the graceful path,
-      // which would still be waiting out the stuck reader's flush grace,
-      // exits 0. (Here it exits in about 0.1 s; the bound is for slow hosts.)
+      // which waits out the stuck reader's flush grace (a second), exits 0.
+      // (Here it exits in about 0.1 s; the bound is for slow hosts.)
       assert.equal(result.code, 1, result.stderr);
     } finally {
       sink.close();
