@@ -241,7 +241,7 @@ etcdTest(
       progressTimeoutMs: 2_500,
     });
     assert.deepEqual(keys(await collect(batches, () => true)), ["put /s/0"]);
-    cluster.stop(0);
+    await cluster.stop(0);
     const stopped = performance.now();
     await writer.put({ key: "/s/1", value: "" });
     const seen = await collect(batches, (seen) => keys(seen).length >= 1);

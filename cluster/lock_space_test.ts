@@ -235,7 +235,7 @@ etcdTest(
     await using b = await Node.start(others);
     const held = await a.held(1, "cut");
     const waiter = await b.queued(1, "cut");
-    cluster.stop(only);
+    await cluster.stop(only);
     const stoppedAt = Date.now();
     await a.lost(1);
     await b.granted(1);

@@ -64,7 +64,7 @@ etcdTest(
       }
       throw new Error("The watch ended");
     })();
-    cluster.stop(only);
+    await cluster.stop(only);
     const stoppedAt = Date.now();
     const [lostTime, deletedTime] = await Promise.all([lost, deleted]);
     console.log(

@@ -109,7 +109,7 @@ etcdTest(
     const waiting = onB.lock("island");
     waiting.catch(() => {});
     await waitForWaiters(onB, "island", 1);
-    etcd.stop(only);
+    await etcd.stop(only);
     using _resume = { [Symbol.dispose]: () => etcd.cont(only) };
     const event = await holder.next();
     const lostAt = Date.now();

@@ -36,7 +36,7 @@ etcdTest(
     await using node = await startNode(etcd.endpoints);
     await using client = await connect({ port: node.port });
     await using legacy = await RawClient.connect(node.port);
-    etcd.stop(0);
+    await etcd.stop(0);
     using _resume = { [Symbol.dispose]: () => etcd.cont(0) };
     await node.process.waitFor(/Lost the node lease/, "stderr");
 
@@ -104,7 +104,7 @@ etcdTest(
     });
     await using client = await connect({ port: node.port });
     const held = await client.lock("kept");
-    etcd.stop(0);
+    await etcd.stop(0);
     using _resume = { [Symbol.dispose]: () => etcd.cont(0) };
     const refused = await refusal(client, "y");
     assert.equal(refused.code, "unavailable");

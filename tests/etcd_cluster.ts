@@ -143,9 +143,15 @@ export class EtcdCluster implements AsyncDisposable {
     await member.log;
   }
 
-  /** Freezes member `n` (SIGSTOP). */
-  stop(n: number): void {
-    this.#running(n).kill("SIGSTOP");
+  /**
+   * Freezes member `n` (SIGSTOP), and returns once every thread of it has
+   * stopped: the signal is delivered asynchronously, and on a busy machine
+   * a member could otherwise still answer a request sent just after.
+   */
+  async stop(n: number): Promise<void> {
+    const child = this.#running(n);
+    child.kill("SIGSTOP");
+    await deadline(stopped(child.pid), 5_000, `member ${n} to stop`);
   }
 
   /** Resumes member `n` (SIGCONT). */
@@ -469,4 +475,23 @@ async function appendTo(
 ): Promise<void> {
   const file = await Deno.open(path, { create: true, append: true });
   await stream.pipeTo(file.writable);
+}
+
+/**
+ * Resolves once every thread of `pid` is stopped (state `T` in
+ * `/proc/PID/task/TID/stat`); the kernel gives no event for another
+ * process's stop but to its parent's `waitid`, which Deno does not expose.
+ */
+async function stopped(pid: number): Promise<void> {
+  while (!await allStopped(pid)) await delay(1);
+}
+
+async function allStopped(pid: number): Promise<boolean> {
+  for await (const task of Deno.readDir(`/proc/${pid}/task`)) {
+    const path = `/proc/${pid}/task/${task.name}/stat`;
+    const stat = await Deno.readTextFile(path).catch(() => "");
+    // The state is the field after the command name, in parentheses.
+    if (stat.slice(stat.lastIndexOf(")") + 2)[0] !== "T") return false;
+  }
+  return true;
 }
