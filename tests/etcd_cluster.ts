@@ -43,6 +43,12 @@ export interface EtcdClusterOptions {
    * issued, used or not (simple tokens, the default, live on while used).
    */
   jwtTtlSeconds?: number | undefined;
+  /**
+   * The client and peer ports of the first try, member by member (client
+   * port, peer port, …); later tries, and the default, use free ones. For
+   * the tests of this helper.
+   */
+  ports?: number[] | undefined;
 }
 
 /** How long a member may take to answer `/health` after its spawn. */
@@ -59,8 +65,16 @@ interface Member {
   clientPort: number;
   peerPort: number;
   child: Deno.ChildProcess | null;
+  /** Whether `child` exited without being killed. */
+  exited: boolean;
   log: Promise<void>;
 }
+
+/** A member did not start on the ports it was given; another try may. */
+class MemberStartError extends Error {}
+
+/** How many times a cluster is started on new ports before giving up. */
+const START_ATTEMPTS = 3;
 
 /** A running etcd cluster; dispose of it with `await using`. */
 export class EtcdCluster implements AsyncDisposable {
@@ -274,6 +288,10 @@ export class EtcdCluster implements AsyncDisposable {
       stderr: "piped",
     }).spawn();
     member.child = child;
+    member.exited = false;
+    child.status.then(() => {
+      if (member.child === child) member.exited = true;
+    });
     member.log = appendTo(`${this.#dir}/${member.name}.log`, child.stderr);
   }
 
@@ -306,7 +324,11 @@ export class EtcdCluster implements AsyncDisposable {
     port: number,
     path: string,
   ): Promise<
-    { leader?: string; header?: { member_id?: string } } | null
+    {
+      leader?: string;
+      header?: { member_id?: string };
+      members?: { ID?: string; name?: string }[];
+    } | null
   > {
     const response = await this.#fetch(port, path, {
       method: "POST",
@@ -319,6 +341,25 @@ export class EtcdCluster implements AsyncDisposable {
     return await response.json();
   }
 
+  /**
+   * Whether the etcd answering on `member`'s client port is `member`, by
+   * name.
+   *
+   * @throws {Error} When another etcd answers there: the port, free when
+   *   picked, was taken before the member could listen on it (tests run in
+   *   parallel), and the member did not start.
+   */
+  async #answersAs(member: Member): Promise<boolean> {
+    const list = await this.#post(member.clientPort, "/v3/cluster/member/list")
+      .catch(() => null);
+    if (list === null) return false;
+    const self = list.members?.find((m) => m.ID === list.header?.member_id);
+    if (self?.name === member.name) return true;
+    throw new MemberStartError(
+      `etcd member ${member.name}: port ${member.clientPort} answers as ${self?.name}`,
+    );
+  }
+
   async #waitHealthy(members: Member[]): Promise<void> {
     const until = Date.now() + HEALTHY_WITHIN_MS;
     for (const member of members) {
@@ -326,7 +367,12 @@ export class EtcdCluster implements AsyncDisposable {
         const healthy = await this.#fetch(member.clientPort, "/health", {})
           .then((r) => r.json()).then((body) => body.health === "true")
           .catch(() => false);
-        if (healthy) break;
+        if (healthy && await this.#answersAs(member)) break;
+        if (member.exited) {
+          throw new MemberStartError(
+            `etcd member ${member.name} exited while starting (its ports may have been taken): see ${this.#dir}/${member.name}.log`,
+          );
+        }
         if (Date.now() > until || !member.child) {
           throw new Error(
             `etcd member ${member.name} not healthy within ${HEALTHY_WITHIN_MS} ms`,
@@ -348,16 +394,36 @@ export class EtcdCluster implements AsyncDisposable {
 export async function startEtcdCluster(
   options: EtcdClusterOptions = {},
 ): Promise<EtcdCluster> {
+  for (let attempt = 1;; attempt++) {
+    try {
+      const ports = attempt === 1 ? options.ports : undefined;
+      return await startOnce(options, ports);
+    } catch (error) {
+      if (!(error instanceof MemberStartError) || attempt === START_ATTEMPTS) {
+        throw error;
+      }
+    }
+  }
+}
+
+async function startOnce(
+  options: EtcdClusterOptions,
+  given: number[] | undefined,
+): Promise<EtcdCluster> {
   const count = options.members ?? 3;
   const dir = await Deno.makeTempDir({ prefix: "pklock-etcd-" });
-  const ports = freePorts(2 * count);
+  const ports = given ?? freePorts(2 * count);
+  // Names of this cluster only: a member that answers on a port it was
+  // given is known to be its own, not another test's (#waitHealthy).
+  const tag = dir.slice(dir.lastIndexOf("-") + 1);
   const members: Member[] = [];
   for (let i = 0; i < count; i++) {
     members.push({
-      name: `m${i}`,
+      name: `m${i}-${tag}`,
       clientPort: ports[2 * i]!,
       peerPort: ports[2 * i + 1]!,
       child: null,
+      exited: false,
       log: Promise.resolve(),
     });
   }
@@ -430,7 +496,7 @@ function url(port: number): string {
 }
 
 /** Ports the OS picked as free, all distinct, each released at once. */
-function freePorts(count: number): number[] {
+export function freePorts(count: number): number[] {
   const listeners = Array.from(
     { length: count },
     () => Deno.listen({ hostname: "127.0.0.1", port: 0 }),

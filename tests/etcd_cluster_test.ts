@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { etcdTest, startEtcdCluster } from "./etcd_cluster.ts";
+import { etcdTest, freePorts, startEtcdCluster } from "./etcd_cluster.ts";
 import { deadline, ROOT } from "./helpers.ts";
 import { running } from "./fixtures/cli_processes.ts";
 import { delay } from "../message/io.ts";
@@ -24,6 +24,31 @@ etcdTest(
     for (const endpoint of cluster.endpoints) assert.ok(await health(endpoint));
     const leader = await cluster.leader();
     assert.ok(leader >= 0 && leader < 3);
+  },
+);
+
+etcdTest(
+  "a cluster whose port another test's etcd took starts again on free ports, and its members are its own",
+  async () => {
+    await using other = await startEtcdCluster({ members: 1 });
+    const taken = Number(new URL(other.endpoint(0)).port);
+    const [peer] = freePorts(1);
+    await using cluster = await startEtcdCluster({
+      members: 1,
+      ports: [taken, peer!],
+    });
+    assert.notEqual(cluster.endpoint(0), other.endpoint(0));
+    const put = (endpoint: string) =>
+      fetch(`${endpoint}/v3/kv/put`, {
+        method: "POST",
+        body: JSON.stringify({ key: btoa("mine"), value: btoa("1") }),
+      }).then((r) => r.json());
+    await put(cluster.endpoint(0));
+    const read = await fetch(`${other.endpoint(0)}/v3/kv/range`, {
+      method: "POST",
+      body: JSON.stringify({ key: btoa("mine") }),
+    }).then((r) => r.json());
+    assert.equal(read.count, undefined, "the put went to the other cluster");
   },
 );
 
