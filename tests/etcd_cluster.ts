@@ -102,6 +102,11 @@ export class EtcdCluster implements AsyncDisposable {
     });
   }
 
+  /** The temp dir of the members' data and logs, removed on disposal. */
+  get dir(): string {
+    return this.#dir;
+  }
+
   /** Every member's client URL, member 0 first. */
   get endpoints(): string[] {
     return this.#members.map((m) => this.#url(m.clientPort));

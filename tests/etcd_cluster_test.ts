@@ -78,9 +78,13 @@ etcdTest(
     const reader = owner.stdout.pipeThrough(new TextDecoderStream())
       .getReader();
     let pids: number[] = [];
+    let dir = "";
     try {
       const { value } = await deadline(reader.read(), 30_000, "the members");
-      pids = (value ?? "").trim().split(" ").map(Number);
+      const words = (value ?? "").trim().split(" ");
+      dir = words.pop() ?? "";
+      assert.match(dir, /pklock-etcd-/);
+      pids = words.map(Number);
       assert.equal(pids.length, 3);
       assert.ok(pids.every(running));
       owner.kill("SIGKILL");
@@ -99,6 +103,8 @@ etcdTest(
         }
       }
       await reader.cancel().catch(() => {});
+      // Its owner, killed, could not remove it.
+      if (dir !== "") await Deno.remove(dir, { recursive: true });
     }
   },
 );
