@@ -1,10 +1,10 @@
 /**
  * etcd's streamed watch: one `Watch` stream with one create request, kept
- * open, whose answers are the events. The watch survives member failures by starting again,
- * on the next endpoint, from the revision after the last one delivered; it
- * treats a stream that stays silent longer than `progressTimeoutMs` as dead
- * (members must run with `--experimental-watch-progress-notify-interval` well
- * below it). Compaction past that revision cannot be survived: it ends the
+ * open, whose answers are the events. The watch survives member failures by
+ * starting again, on the next endpoint, from the revision after the last one
+ * delivered; it treats a stream that stays silent longer than
+ * `progressTimeoutMs` as dead (members must run with
+ * `--experimental-watch-progress-notify-interval` well below it). Compaction past that revision cannot be survived: it ends the
  * watch with {@linkcode EtcdCompactedError}, and the caller re-lists. A watch
  * refused for an expired auth token starts again with a new one.
  *
