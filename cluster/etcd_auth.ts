@@ -1,10 +1,10 @@
 /**
  * etcd's authentication: a user name and password are exchanged for a token
  * (the `Auth.Authenticate` call), sent as the `token` metadata of every call,
- * watches included. etcd forgets a
- * token after `--auth-token-ttl` seconds unused (simple tokens) or at its
- * expiry (JWT) and then answers "invalid auth token" (gRPC 16): the client
- * forgets it, authenticates again and repeats the request once.
+ * watches included. etcd forgets a token after `--auth-token-ttl` seconds
+ * unused (simple tokens) or at its expiry (JWT) and then answers "invalid auth
+ * token" (gRPC 16): the client forgets it, authenticates again and repeats the
+ * request once.
  *
  * And the TLS of `https://` endpoints: a private CA and a client certificate
  * for members run with `--client-cert-auth`.
