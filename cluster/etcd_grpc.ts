@@ -1,8 +1,8 @@
 /**
  * The gRPC channels to etcd's members: one HTTP/2 connection per endpoint
- * (Connect's gRPC transport over `node:http2`), opened when first used and
- * opened again by the transport after it fails; and the bound that ends one
- * call.
+ * (Connect's session manager over `node:http2`), opened when first used and
+ * opened again after it fails, carrying unary calls ({@linkcode unaryCall})
+ * and Connect's gRPC streams; and the bound that ends one call.
  *
  * @module
  */
@@ -20,6 +20,7 @@ import {
   createGrpcTransport,
   Http2SessionManager,
 } from "@connectrpc/connect-node";
+import { unaryCall } from "./grpc_unary.ts";
 import { LinkedAbort } from "./linked_abort.ts";
 
 /**
@@ -110,13 +111,25 @@ export class EtcdChannels implements Disposable {
       for await (const answer of answers) return answer;
       throw new ConnectError(`${method.name}: no answer`, Code.Unknown);
     }
-    const header = token === undefined ? undefined : { token };
-    const answer = await this.#transport(endpoint)
-      .unary(method, signal, undefined, header, request);
-    return answer.message;
+    const metadata: Record<string, string> = token === undefined
+      ? {}
+      : { token };
+    const { session } = this.#channel(endpoint);
+    return await unaryCall(
+      session,
+      method,
+      request,
+      metadata,
+      signal,
+      READ_MAX_BYTES,
+    );
   }
 
   #transport(endpoint: string): Transport {
+    return this.#channel(endpoint).transport;
+  }
+
+  #channel(endpoint: string): Channel {
     let channel = this.#open.get(endpoint);
     if (channel === undefined) {
       const session = new Http2SessionManager(endpoint, {}, this.#tls);
@@ -128,7 +141,7 @@ export class EtcdChannels implements Disposable {
       channel = { session, transport };
       this.#open.set(endpoint, channel);
     }
-    return channel.transport;
+    return channel;
   }
 
   /** Closes every connection; a call still under way fails. */
