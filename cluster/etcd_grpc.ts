@@ -1,8 +1,8 @@
 /**
  * The gRPC channels to etcd's members: one HTTP/2 connection per endpoint
  * (Connect's session manager over `node:http2`), opened when first used and
- * opened again after it fails, carrying unary calls ({@linkcode unaryCall})
- * and Connect's gRPC streams; and the bound that ends one call.
+ * opened again after it fails, carrying the calls of `grpc_call.ts`; and the
+ * bound that ends one call.
  *
  * @module
  */
@@ -15,12 +15,9 @@ import type {
   MessageInitShape,
   MessageShape,
 } from "@bufbuild/protobuf";
-import { Code, ConnectError, type Transport } from "@connectrpc/connect";
-import {
-  createGrpcTransport,
-  Http2SessionManager,
-} from "@connectrpc/connect-node";
-import { unaryCall } from "./grpc_unary.ts";
+import { Code, ConnectError } from "@connectrpc/connect";
+import { Http2SessionManager } from "@connectrpc/connect-node";
+import { type CallTarget, streamCall, unaryCall } from "./grpc_call.ts";
 import { LinkedAbort } from "./linked_abort.ts";
 
 /**
@@ -33,12 +30,6 @@ const READ_MAX_BYTES = 0x7fff_ffff;
 export type CallMethod<I extends DescMessage, O extends DescMessage> =
   | DescMethodUnary<I, O>
   | DescMethodBiDiStreaming<I, O>;
-
-/** One member's connection. */
-interface Channel {
-  session: Http2SessionManager;
-  transport: Transport;
-}
 
 /**
  * The channels of a client, one per endpoint.
@@ -53,7 +44,7 @@ interface Channel {
  */
 export class EtcdChannels implements Disposable {
   readonly #tls: SecureClientSessionOptions;
-  readonly #open = new Map<string, Channel>();
+  readonly #open = new Map<string, Http2SessionManager>();
 
   /**
    * @param tls The TLS options of `https://` endpoints (CA, client
@@ -73,17 +64,15 @@ export class EtcdChannels implements Disposable {
    * @param signal Ends the stream.
    * @returns The answers.
    */
-  async stream<I extends DescMessage, O extends DescMessage>(
+  stream<I extends DescMessage, O extends DescMessage>(
     endpoint: string,
     method: DescMethodBiDiStreaming<I, O>,
     requests: AsyncIterable<MessageInitShape<I>>,
     token: string | undefined,
     signal: AbortSignal,
   ): Promise<AsyncIterable<MessageShape<O>>> {
-    const header = token === undefined ? undefined : { token };
-    const answer = await this.#transport(endpoint)
-      .stream(method, signal, undefined, header, requests);
-    return answer.message;
+    const target = this.#target(endpoint, token);
+    return Promise.resolve(streamCall(target, method, requests, signal));
   }
 
   /**
@@ -105,48 +94,30 @@ export class EtcdChannels implements Disposable {
     token: string | undefined,
     signal: AbortSignal,
   ): Promise<MessageShape<O>> {
-    if (method.methodKind === "bidi_streaming") {
-      const one = once(request);
-      const answers = await this.stream(endpoint, method, one, token, signal);
-      for await (const answer of answers) return answer;
-      throw new ConnectError(`${method.name}: no answer`, Code.Unknown);
+    const target = this.#target(endpoint, token);
+    if (method.methodKind === "unary") {
+      return await unaryCall(target, method, request, signal);
+    }
+    const answers = streamCall(target, method, once(request), signal);
+    for await (const answer of answers) return answer;
+    throw new ConnectError(`${method.name}: no answer`, Code.Unknown);
+  }
+
+  #target(endpoint: string, token: string | undefined): CallTarget {
+    let session = this.#open.get(endpoint);
+    if (session === undefined) {
+      session = new Http2SessionManager(endpoint, {}, this.#tls);
+      this.#open.set(endpoint, session);
     }
     const metadata: Record<string, string> = token === undefined
       ? {}
       : { token };
-    const { session } = this.#channel(endpoint);
-    return await unaryCall(
-      session,
-      method,
-      request,
-      metadata,
-      signal,
-      READ_MAX_BYTES,
-    );
-  }
-
-  #transport(endpoint: string): Transport {
-    return this.#channel(endpoint).transport;
-  }
-
-  #channel(endpoint: string): Channel {
-    let channel = this.#open.get(endpoint);
-    if (channel === undefined) {
-      const session = new Http2SessionManager(endpoint, {}, this.#tls);
-      const transport = createGrpcTransport({
-        baseUrl: endpoint,
-        sessionManager: session,
-        readMaxBytes: READ_MAX_BYTES,
-      });
-      channel = { session, transport };
-      this.#open.set(endpoint, channel);
-    }
-    return channel;
+    return { session, metadata, maxBytes: READ_MAX_BYTES };
   }
 
   /** Closes every connection; a call still under way fails. */
   [Symbol.dispose](): void {
-    for (const { session } of this.#open.values()) session.abort();
+    for (const session of this.#open.values()) session.abort();
     this.#open.clear();
   }
 }
