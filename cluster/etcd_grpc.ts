@@ -1,8 +1,8 @@
 /**
  * The gRPC channels to etcd's members: one HTTP/2 connection per endpoint
- * (Connect's session manager over `node:http2`), opened when first used and
- * opened again after it fails, carrying the calls of `grpc_call.ts`; and the
- * bound that ends one call.
+ * ({@linkcode Http2Channel}), opened when first used and opened again after
+ * it fails, carrying the calls of `grpc_call.ts`; and the bound that ends one
+ * call.
  *
  * @module
  */
@@ -16,8 +16,8 @@ import type {
   MessageShape,
 } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { Http2SessionManager } from "@connectrpc/connect-node";
 import { type CallTarget, streamCall, unaryCall } from "./grpc_call.ts";
+import { Http2Channel } from "./http2_channel.ts";
 import { LinkedAbort } from "./linked_abort.ts";
 
 /**
@@ -44,7 +44,7 @@ export type CallMethod<I extends DescMessage, O extends DescMessage> =
  */
 export class EtcdChannels implements Disposable {
   readonly #tls: SecureClientSessionOptions;
-  readonly #open = new Map<string, Http2SessionManager>();
+  readonly #open = new Map<string, Http2Channel>();
 
   /**
    * @param tls The TLS options of `https://` endpoints (CA, client
@@ -104,20 +104,20 @@ export class EtcdChannels implements Disposable {
   }
 
   #target(endpoint: string, token: string | undefined): CallTarget {
-    let session = this.#open.get(endpoint);
-    if (session === undefined) {
-      session = new Http2SessionManager(endpoint, {}, this.#tls);
-      this.#open.set(endpoint, session);
+    let channel = this.#open.get(endpoint);
+    if (channel === undefined) {
+      channel = new Http2Channel(endpoint, this.#tls);
+      this.#open.set(endpoint, channel);
     }
     const metadata: Record<string, string> = token === undefined
       ? {}
       : { token };
-    return { session, metadata, maxBytes: READ_MAX_BYTES };
+    return { channel, metadata, maxBytes: READ_MAX_BYTES };
   }
 
   /** Closes every connection; a call still under way fails. */
   [Symbol.dispose](): void {
-    for (const session of this.#open.values()) session.abort();
+    for (const channel of this.#open.values()) channel[Symbol.dispose]();
     this.#open.clear();
   }
 }

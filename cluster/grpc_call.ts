@@ -7,8 +7,7 @@
  * Connect's own calls do the same through a pipeline of async iterables;
  * measured here against one etcd member, a txn cost its caller about 790 µs
  * of CPU through Connect and about 300 µs this way (see
- * `docs/benchmarks.md`). Connect's session manager still owns the
- * connection: it opens it when first used and again after it fails.
+ * `docs/benchmarks.md`). The connection is an {@linkcode Http2Channel}.
  *
  * @module
  */
@@ -25,19 +24,20 @@ import {
   toBinary,
 } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import type { Http2SessionManager } from "@connectrpc/connect-node";
+import type { Http2Channel } from "./http2_channel.ts";
 
 /** The bytes before each message: its compressed flag and its length. */
 const PREFIX_BYTES = 5;
-/** gRPC's status of a call that succeeded (Connect's `Code` has no `Ok`). */
-const GRPC_OK = 0;
+/** gRPC's error codes: `CANCELLED` (1) to `UNAUTHENTICATED` (16). */
+const FIRST_ERROR = 1;
+const LAST_ERROR = 16;
 /** HTTP/2's `CANCEL` error code, which ends a stream we abandon. */
 const H2_CANCEL = 8;
 
 /** Where a call goes, and what it may read. */
 export interface CallTarget {
-  /** The member's HTTP/2 session. */
-  session: Http2SessionManager;
+  /** The member's HTTP/2 connection. */
+  channel: Http2Channel;
   /** Headers sent with the call (the auth `token`). */
   metadata: Record<string, string>;
   /** The largest message read. */
@@ -65,7 +65,7 @@ export async function unaryCall<I extends DescMessage, O extends DescMessage>(
 ): Promise<MessageShape<O>> {
   signal.throwIfAborted();
   const body = framed(method.input, request);
-  const stream = await openBound(target, method, signal);
+  const stream = open(target, method);
   const { promise, resolve, reject } = Promise.withResolvers<Uint8Array>();
   const frames = new Frames(target.maxBytes);
   const answers: Uint8Array[] = [];
@@ -79,7 +79,6 @@ export async function unaryCall<I extends DescMessage, O extends DescMessage>(
   const abort = () => fail(signal.reason);
   signal.addEventListener("abort", abort, { once: true });
   stream.on("data", (chunk: Uint8Array) => {
-    target.session.notifyResponseByteRead(stream);
     try {
       answers.push(...frames.push(chunk));
     } catch (error) {
@@ -131,7 +130,7 @@ export async function* streamCall<
   signal: AbortSignal,
 ): AsyncGenerator<MessageShape<O>, void, undefined> {
   signal.throwIfAborted();
-  const stream = await openBound(target, method, signal);
+  const stream = open(target, method);
   const cancel = () => {
     if (!stream.closed) stream.close(H2_CANCEL);
   };
@@ -148,7 +147,6 @@ export async function* streamCall<
       for (;;) {
         const chunk = await chunks.next();
         if (chunk.done) break;
-        target.session.notifyResponseByteRead(stream);
         for (const message of frames.push(chunk.value)) {
           yield fromBinary(method.output, message);
         }
@@ -176,48 +174,29 @@ async function send<I extends DescMessage>(
   for await (const request of requests) {
     if (stream.closed) return;
     if (!stream.write(framed(schema, request))) {
-      const { promise, resolve } = Promise.withResolvers<void>();
-      stream.once("drain", resolve);
-      stream.once("close", resolve);
-      await promise;
+      await new Promise<void>((resolve) => {
+        const go = () => {
+          stream.off("drain", go);
+          stream.off("close", go);
+          resolve();
+        };
+        stream.on("drain", go);
+        stream.on("close", go);
+      });
     }
   }
   if (!stream.closed) stream.end();
 }
 
-/**
- * Opens a call's stream, or fails with the signal's reason once it aborts;
- * a stream that opens after that is closed at once.
- */
-async function openBound(
-  target: CallTarget,
+/** A call's stream; it is open at once, its listeners added before any event. */
+function open(
+  { channel, metadata }: CallTarget,
   method: DescMethodUnary | DescMethodBiDiStreaming,
-  signal: AbortSignal,
-): Promise<ClientHttp2Stream> {
-  const opening = open(target, method);
-  const stopped = Promise.withResolvers<never>();
-  const stop = () => stopped.reject(signal.reason);
-  signal.addEventListener("abort", stop, { once: true });
+): ClientHttp2Stream {
   try {
-    return await Promise.race([opening, stopped.promise]);
-  } catch (error) {
-    opening.then((stream) => stream.close(H2_CANCEL), () => {});
-    throw error;
-  } finally {
-    signal.removeEventListener("abort", stop);
-  }
-}
-
-async function open(
-  { session, metadata }: CallTarget,
-  method: DescMethodUnary | DescMethodBiDiStreaming,
-): Promise<ClientHttp2Stream> {
-  try {
-    return await session.request(
-      "POST",
+    return channel.request(
       `/${method.parent.typeName}/${method.name}`,
       { ...metadata, "content-type": "application/grpc+proto", te: "trailers" },
-      {},
     );
   } catch (error) {
     throw unavailable("cannot open a stream", error);
@@ -266,11 +245,14 @@ class CallStatus {
         `stream ended with no gRPC status (reset ${this.#stream.rstCode})`,
       );
     }
-    const code = Number(this.#status["grpc-status"]);
-    if (code !== GRPC_OK) {
-      const text = String(this.#status["grpc-message"] ?? "");
-      throw new ConnectError(decodeMessage(text), code);
+    const status = String(this.#status["grpc-status"]);
+    if (status === "0") return;
+    const code = /^\d{1,2}$/.test(status) ? Number(status) : NaN;
+    if (!(code >= FIRST_ERROR && code <= LAST_ERROR)) {
+      throw unavailable(`not a gRPC status: grpc-status ${status}`);
     }
+    const text = String(this.#status["grpc-message"] ?? "");
+    throw new ConnectError(decodeMessage(text), code);
   }
 }
 
@@ -298,7 +280,9 @@ class Frames {
     const messages: Uint8Array[] = [];
     while (this.#size >= PREFIX_BYTES) {
       const prefix = this.#front(PREFIX_BYTES, false);
-      if (prefix[0] !== 0) throw unavailable("a compressed message");
+      if (prefix[0] !== 0) {
+        throw unavailable("not an uncompressed gRPC message");
+      }
       const view = new DataView(prefix.buffer, prefix.byteOffset, PREFIX_BYTES);
       const length = view.getUint32(1);
       if (length > this.#maxBytes) {
@@ -336,28 +320,30 @@ class Frames {
     else {
       bytes = new Uint8Array(n);
       let at = 0;
-      for (const chunk of this.#chunks) {
-        const part = chunk.subarray(0, n - at);
+      for (let i = 0; at < n; i++) {
+        const part = this.#chunks[i]!.subarray(0, n - at);
         bytes.set(part, at);
         at += part.length;
-        if (at === n) break;
       }
     }
     if (take) this.#drop(n);
     return bytes;
   }
 
+  /** Takes `n` bytes off; the chunks used up go in one splice. */
   #drop(n: number): void {
     this.#size -= n;
+    let used = 0;
     while (n > 0) {
-      const first = this.#chunks[0]!;
+      const first = this.#chunks[used]!;
       if (first.length > n) {
-        this.#chunks[0] = first.subarray(n);
-        return;
+        this.#chunks[used] = first.subarray(n);
+        break;
       }
       n -= first.length;
-      this.#chunks.shift();
+      used++;
     }
+    this.#chunks.splice(0, used);
   }
 }
 

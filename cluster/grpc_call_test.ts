@@ -7,7 +7,7 @@ import {
   toBinary,
 } from "@bufbuild/protobuf";
 import { Code, ConnectError } from "@connectrpc/connect";
-import { Http2SessionManager } from "@connectrpc/connect-node";
+import { Http2Channel } from "./http2_channel.ts";
 import { streamCall, unaryCall } from "./grpc_call.ts";
 import {
   KV,
@@ -91,18 +91,14 @@ async function fakeMember(answer: Answer | { onStream: OnStream }) {
   server.listen(0, "127.0.0.1", resolve);
   await promise;
   const { port } = server.address() as { port: number };
-  const session = new Http2SessionManager(`http://127.0.0.1:${port}`, {
-    // No idle timer: the manager starts one (unref'd) whenever its last
-    // stream closes, even after abort(), which the test's sanitizer counts.
-    idleConnectionTimeoutMs: 2 ** 31,
-  });
+  const channel = new Http2Channel(`http://127.0.0.1:${port}`, {});
   return {
-    session,
+    channel,
     seen,
     /** Once each stream has closed (so has the client's), the session ends. */
     async [Symbol.asyncDispose]() {
       await Promise.all(streamsClosed);
-      session.abort();
+      channel[Symbol.dispose]();
       const closed = Promise.withResolvers<void>();
       server.close(() => closed.resolve());
       await closed.promise;
@@ -111,12 +107,12 @@ async function fakeMember(answer: Answer | { onStream: OnStream }) {
 }
 
 function call(
-  session: Http2SessionManager,
+  channel: Http2Channel,
   signal = new AbortController().signal,
   maxBytes = 1024,
 ) {
   const key = new TextEncoder().encode("k");
-  const target = { session, metadata: { token: "t0k" }, maxBytes };
+  const target = { channel, metadata: { token: "t0k" }, maxBytes };
   return unaryCall(target, KV.method.range, { key }, signal);
 }
 
@@ -134,7 +130,7 @@ Deno.test("unaryCall sends the method's path, the metadata and one framed reques
     request = body;
     ok(stream, headers, body);
   });
-  const answer = await call(member.session);
+  const answer = await call(member.channel);
   assert.equal(answer.more, true);
   const headers = member.seen[0]!;
   assert.equal(headers[":path"], "/etcdserverpb.KV/Range");
@@ -160,7 +156,7 @@ Deno.test("unaryCall throws etcd's status from the trailers, its message percent
       }));
     stream.end();
   });
-  const error = await failure(() => call(member.session));
+  const error = await failure(() => call(member.channel));
   assert.equal(error.code, Code.Unauthenticated);
   assert.equal(error.rawMessage, "etcdserver: invalid auth token ✓");
 });
@@ -174,12 +170,12 @@ Deno.test("unaryCall reads a status sent in the headers alone (trailers-only)", 
       "grpc-message": "etcdserver: requested lease not found",
     }, { endStream: true });
   });
-  const error = await failure(() => call(member.session));
+  const error = await failure(() => call(member.channel));
   assert.equal(error.code, Code.NotFound);
   assert.equal(error.rawMessage, "etcdserver: requested lease not found");
 });
 
-Deno.test("unaryCall reports as unavailable what is not a gRPC answer: no status, a compressed or cut message, another HTTP status, a reset stream", async () => {
+Deno.test("unaryCall reports as unavailable what is not a gRPC answer: no status, a compressed or cut message, another HTTP status, a reset stream, a status that is not one", async () => {
   const cases: [string, Answer][] = [
     ["no status", (stream) => {
       stream.respond({ ":status": 200 });
@@ -205,29 +201,36 @@ Deno.test("unaryCall reports as unavailable what is not a gRPC answer: no status
       stream.respond({ ":status": 503 }, { endStream: true });
     }],
     ["reset", (stream) => stream.close(http2.constants.NGHTTP2_REFUSED_STREAM)],
+    ...["abc", "17", "", "00"].map((status): [string, Answer] => [
+      `grpc-status "${status}"`,
+      (stream) => {
+        stream.respond({ ":status": 200 }, { waitForTrailers: true });
+        stream.on(
+          "wantTrailers",
+          () => stream.sendTrailers({ "grpc-status": status }),
+        );
+        stream.end(framed(RANGE_ANSWER));
+      },
+    ]),
   ];
   for (const [what, answer] of cases) {
     await using member = await fakeMember(answer);
-    const error = await failure(() => call(member.session), what);
+    const error = await failure(() => call(member.channel), what);
     assert.equal(error.code, Code.Unavailable, `${what}: ${error.message}`);
   }
 });
 
 Deno.test("unaryCall refuses an answer over its bound, and a refused connection is unavailable", async () => {
   await using member = await fakeMember(ok);
-  const error = await failure(() => call(member.session, undefined, 1));
+  const error = await failure(() => call(member.channel, undefined, 1));
   assert.equal(error.code, Code.ResourceExhausted);
 
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const { port } = listener.addr;
   listener.close();
-  const session = new Http2SessionManager(`http://127.0.0.1:${port}`);
-  try {
-    const refused = await failure(() => call(session));
-    assert.equal(refused.code, Code.Unavailable);
-  } finally {
-    session.abort();
-  }
+  using channel = new Http2Channel(`http://127.0.0.1:${port}`, {});
+  const refused = await failure(() => call(channel));
+  assert.equal(refused.code, Code.Unavailable);
 });
 
 Deno.test("an aborted unaryCall fails with the signal's reason and cancels its stream; the session goes on", async () => {
@@ -242,14 +245,14 @@ Deno.test("an aborted unaryCall fails with the signal's reason and cancels its s
     received.resolve();
   });
   const abort = new AbortController();
-  const calling = call(member.session, abort.signal);
+  const calling = call(member.channel, abort.signal);
   await received.promise;
   abort.abort(new DOMException("gave up", "TimeoutError"));
   const error = await calling.then(() => assert.fail("resolved"), (e) => e);
   assert.ok(error instanceof DOMException);
   assert.equal(error.name, "TimeoutError");
   assert.equal(await cancelled.promise, http2.constants.NGHTTP2_CANCEL);
-  assert.equal((await call(member.session)).more, true);
+  assert.equal((await call(member.channel)).more, true);
 });
 
 /** A watch answer, told apart by `id` (as its compact revision), with a value of `bytes`. */
@@ -322,7 +325,7 @@ Deno.test("streamCall writes requests as they come and reads answers however the
       });
     },
   });
-  const target = { session: member.session, metadata: {}, maxBytes: 1 << 20 };
+  const target = { channel: member.channel, metadata: {}, maxBytes: 1 << 20 };
   const answers = streamCall(
     target,
     Watch.method.watch,
@@ -360,7 +363,7 @@ Deno.test("streamCall throws the status that ends a stream after its answers, an
         stream.end(end === "cut" ? watchAnswer(2).subarray(0, 4) : undefined);
       },
     });
-    const target = { session: member.session, metadata: {}, maxBytes: 1024 };
+    const target = { channel: member.channel, metadata: {}, maxBytes: 1024 };
     const signal = new AbortController().signal;
     const ids: number[] = [];
     const error = await failure(async () => {
@@ -387,7 +390,7 @@ Deno.test("a stream is cancelled when its reader leaves the loop, and when its s
       stream.write(watchAnswer(1));
     },
   });
-  const target = { session: member.session, metadata: {}, maxBytes: 1024 };
+  const target = { channel: member.channel, metadata: {}, maxBytes: 1024 };
   const never = new AbortController().signal;
   for await (
     const answer of streamCall(
@@ -434,7 +437,7 @@ Deno.test("a read waiting on a stream that says nothing ends when the signal abo
       opened.resolve();
     },
   });
-  const target = { session: member.session, metadata: {}, maxBytes: 1024 };
+  const target = { channel: member.channel, metadata: {}, maxBytes: 1024 };
   const never = new AbortController().signal;
   const abort = new AbortController();
   const answers = streamCall(
@@ -453,13 +456,13 @@ Deno.test("a read waiting on a stream that says nothing ends when the signal abo
 Deno.test("a call to a member that never opens the connection ends when its signal aborts", async () => {
   // A member that accepts the connection and says nothing, as a frozen one.
   using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const session = new Http2SessionManager(
+  const channel = new Http2Channel(
     `http://127.0.0.1:${listener.addr.port}`,
-    { idleConnectionTimeoutMs: 2 ** 31 },
+    {},
   );
   const connections: Deno.Conn[] = [];
   try {
-    const target = { session, metadata: {}, maxBytes: 1024 };
+    const target = { channel, metadata: {}, maxBytes: 1024 };
     for (const method of ["unary", "stream"]) {
       const abort = new AbortController();
       const calling = method === "unary"
@@ -477,7 +480,7 @@ Deno.test("a call to a member that never opens the connection ends when its sign
       assert.equal(error.name, "TimeoutError");
     }
   } finally {
-    session.abort();
+    channel[Symbol.dispose]();
     for (const conn of connections) conn.close();
   }
 });
