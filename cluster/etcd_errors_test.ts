@@ -8,6 +8,7 @@ import {
   UNAUTHENTICATED,
   watchCancelled,
 } from "./etcd_errors.ts";
+import { reasonOf } from "./etcd_grpc.ts";
 
 const pure = { permissions: "none" } as const;
 
@@ -95,3 +96,29 @@ Deno.test("watchCancelled() types a cancel reason by its status", pure, () => {
   assert.equal(plain.code, 1);
   assert.match(plain.message, /cancelled: no reason$/);
 });
+
+Deno.test(
+  "reasonOf adds a cause's text only when the error does not carry it already",
+  pure,
+  () => {
+    const refused = new Error("connect ECONNREFUSED 127.0.0.1:2379");
+    const transport = new ConnectError(
+      "stream failed: connect ECONNREFUSED 127.0.0.1:2379",
+      Code.Unavailable,
+      undefined,
+      undefined,
+      refused,
+    );
+    const typed = etcdError("KV.Range", transport);
+    assert.equal(
+      reasonOf(typed),
+      'Cannot call etcd "KV.Range": stream failed: connect ECONNREFUSED 127.0.0.1:2379',
+    );
+    const wrapped = new Error("no answer", { cause: refused });
+    assert.equal(
+      reasonOf(wrapped),
+      "no answer: connect ECONNREFUSED 127.0.0.1:2379",
+    );
+    assert.equal(reasonOf("text"), "text");
+  },
+);

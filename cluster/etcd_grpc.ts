@@ -45,6 +45,7 @@ export type CallMethod<I extends DescMessage, O extends DescMessage> =
 export class EtcdChannels implements Disposable {
   readonly #tls: SecureClientSessionOptions;
   readonly #open = new Map<string, Http2Channel>();
+  #disposed = false;
 
   /**
    * @param tls The TLS options of `https://` endpoints (CA, client
@@ -104,6 +105,12 @@ export class EtcdChannels implements Disposable {
   }
 
   #target(endpoint: string, token: string | undefined): CallTarget {
+    if (this.#disposed) {
+      throw new ConnectError(
+        "the etcd client is closed",
+        Code.FailedPrecondition,
+      );
+    }
     let channel = this.#open.get(endpoint);
     if (channel === undefined) {
       channel = new Http2Channel(endpoint, this.#tls);
@@ -115,8 +122,12 @@ export class EtcdChannels implements Disposable {
     return { channel, metadata, maxBytes: READ_MAX_BYTES };
   }
 
-  /** Closes every connection; a call still under way fails. */
+  /**
+   * Closes every connection; a call still under way fails, and a later one
+   * fails at once (`FAILED_PRECONDITION`), opening no connection.
+   */
   [Symbol.dispose](): void {
+    this.#disposed = true;
     for (const channel of this.#open.values()) channel[Symbol.dispose]();
     this.#open.clear();
   }
@@ -199,7 +210,10 @@ export async function withTimeout<T>(
 export function reasonOf(error: unknown): string {
   if (!(error instanceof Error)) return String(error);
   const cause = error.cause;
-  return cause instanceof Error
-    ? `${error.message}: ${cause.message}`
-    : error.message;
+  if (!(cause instanceof Error)) return error.message;
+  // A typed error already carries its Connect cause's text.
+  const said = cause instanceof ConnectError ? cause.rawMessage : cause.message;
+  return error.message.includes(said)
+    ? error.message
+    : `${error.message}: ${cause.message}`;
 }

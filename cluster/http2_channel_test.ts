@@ -1,6 +1,8 @@
 import assert from "node:assert/strict";
 import * as http2 from "node:http2";
 import { Code, ConnectError } from "@connectrpc/connect";
+import { EtcdClient } from "./etcd.ts";
+import { EtcdError } from "./etcd_errors.ts";
 import { unaryCall } from "./grpc_call.ts";
 import { Http2Channel } from "./http2_channel.ts";
 import { KV } from "./proto/rpc_pb.ts";
@@ -116,4 +118,21 @@ Deno.test("a disposed channel refuses new streams", () => {
   const channel = new Http2Channel("http://127.0.0.1:9", {});
   channel[Symbol.dispose]();
   assert.throws(() => channel.request("/x", {}), /closed/);
+});
+
+Deno.test("a disposed etcd client fails a call at once instead of opening a connection", async () => {
+  using listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const client = new EtcdClient([`http://127.0.0.1:${listener.addr.port}`]);
+  client[Symbol.dispose]();
+  const error = await client.range({ key: "/" }).then(() => null, (e) => e);
+  assert.ok(error instanceof EtcdError, String(error));
+  assert.equal(error.code, Code.FailedPrecondition);
+  assert.match(error.message, /closed/);
+  // Nothing connected: the listener has no connection waiting.
+  listener.close();
+  const accepted = await listener.accept().then(
+    () => "a connection",
+    () => null,
+  );
+  assert.equal(accepted, null);
 });
