@@ -65,7 +65,8 @@ export class EtcdChannels implements Disposable {
    * @param signal Ends the stream.
    * @returns The answers.
    */
-  stream<I extends DescMessage, O extends DescMessage>(
+  // deno-lint-ignore require-await -- async, so a closed client rejects
+  async stream<I extends DescMessage, O extends DescMessage>(
     endpoint: string,
     method: DescMethodBiDiStreaming<I, O>,
     requests: AsyncIterable<MessageInitShape<I>>,
@@ -73,7 +74,7 @@ export class EtcdChannels implements Disposable {
     signal: AbortSignal,
   ): Promise<AsyncIterable<MessageShape<O>>> {
     const target = this.#target(endpoint, token);
-    return Promise.resolve(streamCall(target, method, requests, signal));
+    return streamCall(target, method, requests, signal);
   }
 
   /**
