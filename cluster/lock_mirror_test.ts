@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import type { KeyValue } from "./etcd_codec.ts";
 import { LockMirror } from "./lock_mirror.ts";
+import { blockers, closesCycle } from "./mirror_cycles.ts";
 import {
   lockPrefix,
   parseRequestKey,
@@ -248,24 +249,25 @@ Deno.test(
     put(mirror, 3, { ...x, name: "b", node: "b2" }); // b2.1 holds b
     put(mirror, 4, { ...x, name: "b", node: "a1" }); // a1.1 waits for b2.1
     const waitsFor: string[] = [];
-    mirror.blockers("a", "exclusive", undefined, waitsFor);
+    blockers(mirror, "a", "exclusive", undefined, waitsFor);
     assert.deepEqual(waitsFor, ["a1.1"]);
     assert.equal(
-      mirror.closesCycle("b2.1", waitsFor),
+      closesCycle(mirror, "b2.1", waitsFor),
       true,
       "b2.1 asking for a would close it",
     );
-    assert.equal(mirror.closesCycle("c3.1", waitsFor), false);
+    assert.equal(closesCycle(mirror, "c3.1", waitsFor), false);
     const closing = put(mirror, 5, { ...x, name: "a", node: "b2" }); // b2.1 waits for a: cycle
     const mine: string[] = [];
-    mirror.blockers("a", "exclusive", mirror.get(closing), mine);
+    blockers(mirror, "a", "exclusive", mirror.get(closing), mine);
     assert.equal(
-      mirror.closesCycle("b2.1", mine, 5),
+      closesCycle(mirror, "b2.1", mine, 5),
       true,
       "the youngest closed it",
     );
     const older: string[] = [];
-    mirror.blockers(
+    blockers(
+      mirror,
       "b",
       "exclusive",
       mirror.get(
@@ -274,7 +276,7 @@ Deno.test(
       older,
     );
     assert.equal(
-      mirror.closesCycle("a1.1", older, 4),
+      closesCycle(mirror, "a1.1", older, 4),
       false,
       "the older one did not",
     );
@@ -290,10 +292,10 @@ Deno.test(
     put(mirror, 3, { name: "r", mode: "exclusive", node: "a", conn: 2 });
     put(mirror, 4, { name: "r", mode: "shared", node: "b", conn: 1 });
     const shared: string[] = [];
-    mirror.blockers("r", "shared", undefined, shared);
+    blockers(mirror, "r", "shared", undefined, shared);
     assert.deepEqual(shared, ["a.2"]);
     const exclusive: string[] = [];
-    mirror.blockers("r", "exclusive", undefined, exclusive);
+    blockers(mirror, "r", "exclusive", undefined, exclusive);
     assert.deepEqual(exclusive, ["a.1", "a.2", "b.1"]);
   },
 );
@@ -346,13 +348,13 @@ Deno.test(
     put(mirror, 2, { name: "r", mode: "shared", node: "a", conn: 1 });
     put(mirror, 3, { name: "r", mode: "shared", node: "b", conn: 1 });
     const one: string[] = [];
-    mirror.blockers("r", "shared", undefined, one, undefined, 1);
+    blockers(mirror, "r", "shared", undefined, one, undefined, 1);
     assert.deepEqual(one, ["a.1", "b.1"]);
     const two: string[] = [];
-    mirror.blockers("r", "shared", undefined, two, undefined, 2);
+    blockers(mirror, "r", "shared", undefined, two, undefined, 2);
     assert.deepEqual(two, ["a.1", "b.1"]);
     const unbounded: string[] = [];
-    mirror.blockers("r", "shared", undefined, unbounded);
+    blockers(mirror, "r", "shared", undefined, unbounded);
     assert.deepEqual(unbounded, []);
   },
 );

@@ -1,6 +1,6 @@
 /**
  * Deadlock refusal on a node's mirror, decided as one server decides it,
- * pure. The mirror's cycle search (`LockMirror.waitClosesCycle`) is the
+ * pure. The mirror's cycle search (`waitClosesCycle`, `mirror_cycles.ts`) is the
  * filter: with a limit, a shared request counts as waiting for every earlier
  * one, so every deadlock has such a cycle. A cycle is rare; when there is
  * one, the part of the mirror it reaches is copied into the shapes of
@@ -22,11 +22,8 @@ import {
   type SearchedLock,
   type SearchedRequest,
 } from "../server/deadlock.ts";
-import {
-  type LockMirror,
-  type MirroredRequest,
-  olderThan,
-} from "./lock_mirror.ts";
+import type { LockMirror, MirroredRequest } from "./lock_mirror.ts";
+import { olderThan, waitClosesCycle } from "./mirror_cycles.ts";
 
 /** What {@linkcode waitDeadlocks} asks about besides the owner and the lock. */
 export interface WaitOptions {
@@ -57,7 +54,7 @@ export function waitDeadlocks(
   options: WaitOptions,
 ): boolean {
   const { mode, limit, request, skip } = options;
-  if (!mirror.waitClosesCycle(owner, name, mode, request, skip, limit)) {
+  if (!waitClosesCycle(mirror, owner, name, mode, request, skip, limit)) {
     return false;
   }
   const copy = new MirrorCopy(mirror, request, skip);
