@@ -2,7 +2,7 @@
  * The etcd lock space behind the lock server's {@linkcode LockSpace} seam, so
  * that every command, session, journal entry and notice works unchanged on a
  * cluster node. Outcomes arrive when etcd answers: an acquire's txn, or the
- * mirror showing a waiting request holding and its mark committed.
+ * mirror showing a waiting request granted.
  *
  * The node's lease is this node's promise: when it is lost, every connection
  * with a request here is told (`lock_lost`, to clients that sent `hello`) and
@@ -226,7 +226,7 @@ export class ClusterLockSpace
     if (space === null || state === null) return [];
     const remote = state.holders.filter((r) => r.owner.node !== this.#node);
     const keys = space.mirror.queue(name)
-      .filter((m) => m.node !== this.#node && space.tokenOf(m) > 0)
+      .filter((m) => m.node !== this.#node && m.grant !== undefined)
       .map((m) => m.key);
     this.#track(deleteKeys(this.#etcd, keys, this.#closed.signal));
     return remote;
@@ -291,7 +291,7 @@ export class ClusterLockSpace
     events.changed(ticket.name);
   }
 
-  /** A waiting request of this node holds now (its mark committed). */
+  /** A waiting request of this node holds now (the mirror shows its grant). */
   #onGrant(cluster: ClusterRequest): void {
     const request = this.#mine.behind(cluster);
     if (request === undefined || request.state !== "waiting") return;

@@ -14,7 +14,9 @@
  *   exclusive key, no shared key without a limit, and no limited key created
  *   after what the node knows (keys deleted since only leave fewer before
  *   it). When what the node knows does not allow it, the compare never
- *   holds: the request queues and the mirror grants it, a mark later.
+ *   holds: the request is written waiting, and if it holds all the same
+ *   once that txn has committed, the mirror grants it at the txn's revision
+ *   (`grant_slots.ts`).
  *
  * @module
  */

@@ -4,7 +4,9 @@
  * together in one txn when it returns, each as one op of it (an acquire or a
  * mark as a nested txn with its own comparisons). Every op of a txn commits
  * at the txn's revision; its index in the txn, its **slot**, tells apart the
- * grants of one txn, so a fencing token is {@linkcode tokenFor} both.
+ * grants of one txn, so a fencing token is {@linkcode tokenFor} both (the
+ * requests that the txn's deletes let in take the slots left:
+ * `grant_slots.ts`).
  *
  * The comparisons of a nested txn see the store as it was before the whole
  * txn, not the writes of the ops before it. So a txn carries at most one

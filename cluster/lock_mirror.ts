@@ -8,12 +8,29 @@
 
 import type { LockMode } from "../protocol/lock_protocol.ts";
 import type { KeyValue } from "./etcd_codec.ts";
+import { implicitSlots } from "./grant_slots.ts";
 import {
   ownerOf,
   parseRequestKey,
   parseRequestValue,
   type RequestValue,
 } from "./request_keys.ts";
+
+/**
+ * A grant as the mirror saw it: the revision and slot of its fencing token
+ * (`tokenFor` in `group_commit.ts`), and when it was made.
+ */
+export interface Grant {
+  /**
+   * The revision it came at; 0 when it came before the listing the mirror
+   * started from, with no write of its own, so its token is not known here.
+   */
+  readonly revision: number;
+  /** Its slot at that revision. */
+  readonly slot: number;
+  /** When it was made (ms since the epoch), as far as the mirror knows. */
+  readonly at: number;
+}
 
 /** A lock request as the mirror knows it. */
 export interface MirroredRequest {
@@ -40,6 +57,13 @@ export interface MirroredRequest {
   modRevision: number;
   /** What the key holds. */
   value: RequestValue;
+  /**
+   * Its grant: by the write that put it granted (its value's slot at its
+   * mod revision), or by the deletes that left it holding
+   * (`grant_slots.ts`). `undefined` while it waits, and while it holds with
+   * no slot (more grants at one revision than slots): its node marks it.
+   */
+  grant: Grant | undefined;
 }
 
 /**
@@ -72,12 +96,17 @@ export class LockMirror {
     for (const kv of kvs) this.#put(kv);
     for (const queue of this.#queues.values()) {
       queue.sort((a, b) => a.createRevision - b.createRevision);
+      for (const holder of this.#holders(queue)) {
+        holder.grant ??= { revision: 0, slot: 0, at: holder.value.since };
+      }
     }
     this.revision = revision;
   }
 
   /**
-   * Applies one watch batch.
+   * Applies one watch batch, a revision at a time: the requests that come to
+   * hold at a revision with no write of their own are granted there
+   * ({@linkcode implicitSlots}). A revision's changes all come in one batch.
    *
    * @param events The batch's changes, in order.
    * @param revision The revision the batch brings the mirror to.
@@ -90,11 +119,10 @@ export class LockMirror {
     deleted: MirroredRequest[] = [],
   ): Set<string> {
     const touched = new Set<string>();
-    for (const { type, kv } of events) {
-      const request = type === "put" ? this.#put(kv) : this.#delete(kv.key);
-      if (!request) continue;
-      touched.add(request.name);
-      if (type === "delete") deleted.push(request);
+    for (let at = 0, end = 0; at < events.length; at = end) {
+      const { modRevision } = events[at]!.kv;
+      while (events[end]?.kv.modRevision === modRevision) end++;
+      this.#applyRevision(events.slice(at, end), touched, deleted);
     }
     this.revision = Math.max(this.revision, revision);
     return touched;
@@ -135,6 +163,53 @@ export class LockMirror {
     return this.#byKey.get(key);
   }
 
+  #applyRevision(
+    events: { type: "put" | "delete"; kv: KeyValue }[],
+    touched: Set<string>,
+    deleted: MirroredRequest[],
+  ): void {
+    const before = new Map<string, Set<MirroredRequest>>();
+    const taken = new Set<number>();
+    for (const { type, kv } of events) {
+      const name = this.#byKey.get(kv.key)?.name ??
+        parseRequestKey(this.#root, kv.key)?.name;
+      if (name !== undefined && !before.has(name)) {
+        before.set(name, new Set(this.#holders(this.queue(name))));
+      }
+      const request = type === "put" ? this.#put(kv) : this.#delete(kv.key);
+      if (!request) continue;
+      touched.add(request.name);
+      if (type === "delete") deleted.push(request);
+      else if (request.grant?.revision === kv.modRevision) {
+        taken.add(request.grant.slot);
+      }
+    }
+    const came: MirroredRequest[] = [];
+    for (const [name, held] of before) {
+      for (const holder of this.#holders(this.queue(name))) {
+        if (!held.has(holder) && holder.grant === undefined) came.push(holder);
+      }
+    }
+    if (came.length === 0) return;
+    const revision = events[0]!.kv.modRevision;
+    const slots = implicitSlots(taken, came.map((request) => request.key));
+    const at = Date.now();
+    for (const request of came) {
+      const slot = slots.get(request.key);
+      if (slot !== undefined) request.grant = { revision, slot, at };
+    }
+  }
+
+  /**
+   * The requests of one lock that hold ({@linkcode holds}).
+   *
+   * @param name The lock's name.
+   * @returns Them, first in line first.
+   */
+  holders(name: string): MirroredRequest[] {
+    return this.#holders(this.queue(name));
+  }
+
   /**
    * The grant rule: an exclusive request holds when it is first in its queue;
    * a shared one when every request before it is shared with the same limit,
@@ -142,17 +217,15 @@ export class LockMirror {
    * later keys queue after it, and deletes only shorten what is before it.
    *
    * @param key The request's key.
-   * @param gone Keys to take as deleted: whether it would hold without them.
    * @returns Whether it holds; `false` when the mirror has no such key.
    */
-  holds(key: string, gone?: ReadonlySet<string>): boolean {
+  holds(key: string): boolean {
     const request = this.#byKey.get(key);
     if (!request) return false;
     const queue = this.queue(request.name);
     let ahead = 0;
     for (const other of queue) {
       if (other === request) return ahead < request.limit;
-      if (gone?.has(other.key)) continue;
       if (request.mode === "exclusive" || other.mode === "exclusive") {
         return false;
       }
@@ -184,11 +257,29 @@ export class LockMirror {
     return undefined;
   }
 
+  /**
+   * The holders of a queue, by the grant rule in one pass: they are its
+   * prefix, each shared with the first one's limit and fewer than it, or the
+   * first one alone.
+   */
+  #holders(queue: readonly MirroredRequest[]): MirroredRequest[] {
+    const first = queue[0];
+    if (!first) return [];
+    if (first.mode === "exclusive") return [first];
+    let end = 1;
+    while (
+      end < queue.length && end < first.limit &&
+      queue[end]!.mode === "shared" && queue[end]!.limit === first.limit
+    ) end++;
+    return queue.slice(0, end);
+  }
+
   #put(kv: KeyValue): MirroredRequest | null {
     const known = this.#byKey.get(kv.key);
     if (known) {
       known.value = parseRequestValue(kv.value);
       known.modRevision = kv.modRevision;
+      known.grant = written(kv, known.value) ?? known.grant;
       return known;
     }
     const parts = parseRequestKey(this.#root, kv.key);
@@ -208,6 +299,7 @@ export class LockMirror {
       createRevision: kv.createRevision,
       modRevision: kv.modRevision,
       value,
+      grant: written(kv, value),
     };
     this.#byKey.set(kv.key, request);
     const owned = this.#byOwner.get(request.owner);
@@ -238,6 +330,13 @@ export class LockMirror {
     if (queue.length === 0) this.#queues.delete(request.name);
     return request;
   }
+}
+
+/** The grant a write that put a request granted made, if it did. */
+function written(kv: KeyValue, value: RequestValue): Grant | undefined {
+  if (!value.granted) return undefined;
+  const { slot = 0, grantedAt = value.since } = value;
+  return { revision: kv.modRevision, slot, at: grantedAt };
 }
 
 /**

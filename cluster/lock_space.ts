@@ -3,10 +3,12 @@
  * lock's prefix on this node's lease, queued in create revision order
  * (`request_keys.ts`); who holds follows from the store by the grant rule of
  * `lock_mirror.ts`, mirrored by one watch. A request is granted at once by
- * the txn that queues it when nothing conflicts, else by its mark, a write
- * that the delete freeing it carries (`hand_off.ts`) or its node makes. Writes
- * are group-committed (`group_commit.ts`); tokens are the granting txn's
- * revision and the grant's slot in it, plus a token base kept in etcd.
+ * the txn that queues it when nothing conflicts, else at the revision of the
+ * deletes that leave it holding, with no write of its own
+ * (`grant_slots.ts`), or, when that revision has no slot left for it or came
+ * before the mirror's listing, by its mark, a write its node makes. Writes
+ * are group-committed (`group_commit.ts`); tokens are the granting revision
+ * and the grant's slot in it, plus a token base kept in etcd.
  * Release, withdrawal and disconnect delete keys at once; a dead node's keys
  * go with its lease; this node's lease lost ends every request here.
  *
@@ -97,13 +99,7 @@ export class EtcdLockSpace implements AsyncDisposable {
     this.#keys = new NodeKeys(this.#root, this.#node, {
       etcd,
       batch: this.#batch,
-      skip: this.ended,
       signal: this.#stop,
-      onMarked: (marked, { revision, slot }) => {
-        const request = this.#own.get(marked.key);
-        if (request?.state !== "waiting") return;
-        this.#grant(request, tokenFor(revision, slot, this.tokenBase));
-      },
       mirror: () => this.mirror,
       track: (task) => this.#track(task),
     });
@@ -236,12 +232,13 @@ export class EtcdLockSpace implements AsyncDisposable {
       return { status: "busy" };
     }
     request.state = "waiting";
-    const marked = this.mirror.get(key);
-    if (marked?.value.granted) {
-      // A release's hand-off marked it before etcd's answer to its acquire
-      // came back: the caller has not seen it queued, so this answer grants
-      // it, not `onGrant`.
-      request.token = this.tokenOf(marked);
+    const mirrored = this.mirror.get(key);
+    const token = mirrored ? this.tokenOf(mirrored) : 0;
+    if (token > 0) {
+      // A release granted it before etcd's answer to its acquire came back:
+      // the caller has not seen it queued, so this answer grants it, not
+      // `onGrant`.
+      request.token = token;
       request.state = "held";
       return { status: "granted", request };
     }
@@ -293,11 +290,13 @@ export class EtcdLockSpace implements AsyncDisposable {
    * The fencing token of a request the mirror shows granted.
    *
    * @param request A request of the mirror.
-   * @returns Its token, or 0 when it is not (yet) marked granted.
+   * @returns Its token; 0 when it is not granted (yet), or was granted
+   *   before the mirror's listing with no write of its own.
    */
   tokenOf(request: MirroredRequest): number {
-    const { granted, slot = 0 } = request.value;
-    return granted ? tokenFor(request.modRevision, slot, this.tokenBase) : 0;
+    const grant = request.grant;
+    if (!grant?.revision) return 0;
+    return tokenFor(grant.revision, grant.slot, this.tokenBase);
   }
 
   /** Stops following etcd; the requests' keys stay until the lease goes. */
@@ -332,17 +331,18 @@ export class EtcdLockSpace implements AsyncDisposable {
   }
 
   /**
-   * Marks a waiting request granted once the mirror shows it holding. While
-   * it waits, refuses it if the lock's oldest shared request has another
-   * limit (they raced), and, the first time, if its enqueue closed a cycle.
+   * Grants a waiting request once the mirror shows its grant, or marks it
+   * when it holds with no known token. While it waits, refuses it if the
+   * lock's oldest shared request has another limit (they raced), and, the
+   * first time, if its enqueue closed a cycle.
    */
   #consider(request: ClusterRequest): void {
     const mirrored = this.mirror.get(request.key);
     if (request.state !== "waiting" || !mirrored) return;
     const mirror = this.mirror;
-    if (mirrored.value.granted) {
-      // Marked by the txn that deleted the last request before it.
-      this.#grant(request, this.tokenOf(mirrored));
+    const token = this.tokenOf(mirrored);
+    if (token > 0) {
+      this.#grant(request, token);
       return;
     }
     if (mirror.holds(request.key)) {
@@ -378,7 +378,7 @@ export class EtcdLockSpace implements AsyncDisposable {
     );
   }
 
-  /** Grants a request whose mark has committed, unless the lease is lost. */
+  /** Grants a request the mirror shows granted, unless the lease is lost. */
   #grant(request: ClusterRequest, token: number): void {
     if (this.#lease.lost.aborted) return;
     request.token = token;

@@ -2,19 +2,23 @@
  * The keys of one node's requests, from the one a new request takes to the
  * delete that ends it: seats reused once their key is gone for sure
  * (`request_seats.ts`), the keys of acquires whose outcome is unknown,
- * deleted whenever they show up (`abandoned_keys.ts`), and deletes that
- * carry the marks of the requests that hold next (`hand_off.ts`).
+ * deleted whenever they show up (`abandoned_keys.ts`), and the deletes that
+ * end them (`request_deletes.ts`).
  *
  * @module
  */
 
 import { AbandonedKeys } from "./abandoned_keys.ts";
-import { deleteHandingOff, type Deletion, type HandOff } from "./hand_off.ts";
+import {
+  deleteRequestKeys,
+  type Deletion,
+  type KeyDeleters,
+} from "./request_deletes.ts";
 import type { LockMirror } from "./lock_mirror.ts";
 import { RequestSeats, type SeatOf } from "./request_seats.ts";
 
 /** What {@linkcode NodeKeys} deletes with. */
-export interface KeyWriters extends Omit<HandOff, "mirror" | "onDeleted"> {
+export interface KeyWriters extends Omit<KeyDeleters, "onDeleted"> {
   /** The node's mirror. */
   mirror: () => LockMirror;
   /** Keeps a background task, so that disposal waits for it. */
@@ -77,9 +81,8 @@ export class NodeKeys {
   }
 
   /**
-   * Deletes requests' keys until etcd takes it, each with the marks of the
-   * requests that hold once it is gone, and only while it is still that
-   * request's (its create revision); then their seats are free. A request
+   * Deletes requests' keys until etcd takes it, each only while it is still
+   * that request's (its create revision); then their seats are free. A request
    * that wrote nothing (create revision 0) has nothing to delete; one whose
    * acquire's outcome is unknown was abandoned, and is deleted as such.
    *
@@ -109,9 +112,8 @@ export class NodeKeys {
   }
 
   #delete(keys: Deletion[], vacating: string[]): Promise<void> {
-    const { mirror, track, ...writers } = this.#writers;
+    const { etcd, batch, signal, track } = this.#writers;
     const onDeleted = this.#seats.leaving(vacating);
-    const handOff = { ...writers, mirror: mirror(), onDeleted };
-    return track(deleteHandingOff(handOff, keys));
+    return track(deleteRequestKeys({ etcd, batch, signal, onDeleted }, keys));
   }
 }

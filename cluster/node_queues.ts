@@ -19,8 +19,8 @@ import type { NodeRequest, NodeRequests } from "./node_requests.ts";
 /**
  * This node's holders and waiters of a lock, each waiter with its place among
  * every node's waiters, and how many wait on every node. A request of another
- * node waits until its mark shows; one of this node as this node knows it (a
- * mark or a delete the mirror does not show yet). This node's waiters that the
+ * node waits until the mirror shows its grant; one of this node as this node
+ * knows it (a grant or a delete the mirror does not show yet). This node's waiters that the
  * mirror does not show yet are the youngest: they come last.
  *
  * @param space The node's etcd lock space.
@@ -43,7 +43,7 @@ export function nodeState(
   let queued = 0;
   for (const mirrored of space.mirror.queue(name)) {
     const own = mirrored.node === space.node;
-    if (own ? !waiting.has(mirrored.key) : space.tokenOf(mirrored) > 0) {
+    if (own ? !waiting.has(mirrored.key) : mirrored.grant !== undefined) {
       continue;
     }
     queued++;

@@ -217,11 +217,14 @@ export class NodeRequests {
 
 /**
  * One lock's holders and queue across the whole cluster, from a node's
- * mirror: a holder is a request marked granted; a request this node has
- * ended is left out, though its delete may still be on the way. Requests of
- * this node carry their tickets (when asked and granted); those of other
- * nodes the time their node received them, and the time of their mark (or,
- * granted at once, again the time their node received them).
+ * mirror: a holder is a request the mirror shows granted (its token is 0
+ * when the grant came before the mirror's listing, with no write of its
+ * own); a request this node has ended is left out, though its delete may
+ * still be on the way. Requests of this node carry their tickets (when asked
+ * and granted); those of other nodes the time their node received them, and
+ * the time of their grant: of its mark, of the node's mirror seeing the
+ * deletes that let it in, or, granted at once, again the time their node
+ * received them.
  *
  * @param space The node's etcd lock space.
  * @param mine The node's own requests.
@@ -238,21 +241,18 @@ export function wholeState(
   const holders: LockRequest<RequestOwner, Timing>[] = [];
   const waiters: LockRequest<RequestOwner, Timing>[] = [];
   for (const mirrored of queue) {
-    const token = space.tokenOf(mirrored);
-    const { since, grantedAt, peer = "", label } = mirrored.value;
+    const { since, peer = "", label } = mirrored.value;
+    const { grant } = mirrored;
     const local = mirrored.node === space.node
       ? mine.byKey(name, mirrored.key)
       : undefined;
-    (token > 0 ? holders : waiters).push({
+    (grant ? holders : waiters).push({
       owner: { id: mirrored.conn, peer, label, node: mirrored.node },
       name,
       mode: mirrored.mode,
-      ticket: local?.ticket ?? {
-        asked: since,
-        granted: typeof grantedAt === "number" ? grantedAt : since,
-      },
-      held: token > 0,
-      token,
+      ticket: local?.ticket ?? { asked: since, granted: grant?.at ?? since },
+      held: grant !== undefined,
+      token: space.tokenOf(mirrored),
     });
   }
   const mode = (holders[0] ?? waiters[0])!.mode;

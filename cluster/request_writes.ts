@@ -1,8 +1,8 @@
 /**
  * The writes of one lock request, as ops of a group-committed txn
  * (`group_commit.ts`): the acquire that queues it (and grants it when
- * nothing conflicts), the mark that records a later grant, and the delete
- * that ends it. A grant's value carries its slot in the txn, so that anyone
+ * nothing conflicts), the mark that grants it when the deletes that let it
+ * in left no slot for it (`grant_slots.ts`), and the delete that ends it. A grant's value carries its slot in the txn, so that anyone
  * reading the key knows its fencing token; a mark's also the time it was
  * made (`grantedAt`, for `status`).
  *
@@ -115,29 +115,26 @@ export interface MarkedRequest {
   lease: string;
   /** Its create revision: the mark writes only while the key is that one. */
   createRevision: number;
-  /**
-   * Its mod revision, when the mark must instead find the key unchanged
-   * since (a mark of another node's request: sent again, it writes
-   * nothing).
-   */
-  modRevision?: number | undefined;
 }
 
 /**
- * The mark of a waiting request that now holds: its value put granted, if
- * its key is still the one the mirror knows. One comparison, and the lease
- * given, so etcd reads the key once.
+ * The mark of a waiting request of this node that holds with no known
+ * token: its value put granted, if its key is still the one the mirror
+ * knows. One comparison, and the lease given, so etcd reads the key once.
  *
  * @param request The request.
  * @returns The write; its answer's nested txn succeeded when the key was
  *   there.
  */
 export function markWrite(request: MarkedRequest): BatchWrite {
-  const { key, value, lease, createRevision, modRevision } = request;
+  const { key, value, lease, createRevision } = request;
   const grantedAt = Date.now();
-  const compare: Compare = modRevision === undefined
-    ? { key, target: "create", result: "==", value: createRevision }
-    : { key, target: "mod", result: "==", value: modRevision };
+  const compare: Compare = {
+    key,
+    target: "create",
+    result: "==",
+    value: createRevision,
+  };
   return {
     keys: [key],
     puts: true,

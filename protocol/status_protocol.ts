@@ -23,7 +23,11 @@ export interface StatusEntry {
    * long it has held, or waited.
    */
   elapsed: number;
-  /** The fencing token of the grant (holders only). */
+  /**
+   * The fencing token of the grant (holders only). In a cluster, absent for a
+   * holder of another node granted before this node last listed the lock
+   * space, when no write recorded its token.
+   */
   token?: number;
   /** The label the client gave in `hello`, if any. */
   label?: string;

@@ -242,7 +242,7 @@ export function describe(
   };
   const label = request.owner.label;
   if (label !== undefined) described.label = label;
-  if (request.held) described.token = request.token;
+  if (request.held && request.token > 0) described.token = request.token;
   const node = request.owner.node;
   if (node !== undefined) described.node = node;
   return described;
