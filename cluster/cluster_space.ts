@@ -225,8 +225,8 @@ export class ClusterLockSpace
     const state = this.#inspectWhole(name);
     if (space === null || state === null) return [];
     const remote = state.holders.filter((r) => r.owner.node !== this.#node);
-    const keys = space.mirror.queue(name)
-      .filter((m) => m.node !== this.#node && m.grant !== undefined)
+    const keys = space.mirror.holders(name)
+      .filter((m) => m.node !== this.#node)
       .map((m) => m.key);
     this.#track(deleteKeys(this.#etcd, keys, this.#closed.signal));
     return remote;
@@ -287,6 +287,8 @@ export class ClusterLockSpace
     else {
       request.state = "waiting";
       events.queued(request);
+      // Granted between etcd's answer and now: `#onGrant` found it pending.
+      if (result.request.state === "held") this.#grant(request);
     }
     events.changed(ticket.name);
   }

@@ -1,8 +1,9 @@
 import assert from "node:assert/strict";
+import fc from "fast-check";
 import type { KeyValue } from "./etcd_codec.ts";
 import { implicitSlots } from "./grant_slots.ts";
 import { TOKEN_SLOTS } from "./group_commit.ts";
-import { LockMirror } from "./lock_mirror.ts";
+import { LockMirror, RevisionSplitError } from "./lock_mirror.ts";
 import { type RequestKey, requestKey } from "./request_keys.ts";
 
 const pure = { permissions: "none" } as const;
@@ -160,5 +161,210 @@ Deno.test(
       at: 1,
     });
     assert.equal(mirror.get(waits.key)!.grant, undefined);
+  },
+);
+
+Deno.test(
+  "a batch that goes on with a revision the mirror has applied is refused: its grants there could differ",
+  pure,
+  () => {
+    const mirror = new LockMirror(ROOT);
+    const first = kv(5, { name: "a", mode: "exclusive", node: "a1" });
+    const second = kv(5, { name: "a", mode: "exclusive", node: "b2" });
+    mirror.apply([put(first)], 5);
+    assert.throws(
+      () => mirror.apply([put(second)], 5),
+      RevisionSplitError,
+    );
+    assert.equal(mirror.get(second.key), undefined, "nothing applied");
+  },
+);
+
+/** One op of a generated txn. */
+const opArbitrary = fc.record({
+  kind: fc.constantFrom("acquire", "acquire", "delete", "mark"),
+  pick: fc.nat(),
+  name: fc.constantFrom("p", "q", "r"),
+  node: fc.constantFrom("a1", "b2", "c3"),
+  exclusive: fc.boolean(),
+  limit: fc.constantFrom(undefined, 1, 2),
+});
+
+type Event = { type: "put" | "delete"; kv: KeyValue };
+
+/**
+ * A history of txns as etcd would commit them: acquires granted at once
+ * when their lock has no key, deletes, marks of holders left without a slot;
+ * with `many`, 140 locks held and waited for, then all their holders deleted
+ * by one revision (a lease's expiry), past a revision's slots.
+ */
+function history(
+  steps: (typeof opArbitrary extends fc.Arbitrary<infer T> ? T : never)[][],
+  many: boolean,
+): { revision: number; events: Event[] }[] {
+  const mirror = new LockMirror(ROOT);
+  const store = new Map<string, KeyValue>();
+  const txns: { revision: number; events: Event[] }[] = [];
+  let revision = 1;
+  let seat = 0;
+  const commit = (events: Event[]) => {
+    if (events.length === 0) return;
+    revision++;
+    for (const event of events) {
+      event.kv.modRevision = revision;
+      if (event.type === "put") {
+        if (!store.has(event.kv.key)) event.kv.createRevision = revision;
+        store.set(event.kv.key, event.kv);
+      } else store.delete(event.kv.key);
+    }
+    mirror.apply(events, revision);
+    txns.push({ revision, events });
+  };
+  const acquire = (parts: Omit<RequestKey, "seat">, slot: number): Event => {
+    const free = mirror.queue(parts.name).length === 0 && !parts.limited;
+    const value = free ? { granted: true, slot } : {};
+    return { type: "put", kv: kv(++seat, parts, value) };
+  };
+  if (many) {
+    // Holders first, then a waiter for each, at most 100 ops a txn.
+    for (const chunk of [0, 100, 0, 100]) {
+      const count = chunk === 0 ? 100 : 40;
+      commit(
+        Array.from(
+          { length: count },
+          (_, i) =>
+            acquire(
+              { name: `m${chunk + i}`, mode: "exclusive", node: "a1" },
+              i,
+            ),
+        ),
+      );
+    }
+  }
+  for (const [at, ops] of steps.entries()) {
+    const events: Event[] = [];
+    const touched = new Set<string>();
+    const queued = new Set<string>();
+    for (const op of ops) {
+      const keys = [...store.keys()].filter((key) => !touched.has(key));
+      if (op.kind === "acquire" && !queued.has(op.name)) {
+        queued.add(op.name);
+        const limited = !op.exclusive && op.limit !== undefined;
+        const event = acquire({
+          name: op.name,
+          mode: op.exclusive ? "exclusive" : "shared",
+          node: op.node,
+          ...(limited ? { limited: true } : {}),
+        }, events.length);
+        if (limited) {
+          event.kv.value = JSON.stringify({
+            conn: 1,
+            since: 1,
+            limit: op.limit,
+          });
+        }
+        touched.add(event.kv.key);
+        events.push(event);
+      } else if (op.kind === "delete" && keys.length > 0) {
+        const key = keys[op.pick % keys.length]!;
+        touched.add(key);
+        events.push({ type: "delete", kv: { ...store.get(key)! } });
+      } else if (op.kind === "mark") {
+        const unmarked = [...mirror.names()].flatMap((name) =>
+          mirror.holders(name)
+        ).filter((h) => h.grant === undefined && !touched.has(h.key));
+        if (unmarked.length === 0) continue;
+        const { key } = unmarked[op.pick % unmarked.length]!;
+        touched.add(key);
+        const value = { conn: 1, since: 1, granted: true, slot: events.length };
+        events.push({
+          type: "put",
+          kv: { ...store.get(key)!, value: JSON.stringify(value) },
+        });
+      }
+    }
+    commit(events);
+    if (many && at === 0) {
+      commit(
+        [...mirror.names()].filter((name) => name.startsWith("m"))
+          .map((name) => mirror.holders(name)[0]!)
+          .map((holder) => ({
+            type: "delete" as const,
+            kv: { ...store.get(holder.key)! },
+          })),
+      );
+    }
+  }
+  return txns;
+}
+
+Deno.test(
+  "every mirror finds the same grants, in unique slots, however the watch batches revisions and wherever it listed",
+  pure,
+  () => {
+    fc.assert(
+      fc.property(
+        fc.array(fc.array(opArbitrary, { minLength: 1, maxLength: 6 }), {
+          maxLength: 30,
+        }),
+        fc.boolean(),
+        fc.array(fc.integer({ min: 1, max: 4 }), { minLength: 40 }),
+        fc.nat(),
+        (steps, many, cuts, listing) => {
+          const txns = history(steps, many);
+          const one = new LockMirror(ROOT);
+          const batched = new LockMirror(ROOT);
+          const listed = new LockMirror(ROOT);
+          const made = new Map<string, string>();
+          const store = new Map<string, KeyValue>();
+          const listAt = txns.length === 0 ? -1 : listing % txns.length;
+          for (const [i, { revision, events }] of txns.entries()) {
+            one.apply(events, revision);
+            for (const event of events) {
+              if (event.type === "put") store.set(event.kv.key, event.kv);
+              else store.delete(event.kv.key);
+            }
+            for (const name of one.names()) {
+              for (const { key, grant } of one.holders(name)) {
+                if (grant?.revision !== revision) continue;
+                const id = `${grant.revision}.${grant.slot}`;
+                const known = made.get(id);
+                assert.ok(known === undefined || known === key, `slot ${id}`);
+                assert.ok(grant.slot >= 0 && grant.slot < TOKEN_SLOTS);
+                made.set(id, key);
+              }
+            }
+            if (i === listAt) listed.reset([...store.values()], revision);
+          }
+          let at = 0;
+          for (const cut of cuts) {
+            const chunk = txns.slice(at, at += cut);
+            if (chunk.length === 0) break;
+            const last = chunk.at(-1)!.revision;
+            batched.apply(chunk.flatMap((txn) => txn.events), last);
+            const later = chunk.filter((txn) => txn.revision > listed.revision);
+            listed.apply(later.flatMap((txn) => txn.events), last);
+          }
+          if (at < txns.length) {
+            const rest = txns.slice(at);
+            batched.apply(rest.flatMap((t) => t.events), rest.at(-1)!.revision);
+            const later = rest.filter((txn) => txn.revision > listed.revision);
+            listed.apply(later.flatMap((t) => t.events), rest.at(-1)!.revision);
+          }
+          const since = listAt < 0 ? 0 : txns[listAt]!.revision;
+          const tokenOf = (
+            grant: { revision: number; slot: number } | undefined,
+          ) => grant && `${grant.revision}.${grant.slot}`;
+          for (const key of store.keys()) {
+            const grant = one.get(key)!.grant;
+            assert.equal(tokenOf(batched.get(key)!.grant), tokenOf(grant), key);
+            const seen = listed.get(key)!.grant;
+            if (seen?.revision === 0) {
+              assert.ok(grant === undefined || grant.revision <= since, key);
+            } else assert.equal(tokenOf(seen), tokenOf(grant), key);
+          }
+        },
+      ),
+    );
   },
 );

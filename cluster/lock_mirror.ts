@@ -112,12 +112,19 @@ export class LockMirror {
    * @param revision The revision the batch brings the mirror to.
    * @param deleted Receives the requests the batch deleted.
    * @returns The names of the locks whose queues changed.
+   * @throws {RevisionSplitError} When the batch goes on with a revision the
+   *   mirror has applied: its grants at that revision could be wrong, so the
+   *   mirror must start again from a listing.
    */
   apply(
     events: { type: "put" | "delete"; kv: KeyValue }[],
     revision: number,
     deleted: MirroredRequest[] = [],
   ): Set<string> {
+    const first = events[0]?.kv.modRevision;
+    if (first !== undefined && first <= this.revision) {
+      throw new RevisionSplitError(first, this.revision);
+    }
     const touched = new Set<string>();
     for (let at = 0, end = 0; at < events.length; at = end) {
       const { modRevision } = events[at]!.kv;
@@ -332,11 +339,35 @@ export class LockMirror {
   }
 }
 
-/** The grant a write that put a request granted made, if it did. */
+/**
+ * A watch batch that goes on with a revision the mirror has applied: etcd
+ * sends a revision's changes in one watch response, so this is never
+ * expected; the mirror's grants at that revision may then differ from other
+ * nodes', and it starts again from a listing.
+ */
+export class RevisionSplitError extends Error {
+  /**
+   * @param revision The batch's first revision.
+   * @param applied The mirror's revision.
+   */
+  constructor(revision: number, applied: number) {
+    super(
+      `The watch delivered revision ${revision} after the mirror had applied ${applied}`,
+    );
+    this.name = "RevisionSplitError";
+  }
+}
+
+/**
+ * The grant a write that put a request granted made, if it did: its own, or
+ * the one it records (`grantRevision`, earlier than the write).
+ */
 function written(kv: KeyValue, value: RequestValue): Grant | undefined {
   if (!value.granted) return undefined;
-  const { slot = 0, grantedAt = value.since } = value;
-  return { revision: kv.modRevision, slot, at: grantedAt };
+  const { slot = 0, grantedAt = value.since, grantRevision: made } = value;
+  const recorded = Number.isSafeInteger(made) && made! > 0 &&
+    made! < kv.modRevision;
+  return { revision: recorded ? made! : kv.modRevision, slot, at: grantedAt };
 }
 
 /**

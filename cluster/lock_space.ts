@@ -25,6 +25,7 @@ import type { EtcdClient } from "./etcd.ts";
 import { untilTaken } from "./etcd_retry.ts";
 import { queueRequest } from "./acquire_txn.ts";
 import { GroupCommit, tokenFor } from "./group_commit.ts";
+import { recordGrant } from "./grant_records.ts";
 import { refusalToQueue, refusalWhileWaiting } from "./mirror_refusals.ts";
 import { LinkedAbort } from "./linked_abort.ts";
 import { MirrorFeed } from "./mirror_feed.ts";
@@ -240,6 +241,7 @@ export class EtcdLockSpace implements AsyncDisposable {
       // `onGrant`.
       request.token = token;
       request.state = "held";
+      this.#recordLater(request, mirrored!);
       return { status: "granted", request };
     }
     this.#consider(request);
@@ -343,6 +345,7 @@ export class EtcdLockSpace implements AsyncDisposable {
     const token = this.tokenOf(mirrored);
     if (token > 0) {
       this.#grant(request, token);
+      this.#recordLater(request, mirrored);
       return;
     }
     if (mirror.holds(request.key)) {
@@ -384,6 +387,18 @@ export class EtcdLockSpace implements AsyncDisposable {
     request.token = token;
     request.state = "held";
     this.#options.onGrant(request);
+  }
+
+  /** Records a grant that deletes made, should the hold last. */
+  #recordLater(request: ClusterRequest, granted: MirroredRequest): void {
+    if (granted.value.granted || request.state !== "held") return;
+    const recorder = {
+      batch: this.#batch,
+      lease: this.#lease.id,
+      signal: this.#stop,
+      valueOf: (key: string) => this.mirror.get(key)?.value,
+    };
+    this.#track(recordGrant(recorder, request, granted.grant!));
   }
 
   /** Keeps a background task, so that disposal waits for it. */

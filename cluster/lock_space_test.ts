@@ -528,5 +528,8 @@ etcdTest(
     gate.resolve();
     const result = await asked;
     assert.equal(result.status, "granted");
+    const { token } = (result as { request: ClusterRequest }).request;
+    assert.equal(token, a.locks.tokenOf(a.locks.mirror.get(mine!.key)!));
+    assert.ok(token > first.token);
   },
 );

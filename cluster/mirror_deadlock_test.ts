@@ -83,7 +83,8 @@ Deno.test(
         };
         const remove = (kv: KeyValue) => {
           revision++;
-          mirror.apply([{ type: "delete", kv }], revision);
+          const gone = { ...kv, modRevision: revision };
+          mirror.apply([{ type: "delete", kv: gone }], revision);
         };
         for (const step of script) {
           if (step.kind === "release") {
@@ -171,25 +172,25 @@ Deno.test(
   },
 );
 
-/** Puts an exclusive request of node `a` at a create revision of its own. */
+/** Puts exclusive requests of node `a` in one txn, at one revision. */
 function putAt(
   mirror: LockMirror,
   revision: number,
-  parts: { name: string; conn: number },
-): string {
-  const key = requestKey(ROOT, {
-    name: parts.name,
-    mode: "exclusive",
-    node: "a",
-    seat: mirror.revision + 1,
+  ...requests: { name: string; conn: number }[]
+): string[] {
+  const events = requests.map((parts, i) => {
+    const key = requestKey(ROOT, {
+      name: parts.name,
+      mode: "exclusive",
+      node: "a",
+      seat: mirror.revision + 1 + i,
+    });
+    const value = JSON.stringify({ conn: parts.conn, since: 1 });
+    const kv = { key, value, createRevision: revision, lease: "1" };
+    return { type: "put" as const, kv: { ...kv, modRevision: revision } };
   });
-  const value = JSON.stringify({ conn: parts.conn, since: 1 });
-  const kv = { key, value, createRevision: revision, lease: "1" };
-  mirror.apply(
-    [{ type: "put", kv: { ...kv, modRevision: revision } }],
-    revision,
-  );
-  return key;
+  mirror.apply(events, revision);
+  return events.map(({ kv }) => kv.key);
 }
 
 Deno.test(
@@ -199,8 +200,12 @@ Deno.test(
     const mirror = new LockMirror(ROOT);
     putAt(mirror, 2, { name: "c1", conn: 1 }); // a.1 holds c1
     putAt(mirror, 3, { name: "c2", conn: 2 }); // a.2 holds c2
-    const waitsForC2 = putAt(mirror, 4, { name: "c2", conn: 1 }); // a.1 waits
-    const waitsForC1 = putAt(mirror, 4, { name: "c1", conn: 2 }); // a.2 waits
+    const [waitsForC2, waitsForC1] = putAt(
+      mirror,
+      4,
+      { name: "c2", conn: 1 }, // a.1 waits
+      { name: "c1", conn: 2 }, // a.2 waits
+    ) as [string, string];
     assert.ok(waitsForC2 > waitsForC1, "…/q/c2/… sorts after …/q/c1/…");
     const refused = (key: string, skip?: (r: { key: string }) => boolean) => {
       const request = mirror.get(key)!;

@@ -18,7 +18,11 @@ import { EtcdError } from "./etcd_errors.ts";
 import type { KeyValue } from "./etcd_codec.ts";
 import { EtcdCompactedError, watch } from "./etcd_watch.ts";
 import { LinkedAbort } from "./linked_abort.ts";
-import { LockMirror, type MirroredRequest } from "./lock_mirror.ts";
+import {
+  LockMirror,
+  type MirroredRequest,
+  RevisionSplitError,
+} from "./lock_mirror.ts";
 
 /** Options of {@linkcode MirrorFeed.open}. */
 export interface MirrorFeedOptions {
@@ -160,7 +164,9 @@ export class MirrorFeed {
           }
         }
       } catch (error) {
-        if (!(error instanceof EtcdCompactedError)) throw error;
+        const relist = error instanceof EtcdCompactedError ||
+          error instanceof RevisionSplitError;
+        if (!relist) throw error;
         await this.#relist(signal);
       }
     }

@@ -19,8 +19,8 @@ import type { NodeRequest, NodeRequests } from "./node_requests.ts";
 /**
  * This node's holders and waiters of a lock, each waiter with its place among
  * every node's waiters, and how many wait on every node. A request of another
- * node waits until the mirror shows its grant; one of this node as this node
- * knows it (a grant or a delete the mirror does not show yet). This node's waiters that the
+ * node waits while it does not hold by the grant rule; one of this node as
+ * this node knows it (a grant or a delete the mirror does not show yet). This node's waiters that the
  * mirror does not show yet are the youngest: they come last.
  *
  * @param space The node's etcd lock space.
@@ -41,11 +41,10 @@ export function nodeState(
   }
   const placed = new Map<NodeRequest, number>();
   let queued = 0;
+  const holding = new Set(space.mirror.holders(name));
   for (const mirrored of space.mirror.queue(name)) {
     const own = mirrored.node === space.node;
-    if (own ? !waiting.has(mirrored.key) : mirrored.grant !== undefined) {
-      continue;
-    }
+    if (own ? !waiting.has(mirrored.key) : holding.has(mirrored)) continue;
     queued++;
     if (own) placed.set(waiting.get(mirrored.key)!, queued);
   }

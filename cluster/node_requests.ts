@@ -217,9 +217,10 @@ export class NodeRequests {
 
 /**
  * One lock's holders and queue across the whole cluster, from a node's
- * mirror: a holder is a request the mirror shows granted (its token is 0
- * when the grant came before the mirror's listing, with no write of its
- * own); a request this node has ended is left out, though its delete may
+ * mirror: a holder is a request that holds by the grant rule (its token is
+ * 0 while the mirror knows none: granted before the mirror's listing with
+ * no record of it yet, or let in past a revision's slots and not yet
+ * marked); a request this node has ended is left out, though its delete may
  * still be on the way. Requests of this node carry their tickets (when asked
  * and granted); those of other nodes the time their node received them, and
  * the time of their grant: of its mark, of the node's mirror seeing the
@@ -240,19 +241,21 @@ export function wholeState(
   if (queue.length === 0) return null;
   const holders: LockRequest<RequestOwner, Timing>[] = [];
   const waiters: LockRequest<RequestOwner, Timing>[] = [];
+  const holding = new Set(space.mirror.holders(name));
   for (const mirrored of queue) {
     const { since, peer = "", label } = mirrored.value;
-    const { grant } = mirrored;
+    const held = holding.has(mirrored);
     const local = mirrored.node === space.node
       ? mine.byKey(name, mirrored.key)
       : undefined;
-    (grant ? holders : waiters).push({
+    const granted = mirrored.grant?.at ?? since;
+    (held ? holders : waiters).push({
       owner: { id: mirrored.conn, peer, label, node: mirrored.node },
       name,
       mode: mirrored.mode,
-      ticket: local?.ticket ?? { asked: since, granted: grant?.at ?? since },
-      held: grant !== undefined,
-      token: space.tokenOf(mirrored),
+      ticket: local?.ticket ?? { asked: since, granted },
+      held,
+      token: local?.token || space.tokenOf(mirrored),
     });
   }
   const mode = (holders[0] ?? waiters[0])!.mode;

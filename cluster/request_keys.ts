@@ -65,6 +65,12 @@ export interface RequestValue {
    * the fencing token (`tokenFor` in `group_commit.ts`).
    */
   slot?: number | undefined;
+  /**
+   * The revision of the grant, when the deletes before the request made it
+   * and its node recorded it later (`grant_records.ts`): then the fencing
+   * token's revision, instead of the mod revision.
+   */
+  grantRevision?: number | undefined;
 }
 
 /** The parts of a request's key. */

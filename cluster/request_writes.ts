@@ -121,14 +121,20 @@ export interface MarkedRequest {
  * The mark of a waiting request of this node that holds with no known
  * token: its value put granted, if its key is still the one the mirror
  * knows. One comparison, and the lease given, so etcd reads the key once.
+ * With `made`, the record of a grant the deletes before it made: that
+ * grant's revision and slot, instead of the mark's own.
  *
  * @param request The request.
+ * @param made A grant already made, to record.
  * @returns The write; its answer's nested txn succeeded when the key was
  *   there.
  */
-export function markWrite(request: MarkedRequest): BatchWrite {
+export function markWrite(
+  request: MarkedRequest,
+  made?: { revision: number; slot: number; at: number },
+): BatchWrite {
   const { key, value, lease, createRevision } = request;
-  const grantedAt = Date.now();
+  const grantedAt = made?.at ?? Date.now();
   const compare: Compare = {
     key,
     target: "create",
@@ -143,7 +149,16 @@ export function markWrite(request: MarkedRequest): BatchWrite {
       txn: {
         compare: [compare],
         success: [{
-          put: { key, value: granted(value, slot, grantedAt), lease },
+          put: {
+            key,
+            value: granted(
+              value,
+              made?.slot ?? slot,
+              grantedAt,
+              made?.revision,
+            ),
+            lease,
+          },
         }],
         failure: [],
       },
@@ -177,6 +192,13 @@ function granted(
   value: RequestValue,
   slot: number,
   grantedAt?: number,
+  grantRevision?: number,
 ): string {
-  return JSON.stringify({ ...value, granted: true, slot, grantedAt });
+  return JSON.stringify({
+    ...value,
+    granted: true,
+    slot,
+    grantedAt,
+    grantRevision,
+  });
 }
