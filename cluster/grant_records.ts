@@ -11,17 +11,15 @@
  */
 
 import type { GroupCommit } from "./group_commit.ts";
-import { LinkedAbort } from "./linked_abort.ts";
 import type { Grant } from "./lock_mirror.ts";
 import type { ClusterRequest } from "./own_requests.ts";
 import type { RequestValue } from "./request_keys.ts";
 import { markWrite } from "./request_writes.ts";
-import { delay } from "../message/io.ts";
 
 /** How long a hold lasts before its grant is recorded, in ms. */
 export const RECORD_AFTER_MS = 1_000;
 
-/** What {@linkcode recordGrant} writes with. */
+/** What {@linkcode GrantRecords} writes with. */
 export interface GrantRecorder {
   /** The node's group commit. */
   batch: GroupCommit;
@@ -31,29 +29,76 @@ export interface GrantRecorder {
   signal: AbortSignal;
   /** The request's value, as the node's mirror shows it now. */
   valueOf: (key: string) => RequestValue | undefined;
+  /** Keeps a background task, so that disposal waits for it. */
+  track: (task: Promise<void>) => void;
+}
+
+/** A grant waiting for its record. */
+interface Due {
+  readonly request: ClusterRequest;
+  readonly grant: Grant;
+  readonly at: number;
 }
 
 /**
- * Records a grant that deletes made, once the request has held for
- * {@linkcode RECORD_AFTER_MS}, if it still holds. Only while the key is
- * still the request's (its create revision); a record etcd does not take is
- * not sent again: only a later listing misses it.
- *
- * @param recorder The node's writers.
- * @param request The request, held.
- * @param grant Its grant, as the mirror made it.
+ * The grants of one node that deletes made, each recorded once its request
+ * has held for {@linkcode RECORD_AFTER_MS}, if it still holds: one timer for
+ * them all, since most holds end first. A record is written only while the
+ * key is still the request's (its create revision); one etcd does not take
+ * is not sent again: only a later listing misses it.
  */
-export async function recordGrant(
-  recorder: GrantRecorder,
-  request: ClusterRequest,
-  grant: Grant,
-): Promise<void> {
-  using stop = new LinkedAbort(recorder.signal, request.withdrawn.signal);
-  if (await delay(RECORD_AFTER_MS, stop.signal)) return;
-  const value = recorder.valueOf(request.key);
-  if (value === undefined || value.granted) return;
-  const { key, createRevision } = request;
-  const lease = recorder.lease;
-  const record = markWrite({ key, createRevision, value, lease }, grant);
-  await recorder.batch.submit(record).catch(() => {});
+export class GrantRecords {
+  readonly #recorder: GrantRecorder;
+  /** In the order they are due. */
+  #due: Due[] = [];
+  #timer: ReturnType<typeof setTimeout> | undefined;
+
+  /** @param recorder What records are written with. */
+  constructor(recorder: GrantRecorder) {
+    this.#recorder = recorder;
+    recorder.signal.addEventListener("abort", () => {
+      clearTimeout(this.#timer);
+      this.#due = [];
+    }, { once: true });
+  }
+
+  /**
+   * A request that deletes granted, to record should it still hold in
+   * {@linkcode RECORD_AFTER_MS}.
+   *
+   * @param request The request, held.
+   * @param grant Its grant, as the mirror made it.
+   */
+  add(request: ClusterRequest, grant: Grant): void {
+    if (this.#recorder.signal.aborted) return;
+    this.#due.push({ request, grant, at: performance.now() + RECORD_AFTER_MS });
+    if (this.#timer === undefined) this.#arm();
+  }
+
+  #arm(): void {
+    const first = this.#due[0];
+    if (first === undefined) return;
+    const wait = Math.max(0, first.at - performance.now());
+    this.#timer = setTimeout(() => this.#fire(), wait);
+  }
+
+  #fire(): void {
+    this.#timer = undefined;
+    const now = performance.now();
+    const ends = this.#due.findIndex((due) => due.at > now);
+    const due = this.#due.splice(0, ends < 0 ? this.#due.length : ends);
+    for (const { request, grant } of due) {
+      if (request.state === "held") this.#record(request, grant);
+    }
+    this.#arm();
+  }
+
+  #record(request: ClusterRequest, grant: Grant): void {
+    const { batch, lease, valueOf, track } = this.#recorder;
+    const value = valueOf(request.key);
+    if (value === undefined || value.granted) return;
+    const { key, createRevision } = request;
+    const record = markWrite({ key, createRevision, value, lease }, grant);
+    track(batch.submit(record).then(() => {}, () => {}));
+  }
 }

@@ -25,7 +25,7 @@ import type { EtcdClient } from "./etcd.ts";
 import { untilTaken } from "./etcd_retry.ts";
 import { queueRequest } from "./acquire_txn.ts";
 import { GroupCommit, tokenFor } from "./group_commit.ts";
-import { recordGrant } from "./grant_records.ts";
+import { GrantRecords } from "./grant_records.ts";
 import { refusalToQueue, refusalWhileWaiting } from "./mirror_refusals.ts";
 import { LinkedAbort } from "./linked_abort.ts";
 import { MirrorFeed } from "./mirror_feed.ts";
@@ -67,6 +67,7 @@ export class EtcdLockSpace implements AsyncDisposable {
   readonly #stop: AbortSignal;
   readonly #tasks = new Set<Promise<void>>();
   readonly #keys: NodeKeys;
+  readonly #records: GrantRecords;
   #feed: MirrorFeed | null = null;
   /** Requests asked on this node so far: each one's number. */
   #asked = 0;
@@ -103,6 +104,13 @@ export class EtcdLockSpace implements AsyncDisposable {
       signal: this.#stop,
       mirror: () => this.mirror,
       track: (task) => this.#track(task),
+    });
+    this.#records = new GrantRecords({
+      batch: this.#batch,
+      lease: lease.id,
+      signal: this.#stop,
+      valueOf: (key) => this.mirror.get(key)?.value,
+      track: (task) => void this.#track(task),
     });
   }
 
@@ -392,13 +400,7 @@ export class EtcdLockSpace implements AsyncDisposable {
   /** Records a grant that deletes made, should the hold last. */
   #recordLater(request: ClusterRequest, granted: MirroredRequest): void {
     if (granted.value.granted || request.state !== "held") return;
-    const recorder = {
-      batch: this.#batch,
-      lease: this.#lease.id,
-      signal: this.#stop,
-      valueOf: (key: string) => this.mirror.get(key)?.value,
-    };
-    this.#track(recordGrant(recorder, request, granted.grant!));
+    this.#records.add(request, granted.grant!);
   }
 
   /** Keeps a background task, so that disposal waits for it. */
