@@ -227,7 +227,7 @@ export class ClusterLockSpace
     const remote = state.holders.filter((r) => r.owner.node !== this.#node);
     const keys = space.mirror.holders(name)
       .filter((m) => m.node !== this.#node)
-      .map((m) => m.key);
+      .map(({ key, createRevision }) => ({ key, createRevision }));
     this.#track(deleteKeys(this.#etcd, keys, this.#closed.signal));
     return remote;
   }

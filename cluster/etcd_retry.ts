@@ -10,6 +10,8 @@
 import { delay } from "../message/io.ts";
 import type { EtcdClient } from "./etcd.ts";
 import { EtcdError, EtcdNoSpaceError } from "./etcd_errors.ts";
+import type { Deletion } from "./request_deletes.ts";
+import { deleteWrite } from "./request_writes.ts";
 
 /** etcd's default `--max-txn-ops`. */
 export const MAX_TXN_OPS = 128;
@@ -40,29 +42,29 @@ export async function untilTaken<T>(
 
 /**
  * Deletes keys, in txns of at most {@linkcode MAX_TXN_OPS} deletes sent
- * together, until etcd has taken every delete. On a full quota etcd refuses
- * any txn, deletes included, but still takes a plain DeleteRange, so
+ * together, until etcd has taken every delete; each only while the key has
+ * the create revision given with it, so that a late copy never deletes the
+ * key of a later request that reuses it. On a full quota etcd refuses any
+ * txn, deletes included, but still takes a plain DeleteRange (unguarded), so
  * releases keep working.
  *
  * @param etcd The etcd client.
- * @param keys The keys.
+ * @param keys The keys, each with its request's create revision when known.
  * @param signal Gives up.
  */
 export async function deleteKeys(
   etcd: EtcdClient,
-  keys: string[],
+  keys: readonly Deletion[],
   signal: AbortSignal,
 ): Promise<void> {
-  const batches: string[][] = [];
+  const batches: Deletion[][] = [];
   for (let i = 0; i < keys.length; i += MAX_TXN_OPS) {
     batches.push(keys.slice(i, i + MAX_TXN_OPS));
   }
   await Promise.all(batches.map(async (batch) => {
-    if (batch.length === 1) {
-      await untilTaken(signal, () => etcd.deleteRange({ key: batch[0]! }));
-      return;
-    }
-    const ops = batch.map((key) => ({ deleteRange: { key } }));
+    const ops = batch.map(({ key, createRevision }) =>
+      deleteWrite(key, createRevision).op(0)
+    );
     const taken = await untilTaken(
       signal,
       () =>
@@ -72,7 +74,11 @@ export async function deleteKeys(
         }),
     );
     if (taken === false) {
-      await Promise.all(batch.map((key) => deleteKeys(etcd, [key], signal)));
+      await Promise.all(
+        batch.map(({ key }) =>
+          untilTaken(signal, () => etcd.deleteRange({ key }))
+        ),
+      );
     }
   }));
 }

@@ -29,13 +29,16 @@ export interface GrantRecorder {
   signal: AbortSignal;
   /** The request's value, as the node's mirror shows it now. */
   valueOf: (key: string) => RequestValue | undefined;
+  /** Whether this node's request with this key and create revision holds. */
+  holds: (key: string, createRevision: number) => boolean;
   /** Keeps a background task, so that disposal waits for it. */
   track: (task: Promise<void>) => void;
 }
 
-/** A grant waiting for its record. */
+/** A grant waiting for its record: its request's key, and when it is due. */
 interface Due {
-  readonly request: ClusterRequest;
+  readonly key: string;
+  readonly createRevision: number;
   readonly grant: Grant;
   readonly at: number;
 }
@@ -45,7 +48,9 @@ interface Due {
  * has held for {@linkcode RECORD_AFTER_MS}, if it still holds: one timer for
  * them all, since most holds end first. A record is written only while the
  * key is still the request's (its create revision); one etcd does not take
- * is not sent again: only a later listing misses it.
+ * is not sent again: only a later listing misses it. What waits is a key,
+ * a create revision and a grant per grant of the last second: bounded by
+ * how fast etcd grants, whoever asks.
  */
 export class GrantRecords {
   readonly #recorder: GrantRecorder;
@@ -71,7 +76,9 @@ export class GrantRecords {
    */
   add(request: ClusterRequest, grant: Grant): void {
     if (this.#recorder.signal.aborted) return;
-    this.#due.push({ request, grant, at: performance.now() + RECORD_AFTER_MS });
+    const { key, createRevision } = request;
+    const at = performance.now() + RECORD_AFTER_MS;
+    this.#due.push({ key, createRevision, grant, at });
     if (this.#timer === undefined) this.#arm();
   }
 
@@ -87,17 +94,15 @@ export class GrantRecords {
     const now = performance.now();
     const ends = this.#due.findIndex((due) => due.at > now);
     const due = this.#due.splice(0, ends < 0 ? this.#due.length : ends);
-    for (const { request, grant } of due) {
-      if (request.state === "held") this.#record(request, grant);
-    }
+    for (const entry of due) this.#record(entry);
     this.#arm();
   }
 
-  #record(request: ClusterRequest, grant: Grant): void {
-    const { batch, lease, valueOf, track } = this.#recorder;
-    const value = valueOf(request.key);
+  #record({ key, createRevision, grant }: Due): void {
+    const { batch, lease, valueOf, holds, track } = this.#recorder;
+    if (!holds(key, createRevision)) return;
+    const value = valueOf(key);
     if (value === undefined || value.granted) return;
-    const { key, createRevision } = request;
     const record = markWrite({ key, createRevision, value, lease }, grant);
     track(batch.submit(record).then(() => {}, () => {}));
   }

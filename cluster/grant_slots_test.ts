@@ -182,7 +182,7 @@ Deno.test(
 
 /** One op of a generated txn. */
 const opArbitrary = fc.record({
-  kind: fc.constantFrom("acquire", "acquire", "delete", "mark"),
+  kind: fc.constantFrom("acquire", "acquire", "delete", "mark", "record"),
   pick: fc.nat(),
   name: fc.constantFrom("p", "q", "r"),
   node: fc.constantFrom("a1", "b2", "c3"),
@@ -194,7 +194,8 @@ type Event = { type: "put" | "delete"; kv: KeyValue };
 
 /**
  * A history of txns as etcd would commit them: acquires granted at once
- * when their lock has no key, deletes, marks of holders left without a slot;
+ * when their lock has no key, deletes, marks of holders left without a slot,
+ * records of grants that deletes made;
  * with `many`, 140 locks held and waited for, then all their holders deleted
  * by one revision (a lease's expiry), past a revision's slots.
  */
@@ -276,7 +277,26 @@ function history(
         if (unmarked.length === 0) continue;
         const { key } = unmarked[op.pick % unmarked.length]!;
         touched.add(key);
-        const value = { conn: 1, since: 1, granted: true, slot: events.length };
+        const kept = JSON.parse(store.get(key)!.value);
+        const value = { ...kept, granted: true, slot: events.length };
+        events.push({
+          type: "put",
+          kv: { ...store.get(key)!, value: JSON.stringify(value) },
+        });
+      } else if (op.kind === "record") {
+        const made = [...mirror.names()].flatMap((name) => mirror.holders(name))
+          .filter((h) =>
+            h.grant !== undefined && !h.value.granted && !touched.has(h.key)
+          );
+        if (made.length === 0) continue;
+        const { key, grant } = made[op.pick % made.length]!;
+        touched.add(key);
+        const value = {
+          ...JSON.parse(store.get(key)!.value),
+          granted: true,
+          slot: grant!.slot,
+          grantRevision: grant!.revision,
+        };
         events.push({
           type: "put",
           kv: { ...store.get(key)!, value: JSON.stringify(value) },
@@ -316,6 +336,10 @@ Deno.test(
           const batched = new LockMirror(ROOT);
           const listed = new LockMirror(ROOT);
           const made = new Map<string, string>();
+          const firstGrant = new Map<string, string>();
+          const tokenOf = (
+            grant: { revision: number; slot: number } | undefined,
+          ) => grant && `${grant.revision}.${grant.slot}`;
           const store = new Map<string, KeyValue>();
           const listAt = txns.length === 0 ? -1 : listing % txns.length;
           for (const [i, { revision, events }] of txns.entries()) {
@@ -326,6 +350,10 @@ Deno.test(
             }
             for (const name of one.names()) {
               for (const { key, grant } of one.holders(name)) {
+                const first = firstGrant.get(key);
+                if (first !== undefined) {
+                  assert.equal(tokenOf(grant), first, `${key} granted once`);
+                } else if (grant) firstGrant.set(key, tokenOf(grant)!);
                 if (grant?.revision !== revision) continue;
                 const id = `${grant.revision}.${grant.slot}`;
                 const known = made.get(id);
@@ -352,9 +380,6 @@ Deno.test(
             listed.apply(later.flatMap((t) => t.events), rest.at(-1)!.revision);
           }
           const since = listAt < 0 ? 0 : txns[listAt]!.revision;
-          const tokenOf = (
-            grant: { revision: number; slot: number } | undefined,
-          ) => grant && `${grant.revision}.${grant.slot}`;
           for (const key of store.keys()) {
             const grant = one.get(key)!.grant;
             assert.equal(tokenOf(batched.get(key)!.grant), tokenOf(grant), key);

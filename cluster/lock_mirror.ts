@@ -9,6 +9,7 @@
 import type { LockMode } from "../protocol/lock_protocol.ts";
 import type { KeyValue } from "./etcd_codec.ts";
 import { implicitSlots } from "./grant_slots.ts";
+import { TOKEN_SLOTS } from "./group_commit.ts";
 import {
   ownerOf,
   parseRequestKey,
@@ -360,13 +361,17 @@ export class RevisionSplitError extends Error {
 
 /**
  * The grant a write that put a request granted made, if it did: its own, or
- * the one it records (`grantRevision`, earlier than the write).
+ * the one it records (`grantRevision`, no earlier than the key and earlier
+ * than the write). A value not ours (a slot that is no slot) grants nothing.
  */
 function written(kv: KeyValue, value: RequestValue): Grant | undefined {
   if (!value.granted) return undefined;
   const { slot = 0, grantedAt = value.since, grantRevision: made } = value;
-  const recorded = Number.isSafeInteger(made) && made! > 0 &&
-    made! < kv.modRevision;
+  if (!(Number.isInteger(slot) && slot >= 0 && slot < TOKEN_SLOTS)) {
+    return undefined;
+  }
+  const recorded = Number.isSafeInteger(made) &&
+    made! >= kv.createRevision && made! < kv.modRevision;
   return { revision: recorded ? made! : kv.modRevision, slot, at: grantedAt };
 }
 

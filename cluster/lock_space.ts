@@ -110,6 +110,11 @@ export class EtcdLockSpace implements AsyncDisposable {
       lease: lease.id,
       signal: this.#stop,
       valueOf: (key) => this.mirror.get(key)?.value,
+      holds: (key, createRevision) => {
+        const request = this.#own.get(key);
+        return request?.state === "held" &&
+          request.createRevision === createRevision;
+      },
       track: (task) => void this.#track(task),
     });
   }
@@ -242,7 +247,9 @@ export class EtcdLockSpace implements AsyncDisposable {
     }
     request.state = "waiting";
     const mirrored = this.mirror.get(key);
-    const token = mirrored ? this.tokenOf(mirrored) : 0;
+    const token = mirrored && this.mirror.holds(key)
+      ? this.tokenOf(mirrored)
+      : 0;
     if (token > 0) {
       // A release granted it before etcd's answer to its acquire came back:
       // the caller has not seen it queued, so this answer grants it, not
@@ -350,13 +357,16 @@ export class EtcdLockSpace implements AsyncDisposable {
     const mirrored = this.mirror.get(request.key);
     if (request.state !== "waiting" || !mirrored) return;
     const mirror = this.mirror;
-    const token = this.tokenOf(mirrored);
+    const holds = mirror.holds(request.key);
+    // A value that says granted on a key that does not hold (an operator's
+    // write) grants nothing.
+    const token = holds ? this.tokenOf(mirrored) : 0;
     if (token > 0) {
       this.#grant(request, token);
       this.#recordLater(request, mirrored);
       return;
     }
-    if (mirror.holds(request.key)) {
+    if (holds) {
       request.state = "marking";
       this.#track(this.#mark(request));
       return;

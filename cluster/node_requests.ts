@@ -244,10 +244,11 @@ export function wholeState(
   const holding = new Set(space.mirror.holders(name));
   for (const mirrored of queue) {
     const { since, peer = "", label } = mirrored.value;
-    const held = holding.has(mirrored);
     const local = mirrored.node === space.node
       ? mine.byKey(name, mirrored.key)
       : undefined;
+    // This node's own: held once its client was told.
+    const held = local ? local.held : holding.has(mirrored);
     const granted = mirrored.grant?.at ?? since;
     (held ? holders : waiters).push({
       owner: { id: mirrored.conn, peer, label, node: mirrored.node },
