@@ -93,7 +93,10 @@ export function parseLimit(text: string): number {
  * @param pattern The pattern asked for, if any.
  * @returns Lines of text.
  */
-function format(result: StatusResult, pattern: string | undefined): string {
+export function format(
+  result: StatusResult,
+  pattern: string | undefined,
+): string {
   const { server, connections, locks, totals, cluster } = result;
   const lines = [
     `pklock ${server.version} (protocol ${server.protocol}), up ${
@@ -120,7 +123,11 @@ function format(result: StatusResult, pattern: string | undefined): string {
       lines.push(
         `  held by ${who(holder)} for ${
           elapsed(holder.elapsed)
-        } (since ${holder.since}), token ${holder.token}`,
+        } (since ${holder.since}), ${
+          holder.token === undefined
+            ? "token not known on this node"
+            : `token ${holder.token}`
+        }`,
       );
     }
     lock.waiters.forEach((waiter, i) => {
