@@ -229,18 +229,8 @@ export class LockMirror {
    */
   holds(key: string): boolean {
     const request = this.#byKey.get(key);
-    if (!request) return false;
-    const queue = this.queue(request.name);
-    let ahead = 0;
-    for (const other of queue) {
-      if (other === request) return ahead < request.limit;
-      if (request.mode === "exclusive" || other.mode === "exclusive") {
-        return false;
-      }
-      if (other.limit !== request.limit) return false;
-      ahead++;
-    }
-    return false;
+    return request !== undefined &&
+      this.holders(request.name).includes(request);
   }
 
   /**
